@@ -1,0 +1,245 @@
+"""Datasets and image I/O: the one way gcnjax loads and writes data.
+
+Images are float32 arrays ``(N, H, W, C)`` in pixel units 0..255 as loaded;
+the scale a model sees is a :class:`PixelScale`, part of a run's config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = [
+    "DataError",
+    "IMAGE_EXTENSIONS",
+    "BUNDLED_TEXTURES",
+    "load_image",
+    "load_images",
+    "bundled_texture",
+    "center_crop",
+    "PixelScale",
+    "image_grid",
+    "save_image_grid",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+BUNDLED_TEXTURES = ("brick", "grass", "gravel")
+
+PathLike = Union[str, os.PathLike]
+
+
+class DataError(ValueError):
+    """A user's data cannot be used; the message names the input and the fix."""
+
+
+def _resize(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    channels = image.shape[-1]
+    out = []
+    for c in range(channels):
+        plane = Image.fromarray(image[..., c].astype(np.float32), mode="F")
+        plane = plane.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+        out.append(np.asarray(plane))
+    return np.clip(np.stack(out, axis=-1), 0.0, 255.0)
+
+
+def _as_size(size) -> Optional[Tuple[int, int]]:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise DataError(f"image size must be a positive int or (height, width), got {size!r}.")
+    return size
+
+
+def center_crop(image: np.ndarray, size) -> np.ndarray:
+    """The central ``(height, width)`` window of an ``(..., H, W, C)`` image."""
+    size = _as_size(size)
+    h, w = image.shape[-3:-1]
+    if size[0] > h or size[1] > w:
+        raise DataError(f"cannot crop {size[1]}x{size[0]} from an image of {w}x{h}; choose a smaller crop.")
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return image[..., top : top + size[0], left : left + size[1], :]
+
+
+def _to_channels(image: np.ndarray, channels: Optional[int], source: str) -> np.ndarray:
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 4:  # drop alpha
+        image = image[..., :3]
+    if channels is None or image.shape[-1] == channels:
+        return image
+    if channels == 1:
+        return image.mean(axis=-1, keepdims=True)
+    if channels == 3 and image.shape[-1] == 1:
+        return np.repeat(image, 3, axis=-1)
+    raise DataError(f"{source}: has {image.shape[-1]} channels, cannot convert to {channels}.")
+
+
+def load_image(path: PathLike, size=None, channels: Optional[int] = 3, crop=None) -> np.ndarray:
+    """Read one image as float32 ``(H, W, C)`` in 0..255.
+
+    Args:
+      path: an image file (PNG, JPEG, ...).
+      size: resize to ``(height, width)`` (or a square side) if given.
+      channels: 3 (RGB), 1 (gray), or None to keep the file's.
+      crop: then keep the central ``(height, width)`` window, if given.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"image file {str(path)!r} does not exist; check the path.")
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a directory; pass an image file, or use load_images for a folder.")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            image = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB", "RGBA") else im, np.float32)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(
+            f"cannot read image {str(path)!r} ({err}); is it a complete PNG/JPEG file?"
+        ) from None
+    image = _to_channels(image, channels, str(path))
+    size = _as_size(size)
+    if size is not None and image.shape[:2] != size:
+        image = _resize(image, size)
+    if crop is not None:
+        image = center_crop(image, crop)
+    return image.astype(np.float32)
+
+
+def load_images(
+    source: Union[PathLike, Sequence[PathLike]],
+    size=None,
+    channels: Optional[int] = 3,
+    crop=None,
+) -> np.ndarray:
+    """Read a folder (or a list) of images as float32 ``(N, H, W, C)`` in 0..255.
+
+    Without ``size`` all images must already share one size; with it, each
+    is resized (and then centre-cropped to ``crop``, if given). Files are read
+    in sorted name order.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        if not folder.exists():
+            raise DataError(f"image folder {str(folder)!r} does not exist; check the path.")
+        if folder.is_file():
+            paths = [folder]
+        else:
+            paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not paths:
+                raise DataError(
+                    f"image folder {str(folder)!r} holds no images "
+                    f"(looked for {', '.join(IMAGE_EXTENSIONS)})."
+                )
+    else:
+        paths = [Path(p) for p in source]
+        if not paths:
+            raise DataError("the list of image paths is empty; pass at least one image.")
+    images = [load_image(p, size, channels, crop) for p in paths]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        listing = ", ".join(f"{p.name}: {im.shape[1]}x{im.shape[0]}" for p, im in zip(paths, images))
+        raise DataError(
+            f"images have different sizes ({listing}); pass size=(height, width) "
+            "(--image-size at the command line) to resize them to one size."
+        )
+    return np.stack(images)
+
+
+def bundled_texture(name: str, size=None, channels: int = 1, crop=None) -> np.ndarray:
+    """One of scikit-image's bundled gray textures (``brick``, ``grass``,
+    ``gravel``; 512×512) as float32 ``(1, H, W, C)`` in 0..255, resized to
+    ``size`` and then centre-cropped to ``crop`` if given."""
+    if name not in BUNDLED_TEXTURES:
+        raise DataError(f"unknown bundled texture {name!r}; choose one of {', '.join(BUNDLED_TEXTURES)}.")
+    import skimage.data
+
+    image = np.asarray(getattr(skimage.data, name)(), np.float32)
+    image = _to_channels(image, channels, f"skimage.data.{name}")
+    size = _as_size(size)
+    if size is not None and image.shape[:2] != size:
+        image = _resize(image, size)
+    if crop is not None:
+        image = center_crop(image, crop)
+    return image[None].astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelScale:
+    """How pixels 0..255 map to the values a model sees.
+
+    kind:
+      ``"minus_mean"``: ``x = p − mean`` (the descriptor papers; σ = 1).
+        ``mean`` is one value per channel, the data's own unless given.
+      ``"unit"``: ``x = p / 127.5 − 1`` in [−1, 1] (ABP and later code).
+    """
+
+    kind: str = "minus_mean"
+    mean: Optional[Tuple[float, ...]] = None
+
+    def __post_init__(self):
+        if self.kind not in ("minus_mean", "unit"):
+            raise ValueError(f"PixelScale.kind must be 'minus_mean' or 'unit', got {self.kind!r}.")
+
+    def fit(self, images: np.ndarray) -> "PixelScale":
+        """This scale with its mean taken from ``images`` (if it needs one)."""
+        if self.kind != "minus_mean" or self.mean is not None:
+            return self
+        mean = np.asarray(images, np.float64).reshape(-1, images.shape[-1]).mean(axis=0)
+        return dataclasses.replace(self, mean=tuple(float(m) for m in mean))
+
+    def to_model(self, pixels):
+        if self.kind == "unit":
+            return pixels / 127.5 - 1.0
+        if self.mean is None:
+            raise ValueError("PixelScale('minus_mean') has no mean yet; call .fit(images) first.")
+        return pixels - np.asarray(self.mean, np.float32)
+
+    def to_pixels(self, x):
+        if self.kind == "unit":
+            return (np.asarray(x) + 1.0) * 127.5
+        return np.asarray(x) + np.asarray(self.mean, np.float32)
+
+    @property
+    def range(self) -> Tuple[float, float]:
+        """The model-space box that pixels 0..255 fill (per channel, widest)."""
+        if self.kind == "unit":
+            return (-1.0, 1.0)
+        mean = np.asarray(self.mean)
+        return (float(-mean.max()), float(255.0 - mean.min()))
+
+
+def image_grid(images: np.ndarray, n_cols: Optional[int] = None, pad: int = 2) -> np.ndarray:
+    """Tile ``(N, H, W, C)`` pixel images (0..255) into one uint8 image."""
+    images = np.clip(np.nan_to_num(np.asarray(images, np.float32)), 0, 255)
+    n, h, w, c = images.shape
+    n_cols = n_cols or int(np.ceil(np.sqrt(n)))
+    n_rows = int(np.ceil(n / n_cols))
+    grid = np.full((n_rows * (h + pad) + pad, n_cols * (w + pad) + pad, c), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, col = divmod(i, n_cols)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[y : y + h, x : x + w] = np.round(im).astype(np.uint8)
+    return grid[..., 0] if c == 1 else grid
+
+
+def save_image_grid(path: PathLike, images: np.ndarray, n_cols: Optional[int] = None) -> Path:
+    """Write :func:`image_grid` of ``images`` to a PNG, atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(image_grid(images, n_cols)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,438 @@
+"""The descriptor: the generative ConvNet, an energy-based model.
+
+    p(x; w) = exp(f(x; w)) q(x) / Z(w),     q(x) = N(0, σ² I),
+    E(x; w) = ||x||² / (2σ²) − f(x; w)
+
+(Xie, Lu, Zhu, Wu, "A Theory of Generative ConvNet", ICML 2016). ``f`` is a
+bottom-up ConvNet with a scalar output (any Flax module's ``apply``).
+
+* Sampling is Langevin dynamics on E, by :mod:`gcnjax.langevin`.
+* Learning is maximum likelihood: the gradient of the mean log-likelihood is
+  ``E_data[∂f/∂w] − E_model[∂f/∂w]``, the model expectation estimated with
+  synthesized samples. :func:`make_train_step` builds the jit'd step that
+  minimises ``mean f(samples) − mean f(data)`` with an Optax optimizer.
+* Chains start from zero (the reference mean), noise, the data (contrastive
+  divergence, CD-k) or are persistent (carried across iterations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gcnjax import langevin
+from gcnjax.nets import ConvSpec, DescriptorNet, layer_output_sizes
+
+PyTree = Any
+ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
+
+__all__ = [
+    "CHAIN_INITS",
+    "DescriptorConfig",
+    "DescriptorState",
+    "energy",
+    "make_energy_fn",
+    "init_chains",
+    "synthesize",
+    "ml_loss",
+    "make_optimizer",
+    "scale_by_tree",
+    "cap_max_abs",
+    "spatial_position_scales",
+    "make_net",
+    "init_state",
+    "make_train_step",
+    "grow",
+    "descend_to_minimum",
+    "activation_pattern",
+]
+
+CHAIN_INITS = ("zeros", "noise", "uniform", "data")
+
+
+@dataclasses.dataclass(frozen=True)
+class DescriptorConfig:
+    """Everything that defines a descriptor run (saved with its outputs).
+
+    Model:
+      layers, top, activation, init_std: the net (:class:`DescriptorNet`).
+      sigma: σ of the Gaussian reference; ``None`` drops the ``||x||²/2σ²``
+        term (short-run and multi-grid code do).
+    Sampling:
+      langevin: step settings (:class:`gcnjax.langevin.LangevinConfig`).
+      n_chains: synthesized images per iteration.
+      chain_init: ``"zeros"`` (reference mean), ``"noise"`` (N(0, init_scale²)),
+        ``"uniform"`` (U(−init_scale, init_scale)) or ``"data"`` (contrastive
+        divergence: chains start at observed images).
+      persistent: carry the chains over iterations (they start from
+        ``chain_init`` once).
+    Learning:
+      optimizer: ``"sgd"`` or ``"adam"``; learning_rate, momentum (SGD),
+        beta1 (Adam), weight_decay (added to the gradient, as in SGD with
+        weight decay).
+      divide_by_positions: divide each conv layer's gradient by the number
+        of spatial positions of its output (the authors' code).
+      max_abs_grad: rescale each parameter array's gradient so that its
+        largest absolute entry is at most this (the authors' code: 20 for
+        ML, 1 for CD); ``None`` for off.
+      grow_iterations: layer-by-layer training: iterations spent with 1, 2,
+        …, L layers (``None``: all layers from the start).
+    Data and run:
+      image_size: (height, width) the observed images are resized to.
+      channels: 1 (gray) or 3.
+      pixel_scale: ``"minus_mean"`` (0..255 minus the mean) or ``"unit"``.
+      batch_size: observed images per iteration (all of them if fewer).
+      n_iterations, seed, log_every, image_every.
+    """
+
+    layers: Tuple[ConvSpec, ...] = (ConvSpec(100, 15, 3), ConvSpec(64, 5, 1), ConvSpec(30, 3, 1))
+    top: str = "sum"
+    activation: str = "relu"
+    init_std: float = 0.01
+    sigma: Optional[float] = 1.0
+    langevin: langevin.LangevinConfig = langevin.LangevinConfig.from_delta(0.3, 10)
+    n_chains: int = 1
+    chain_init: str = "zeros"
+    init_scale: float = 1.0
+    persistent: bool = True
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.5
+    beta1: float = 0.5
+    weight_decay: float = 1e-4
+    divide_by_positions: bool = True
+    max_abs_grad: Optional[float] = 20.0
+    grow_iterations: Optional[Tuple[int, ...]] = None
+    image_size: Tuple[int, int] = (224, 224)
+    channels: int = 3
+    pixel_scale: str = "minus_mean"
+    batch_size: int = 32
+    n_iterations: int = 1000
+    seed: int = 0
+    log_every: int = 10
+    image_every: int = 100
+
+    def __post_init__(self):
+        def positive(name, value, allow_none=False):
+            if value is None and allow_none:
+                return
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+                raise ValueError(f"DescriptorConfig.{name} must be a positive number, got {value!r}.")
+
+        positive("sigma", self.sigma, allow_none=True)
+        positive("learning_rate", self.learning_rate)
+        positive("init_std", self.init_std)
+        positive("max_abs_grad", self.max_abs_grad, allow_none=True)
+        for name in ("n_chains", "batch_size", "n_iterations", "log_every", "image_every"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"DescriptorConfig.{name} must be an integer >= 1, got {value!r}.")
+        if self.weight_decay < 0 or not np.isfinite(self.weight_decay):
+            raise ValueError(f"DescriptorConfig.weight_decay must be >= 0, got {self.weight_decay!r}.")
+        if self.chain_init not in CHAIN_INITS:
+            raise ValueError(
+                f"DescriptorConfig.chain_init must be one of {CHAIN_INITS}, got {self.chain_init!r}."
+            )
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"DescriptorConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
+        if not self.layers:
+            raise ValueError("DescriptorConfig.layers is empty; give at least one ConvSpec.")
+        if self.grow_iterations is not None:
+            if len(self.grow_iterations) != len(self.layers) or min(self.grow_iterations) < 0:
+                raise ValueError(
+                    "DescriptorConfig.grow_iterations needs one non-negative iteration count per "
+                    f"layer ({len(self.layers)}), got {self.grow_iterations!r}."
+                )
+        if self.channels not in (1, 3):
+            raise ValueError(f"DescriptorConfig.channels must be 1 or 3, got {self.channels!r}.")
+
+    @property
+    def total_iterations(self) -> int:
+        if self.grow_iterations is not None:
+            return int(sum(self.grow_iterations))
+        return self.n_iterations
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "DescriptorConfig":
+        d = dict(d)
+        d["layers"] = tuple(ConvSpec(**l) if isinstance(l, dict) else l for l in d["layers"])
+        lg = d["langevin"]
+        if isinstance(lg, dict):
+            lg = dict(lg)
+            if lg.get("clip") is not None:
+                lg["clip"] = tuple(lg["clip"])
+            d["langevin"] = langevin.LangevinConfig(**lg)
+        for key in ("image_size", "grow_iterations"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class DescriptorState(NamedTuple):
+    """Training state of a descriptor.
+
+    params: the net's parameters.
+    opt_state: the Optax optimizer's state.
+    chains: the persistent chains ``(n_chains, H, W, C)`` (the latest
+      synthesized images when chains are not persistent).
+    key: the PRNG key of the next iteration.
+    step: iterations done.
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    chains: jax.Array
+    key: jax.Array
+    step: jax.Array
+
+
+def energy(apply_fn: ApplyFn, params: PyTree, x: jax.Array, sigma: Optional[float]) -> jax.Array:
+    """``E(x) = ||x||²/(2σ²) − f(x)`` for a BATCH ``x``, one value per image."""
+    f = apply_fn(params, x)
+    if sigma is None:
+        return -f
+    reference = jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim))) / (2.0 * sigma**2)
+    return reference - f
+
+
+def make_energy_fn(apply_fn: ApplyFn, params: PyTree, sigma: Optional[float]):
+    """E of ONE image (no batch axis): what :mod:`gcnjax.langevin` takes."""
+
+    def energy_fn(x):
+        return energy(apply_fn, params, x[None], sigma)[0]
+
+    return energy_fn
+
+
+def init_chains(key, kind: str, shape: Sequence[int], *, scale: float = 1.0, data=None) -> jax.Array:
+    """Initial positions of ``shape[0]`` chains.
+
+    kind: ``"zeros"``; ``"noise"`` N(0, scale²); ``"uniform"`` U(−scale, scale);
+    ``"data"``: the first ``shape[0]`` rows of ``data`` (cycled if fewer).
+    """
+    shape = tuple(shape)
+    if kind == "zeros":
+        return jnp.zeros(shape, jnp.float32)
+    if kind == "noise":
+        return scale * jax.random.normal(key, shape, jnp.float32)
+    if kind == "uniform":
+        return jax.random.uniform(key, shape, jnp.float32, -scale, scale)
+    if kind == "data":
+        if data is None:
+            raise ValueError("chain_init='data' (contrastive divergence) needs the observed data.")
+        idx = jnp.arange(shape[0]) % data.shape[0]
+        return jnp.asarray(data)[idx]
+    raise ValueError(f"chain init must be one of {CHAIN_INITS}, got {kind!r}.")
+
+
+def synthesize(key, apply_fn: ApplyFn, params: PyTree, x0: jax.Array, sampler: langevin.LangevinConfig,
+               sigma: Optional[float]):
+    """Langevin chains under the descriptor from ``x0``: ``(samples, info)``."""
+    return sampler.run(key, make_energy_fn(apply_fn, params, sigma), x0)
+
+
+def ml_loss(params: PyTree, apply_fn: ApplyFn, data: jax.Array, samples: jax.Array) -> jax.Array:
+    """``mean f(samples) − mean f(data)``: its gradient is the negative of the
+    log-likelihood gradient ``E_data[∂f/∂w] − E_model[∂f/∂w]`` (the
+    reference term does not depend on w)."""
+    return jnp.mean(apply_fn(params, samples)) - jnp.mean(apply_fn(params, data))
+
+
+# ---------------------------------------------------------------- optimizer
+
+
+def scale_by_tree(scales: PyTree) -> optax.GradientTransformation:
+    """Multiply each gradient leaf by the matching leaf of ``scales``."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda g, s: g * s, updates, scales), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def cap_max_abs(max_abs: float) -> optax.GradientTransformation:
+    """Rescale each gradient array ``g`` to ``g · min(1, c / max|g|)``, so that
+    its largest absolute entry is at most ``c`` (direction kept)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def cap(g):
+            m = jnp.max(jnp.abs(g))
+            return g * jnp.minimum(1.0, max_abs / jnp.maximum(m, 1e-30))
+
+        return jax.tree_util.tree_map(cap, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def spatial_position_scales(params: PyTree, layers: Sequence[ConvSpec], image_size: Tuple[int, int]) -> PyTree:
+    """``1 / (number of output positions)`` for each conv layer's params, 1 elsewhere."""
+    sizes = layer_output_sizes(layers, image_size)
+
+    def scale(path, leaf):
+        names = [getattr(p, "key", None) for p in path]
+        for name in names:
+            if isinstance(name, str) and name.startswith("conv"):
+                h, w = sizes[int(name[4:]) - 1]
+                return jnp.asarray(1.0 / (h * w), jnp.float32)
+        return jnp.asarray(1.0, jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def make_optimizer(config: DescriptorConfig, params: PyTree, image_size=None) -> optax.GradientTransformation:
+    """The authors' update: per-layer division by positions, max-abs capping,
+    weight decay, then SGD with momentum (or Adam).
+
+    ``image_size`` (height, width) of the observed images sets the number of
+    positions per layer; ``config.image_size`` by default.
+    """
+    parts = []
+    if config.divide_by_positions:
+        size = tuple(config.image_size if image_size is None else image_size)
+        parts.append(scale_by_tree(spatial_position_scales(params, config.layers, size)))
+    if config.max_abs_grad is not None:
+        parts.append(cap_max_abs(config.max_abs_grad))
+    if config.weight_decay:
+        parts.append(optax.add_decayed_weights(config.weight_decay))
+    if config.optimizer == "sgd":
+        parts.append(optax.sgd(config.learning_rate, momentum=config.momentum or None))
+    else:
+        parts.append(optax.adam(config.learning_rate, b1=config.beta1))
+    return optax.chain(*parts)
+
+
+# ---------------------------------------------------------------- training
+
+
+def make_net(config: DescriptorConfig, depth: Optional[int] = None, dtype=jnp.float32) -> DescriptorNet:
+    return DescriptorNet(
+        layers=tuple(config.layers),
+        depth=depth,
+        top=config.top,
+        activation=config.activation,
+        init_std=config.init_std,
+        dtype=dtype,
+    )
+
+
+def init_state(key, config: DescriptorConfig, net: nn.Module, data: jax.Array) -> DescriptorState:
+    """Fresh params, optimizer state and chains for observed ``data`` (model scale)."""
+    k_params, k_chains, k_next = jax.random.split(key, 3)
+    shape = (config.n_chains,) + tuple(data.shape[1:])
+    params = net.init(k_params, jnp.zeros((1,) + tuple(data.shape[1:]), jnp.float32))
+    opt_state = make_optimizer(config, params, data.shape[1:3]).init(params)
+    chains = init_chains(k_chains, config.chain_init, shape, scale=config.init_scale, data=data)
+    return DescriptorState(params, opt_state, chains, k_next, jnp.zeros((), jnp.int32))
+
+
+def grow(key, state: DescriptorState, config: DescriptorConfig, net: nn.Module, data: jax.Array) -> DescriptorState:
+    """Layer-by-layer growth: params of ``net`` (one layer deeper) whose
+    existing layers keep their learned values; a fresh optimizer state."""
+    fresh = net.init(key, jnp.zeros((1,) + tuple(data.shape[1:]), jnp.float32))
+    old = state.params["params"]
+    merged = {"params": {name: old.get(name, value) if name.startswith("conv") else value
+                         for name, value in fresh["params"].items()}}
+    opt_state = make_optimizer(config, merged, data.shape[1:3]).init(merged)
+    return state._replace(params=merged, opt_state=opt_state)
+
+
+def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: optax.GradientTransformation):
+    """The jit'd maximum-likelihood step ``(state, data) -> (state, metrics)``.
+
+    One iteration: chains (persistent, or fresh from ``config.chain_init``)
+    run ``config.langevin`` under the current model; the params take one
+    optimizer step on ``mean f(samples) − mean f(data)``. ``data`` is a batch
+    of observed images in model scale. Metrics are device scalars (no host
+    sync): ``f_data``, ``f_samples`` (mean f), ``energy_data``,
+    ``energy_samples`` (mean E), ``grad_norm`` (of the learning gradient),
+    ``chain_grad_norm`` (last Langevin step), ``acceptance``, ``diverged``
+    (number of chains that became non-finite).
+    """
+    sampler = config.langevin
+    sigma = config.sigma
+
+    def train_step(state: DescriptorState, data: jax.Array):
+        key, k_init, k_langevin = jax.random.split(state.key, 3)
+        if config.persistent:
+            x0 = state.chains
+        else:
+            x0 = init_chains(k_init, config.chain_init, state.chains.shape, scale=config.init_scale, data=data)
+        samples, info = synthesize(k_langevin, apply_fn, state.params, x0, sampler, sigma)
+        samples = jax.lax.stop_gradient(samples)
+
+        def loss_fn(params):
+            f_samples = jnp.mean(apply_fn(params, samples))
+            f_data = jnp.mean(apply_fn(params, data))
+            return f_samples - f_data, (f_samples, f_data)  # = ml_loss
+
+        (_, (f_samples, f_data)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        reference = 0.0 if sigma is None else jnp.mean(jnp.sum(jnp.square(data.reshape(data.shape[0], -1)), 1)) / (2 * sigma**2)
+        metrics = {
+            "f_data": f_data,
+            "f_samples": f_samples,
+            "energy_data": reference - f_data,
+            "energy_samples": jnp.mean(info.energy[-1]) if sampler.n_steps else jnp.nan,
+            "grad_norm": optax.tree.norm(grads),
+            "chain_grad_norm": jnp.mean(info.grad_norm[-1]) if sampler.n_steps else jnp.nan,
+            "acceptance": jnp.mean(info.acceptance_rate) if sampler.n_steps else jnp.nan,
+            "diverged": jnp.sum(~jnp.all(info.is_finite, axis=0)) if sampler.n_steps else 0,
+        }
+        new_state = DescriptorState(params, opt_state, samples, key, state.step + 1)
+        return new_state, metrics
+
+    return jax.jit(train_step, donate_argnums=(0,))
+
+
+# ---------------------------------------------------------------- theory
+
+
+def descend_to_minimum(apply_fn: ApplyFn, params: PyTree, x0: jax.Array, sigma: float, *,
+                       n_steps: int = 200, step_size: Optional[float] = None, unroll: int = 1):
+    """Noise-free gradient descent on E from each row of ``x0``.
+
+    Returns ``(x_min, residual)``, with the auto-encoding residual
+    ``||x − σ²∇f(x)|| / ||x||`` at the end point: zero at a local minimum of
+    E, where ``x = σ² ∇f(x)`` (within one linear piece of a ReLU net E is
+    quadratic with Hessian I/σ², so a step of σ² jumps to the piece's
+    minimum; the default step is σ²/2).
+    """
+    step_size = 0.5 * sigma**2 if step_size is None else step_size
+    x, _ = langevin.sample(
+        jax.random.key(0), make_energy_fn(apply_fn, params, sigma), x0,
+        n_steps=n_steps, step_size=step_size, noise_scale=0.0, unroll=unroll,
+    )
+    grad_f = jax.vmap(jax.grad(lambda xi: apply_fn(params, xi[None])[0]))(x)
+    flat = lambda a: a.reshape(a.shape[0], -1)
+    norm = jnp.maximum(jnp.linalg.norm(flat(x), axis=1), jnp.finfo(x.dtype).tiny)
+    residual = jnp.linalg.norm(flat(x - sigma**2 * grad_f), axis=1) / norm
+    return x, residual
+
+
+def activation_pattern(net: nn.Module, params: PyTree, x: jax.Array) -> np.ndarray:
+    """The binary activation pattern (which ReLUs are on) of each image in
+    ``x``, as one boolean row per image."""
+    _, state = net.apply(params, x, mutable=["intermediates"])
+    leaves = jax.tree_util.tree_leaves(state["intermediates"])
+    return np.concatenate([np.asarray(l > 0).reshape(x.shape[0], -1) for l in leaves], axis=1)

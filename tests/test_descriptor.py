@@ -1,0 +1,270 @@
+"""The descriptor: energy, learning step, optimizer extras, theory check."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gcnjax import descriptor as D
+from gcnjax import langevin
+from gcnjax.nets import ConvSpec, DescriptorNet, layer_output_sizes, receptive_field
+from gcnjax.train import fit
+
+SMALL_LAYERS = (ConvSpec(4, 3, 2), ConvSpec(3, 3, 1))
+
+
+class LinearF(nn.Module):
+    """f(x) = <w, x>: with a N(0, σ²I) reference the model is N(σ²w, σ²I)."""
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("w", nn.initializers.zeros, x.shape[1:])
+        return jnp.sum(x * w, axis=tuple(range(1, x.ndim)))
+
+
+def small_config(**kw):
+    base = dict(
+        layers=SMALL_LAYERS, image_size=(12, 12), channels=1, n_chains=3,
+        langevin=langevin.LangevinConfig.from_delta(0.3, 3), learning_rate=1e-3,
+    )
+    base.update(kw)
+    return D.DescriptorConfig(**base)
+
+
+def test_energy_is_reference_minus_f():
+    net = DescriptorNet(layers=SMALL_LAYERS)
+    x = jax.random.normal(jax.random.key(0), (2, 12, 12, 1)) * 3
+    params = net.init(jax.random.key(1), x)
+    sigma = 2.0
+    expected = np.sum(np.asarray(x) ** 2, axis=(1, 2, 3)) / (2 * sigma**2) - np.asarray(net.apply(params, x))
+    np.testing.assert_allclose(D.energy(net.apply, params, x, sigma), expected, rtol=1e-5)
+    np.testing.assert_allclose(D.energy(net.apply, params, x, None), -net.apply(params, x), rtol=1e-6)
+    one = D.make_energy_fn(net.apply, params, sigma)
+    np.testing.assert_allclose(one(x[1]), expected[1], rtol=1e-5)
+
+
+def test_linear_descriptor_learns_the_closed_form_mean():
+    """ML learning of f = <w, x> on N(0, σ²I) converges to σ² w = mean(data)."""
+    sigma = 0.7
+    data = jnp.asarray(np.random.default_rng(0).normal([[1.0, -2.0], [0.5, 3.0]], 0.3, (64, 2, 2)))[..., None]
+    n_chains = 4000
+    cfg = small_config(
+        sigma=sigma, n_chains=n_chains, chain_init="zeros", persistent=True,
+        langevin=langevin.LangevinConfig(n_steps=4, step_size=0.5 * sigma**2),
+        optimizer="sgd", learning_rate=0.5, momentum=0.0, weight_decay=0.0,
+        divide_by_positions=False, max_abs_grad=None, image_size=(2, 2),
+    )
+    net = LinearF()
+    state = D.init_state(jax.random.key(0), cfg, net, data)
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    ws = []
+    for i in range(300):
+        state, _ = step(state, data)
+        if i >= 200:
+            ws.append(np.asarray(state.params["params"]["w"]))
+    w = np.mean(ws, axis=0)
+    target = np.asarray(data.mean(axis=0))
+    # Each iteration's gradient has Monte-Carlo error sd σ/sqrt(n_chains) per
+    # coordinate; averaging 100 correlated iterates leaves less than that.
+    tol = 5 * sigma / np.sqrt(n_chains)
+    np.testing.assert_allclose(sigma**2 * w, target, atol=tol)
+    # The chains sample N(σ²w, s²I) with the unadjusted-Langevin variance at
+    # step a: x' = (1 − a/σ²) x + sqrt(2a) ξ has s² = σ² / (1 − a/(2σ²)).
+    a = cfg.langevin.step_size
+    s = sigma / np.sqrt(1 - a / (2 * sigma**2))
+    chains = np.asarray(state.chains).reshape(n_chains, -1)
+    np.testing.assert_allclose(chains.std(axis=0), s, rtol=0.05)
+    assert abs(chains.std() - sigma) > 0.1 * sigma  # that bias is real at this step
+
+
+def test_train_step_traced_once_per_shape():
+    traces = {"n": 0}
+    net = DescriptorNet(layers=SMALL_LAYERS)
+
+    def counting_apply(params, x):
+        traces["n"] += 1  # runs only while jax traces
+        return net.apply(params, x)
+
+    cfg = small_config()
+    data = jnp.ones((1, 12, 12, 1))
+    state = D.init_state(jax.random.key(0), cfg, net, data)
+    step = D.make_train_step(cfg, counting_apply, D.make_optimizer(cfg, state.params))
+    state, _ = step(state, data)
+    after_first = traces["n"]
+    assert after_first > 0
+    for _ in range(3):
+        state, _ = step(state, data + 1.0)
+    assert traces["n"] == after_first, "the step was traced again for the same shapes"
+    data2 = jnp.ones((2, 12, 12, 1))
+    state, _ = step(state, data2)
+    assert traces["n"] == 2 * after_first, "a new data shape traces exactly once more"
+
+
+def _run(cfg, seed, n=3):
+    net = D.make_net(cfg)
+    data = jax.random.normal(jax.random.key(42), (2, 12, 12, 1)) * 20
+    state = D.init_state(jax.random.key(seed), cfg, net, data)
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    for _ in range(n):
+        state, metrics = step(state, data)
+    return state, metrics
+
+
+def test_same_key_same_samples_and_params():
+    cfg = small_config()
+    a, _ = _run(cfg, 0)
+    b, _ = _run(cfg, 0)
+    c, _ = _run(cfg, 1)
+    np.testing.assert_array_equal(np.asarray(a.chains), np.asarray(b.chains))
+    for la, lb in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
+    assert not np.allclose(np.asarray(a.chains), np.asarray(c.chains))
+
+
+@pytest.mark.parametrize("init", ["zeros", "noise", "uniform", "data"])
+def test_chain_initialisations(init):
+    data = jnp.arange(2 * 4 * 4).reshape(2, 4, 4, 1).astype(jnp.float32)
+    x = D.init_chains(jax.random.key(0), init, (5, 4, 4, 1), scale=2.0, data=data)
+    assert x.shape == (5, 4, 4, 1)
+    if init == "zeros":
+        assert not np.any(np.asarray(x))
+    elif init == "uniform":
+        assert np.all(np.abs(np.asarray(x)) <= 2.0)
+    elif init == "data":
+        np.testing.assert_array_equal(np.asarray(x[2]), np.asarray(data[0]))
+        np.testing.assert_array_equal(np.asarray(x[3]), np.asarray(data[1]))
+    else:
+        assert 1.0 < float(jnp.std(x)) < 3.0
+
+
+def test_contrastive_divergence_starts_at_data():
+    """With zero Langevin steps, CD 'samples' are the observed images."""
+    cfg = small_config(chain_init="data", persistent=False, n_chains=2,
+                       langevin=langevin.LangevinConfig(n_steps=0, step_size=0.1))
+    net = D.make_net(cfg)
+    data = jax.random.normal(jax.random.key(3), (2, 12, 12, 1))
+    state = D.init_state(jax.random.key(0), cfg, net, data)
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    new, metrics = step(state, data)
+    np.testing.assert_array_equal(np.asarray(new.chains), np.asarray(data))
+    assert float(metrics["grad_norm"]) == 0.0  # data and samples coincide: no learning signal
+
+
+def test_spatial_position_scales_and_cap():
+    net = DescriptorNet(layers=SMALL_LAYERS)
+    params = net.init(jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
+    scales = D.spatial_position_scales(params, SMALL_LAYERS, (12, 12))
+    sizes = layer_output_sizes(SMALL_LAYERS, (12, 12))
+    assert sizes == [(5, 5), (3, 3)]
+    assert float(scales["params"]["conv1"]["kernel"]) == pytest.approx(1 / 25)
+    assert float(scales["params"]["conv2"]["bias"]) == pytest.approx(1 / 9)
+
+    grads = {"a": jnp.array([40.0, -10.0]), "b": jnp.array([0.5, -0.25])}
+    capped, _ = D.cap_max_abs(20.0).update(grads, optax.EmptyState())
+    np.testing.assert_allclose(capped["a"], [20.0, -5.0])  # rescaled, direction kept
+    np.testing.assert_allclose(capped["b"], [0.5, -0.25])  # already under the cap
+
+
+def test_grow_keeps_learned_layers():
+    cfg = small_config(grow_iterations=(1, 1))
+    data = jnp.ones((1, 12, 12, 1))
+    net1 = D.make_net(cfg, depth=1)
+    state = D.init_state(jax.random.key(0), cfg, net1, data)
+    assert set(state.params["params"]) == {"conv1"}
+    net2 = D.make_net(cfg, depth=2)
+    grown = D.grow(jax.random.key(1), state, cfg, net2, data)
+    assert set(grown.params["params"]) == {"conv1", "conv2"}
+    np.testing.assert_array_equal(grown.params["params"]["conv1"]["kernel"], state.params["params"]["conv1"]["kernel"])
+    assert net2.apply(grown.params, data).shape == (1,)
+
+
+def test_divergence_is_reported_with_the_step_size():
+    cfg = small_config(langevin=langevin.LangevinConfig(n_steps=60, step_size=50.0), sigma=0.5)
+    net = D.make_net(cfg)
+    data = jnp.ones((1, 12, 12, 1))
+    state = D.init_state(jax.random.key(0), cfg, net, data)
+    state = state._replace(chains=state.chains + 1.0)
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    with pytest.raises(langevin.ChainDivergedError, match="step_size=50.0"):
+        fit(step, state, lambda i: data, n_iterations=2, log_every=1, quiet=True, step_size=50.0)
+
+
+def test_local_minima_are_auto_encoding_fixed_points():
+    """Gradient descent on E reaches x = σ²∇f(x) (PAPERS §1), in closed form.
+
+    One layer of K orthonormal filters w_k covering the whole image, bias −1:
+    f(x) = Σ_k relu(<w_k, x> − 1). For σ² > 1 every subset S of the units is
+    an interior local minimum x_S = σ² Σ_{k∈S} w_k (units in S see σ² − 1 > 0,
+    the others −1 < 0): 2^K minima, each with its own activation pattern.
+    """
+    K, sigma = 3, np.sqrt(2.0)
+    net = DescriptorNet(layers=(ConvSpec(K, 4, 1),))
+    params = net.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(16, K)))
+    w = q.T  # K orthonormal rows
+    params = {"params": {"conv1": {"kernel": jnp.asarray(q.reshape(4, 4, 1, K), jnp.float32),
+                                   "bias": -jnp.ones((K,), jnp.float32)}}}
+    subsets = [np.array([(i >> k) & 1 for k in range(K)], bool) for i in range(2**K)]
+    minima = np.stack([sigma**2 * w[s].sum(axis=0) for s in subsets]).reshape(-1, 4, 4, 1)
+    starts = minima + 0.3 * np.random.default_rng(1).normal(size=minima.shape)
+    x, residual = D.descend_to_minimum(net.apply, params, jnp.asarray(starts, jnp.float32), sigma, n_steps=60)
+    np.testing.assert_allclose(np.asarray(x), minima, atol=1e-5)
+    # The empty subset's minimum is x = 0, where a relative residual means
+    # nothing; its end point is checked above.
+    assert np.all(np.asarray(residual)[1:] < 1e-5), residual
+    pattern = D.activation_pattern(net, params, x)
+    np.testing.assert_array_equal(pattern, np.stack(subsets))
+    assert len({p.tobytes() for p in pattern}) == 2**K
+
+
+def test_piecewise_gaussian_within_a_piece():
+    """Where the activation pattern is fixed, E is quadratic with Hessian I/σ²:
+    E(x + h) − E(x) = <∇E(x), h> + ||h||²/(2σ²) exactly for small h."""
+    net = DescriptorNet(layers=SMALL_LAYERS, init_std=0.3)
+    params = net.init(jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
+    sigma = 1.3
+    energy_fn = D.make_energy_fn(net.apply, params, sigma)
+    x = jax.random.normal(jax.random.key(2), (12, 12, 1)) * 4
+    h = 1e-3 * jax.random.normal(jax.random.key(3), x.shape)
+    same = D.activation_pattern(net, params, jnp.stack([x, x + h]))
+    assert (same[0] == same[1]).all()
+    e0, g = jax.value_and_grad(energy_fn)(x)
+    e1 = energy_fn(x + h)
+    predicted = float(jnp.vdot(g, h) + jnp.sum(h**2) / (2 * sigma**2))
+    assert float(e1 - e0) == pytest.approx(predicted, rel=2e-2, abs=1e-4)
+
+
+def test_receptive_field_of_paper_net():
+    from gcnjax.nets import OBJECT_LAYERS, TEXTURE_LAYERS
+
+    assert receptive_field(OBJECT_LAYERS) == 15 + 4 * 3 + 2 * 3
+    assert layer_output_sizes(OBJECT_LAYERS, (224, 224)) == [(70, 70), (66, 66), (64, 64)]
+    assert layer_output_sizes(TEXTURE_LAYERS, (224, 224)) == [(75, 75), (75, 75), (75, 75)]
+    net = DescriptorNet(layers=OBJECT_LAYERS, depth=2)
+    params = net.init(jax.random.key(0), jnp.zeros((1, 40, 40, 3)))
+    _, inter = net.apply(params, jnp.ones((1, 40, 40, 3)), mutable=["intermediates"])
+    shapes = [v[0].shape[1:3] for v in inter["intermediates"].values()]
+    assert shapes == [tuple(s) for s in layer_output_sizes(OBJECT_LAYERS[:2], (40, 40))]
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("sigma", 0.0), ("sigma", -1.0), ("learning_rate", 0.0), ("learning_rate", float("nan")),
+     ("n_chains", 0), ("chain_init", "nowhere"), ("optimizer", "rmsprop"), ("max_abs_grad", -1.0),
+     ("grow_iterations", (10,))],
+)
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        small_config(**{field: value})
+
+
+def test_config_round_trips_through_dict():
+    cfg = small_config(langevin=langevin.LangevinConfig.from_delta(0.3, 5, clip=(-1.0, 1.0)), grow_iterations=(2, 3))
+    import json
+
+    back = D.DescriptorConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert back == cfg
