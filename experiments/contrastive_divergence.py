@@ -22,13 +22,15 @@ import numpy as np
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax import presets
+from gcnjax.train import RunConfig
 from gcnjax.synthesis import learn_descriptor
 
 
 def config(full: bool):
     if full:
         return presets.contrastive_divergence()
-    return dataclasses.replace(presets.contrastive_divergence(), image_size=(96, 96), n_iterations=300, image_every=50)
+    return dataclasses.replace(presets.contrastive_divergence(), image_size=(96, 96), n_iterations=300,
+                               run=RunConfig(image_every=50, checkpoint_every=50))
 
 
 def reconstruction_error(net, params, sigma, observed, starts, n_steps):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gcnjax import data as gdata
 from gcnjax import presets
+from gcnjax.train import RunConfig
 from gcnjax.synthesis import learn_descriptor
 
 
@@ -20,7 +21,8 @@ def config(full: bool):
     if full:
         return presets.object_pattern()
     # CPU size: 96×96 images and 400 iterations.
-    return dataclasses.replace(presets.object_pattern(), image_size=(96, 96), n_iterations=400, image_every=50)
+    return dataclasses.replace(presets.object_pattern(), image_size=(96, 96), n_iterations=400,
+                               run=RunConfig(image_every=50, checkpoint_every=50))
 
 
 def main():

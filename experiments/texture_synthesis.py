@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from gcnjax import presets
+from gcnjax.train import RunConfig
 from gcnjax.cli import load_data
 from gcnjax.synthesis import learn_descriptor
 
@@ -21,7 +22,8 @@ def config(full: bool):
     if full:
         return presets.texture()
     # CPU size: 128×128 observed images, 4 chains, 600 iterations.
-    return dataclasses.replace(presets.texture(), image_size=(128, 128), n_iterations=600, image_every=100)
+    return dataclasses.replace(presets.texture(), image_size=(128, 128), n_iterations=600,
+                               run=RunConfig(image_every=100, checkpoint_every=100))
 
 
 def main():

@@ -50,15 +50,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_MODEL_FLAGS = ("iterations", "image_size", "chains", "steps", "delta", "lr", "seed", "checkpoint_every",
+                "on_divergence")
+
+
 def _apply_overrides(config, args):
     from gcnjax.langevin import LangevinConfig
 
-    changes = {}
+    changes, run = {}, {}
     if args.image_size:
         changes["image_size"] = (args.image_size, args.image_size)
     if args.iterations:
         changes["n_iterations"] = args.iterations
-        changes["image_every"] = max(1, min(config.image_every, args.iterations // 6 or 1))
+        run["image_every"] = max(1, min(config.run.image_every, args.iterations // 6 or 1))
+        run["checkpoint_every"] = max(1, min(config.run.checkpoint_every, args.iterations))
     if args.chains:
         changes["n_chains"] = args.chains
     if args.lr:
@@ -72,12 +77,20 @@ def _apply_overrides(config, args):
         delta = args.delta or old.noise_scale
         steps = args.steps or old.n_steps
         changes["langevin"] = LangevinConfig.from_delta(delta, steps, unroll=min(old.unroll, steps))
+    if args.checkpoint_every is not None:
+        run["checkpoint_every"] = args.checkpoint_every
+    if args.on_divergence:
+        run["on_divergence"] = args.on_divergence
+    if run:
+        changes["run"] = dataclasses.replace(config.run, **run)
     return dataclasses.replace(config, **changes)
 
 
 def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--out", type=Path, help="run directory to write (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its own settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--iterations", type=_positive_int, help="learning iterations")
     p.add_argument("--image-size", type=_positive_int, help="resize observed images to this square size")
@@ -86,40 +99,74 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--delta", type=_positive_float, help="Langevin step delta (x += delta²/2 (∇f − x/σ²) + delta ξ)")
     p.add_argument("--lr", type=_positive_float, help="learning rate")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (0: none)")
+    p.add_argument("--on-divergence", choices=["stop", "retry"],
+                   help="when chains diverge: stop at the last good checkpoint, or retry with a smaller step")
 
 
-def _run_descriptor(config, images, out, title, source, args):
+def _learn(config, data_spec, out, title, args):
     from gcnjax.synthesis import learn_descriptor
 
-    result = learn_descriptor(config, images, out, title=title, source=source,
-                              overwrite=args.overwrite, quiet=args.quiet)
+    images = load_data(**data_spec)
+    result = learn_descriptor(config, images, out, title=title, source=data_spec["spec"], data_spec=data_spec,
+                              overwrite=args.overwrite, resume=args.resume, quiet=args.quiet)
     print(f"learned in {result['seconds']:.0f} s")
     print(f"synthesized images: {result['synthesized']}")
     print(f"report:             {result['report']}")
-    return result
+    return 0
+
+
+def _resume(args):
+    """Continue the run in ``args.out`` with its own saved settings."""
+    from gcnjax.descriptor import DescriptorConfig
+    from gcnjax.train import RunDir
+
+    given = [f"--{name.replace('_', '-')}" for name in _MODEL_FLAGS if getattr(args, name, None) is not None]
+    if given or getattr(args, "gray", False):
+        raise ValueError(
+            f"--resume continues a run with its own saved settings; drop {', '.join(given) or '--gray'}."
+        )
+    if args.out is None:
+        raise ValueError("--resume needs --out: the run directory to continue.")
+    saved = RunDir(args.out, resume=True).load_config()
+    if not saved.get("data_spec"):
+        raise ValueError(f"{str(args.out)!r} does not record how its data was loaded, so it cannot be resumed.")
+    try:
+        config = DescriptorConfig.from_dict(saved["config"])
+    except (TypeError, KeyError) as err:
+        raise ValueError(f"{str(args.out)!r} is not a descriptor run ({err}); cannot resume it here.") from None
+    spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["data_spec"].items()}
+    return _learn(config, spec, args.out, saved.get("title", "Descriptor"), args)
 
 
 def cmd_demo(args) -> int:
     from gcnjax import presets
 
+    if args.resume:
+        args.out = args.out or Path("runs") / f"demo-{args.texture}"
+        return _resume(args)
     config = _apply_overrides(presets.demo(), args)
     out = args.out or Path("runs") / f"demo-{args.texture}"
+    side = config.image_size[0]
     print(f"gcnjax demo: learning a texture model from scikit-image's '{args.texture}' "
-          f"({config.image_size[0]}×{config.image_size[1]}, {config.n_iterations} iterations) ...")
-    images = load_data(f"skimage:{args.texture}", config.image_size, config.channels)
-    _run_descriptor(config, images, out, f"Texture synthesis: {args.texture}", f"skimage.data.{args.texture}", args)
-    return 0
+          f"({side}×{side} crop, {config.n_iterations} iterations) ...")
+    # Halve the 512×512 texture, then crop: stones and bricks keep a size the
+    # net's 33-pixel receptive field sees whole.
+    spec = dict(spec=f"skimage:{args.texture}", size=(2 * side, 2 * side), crop=config.image_size,
+                channels=config.channels)
+    return _learn(config, spec, out, f"Texture synthesis: {args.texture}", args)
 
 
 def cmd_descriptor(args) -> int:
     from gcnjax import presets
 
+    if args.resume:
+        return _resume(args)
     config = _apply_overrides(presets.get(args.preset), args)
-    if args.out is None:
-        raise ValueError("--out is required: the run directory to write.")
-    images = load_data(args.data, config.image_size, config.channels)
-    _run_descriptor(config, images, args.out, f"Descriptor ({args.preset}): {Path(args.data).name}", args.data, args)
-    return 0
+    if args.out is None or args.data is None:
+        raise ValueError("--data and --out are required: the images to learn from and the run directory to write.")
+    spec = dict(spec=args.data, size=config.image_size, crop=None, channels=config.channels)
+    return _learn(config, spec, args.out, f"Descriptor ({args.preset}): {Path(args.data).name}", args)
 
 
 def cmd_theory(args) -> int:
@@ -147,8 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("descriptor", help="learn a descriptor (texture / object / CD) from images")
     p.add_argument("--preset", default="texture", choices=["texture", "object", "cd", "demo"])
-    p.add_argument("--data", required=True,
-                   help="an image file, a folder of images, or skimage:brick|grass|gravel")
+    p.add_argument("--data", help="an image file, a folder of images, or skimage:brick|grass|gravel")
     p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
     _add_common(p)
     p.set_defaults(func=cmd_descriptor)

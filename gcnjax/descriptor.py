@@ -28,6 +28,7 @@ import optax
 
 from gcnjax import langevin
 from gcnjax.nets import ConvSpec, DescriptorNet, layer_output_sizes
+from gcnjax.train import RunConfig
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -88,7 +89,9 @@ class DescriptorConfig:
       channels: 1 (gray) or 3.
       pixel_scale: ``"minus_mean"`` (0..255 minus the mean) or ``"unit"``.
       batch_size: observed images per iteration (all of them if fewer).
-      n_iterations, seed, log_every, image_every.
+      n_iterations, seed.
+      run: logging, pictures, checkpoints and the divergence policy
+        (:class:`gcnjax.train.RunConfig`).
     """
 
     layers: Tuple[ConvSpec, ...] = (ConvSpec(100, 15, 3), ConvSpec(64, 5, 1), ConvSpec(30, 3, 1))
@@ -115,8 +118,7 @@ class DescriptorConfig:
     batch_size: int = 32
     n_iterations: int = 1000
     seed: int = 0
-    log_every: int = 10
-    image_every: int = 100
+    run: RunConfig = RunConfig()
 
     def __post_init__(self):
         def positive(name, value, allow_none=False):
@@ -129,7 +131,7 @@ class DescriptorConfig:
         positive("learning_rate", self.learning_rate)
         positive("init_std", self.init_std)
         positive("max_abs_grad", self.max_abs_grad, allow_none=True)
-        for name in ("n_chains", "batch_size", "n_iterations", "log_every", "image_every"):
+        for name in ("n_chains", "batch_size", "n_iterations"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"DescriptorConfig.{name} must be an integer >= 1, got {value!r}.")
@@ -171,6 +173,8 @@ class DescriptorConfig:
             if lg.get("clip") is not None:
                 lg["clip"] = tuple(lg["clip"])
             d["langevin"] = langevin.LangevinConfig(**lg)
+        if isinstance(d.get("run"), dict):
+            d["run"] = RunConfig(**d["run"])
         for key in ("image_size", "grow_iterations"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
@@ -388,16 +392,21 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
         (_, (f_samples, f_data)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        reference = 0.0 if sigma is None else jnp.mean(jnp.sum(jnp.square(data.reshape(data.shape[0], -1)), 1)) / (2 * sigma**2)
+        def reference(x):
+            if sigma is None:
+                return 0.0
+            return jnp.mean(jnp.sum(jnp.square(x.reshape(x.shape[0], -1)), axis=1)) / (2 * sigma**2)
+
+        finite_chains = jnp.all(info.is_finite, axis=0) if sampler.n_steps else jnp.isfinite(samples.sum())
         metrics = {
             "f_data": f_data,
             "f_samples": f_samples,
-            "energy_data": reference - f_data,
-            "energy_samples": jnp.mean(info.energy[-1]) if sampler.n_steps else jnp.nan,
+            "energy_data": reference(data) - f_data,
+            "energy_samples": reference(samples) - f_samples,
             "grad_norm": optax.tree.norm(grads),
-            "chain_grad_norm": jnp.mean(info.grad_norm[-1]) if sampler.n_steps else jnp.nan,
-            "acceptance": jnp.mean(info.acceptance_rate) if sampler.n_steps else jnp.nan,
-            "diverged": jnp.sum(~jnp.all(info.is_finite, axis=0)) if sampler.n_steps else 0,
+            "chain_grad_norm": jnp.mean(info.grad_norm[-1]) if sampler.n_steps else jnp.float32(0),
+            "acceptance": jnp.mean(info.acceptance_rate) if sampler.n_steps else jnp.float32(1),
+            "diverged": jnp.sum(~finite_chains),
         }
         new_state = DescriptorState(params, opt_state, samples, key, state.step + 1)
         return new_state, metrics

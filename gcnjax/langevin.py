@@ -20,8 +20,9 @@ with step size ``a`` and noise scale ``b``. Two conventions are in use:
 
 ``b = 0`` is gradient descent on E. With ``mala=True`` each move is a
 proposal accepted with the Metropolis–Hastings probability, which makes the
-chain exact for ``exp(−E)`` at any step size (with the coupled noise) and
-for ``exp(−E / T)`` with the decoupled one.
+chain exact for ``exp(−E)`` at any step size and any noise (a decoupled
+move is then only a proposal; to sample ``exp(−E / T)`` exactly, pass the
+energy ``E / T``).
 
 The kernel is written in the style of BlackJAX: :func:`init` builds a
 :class:`LangevinState` for one chain, :func:`step` is a pure
@@ -116,6 +117,7 @@ def temperature(step_size: float, noise_scale: Optional[float]) -> float:
 
     A coupled chain (``noise_scale=None`` or ``sqrt(2a)``) has ``T = 1``.
     """
+    _check_settings(step_size, noise_scale, mala=False)
     if noise_scale is None:
         return 1.0
     return float(noise_scale) ** 2 / (2.0 * float(step_size))
@@ -357,6 +359,8 @@ class LangevinConfig:
         if int(self.n_steps) < 0:
             raise ValueError(f"LangevinConfig.n_steps must be >= 0, got {self.n_steps}.")
         _check_settings(self.step_size, self.noise_scale, self.mala)
+        if self.mala and self.clip is not None:
+            raise ValueError("LangevinConfig: clip cannot be combined with mala=True (the clipped proposal has no density).")
         if self.clip is not None and not (len(self.clip) == 2 and self.clip[0] < self.clip[1]):
             raise ValueError(f"LangevinConfig.clip must be (lo, hi) with lo < hi, got {self.clip!r}.")
 

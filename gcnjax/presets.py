@@ -16,7 +16,8 @@ from typing import Callable, Dict
 
 from gcnjax.descriptor import DescriptorConfig
 from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import OBJECT_LAYERS, TEXTURE_LAYERS, ConvSpec
+from gcnjax.nets import OBJECT_LAYERS, TEXTURE_LAYERS
+from gcnjax.train import RunConfig
 
 __all__ = ["PRESETS", "get", "texture", "object_pattern", "contrastive_divergence", "demo"]
 
@@ -43,7 +44,7 @@ def texture() -> DescriptorConfig:
         channels=3,
         pixel_scale="minus_mean",
         n_iterations=1000,
-        image_every=100,
+        run=RunConfig(image_every=100, checkpoint_every=100),
     )
 
 
@@ -82,7 +83,7 @@ def demo() -> DescriptorConfig:
         channels=1,
         n_chains=4,
         n_iterations=300,
-        image_every=50,
+        run=RunConfig(image_every=50, checkpoint_every=50),
     )
 
 

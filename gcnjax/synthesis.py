@@ -9,7 +9,9 @@ CSV of the energies, a plot, the learned params, and a markdown report.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -22,7 +24,7 @@ import numpy as np
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax.nets import receptive_field
-from gcnjax.train import RunDir, fit, write_atomic
+from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic
 
 __all__ = ["learn_descriptor", "load_run", "autoencoding_check", "check_run_autoencoding", "check_images",
            "plot_metrics"]
@@ -87,6 +89,29 @@ def _batches(x: jax.Array, batch_size: int, seed: int):
     return batch
 
 
+def _stages(config: D.DescriptorConfig):
+    """``[(depth, begin, end)]``: the net depth for iterations begin..end−1."""
+    if not config.grow_iterations:
+        return [(None, 0, config.n_iterations)]
+    stages, begin = [], 0
+    for d, n in enumerate(config.grow_iterations):
+        if n > 0:
+            stages.append((d + 1, begin, begin + n))
+            begin += n
+    return stages
+
+
+def _smaller_step(sampler, factor: float):
+    """The Langevin settings with the step multiplied by ``factor`` and the
+    noise by sqrt(factor): the same temperature b²/(2a), a smaller move."""
+    noise = None if sampler.noise_scale is None else sampler.noise_scale * float(np.sqrt(factor))
+    return dataclasses.replace(sampler, step_size=sampler.step_size * factor, noise_scale=noise)
+
+
+# Config fields that may differ between a run and its resumption.
+_RESUMABLE_CHANGES = ("run",)
+
+
 def learn_descriptor(
     config: D.DescriptorConfig,
     images: np.ndarray,
@@ -94,61 +119,120 @@ def learn_descriptor(
     *,
     title: str = "Descriptor",
     source: str = "",
+    data_spec: Optional[Dict[str, object]] = None,
     overwrite: bool = False,
+    resume: bool = False,
     quiet: bool = False,
-
 ) -> Dict[str, object]:
     """Learn a descriptor from observed ``images`` (pixels 0..255, N×H×W×C)
     by maximum likelihood (or CD, as ``config`` says) and write a run.
 
+    The run is checkpointed every ``config.run.checkpoint_every`` iterations;
+    ``resume=True`` continues a run in ``out`` from its last checkpoint, with
+    the same result as an uninterrupted run. A diverging chain rolls the run
+    back to its last good checkpoint, then stops with a message or retries
+    with a smaller Langevin step (``config.run.on_divergence``).
+    ``data_spec`` (how the images were loaded) is saved for resuming.
     Returns a summary dict (paths and final numbers).
     """
     images = check_images(images, config)
-    run = RunDir(out, overwrite=overwrite)
+    run = RunDir(out, overwrite=overwrite, resume=resume)
     scale = gdata.PixelScale(config.pixel_scale).fit(images)
+    if resume:
+        saved = run.load_config()
+        saved_config = D.DescriptorConfig.from_dict(saved["config"])
+        changed = [f.name for f in dataclasses.fields(config)
+                   if getattr(config, f.name) != getattr(saved_config, f.name) and f.name not in _RESUMABLE_CHANGES]
+        if changed or list(images.shape) != saved.get("observed_shape"):
+            what = ", ".join(changed) if changed else f"observed images {list(images.shape)} vs {saved.get('observed_shape')}"
+            raise ValueError(
+                f"cannot resume {str(run.path)!r}: it is a run of a different model or data ({what} differ); "
+                "resume with the run's own config (gcnjax resume --run DIR) or start a new --out."
+            )
+        scale = gdata.PixelScale(saved["pixel_scale"]["kind"], tuple(saved["pixel_scale"]["mean"] or ()) or None)
     x = jnp.asarray(scale.to_model(images))
-    run.save_config(config, pixel_scale=scale, source=source, observed_shape=list(images.shape))
-    gdata.save_image_grid(run.path / "observed.png", images)
+    if not resume:
+        run.save_config(config, pixel_scale=scale, source=source, observed_shape=list(images.shape),
+                        data_spec=data_spec or {}, title=title)
+        gdata.save_image_grid(run.path / "observed.png", images)
 
-    stages = (
-        [(d + 1, n) for d, n in enumerate(config.grow_iterations) if n > 0]
-        if config.grow_iterations
-        else [(None, config.n_iterations)]
-    )
-    key = jax.random.key(config.seed)
-    state = None
     t0 = time.perf_counter()
     batches = _batches(x, config.batch_size, config.seed)
-    snapshots = []
+    base_key = jax.random.key(config.seed)
 
     def snapshot(state, it):
         path = run.images / f"synthesized_{it:06d}.png"
         gdata.save_image_grid(path, scale.to_pixels(np.asarray(state.chains)))
-        snapshots.append(path)
 
-    done = 0
-    for depth, n_iter in stages:
-        net = D.make_net(config, depth=depth)
-        key, k_init = jax.random.split(key)
-        if state is None:
-            state = D.init_state(k_init, config, net, x)
-        else:
-            state = D.grow(k_init, state, config, net, x)
-        optimizer = D.make_optimizer(config, state.params, image_size=x.shape[1:3])
-        step = D.make_train_step(config, net.apply, optimizer)
-        state, _ = fit(
-            step, state, batches,
-            n_iterations=n_iter, start=done, run_dir=run, log_every=config.log_every,
-            snapshot_every=config.image_every, on_snapshot=snapshot, quiet=quiet,
-            desc=f"{title} ({'layers ' + str(depth) if depth else 'training'})",
-            step_size=config.langevin.step_size, extra_row={"layers": depth or len(config.layers)},
-        )
-        done += n_iter
+    stages = _stages(config)
+    total = stages[-1][2]
+    sampler = config.langevin
+    retries = 0
+    with Checkpointer(run.checkpoints, keep=config.run.keep_checkpoints) as checkpointer:
+        done = checkpointer.latest_step() if resume else None
+        if resume and done is None:
+            raise FileNotFoundError(f"cannot resume {str(run.path)!r}: it has no checkpoint yet; start it again.")
+        done = done or 0
+        if resume:
+            run.truncate_metrics(done)
+        state = None
+        index = 0
+        while index < len(stages):
+            depth, begin, end = stages[index]
+            if end <= done:
+                index += 1
+                continue
+            net = D.make_net(config, depth=depth)
+            stage_key = jax.random.fold_in(base_key, index)  # the same on resume
+            if state is None:
+                # A state to restore into (or to start from): this stage's
+                # structure, or the previous stage's when the stage begins now.
+                restore_index = index - 1 if (done == begin and index > 0) else index
+                r_net = D.make_net(config, depth=stages[restore_index][0])
+                state = D.init_state(jax.random.fold_in(base_key, restore_index), config, r_net, x)
+                if done in checkpointer.all_steps():
+                    state = checkpointer.restore(state, done)
+                else:
+                    checkpointer.save(0, state)  # the start is the first good checkpoint
+                if restore_index != index:
+                    state = D.grow(stage_key, state, config, net, x)
+            elif done == begin and index > 0:
+                state = D.grow(stage_key, state, config, net, x)
+            optimizer = D.make_optimizer(config, state.params, image_size=x.shape[1:3])
+            step = D.make_train_step(dataclasses.replace(config, langevin=sampler), net.apply, optimizer)
+            try:
+                state, _ = fit(
+                    step, state, batches, start=done, end=end, total=total, run_dir=run, run=config.run,
+                    checkpointer=checkpointer, on_snapshot=snapshot, quiet=quiet,
+                    desc=f"{title}" + (f" (layers 1-{depth})" if depth else ""),
+                    step_size=sampler.step_size, extra_row={"layers": depth or len(config.layers)},
+                )
+            except TrainingDiverged as err:
+                if config.run.on_divergence == "stop" or retries >= config.run.max_retries:
+                    raise
+                retries += 1
+                sampler = _smaller_step(sampler, config.run.retry_step_factor)
+                done = err.last_good
+                run.truncate_metrics(done)
+                state = None  # restored from the last good checkpoint
+                index = 0
+                if not quiet:
+                    print(f"{err}\nretrying from iteration {done} with Langevin step_size={sampler.step_size:g}",
+                          file=sys.stderr)
+                continue
+            done = end
+            index += 1
+        if state is None:  # resumed after the last checkpoint: only the outputs are left to write
+            template = D.init_state(base_key, config, D.make_net(config, depth=stages[-1][0]), x)
+            state = checkpointer.restore(template, done)
+    net = D.make_net(config, depth=stages[-1][0])
     seconds = time.perf_counter() - t0
 
-    (run.path / "params.msgpack").write_bytes(flax.serialization.to_bytes(jax.device_get(state.params)))
+    write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(state.params)))
     final = scale.to_pixels(np.asarray(state.chains))
-    np.save(run.path / "synthesized.npy", final.astype(np.float32))
+    buffer = io.BytesIO()
+    np.save(buffer, final.astype(np.float32))
+    write_atomic(run.path / "synthesized.npy", buffer.getvalue())
     gdata.save_image_grid(run.path / "synthesized.png", final)
     history = run.read_metrics()
     plot_metrics(history, run.path / "energy.png")
@@ -159,9 +243,10 @@ def learn_descriptor(
         "",
         f"Source: {source or 'given images'}; {images.shape[0]} observed image(s) of "
         f"{images.shape[2]}×{images.shape[1]}×{images.shape[3]}.",
-        f"{done} iterations in {seconds:.0f} s; {config.n_chains} chain(s), "
-        f"{config.langevin.n_steps} Langevin steps of step size {config.langevin.step_size:g} "
-        f"(noise {config.langevin.noise_scale}) per iteration; σ = {config.sigma}.",
+        f"{done} iterations ({seconds:.0f} s in this session); {config.n_chains} chain(s), "
+        f"{sampler.n_steps} Langevin steps of step size {sampler.step_size:g} "
+        f"(noise {sampler.noise_scale}) per iteration; σ = {config.sigma}."
+        + (f" The step was reduced {retries} time(s) after divergence." if retries else ""),
         "",
         "| observed | synthesized (final) |",
         "|---|---|",
@@ -169,7 +254,7 @@ def learn_descriptor(
         "",
         "## Over the iterations",
         "",
-        *[f"![iteration {p.stem.split('_')[-1]}](images/{p.name})" for p in snapshots],
+        *[f"![iteration {int(p.stem.split('_')[-1])}](images/{p.name})" for p in sorted(run.images.glob("synthesized_*.png"))],
         "",
         "## Energies",
         "",

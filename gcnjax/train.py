@@ -20,18 +20,108 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gcnjax.langevin import ChainDivergedError
 
-__all__ = ["RunDir", "fit", "write_atomic"]
+__all__ = ["RunConfig", "RunDir", "Checkpointer", "TrainingDiverged", "fit", "write_atomic"]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a crash never leaves half a file."""
+class TrainingDiverged(ChainDivergedError):
+    """Training produced non-finite values.
+
+    iteration: the iteration at which it was seen.
+    last_good: the step of the last checkpoint saved before (None if none).
+    """
+
+    def __init__(self, message: str, iteration: int, last_good: Optional[int]):
+        super().__init__(message)
+        self.iteration = iteration
+        self.last_good = last_good
+
+
+def _is_key(leaf) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+class Checkpointer:
+    """Orbax checkpoints of a training state (any pytree, PRNG keys included).
+
+    Each save is written to a temporary directory and renamed when complete,
+    so a crash mid-write never leaves a checkpoint that loads wrongly; the
+    last ``keep`` are kept. Saves are synchronous: a checkpoint that
+    :meth:`save` returned from is on disk.
+    """
+
+    def __init__(self, directory, keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 checkpoint, got {keep}.")
+        self.directory = Path(directory).absolute()
+        self._ocp = ocp
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
+        )
+
+    @staticmethod
+    def _to_saveable(state):
+        return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
+
+    def save(self, step: int, state) -> None:
+        self._manager.save(int(step), args=self._ocp.args.StandardSave(self._to_saveable(state)), force=True)
+        self._manager.wait_until_finished()
+
+    def latest_step(self) -> Optional[int]:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> List[int]:
+        return sorted(self._manager.all_steps())
+
+    def restore(self, like, step: Optional[int] = None):
+        """The state saved at ``step`` (the latest by default), with the
+        structure, shapes and dtypes of ``like``."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {str(self.directory)!r} to restore.")
+        abstract = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) if not _is_key(x)
+            else jax.ShapeDtypeStruct(jax.random.key_data(x).shape, jax.random.key_data(x).dtype),
+            like,
+        )
+        try:
+            restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"checkpoint {step} in {str(self.directory)!r} does not match this model's state ({err}); "
+                "was the run made with another model or config?"
+            ) from None
+        return jax.tree_util.tree_map(
+            lambda r, x: jax.random.wrap_key_data(r, impl=jax.random.key_impl(x)) if _is_key(x) else r,
+            restored, like,
+        )
+
+    def close(self):
+        self._manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_atomic(path: Path, data) -> None:
+    """Write ``data`` (str or bytes) to ``path`` so that a crash never leaves
+    half a file: a temporary file is written, then renamed over ``path``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
     os.replace(tmp, path)
 
 
@@ -47,36 +137,107 @@ def _jsonable(obj):
     return obj
 
 
-class RunDir:
-    """A run's directory: ``config.json``, ``metrics.csv``, ``images/``, ``report.md``.
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How a training run is kept: logs, pictures, checkpoints, divergence.
 
-    Creating a RunDir never deletes anything: an existing non-empty
-    directory is refused unless ``overwrite=True`` (which replaces only the
-    files this run writes).
+    log_every: iterations between metric rows (and divergence checks).
+    image_every: iterations between picture snapshots.
+    checkpoint_every: iterations between checkpoints (0: none).
+    keep_checkpoints: how many checkpoints to keep.
+    on_divergence: ``"stop"`` (roll back to the last good checkpoint and
+      stop with a message) or ``"retry"`` (roll back and go on with the
+      Langevin step multiplied by ``retry_step_factor``, at most
+      ``max_retries`` times).
     """
 
-    def __init__(self, path, *, overwrite: bool = False):
+    log_every: int = 10
+    image_every: int = 100
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    on_divergence: str = "stop"
+    max_retries: int = 3
+    retry_step_factor: float = 0.5
+
+    def __post_init__(self):
+        for name in ("log_every", "image_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"RunConfig.{name} must be an integer >= 1, got {value!r}.")
+        if not isinstance(self.checkpoint_every, (int, np.integer)) or self.checkpoint_every < 0:
+            raise ValueError(f"RunConfig.checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}.")
+        if self.on_divergence not in ("stop", "retry"):
+            raise ValueError(f"RunConfig.on_divergence must be 'stop' or 'retry', got {self.on_divergence!r}.")
+        if not (0 < self.retry_step_factor < 1):
+            raise ValueError(f"RunConfig.retry_step_factor must be in (0, 1), got {self.retry_step_factor!r}.")
+        if self.max_retries < 0:
+            raise ValueError(f"RunConfig.max_retries must be >= 0, got {self.max_retries!r}.")
+
+
+class RunDir:
+    """A run's directory: ``config.json``, ``metrics.csv``, ``images/``,
+    ``checkpoints/``, ``report.md``.
+
+    A new RunDir never deletes anything: an existing non-empty directory is
+    refused unless ``overwrite=True`` (which replaces the files this run
+    writes). ``resume=True`` opens an existing run to continue it.
+    """
+
+    def __init__(self, path, *, overwrite: bool = False, resume: bool = False):
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"run directory {str(self.path)!r} is a file; choose another --out path.")
-        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
+        if resume:
+            if not (self.path / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"cannot resume: {str(self.path)!r} holds no run (no config.json); "
+                    "start a new run with this --out path instead."
+                )
+        elif self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
             raise FileExistsError(
-                f"run directory {str(self.path)!r} already holds a run; choose another --out path "
-                "or pass --overwrite to write over it."
+                f"run directory {str(self.path)!r} already holds a run; choose another --out path, "
+                "pass --resume to continue it, or --overwrite to write over it."
             )
         self.path.mkdir(parents=True, exist_ok=True)
         self.images = self.path / "images"
         self.images.mkdir(exist_ok=True)
         self.metrics_path = self.path / "metrics.csv"
+        self.checkpoints = self.path / "checkpoints"
         self._fields: Optional[List[str]] = None
-        if self.metrics_path.exists():
-            self.metrics_path.unlink()
+        if overwrite and not resume:
+            import shutil
+
+            if self.checkpoints.exists():
+                shutil.rmtree(self.checkpoints)
+            if self.metrics_path.exists():
+                self.metrics_path.unlink()
+
+    def load_config(self) -> Dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text())
 
     def save_config(self, config, **extra) -> Path:
         payload = {"config": _jsonable(config), **{k: _jsonable(v) for k, v in extra.items()}}
         path = self.path / "config.json"
         write_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
         return path
+
+    def truncate_metrics(self, last_iteration: int) -> None:
+        """Drop metric rows after ``last_iteration`` (a resumed run redoes them)."""
+        if not self.metrics_path.exists():
+            return
+        with open(self.metrics_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+            fields = list(rows[0]) if rows else None
+        kept = [r for r in rows if int(float(r["iteration"])) <= last_iteration]
+        if fields is None:
+            return
+        self._fields = fields
+        tmp = self.metrics_path.with_name("metrics.csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, self.metrics_path)
 
     def log(self, row: Dict[str, Any]) -> None:
         """Append one row to ``metrics.csv`` (columns fixed by the first row)."""
@@ -88,6 +249,8 @@ class RunDir:
             csv.DictWriter(fh, self._fields, extrasaction="ignore").writerow(row)
 
     def read_metrics(self) -> Dict[str, np.ndarray]:
+        if not self.metrics_path.exists():
+            return {}
         with open(self.metrics_path) as fh:
             rows = list(csv.DictReader(fh))
         return {k: np.array([float(r[k]) for r in rows]) for k in (rows[0] if rows else {})}
@@ -98,11 +261,26 @@ class RunDir:
         return path
 
 
-def _progress(total: int, quiet: bool, desc: str):
+def _progress(total: int, initial: int, quiet: bool, desc: str):
     from tqdm.auto import tqdm
 
     disable = quiet or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True, leave=False)
+
+
+def _finite_tree(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+@jax.jit
+def _bad_step(metrics) -> jax.Array:
+    """True when a step's metrics show divergence (computed on the device)."""
+    bad = ~_finite_tree(metrics)
+    if "diverged" in metrics:
+        bad = bad | (metrics["diverged"] > 0)
+    return bad
 
 
 def fit(
@@ -110,51 +288,72 @@ def fit(
     state,
     batches: Callable[[int], Any],
     *,
-    n_iterations: int,
+    end: int,
     start: int = 0,
     run_dir: Optional[RunDir] = None,
-    log_every: int = 10,
-    snapshot_every: Optional[int] = None,
+    run: RunConfig = RunConfig(),
+    checkpointer: Optional["Checkpointer"] = None,
     on_snapshot: Optional[Callable[[Any, int], None]] = None,
     quiet: bool = False,
     desc: str = "training",
     step_size=None,
     extra_row: Optional[Dict[str, Any]] = None,
+    total: Optional[int] = None,
 ):
     """Run ``state, metrics = step_fn(state, batches(i))`` for iterations
-    ``start .. start + n_iterations − 1``.
+    ``i = start .. end − 1`` (iteration ``i + 1`` is the one done).
 
-    Every ``log_every`` iterations the metrics of that iteration are pulled
-    to the host, written to ``run_dir``'s CSV, and checked: a metric
-    ``diverged > 0`` or a non-finite metric raises
-    :class:`~gcnjax.langevin.ChainDivergedError` naming ``step_size``.
-    ``on_snapshot(state, i)`` is called every ``snapshot_every`` iterations
-    and after the last one. Returns ``(state, history)``, the logged rows.
+    Divergence is detected on the device at every step (a non-finite metric,
+    or a metric ``diverged > 0``) and accumulated without a host sync; the
+    host reads the flag only when it logs (every ``run.log_every``) or
+    checkpoints (every ``run.checkpoint_every``). A checkpoint is saved only
+    from a state whose steps and params were all finite, so the last
+    checkpoint is always good. On divergence :class:`TrainingDiverged` is
+    raised, naming ``step_size`` and the last good checkpoint.
+    ``on_snapshot(state, i)`` runs every ``run.image_every`` iterations and
+    after the last. Returns ``(state, history)``, the logged rows.
     """
     history: List[Dict[str, Any]] = []
-    bar = _progress(n_iterations, quiet, desc)
+    bar = _progress(total or end, start, quiet, desc)
     t0 = time.perf_counter()
-    end = start + n_iterations
+    bad = jnp.bool_(False)
+    last_good = checkpointer.latest_step() if checkpointer is not None else None
+
+    def diverged(i, values=None):
+        hint = f" with Langevin step_size={step_size!r}" if step_size is not None else ""
+        shown = "" if values is None else " (" + ", ".join(f"{k}={v:.4g}" for k, v in values.items()) + ")"
+        where = f"; the last good checkpoint is step {last_good}" if last_good is not None else ""
+        return TrainingDiverged(
+            f"training diverged by iteration {i}{hint}{shown}{where}. "
+            "Reduce the Langevin step (--delta) or the learning rate (--lr).",
+            iteration=i, last_good=last_good,
+        )
+
     try:
         for i in range(start, end):
             state, metrics = step_fn(state, batches(i))
-            last = i == end - 1
-            if (i - start) % log_every == 0 or last:
+            bad = bad | _bad_step(metrics)
+            it = i + 1
+            last = it == end
+            log_now = (it - start - 1) % run.log_every == 0 or last
+            checkpoint_now = checkpointer is not None and run.checkpoint_every and (
+                it % run.checkpoint_every == 0 or last)
+            if log_now:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                row = {"iteration": i + 1, "seconds": round(time.perf_counter() - t0, 3), **(extra_row or {}), **values}
+                row = {"iteration": it, "seconds": round(time.perf_counter() - t0, 3), **(extra_row or {}), **values}
+                if bool(bad):
+                    raise diverged(it, values)
                 history.append(row)
                 if run_dir is not None:
                     run_dir.log(row)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("energy_samples", "f_data", "loss")})
-                if values.get("diverged", 0) > 0 or not all(math.isfinite(v) for k, v in values.items() if k not in ("acceptance",)):
-                    hint = f" with Langevin step_size={step_size!r}" if step_size is not None else ""
-                    raise ChainDivergedError(
-                        f"training diverged at iteration {i + 1}{hint}: "
-                        + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-                        + ". Reduce the Langevin step (delta) or the learning rate."
-                    )
-            if on_snapshot is not None and snapshot_every and ((i + 1) % snapshot_every == 0 or last):
-                on_snapshot(state, i + 1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("f_data", "f_samples", "loss")})
+            if checkpoint_now:
+                if bool(bad | ~_finite_tree(state)):
+                    raise diverged(it)
+                checkpointer.save(it, state)
+                last_good = it
+            if on_snapshot is not None and (it % run.image_every == 0 or last):
+                on_snapshot(state, it)
             bar.update(1)
     finally:
         bar.close()

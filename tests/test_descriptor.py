@@ -12,7 +12,7 @@ import pytest
 from gcnjax import descriptor as D
 from gcnjax import langevin
 from gcnjax.nets import ConvSpec, DescriptorNet, layer_output_sizes, receptive_field
-from gcnjax.train import fit
+from gcnjax.train import RunConfig, fit
 
 SMALL_LAYERS = (ConvSpec(4, 3, 2), ConvSpec(3, 3, 1))
 
@@ -190,7 +190,7 @@ def test_divergence_is_reported_with_the_step_size():
     state = state._replace(chains=state.chains + 1.0)
     step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
     with pytest.raises(langevin.ChainDivergedError, match="step_size=50.0"):
-        fit(step, state, lambda i: data, n_iterations=2, log_every=1, quiet=True, step_size=50.0)
+        fit(step, state, lambda i: data, end=2, run=RunConfig(log_every=1), quiet=True, step_size=50.0)
 
 
 def test_local_minima_are_auto_encoding_fixed_points():

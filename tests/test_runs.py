@@ -1,0 +1,172 @@
+"""Runs that survive: kill and resume, divergence guard, checkpoints."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gcnjax import cli
+from gcnjax import descriptor as D
+from gcnjax.langevin import LangevinConfig
+from gcnjax.synthesis import learn_descriptor
+from gcnjax.train import Checkpointer, RunConfig
+
+ITERATIONS = 14
+DEMO = ["demo", "--iterations", str(ITERATIONS), "--image-size", "40", "--chains", "2", "--steps", "3",
+        "--checkpoint-every", "2", "--quiet"]
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "gcnjax.cli", *args]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _kill_at(proc, when, checkpoint_dir=None):
+    """SIGKILL ``proc`` after ``when`` seconds, or as soon as a checkpoint is
+    being written in ``checkpoint_dir`` (a temporary directory appears)."""
+    t0 = time.monotonic()
+    while proc.poll() is None:
+        if checkpoint_dir is not None and checkpoint_dir.exists() and any(
+                "tmp" in p.name for p in checkpoint_dir.iterdir()):
+            break
+        if time.monotonic() - t0 > when:
+            break
+        time.sleep(0.002)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return proc.returncode
+
+
+def test_killed_and_resumed_run_is_bit_identical(tmp_path):
+    reference = tmp_path / "reference"
+    subprocess.run(_cli(*DEMO, "--out", str(reference)), check=True, env=_env(), capture_output=True)
+
+    out = tmp_path / "killed"
+    rng = random.Random(0)
+    proc = subprocess.Popen(_cli(*DEMO, "--out", str(out)), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kills = [_kill_at(proc, 6.0 + rng.uniform(0, 2.0))]
+    # Kill the resumed runs too: once at a random time, once mid-checkpoint.
+    for when, ckpt in ((rng.uniform(3.0, 6.0), None), (20.0, out / "checkpoints")):
+        if (out / "params.msgpack").exists():
+            break
+        proc = subprocess.Popen(_cli(*DEMO[:1], "--resume", "--out", str(out), "--quiet"), env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kills.append(_kill_at(proc, when, ckpt))
+    assert kills[0] == -signal.SIGKILL, "the first run finished before it could be killed"
+    done = subprocess.run(_cli("demo", "--resume", "--out", str(out), "--quiet"), env=_env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (out / "params.msgpack").read_bytes() == (reference / "params.msgpack").read_bytes()
+    np.testing.assert_array_equal(np.load(out / "synthesized.npy"), np.load(reference / "synthesized.npy"))
+    rows = (out / "metrics.csv").read_text().strip().splitlines()[1:]
+    iterations = [int(r.split(",")[0]) for r in rows]
+    assert iterations == sorted(set(iterations)) and iterations[-1] == ITERATIONS  # no duplicated rows
+
+
+def _tiny_config(**kw):
+    base = dict(
+        layers=D.DescriptorConfig().layers[:1], image_size=(20, 20), channels=1, n_chains=2, n_iterations=8,
+        langevin=LangevinConfig.from_delta(0.3, 2), learning_rate=1e-3,
+        run=RunConfig(log_every=1, image_every=4, checkpoint_every=2),
+    )
+    base.update(kw)
+    return D.DescriptorConfig(**base)
+
+
+def _images():
+    return np.random.default_rng(0).uniform(0, 255, (1, 20, 20, 1)).astype(np.float32)
+
+
+def test_divergence_stops_at_last_good_checkpoint(tmp_path):
+    # A step far too large: the chains overflow in the first iteration, so the
+    # last good checkpoint is the start (step 0), which must still load.
+    cfg = _tiny_config(langevin=LangevinConfig(n_steps=40, step_size=40.0, noise_scale=0.0), sigma=0.1,
+                       run=RunConfig(log_every=1, checkpoint_every=2, on_divergence="stop"))
+    with pytest.raises(D.langevin.ChainDivergedError, match="step_size=40.0") as info:
+        learn_descriptor(cfg, _images(), tmp_path / "run", quiet=True)
+    assert "last good checkpoint" in str(info.value)
+    with Checkpointer(tmp_path / "run" / "checkpoints") as ck:
+        good = ck.latest_step()
+        assert good is not None
+        net = D.make_net(cfg)
+        template = D.init_state(jax.random.key(0), cfg, net, jnp.zeros((1, 20, 20, 1)))
+        state = ck.restore(template)
+    assert good == 0
+    for leaf in jax.tree_util.tree_leaves((state.params, state.opt_state, state.chains)):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+def test_divergence_retry_with_smaller_step_recovers(tmp_path, capsys):
+    cfg = _tiny_config(langevin=LangevinConfig(n_steps=30, step_size=4.0, noise_scale=0.0), sigma=0.5,
+                       run=RunConfig(log_every=1, checkpoint_every=2, on_divergence="retry", max_retries=8,
+                                     retry_step_factor=0.1))
+    result = learn_descriptor(cfg, _images(), tmp_path / "run", quiet=False)
+    err = capsys.readouterr().err
+    assert "retrying from iteration" in err
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "reduced" in report
+    assert np.isfinite(np.load(tmp_path / "run" / "synthesized.npy")).all()
+    assert result["history"]["iteration"][-1] == cfg.n_iterations
+
+
+def test_layer_by_layer_resume_matches(tmp_path):
+    cfg = _tiny_config(layers=D.DescriptorConfig().layers[:2], image_size=(40, 40), grow_iterations=(3, 3),
+                       run=RunConfig(log_every=1, image_every=3, checkpoint_every=3))
+    images = np.random.default_rng(1).uniform(0, 255, (1, 40, 40, 1)).astype(np.float32)
+    full = learn_descriptor(cfg, images, tmp_path / "full", quiet=True)
+    # Simulate a crash right after the stage boundary: drop the final checkpoint and outputs.
+    partial = learn_descriptor(cfg, images, tmp_path / "part", quiet=True)
+    import shutil
+
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "6")
+    (tmp_path / "part" / "params.msgpack").unlink()
+    resumed = learn_descriptor(cfg, images, tmp_path / "part", resume=True, quiet=True)
+    for a, b in zip(jax.tree_util.tree_leaves(full["state"].params), jax.tree_util.tree_leaves(resumed["state"].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert set(resumed["state"].params["params"]) == {"conv1", "conv2"}
+    del partial
+
+
+def test_resume_from_a_different_model_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    learn_descriptor(_tiny_config(), _images(), out, quiet=True)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ValueError, match="different model"):
+        learn_descriptor(_tiny_config(n_chains=3), _images(), out, resume=True, quiet=True)
+    assert sorted(p.name for p in out.iterdir()) == before
+    # At the CLI: resuming a directory that holds no run is a one-line error.
+    assert cli.main(["demo", "--resume", "--out", str(tmp_path / "none"), "--quiet"]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert cli.main(["demo", "--resume", "--out", str(out), "--lr", "0.1"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+
+
+def test_run_config_rejects_bad_values():
+    for kw in (dict(log_every=0), dict(checkpoint_every=-1), dict(on_divergence="pray"),
+               dict(retry_step_factor=1.5), dict(max_retries=-1)):
+        with pytest.raises(ValueError, match="RunConfig"):
+            RunConfig(**kw)
+
+
+def test_config_json_round_trip(tmp_path):
+    out = tmp_path / "run"
+    learn_descriptor(_tiny_config(), _images(), out, quiet=True)
+    saved = json.loads((out / "config.json").read_text())
+    assert D.DescriptorConfig.from_dict(saved["config"]) == _tiny_config()
+    assert (out / "checkpoints").is_dir() and len(list((out / "checkpoints").iterdir())) <= 3
