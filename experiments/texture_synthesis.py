@@ -36,10 +36,12 @@ def main():
 
     base = config(args.full)
     size = base.image_size
-    # Bundled textures are 512×512: halve them, then take the central window,
-    # so that stones and bricks keep a size the 33-pixel receptive field sees.
+    # At the CPU size the 224×224 ivy is cropped, not shrunk, so its leaves
+    # keep their size. Bundled textures are 512×512: halve them, then take the
+    # central window, so that stones and bricks keep a size the 33-pixel
+    # receptive field sees.
     jobs = {
-        "ivy": (args.ivy, dict(size=size), 3),
+        "ivy": (args.ivy, dict(crop=size) if not args.full else dict(size=size), 3),
         "brick": ("skimage:brick", dict(size=(256, 256), crop=size), 1),
         "grass": ("skimage:grass", dict(size=(256, 256), crop=size), 1),
         "gravel": ("skimage:gravel", dict(size=(256, 256), crop=size), 1),
@@ -50,7 +52,9 @@ def main():
             continue
         cfg = dataclasses.replace(base, channels=channels)
         images = load_data(source, channels=channels, **geometry)
-        result = learn_descriptor(cfg, images, args.out / name, title=f"Texture: {name}", source=source, overwrite=True)
+        spec = dict(spec=source, channels=channels, size=geometry.get("size"), crop=geometry.get("crop"))
+        result = learn_descriptor(cfg, images, args.out / name, title=f"Texture: {name}", source=source,
+                                  data_spec=spec, overwrite=True)
         rows.append(f"| {name} | ![observed]({name}/observed.png) | ![synthesized]({name}/synthesized.png) "
                     f"| {result['seconds']:.0f} s |")
     report = ["# Texture synthesis", "", "| texture | observed | synthesized | time |", "|---|---|---|---|", *rows]

@@ -24,10 +24,16 @@ __all__ = [
     "PixelScale",
     "image_grid",
     "save_image_grid",
+    "VIDEO_EXTENSIONS",
+    "load_video",
+    "save_video",
+    "load_wav",
+    "save_wav",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 BUNDLED_TEXTURES = ("brick", "grass", "gravel")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".gif")
 
 PathLike = Union[str, os.PathLike]
 
@@ -241,5 +247,118 @@ def save_image_grid(path: PathLike, images: np.ndarray, n_cols: Optional[int] = 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     Image.fromarray(image_grid(images, n_cols)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------ video
+
+
+def load_video(path: PathLike, *, n_frames: Optional[int] = None, size=None, channels: int = 3) -> np.ndarray:
+    """Read a video (AVI/MP4/... through imageio's bundled ffmpeg, or a GIF)
+    as float32 ``(T, H, W, C)`` in 0..255: the first ``n_frames`` frames,
+    each resized to ``size`` if given."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"video file {str(path)!r} does not exist; check the path.")
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a directory; for a folder of frames use load_images.")
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise DataError(f"{str(path)!r} is not a video file I can read ({', '.join(VIDEO_EXTENSIONS)}).")
+    frames = []
+    try:
+        for frame in iio.imiter(path):
+            frames.append(_to_channels(np.asarray(frame, np.float32), channels, str(path)))
+            if n_frames is not None and len(frames) >= n_frames:
+                break
+    except DataError:
+        raise
+    except Exception as err:  # imageio raises many kinds for a broken file
+        if not frames:
+            raise DataError(f"cannot read video {str(path)!r} ({type(err).__name__}: {err}); "
+                            "is it a complete video file?") from None
+    if not frames:
+        raise DataError(f"video {str(path)!r} has no frames; give a video with at least one frame.")
+    size = _as_size(size)
+    if size is not None and frames[0].shape[:2] != size:
+        frames = [_resize(f, size) for f in frames]
+    return np.stack(frames).astype(np.float32)
+
+
+def save_video(path: PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
+    """Write ``(T, H, W, C)`` pixel frames (0..255) as GIF or MP4 (by the
+    suffix), atomically."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    frames = np.clip(np.nan_to_num(np.asarray(frames, np.float32)), 0, 255).round().astype(np.uint8)
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise DataError(f"save_video needs frames (T, H, W, C) with T >= 1, got shape {frames.shape}.")
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    if path.suffix.lower() == ".gif":
+        iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+    else:
+        iio.imwrite(tmp, frames, extension=path.suffix, fps=fps)
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------ sound
+
+
+def load_wav(path: PathLike) -> Tuple[np.ndarray, int]:
+    """Read a PCM WAV file as float32 ``(T, C)`` in [−1, 1] and its rate.
+
+    8-, 16- and 32-bit integer PCM are read; other sample widths are refused
+    with the conversion to make.
+    """
+    import wave
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"sound file {str(path)!r} does not exist; check the path.")
+    try:
+        with wave.open(str(path), "rb") as fh:
+            width, channels, rate, n = fh.getsampwidth(), fh.getnchannels(), fh.getframerate(), fh.getnframes()
+            raw = fh.readframes(n)
+    except (wave.Error, EOFError, OSError) as err:
+        raise DataError(f"cannot read WAV file {str(path)!r} ({err}); is it an uncompressed PCM WAV?") from None
+    dtypes = {1: np.uint8, 2: np.int16, 4: np.int32}
+    if width not in dtypes:
+        raise DataError(
+            f"WAV file {str(path)!r} has {8 * width}-bit samples; convert it to 16-bit PCM "
+            "(for example: sox in.wav -b 16 out.wav)."
+        )
+    samples = np.frombuffer(raw, dtypes[width]).astype(np.float64)
+    if width == 1:
+        samples = (samples - 128.0) / 128.0
+    else:
+        samples = samples / float(2 ** (8 * width - 1))
+    if samples.size == 0:
+        raise DataError(f"WAV file {str(path)!r} holds no samples.")
+    return samples.reshape(-1, channels).astype(np.float32), rate
+
+
+def save_wav(path: PathLike, samples: np.ndarray, rate: int) -> Path:
+    """Write float samples ``(T,)`` or ``(T, C)`` in [−1, 1] as 16-bit PCM, atomically."""
+    import wave
+
+    path = Path(path)
+    samples = np.asarray(samples, np.float64)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    pcm = np.round(np.clip(np.nan_to_num(samples), -1.0, 1.0) * 32767).astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with wave.open(str(tmp), "wb") as fh:
+        fh.setnchannels(pcm.shape[1])
+        fh.setsampwidth(2)
+        fh.setframerate(int(rate))
+        fh.writeframes(pcm.tobytes())
     os.replace(tmp, path)
     return path

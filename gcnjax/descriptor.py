@@ -167,12 +167,8 @@ class DescriptorConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "DescriptorConfig":
         d = dict(d)
         d["layers"] = tuple(ConvSpec(**l) if isinstance(l, dict) else l for l in d["layers"])
-        lg = d["langevin"]
-        if isinstance(lg, dict):
-            lg = dict(lg)
-            if lg.get("clip") is not None:
-                lg["clip"] = tuple(lg["clip"])
-            d["langevin"] = langevin.LangevinConfig(**lg)
+        if isinstance(d["langevin"], dict):
+            d["langevin"] = langevin.LangevinConfig.from_dict(d["langevin"])
         if isinstance(d.get("run"), dict):
             d["run"] = RunConfig(**d["run"])
         for key in ("image_size", "grow_iterations"):

@@ -364,6 +364,14 @@ class LangevinConfig:
         if self.clip is not None and not (len(self.clip) == 2 and self.clip[0] < self.clip[1]):
             raise ValueError(f"LangevinConfig.clip must be (lo, hi) with lo < hi, got {self.clip!r}.")
 
+    @classmethod
+    def from_dict(cls, d) -> "LangevinConfig":
+        """The inverse of ``dataclasses.asdict`` (as read back from JSON)."""
+        d = dict(d)
+        if d.get("clip") is not None:
+            d["clip"] = tuple(d["clip"])
+        return cls(**d)
+
     def run(self, key, energy_fn: EnergyFn, x0: PyTree):
         """:func:`sample` with these settings."""
         return sample(

@@ -23,6 +23,7 @@ import numpy as np
 
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
+from gcnjax.langevin import LangevinConfig
 from gcnjax.nets import receptive_field
 from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic
 
@@ -147,7 +148,7 @@ def learn_descriptor(
             what = ", ".join(changed) if changed else f"observed images {list(images.shape)} vs {saved.get('observed_shape')}"
             raise ValueError(
                 f"cannot resume {str(run.path)!r}: it is a run of a different model or data ({what} differ); "
-                "resume with the run's own config (gcnjax resume --run DIR) or start a new --out."
+                "resume with the run's own settings (--resume and no other options) or start a new --out."
             )
         scale = gdata.PixelScale(saved["pixel_scale"]["kind"], tuple(saved["pixel_scale"]["mean"] or ()) or None)
     x = jnp.asarray(scale.to_model(images))
@@ -168,6 +169,9 @@ def learn_descriptor(
     total = stages[-1][2]
     sampler = config.langevin
     retries = 0
+    if resume and saved.get("adjusted_langevin"):  # a divergence retry made the step smaller
+        sampler = LangevinConfig.from_dict(saved["adjusted_langevin"])
+        retries = int(saved.get("retries", 0))
     with Checkpointer(run.checkpoints, keep=config.run.keep_checkpoints) as checkpointer:
         done = checkpointer.latest_step() if resume else None
         if resume and done is None:
@@ -212,6 +216,10 @@ def learn_descriptor(
                     raise
                 retries += 1
                 sampler = _smaller_step(sampler, config.run.retry_step_factor)
+                # Recorded, so that a resumed run goes on with the smaller step.
+                payload = run.load_config()
+                payload.update(adjusted_langevin=dataclasses.asdict(sampler), retries=retries)
+                write_atomic(run.path / "config.json", json.dumps(payload, indent=2, sort_keys=True))
                 done = err.last_good
                 run.truncate_metrics(done)
                 state = None  # restored from the last good checkpoint
@@ -237,7 +245,7 @@ def learn_descriptor(
     history = run.read_metrics()
     plot_metrics(history, run.path / "energy.png")
 
-    last = {k: float(v[-1]) for k, v in history.items()}
+    last = {k: float(v[-1]) for k, v in history.items() if v.dtype.kind == "f"}
     report = [
         f"# {title}",
         "",

@@ -204,6 +204,7 @@ class RunDir:
         self.metrics_path = self.path / "metrics.csv"
         self.checkpoints = self.path / "checkpoints"
         self._fields: Optional[List[str]] = None
+        self._tb = None
         if overwrite and not resume:
             import shutil
 
@@ -239,8 +240,26 @@ class RunDir:
             writer.writerows(kept)
         os.replace(tmp, self.metrics_path)
 
+    def _tensorboard(self):
+        """A TensorBoard writer when tensorboardX is installed (optional), else None."""
+        if self._tb is None:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                self._tb = False
+            else:
+                self._tb = SummaryWriter(str(self.path / "tensorboard"))
+        return self._tb or None
+
     def log(self, row: Dict[str, Any]) -> None:
-        """Append one row to ``metrics.csv`` (columns fixed by the first row)."""
+        """Append one row to ``metrics.csv`` (columns fixed by the first row),
+        and to TensorBoard event files where tensorboardX is installed."""
+        writer = self._tensorboard()
+        if writer is not None:
+            for k, v in row.items():
+                if k != "iteration" and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, int(row["iteration"]))
+            writer.flush()
         if self._fields is None:
             self._fields = list(row)
             with open(self.metrics_path, "w", newline="") as fh:
@@ -253,7 +272,15 @@ class RunDir:
             return {}
         with open(self.metrics_path) as fh:
             rows = list(csv.DictReader(fh))
-        return {k: np.array([float(r[k]) for r in rows]) for k in (rows[0] if rows else {})}
+
+        def column(k):
+            values = [r[k] for r in rows]
+            try:
+                return np.array([float(v) for v in values])
+            except ValueError:  # a text column
+                return np.array(values)
+
+        return {k: column(k) for k in (rows[0] if rows else {})}
 
     def write_report(self, text: str) -> Path:
         path = self.path / "report.md"

@@ -123,6 +123,9 @@ def test_divergence_retry_with_smaller_step_recovers(tmp_path, capsys):
     assert "reduced" in report
     assert np.isfinite(np.load(tmp_path / "run" / "synthesized.npy")).all()
     assert result["history"]["iteration"][-1] == cfg.n_iterations
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["retries"] >= 1  # recorded, so that a resumed run keeps the smaller step
+    assert saved["adjusted_langevin"]["step_size"] == pytest.approx(4.0 * 0.1 ** saved["retries"])
 
 
 def test_layer_by_layer_resume_matches(tmp_path):
@@ -170,3 +173,15 @@ def test_config_json_round_trip(tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert D.DescriptorConfig.from_dict(saved["config"]) == _tiny_config()
     assert (out / "checkpoints").is_dir() and len(list((out / "checkpoints").iterdir())) <= 3
+
+
+def test_tensorboard_events_when_installed(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from gcnjax.train import RunDir
+
+    run = RunDir(tmp_path / "run")
+    for i in (1, 2):
+        run.log({"iteration": i, "f_data": 1.5 * i, "note": "text is skipped"})
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert run.read_metrics()["f_data"].tolist() == [1.5, 3.0]
