@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="learn a texture from a bundled image and synthesize new ones")
-    p.add_argument("--texture", default="gravel", choices=["brick", "grass", "gravel"])
+    p.add_argument("--texture", default="brick", choices=["brick", "grass", "gravel"])
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 

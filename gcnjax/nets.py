@@ -137,3 +137,175 @@ def receptive_field(layers: Sequence[ConvSpec]) -> int:
         size += (spec.kernel - 1) * jump
         jump *= spec.stride
     return size
+
+
+# ---------------------------------------------------------------- generators
+#
+# The generator g(z; θ) of alternating back-propagation (PAPERS §4): a
+# top-down ConvNet from a latent vector to an image (NHWC) or a waveform
+# (NTC). Shared by the 2-D and 1-D nets below.
+
+GENERATOR_NORMS = ("none", "layer")
+GENERATOR_OUTPUTS = ("tanh", "linear")
+
+
+def _check_generator_fields(name, channels, norm, output, kernel, stride):
+    if len(channels) < 1 or any(int(c) < 1 for c in channels):
+        raise ValueError(f"{name}.channels must be a non-empty list of positive channel counts, got {channels!r}.")
+    if norm not in GENERATOR_NORMS:
+        raise ValueError(
+            f"{name}.norm must be one of {GENERATOR_NORMS}, got {norm!r}. BatchNorm is not offered: "
+            "inference runs each example's latent chain on its own, so batch statistics would be wrong."
+        )
+    if output not in GENERATOR_OUTPUTS:
+        raise ValueError(f"{name}.output must be one of {GENERATOR_OUTPUTS}, got {output!r}.")
+    if int(kernel) < 1 or int(stride) < 1:
+        raise ValueError(f"{name}.kernel and .stride must be >= 1, got kernel={kernel!r}, stride={stride!r}.")
+
+
+def _top_down(z, *, start, channels, kernel, stride, norm, output, init_std, dtype):
+    """``z → Dense → reshape (start…, C0) → [norm] → LeakyReLU(0.2) →
+    (ConvTranspose(stride) → [norm] → LeakyReLU)* → ConvTranspose → tanh``.
+
+    Called from a ``@nn.compact`` method: the layers it builds belong to
+    that module (named ``dense``, ``deconv1``, ``deconv2``, …).
+    """
+    kernel_init = nn.linear.default_kernel_init if init_std is None else nn.initializers.normal(init_std)
+    n_spatial = len(start)
+    batch = z.shape[0]
+    h = z.reshape(batch, -1).astype(dtype)
+    n_positions = 1
+    for size in start:
+        n_positions *= int(size)
+    h = nn.Dense(n_positions * channels[0], kernel_init=kernel_init, dtype=dtype, name="dense")(h)
+    h = h.reshape((batch,) + tuple(start) + (channels[0],))
+
+    def norm_act(h, i):
+        if norm == "layer":
+            # Per example over positions and channels: no running state, and
+            # g(z) of one example never depends on the others in the batch.
+            h = nn.LayerNorm(reduction_axes=tuple(range(1, h.ndim)), feature_axes=-1, dtype=dtype,
+                             name=f"norm{i}")(h)
+        return nn.leaky_relu(h, 0.2)
+
+    h = norm_act(h, 0)
+    for i, features in enumerate(channels[1:], start=1):
+        h = nn.ConvTranspose(
+            int(features), (kernel,) * n_spatial, strides=(stride,) * n_spatial, padding="SAME",
+            kernel_init=kernel_init, dtype=dtype, name=f"deconv{i}",
+        )(h)
+        if i < len(channels) - 1:
+            h = norm_act(h, i)
+    h = h.astype(jnp.float32)
+    return jnp.tanh(h) if output == "tanh" else h
+
+
+class GeneratorNet(nn.Module):
+    """Top-down ConvNet ``g(z; θ)``: latent ``(N, d)`` → images ``(N, H, W, C)``.
+
+    ``z → Dense → (h0, w0, C0) → LeakyReLU(0.2) → ConvTranspose(C1, k×k,
+    stride s, SAME) → LeakyReLU → … → ConvTranspose(C_L) → tanh``, so
+    ``H = h0 · s^L``, ``W = w0 · s^L`` and ``C = C_L`` (the last entry of
+    ``channels``), ``L = len(channels) − 1``.
+
+    Attributes:
+      start: ``(h0, w0)``, the spatial size of the first feature map.
+      channels: ``(C0, C1, …, C_L)``: the first map's channels, then each
+        transposed conv's output channels; the last is the image's.
+      kernel, stride: of every transposed conv (the papers: 5, 2).
+      norm: ``"none"`` or ``"layer"`` (LayerNorm per example over positions
+        and channels, after the dense layer and each hidden transposed
+        conv). The papers' nets use BatchNorm; it is left out on purpose:
+        ABP infers each example's latent by its own Langevin chain (one
+        example at a time under ``vmap``), where batch statistics would
+        make ``g(z)`` depend on the other examples and need a mutable
+        ``batch_stats`` collection. LayerNorm has neither problem.
+      output: ``"tanh"`` (images in [−1, 1]) or ``"linear"``.
+      init_std: standard deviation of the Gaussian initial kernels
+        (DCGAN's 0.02); ``None`` for Flax's default (LeCun normal).
+      dtype: compute dtype; params and the output stay float32.
+    """
+
+    start: Tuple[int, int] = (4, 4)
+    channels: Sequence[int] = (512, 256, 128, 64, 3)
+    kernel: int = 5
+    stride: int = 2
+    norm: str = "none"
+    output: str = "tanh"
+    init_std: Optional[float] = 0.02
+    dtype: jnp.dtype = jnp.float32
+
+    def output_shape(self) -> Tuple[int, int, int]:
+        """``(H, W, C)`` of one generated image."""
+        scale = int(self.stride) ** (len(self.channels) - 1)
+        return (int(self.start[0]) * scale, int(self.start[1]) * scale, int(self.channels[-1]))
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        _check_generator_fields("GeneratorNet", self.channels, self.norm, self.output, self.kernel, self.stride)
+        if len(self.start) != 2:
+            raise ValueError(f"GeneratorNet.start must be (height, width), got {self.start!r}.")
+        return _top_down(z, start=tuple(self.start), channels=tuple(self.channels), kernel=self.kernel,
+                         stride=self.stride, norm=self.norm, output=self.output, init_std=self.init_std,
+                         dtype=self.dtype)
+
+
+class SoundGeneratorNet(nn.Module):
+    """Top-down 1-D ConvNet ``g(z; θ)``: latent ``(N, d)`` → waveforms ``(N, T, C)``.
+
+    The 1-D twin of :class:`GeneratorNet`: ``z → Dense → (t0, C0) →
+    LeakyReLU(0.2) → ConvTranspose1D(C1, kernel, stride, SAME) → … → tanh``,
+    so ``T = t0 · stride^L``. Attributes as in :class:`GeneratorNet`, with
+    ``start`` the length ``t0`` of the first map.
+    """
+
+    start: int = 16
+    channels: Sequence[int] = (256, 128, 64, 1)
+    kernel: int = 25
+    stride: int = 4
+    norm: str = "none"
+    output: str = "tanh"
+    init_std: Optional[float] = 0.02
+    dtype: jnp.dtype = jnp.float32
+
+    def output_shape(self) -> Tuple[int, int]:
+        """``(T, C)`` of one generated waveform."""
+        return (int(self.start) * int(self.stride) ** (len(self.channels) - 1), int(self.channels[-1]))
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        _check_generator_fields("SoundGeneratorNet", self.channels, self.norm, self.output, self.kernel,
+                                self.stride)
+        return _top_down(z, start=(int(self.start),), channels=tuple(self.channels), kernel=self.kernel,
+                         stride=self.stride, norm=self.norm, output=self.output, init_std=self.init_std,
+                         dtype=self.dtype)
+
+
+def face_generator(**overrides) -> GeneratorNet:
+    """The 64×64×3 face generator of PAPERS §4: ``z → 4×4×512 → 256 → 128 →
+    64 → 3``, 5×5 transposed convs of stride 2, LeakyReLU 0.2, tanh out
+    (LayerNorm instead of the papers' BatchNorm with ``norm="layer"``)."""
+    return GeneratorNet(**{"start": (4, 4), "channels": (512, 256, 128, 64, 3), **overrides})
+
+
+def digit_generator(**overrides) -> GeneratorNet:
+    """A 28×28×1 generator (MNIST, Fashion-MNIST): ``z → 7×7×128 → 64 → 1``,
+    two 5×5 transposed convs of stride 2, tanh out."""
+    return GeneratorNet(**{"start": (7, 7), "channels": (128, 64, 1), **overrides})
+
+
+def sound_generator(**overrides) -> SoundGeneratorNet:
+    """A 1024-sample mono waveform generator: ``z → 16×256 → 128 → 64 → 1``,
+    1-D transposed convs of kernel 25 and stride 4, tanh out."""
+    return SoundGeneratorNet(**{"start": 16, "channels": (256, 128, 64, 1), "kernel": 25, "stride": 4,
+                                **overrides})
+
+
+__all__ += [
+    "GENERATOR_NORMS",
+    "GeneratorNet",
+    "SoundGeneratorNet",
+    "face_generator",
+    "digit_generator",
+    "sound_generator",
+]

@@ -76,10 +76,10 @@ def contrastive_divergence() -> DescriptorConfig:
 
 
 def demo() -> DescriptorConfig:
-    """The README's demo: a gray 96×96 texture, a few minutes on a 2-core CPU."""
+    """The README's demo: a gray 128×128 texture, a few minutes on a 2-core CPU."""
     return dataclasses.replace(
         texture(),
-        image_size=(96, 96),
+        image_size=(128, 128),
         channels=1,
         n_chains=4,
         n_iterations=300,

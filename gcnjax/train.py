@@ -254,7 +254,7 @@ class RunDir:
     def log(self, row: Dict[str, Any]) -> None:
         """Append one row to ``metrics.csv`` (columns fixed by the first row),
         and to TensorBoard event files where tensorboardX is installed."""
-        writer = self._tensorboard()
+        writer = self._tensorboard() if "iteration" in row else None
         if writer is not None:
             for k, v in row.items():
                 if k != "iteration" and isinstance(v, (int, float)):

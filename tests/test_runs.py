@@ -185,3 +185,6 @@ def test_tensorboard_events_when_installed(tmp_path):
     events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
     assert run.read_metrics()["f_data"].tolist() == [1.5, 3.0]
+    other = RunDir(tmp_path / "table")
+    other.log({"start": 0, "residual": 0.1})  # rows without an iteration go to the CSV only
+    assert other.read_metrics()["residual"].tolist() == [0.1]
