@@ -21,7 +21,7 @@ def main():
     parser.add_argument("--run", type=Path, required=True, help="a finished descriptor run")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--noise-starts", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
     result = check_run_autoencoding(args.run, args.out, n_noise_starts=args.noise_starts, n_steps=args.steps,
                                     overwrite=True)

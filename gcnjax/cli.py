@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("theory", help="auto-encoding check: descend E to local minima of a learned model")
     p.add_argument("--run", type=Path, required=True, help="a finished descriptor run directory")
     p.add_argument("--starts", type=_positive_int, default=6, help="number of noise starting points")
-    p.add_argument("--steps", type=_positive_int, default=500, help="gradient-descent steps")
+    p.add_argument("--steps", type=_positive_int, default=200, help="gradient-descent steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path)
     p.add_argument("--overwrite", action="store_true")

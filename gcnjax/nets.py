@@ -21,6 +21,12 @@ __all__ = [
     "OBJECT_LAYERS",
     "receptive_field",
     "layer_output_sizes",
+    "GENERATOR_NORMS",
+    "GeneratorNet",
+    "SoundGeneratorNet",
+    "face_generator",
+    "digit_generator",
+    "sound_generator",
 ]
 
 
@@ -299,13 +305,3 @@ def sound_generator(**overrides) -> SoundGeneratorNet:
     1-D transposed convs of kernel 25 and stride 4, tanh out."""
     return SoundGeneratorNet(**{"start": 16, "channels": (256, 128, 64, 1), "kernel": 25, "stride": 4,
                                 **overrides})
-
-
-__all__ += [
-    "GENERATOR_NORMS",
-    "GeneratorNet",
-    "SoundGeneratorNet",
-    "face_generator",
-    "digit_generator",
-    "sound_generator",
-]

@@ -361,7 +361,7 @@ residual ||x − σ²∇f(x)|| / ||x|| is 0 there.
 
 
 def check_run_autoencoding(run_dir: str | Path, out: str | Path, *, n_noise_starts: int = 6,
-                           n_steps: int = 500, seed: int = 0, overwrite: bool = False) -> Dict[str, object]:
+                           n_steps: int = 200, seed: int = 0, overwrite: bool = False) -> Dict[str, object]:
     """:func:`autoencoding_check` on a finished run's model, from noise
     images of standard deviation 1 to 100 (model units) and from the run's
     synthesized images."""
