@@ -20,9 +20,9 @@ from gcnjax.synthesis import learn_descriptor
 def config(full: bool):
     if full:
         return presets.object_pattern()
-    # CPU size: 64×64 images and 300 iterations (30 Langevin steps for each of
+    # CPU size: 64×64 images and 600 iterations (30 Langevin steps for each of
     # the 7 chains make an iteration ~25× the cost of a texture iteration).
-    return dataclasses.replace(presets.object_pattern(), image_size=(64, 64), n_iterations=300,
+    return dataclasses.replace(presets.object_pattern(), image_size=(64, 64), n_iterations=600,
                                run=RunConfig(image_every=50, checkpoint_every=50))
 
 
