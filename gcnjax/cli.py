@@ -76,7 +76,7 @@ def _apply_overrides(config, args):
         old = config.langevin
         delta = args.delta or old.noise_scale
         steps = args.steps or old.n_steps
-        changes["langevin"] = LangevinConfig.from_delta(delta, steps, unroll=min(old.unroll, steps))
+        changes["langevin"] = LangevinConfig.from_delta(delta, steps, unroll=old.unroll)
     if args.checkpoint_every is not None:
         run["checkpoint_every"] = args.checkpoint_every
     if args.on_divergence:

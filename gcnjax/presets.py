@@ -30,7 +30,7 @@ def texture() -> DescriptorConfig:
         layers=TEXTURE_LAYERS,
         top="sum",
         sigma=1.0,
-        langevin=LangevinConfig.from_delta(0.3, 10, unroll=10),
+        langevin=LangevinConfig.from_delta(0.3, 10),
         n_chains=4,
         chain_init="zeros",
         persistent=True,
@@ -61,7 +61,7 @@ def object_pattern() -> DescriptorConfig:
         texture(),
         layers=OBJECT_LAYERS,
         top="dense",
-        langevin=LangevinConfig.from_delta(0.3, 30, unroll=10),
+        langevin=LangevinConfig.from_delta(0.3, 30),
         learning_rate=5e-4,
         n_chains=7,
         n_iterations=1000,
@@ -73,7 +73,7 @@ def contrastive_divergence() -> DescriptorConfig:
     δ = 0.5; gradients capped at 1."""
     return dataclasses.replace(
         object_pattern(),
-        langevin=LangevinConfig.from_delta(0.5, 10, unroll=10),
+        langevin=LangevinConfig.from_delta(0.5, 10),
         chain_init="data",
         persistent=False,
         max_abs_grad=1.0,

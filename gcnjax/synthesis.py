@@ -325,7 +325,7 @@ def autoencoding_check(
     end point and the number of distinct activation patterns reached.
     """
     run = RunDir(out, overwrite=overwrite)
-    x_min, residual = D.descend_to_minimum(net.apply, params, starts, sigma, n_steps=n_steps, unroll=10)
+    x_min, residual = D.descend_to_minimum(net.apply, params, starts, sigma, n_steps=n_steps)
     residual = np.asarray(residual)
     patterns = D.activation_pattern(net, params, x_min)
     distinct = len({p.tobytes() for p in np.packbits(patterns, axis=1)})
