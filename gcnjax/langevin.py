@@ -54,7 +54,13 @@ __all__ = [
     "sample",
     "raise_if_diverged",
     "LangevinConfig",
+    "FULL_UNROLL_MAX_STEPS",
 ]
+
+
+# Chains up to this length are unrolled whole by LangevinConfig's default:
+# 30 conv-net steps compiled in under 5 s (experiments/RESULTS.md).
+FULL_UNROLL_MAX_STEPS = 32
 
 
 class LangevinState(NamedTuple):
@@ -346,16 +352,17 @@ class LangevinConfig:
     ``step_size`` is ``a`` and ``noise_scale`` is ``b`` in
     ``x ← x − a∇E(x) + bξ`` (``None``: exact ``sqrt(2a)``; ``0``: gradient
     descent). Build the papers' coupled form with :meth:`from_delta`.
-    ``unroll`` defaults to ``True`` (the whole chain unrolled), the fastest
-    on XLA:CPU by measurement; set an int for very long chains, where
-    compile time matters more.
+    ``unroll=None`` (the default) unrolls the whole chain when it has at
+    most :data:`FULL_UNROLL_MAX_STEPS` steps, the fastest on XLA:CPU by
+    measurement (5× a scan loop), and keeps a loop (``unroll=1``) for longer
+    chains, whose fully unrolled program would take too long to compile.
     """
 
     n_steps: int = 10
     step_size: float = 0.045
     noise_scale: Optional[float] = None
     mala: bool = False
-    unroll: Union[int, bool] = True
+    unroll: Union[int, bool, None] = None
     clip: Optional[Tuple[float, float]] = None
 
     @classmethod
@@ -372,6 +379,13 @@ class LangevinConfig:
             raise ValueError("LangevinConfig: clip cannot be combined with mala=True (the clipped proposal has no density).")
         if self.clip is not None and not (len(self.clip) == 2 and self.clip[0] < self.clip[1]):
             raise ValueError(f"LangevinConfig.clip must be (lo, hi) with lo < hi, got {self.clip!r}.")
+
+    @property
+    def resolved_unroll(self) -> Union[int, bool]:
+        """The ``unroll`` given to :func:`sample` (``None`` resolved)."""
+        if self.unroll is None:
+            return True if self.n_steps <= FULL_UNROLL_MAX_STEPS else 1
+        return self.unroll
 
     @classmethod
     def from_dict(cls, d) -> "LangevinConfig":
@@ -391,6 +405,6 @@ class LangevinConfig:
             step_size=self.step_size,
             noise_scale=self.noise_scale,
             mala=self.mala,
-            unroll=self.unroll,
+            unroll=self.resolved_unroll,
             clip=None if self.clip is None else tuple(self.clip),
         )
