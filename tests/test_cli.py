@@ -85,3 +85,18 @@ def test_empty_folder_at_the_cli(tmp_path, capsys):
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "gcnjax.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_descriptor_command_on_a_folder(tmp_path, capsys):
+    folder = tmp_path / "objects"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (50, 46, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    assert cli.main(["descriptor", "--preset", "object", "--data", str(folder), "--out", str(out), *TINY]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["top"] == "dense" and saved["observed_shape"] == [2, 40, 40, 3]
+    assert np.load(out / "synthesized.npy").shape == (2, 40, 40, 3)
+    # and it resumes (nothing left to do but the outputs) with its own settings
+    assert cli.main(["descriptor", "--resume", "--out", str(out), "--quiet"]) == 0
