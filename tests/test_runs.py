@@ -20,7 +20,7 @@ from gcnjax.langevin import LangevinConfig
 from gcnjax.synthesis import learn_descriptor
 from gcnjax.train import Checkpointer, RunConfig
 
-ITERATIONS = 14
+ITERATIONS = 60
 DEMO = ["demo", "--iterations", str(ITERATIONS), "--image-size", "40", "--chains", "2", "--steps", "3",
         "--checkpoint-every", "2", "--quiet"]
 
@@ -35,17 +35,24 @@ def _env():
     return env
 
 
-def _kill_at(proc, when, checkpoint_dir=None):
-    """SIGKILL ``proc`` after ``when`` seconds, or as soon as a checkpoint is
-    being written in ``checkpoint_dir`` (a temporary directory appears)."""
+def _steps(checkpoints: Path):
+    if not checkpoints.exists():
+        return []
+    return [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+
+
+def _kill_when(proc, checkpoints: Path, *, after_step=None, writing=False, delay=0.0, timeout=120.0):
+    """SIGKILL ``proc`` once a checkpoint past ``after_step`` exists (then
+    after ``delay`` seconds), or, with ``writing``, as soon as a checkpoint
+    is being written (its temporary directory appears)."""
     t0 = time.monotonic()
-    while proc.poll() is None:
-        if checkpoint_dir is not None and checkpoint_dir.exists() and any(
-                "tmp" in p.name for p in checkpoint_dir.iterdir()):
+    while proc.poll() is None and time.monotonic() - t0 < timeout:
+        if writing and checkpoints.exists() and any("tmp" in p.name for p in checkpoints.iterdir()):
             break
-        if time.monotonic() - t0 > when:
+        if after_step is not None and any(s > after_step for s in _steps(checkpoints)):
+            time.sleep(delay)
             break
-        time.sleep(0.002)
+        time.sleep(0.001)
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -57,18 +64,20 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path):
     subprocess.run(_cli(*DEMO, "--out", str(reference)), check=True, env=_env(), capture_output=True)
 
     out = tmp_path / "killed"
+    checkpoints = out / "checkpoints"
     rng = random.Random(0)
-    proc = subprocess.Popen(_cli(*DEMO, "--out", str(out)), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kills = [_kill_at(proc, 6.0 + rng.uniform(0, 2.0))]
-    # Kill the resumed runs too: once at a random time, once mid-checkpoint.
-    for when, ckpt in ((rng.uniform(3.0, 6.0), None), (20.0, out / "checkpoints")):
-        if (out / "params.msgpack").exists():
-            break
-        proc = subprocess.Popen(_cli(*DEMO[:1], "--resume", "--out", str(out), "--quiet"), env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        kills.append(_kill_at(proc, when, ckpt))
-    assert kills[0] == -signal.SIGKILL, "the first run finished before it could be killed"
+    quiet = dict(env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Killed at a random point of the run, then the resumed run killed at
+    # another random point, then killed in the middle of a checkpoint write.
+    kills = [_kill_when(subprocess.Popen(_cli(*DEMO, "--out", str(out)), **quiet), checkpoints,
+                        after_step=rng.randint(2, 8), delay=rng.uniform(0, 0.1))]
+    kills.append(_kill_when(subprocess.Popen(_cli("demo", "--resume", "--out", str(out), "--quiet"), **quiet),
+                            checkpoints, after_step=max(_steps(checkpoints)) + rng.randint(2, 6),
+                            delay=rng.uniform(0, 0.1)))
+    kills.append(_kill_when(subprocess.Popen(_cli("demo", "--resume", "--out", str(out), "--quiet"), **quiet),
+                            checkpoints, writing=True))
+    assert kills == [-signal.SIGKILL] * 3, f"a run finished before it could be killed: {kills}"
+    assert max(_steps(checkpoints)) < ITERATIONS
     done = subprocess.run(_cli("demo", "--resume", "--out", str(out), "--quiet"), env=_env(),
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
