@@ -367,7 +367,8 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
     sync): ``f_data``, ``f_samples`` (mean f), ``energy_data``,
     ``energy_samples`` (mean E), ``grad_norm`` (of the learning gradient),
     ``chain_grad_norm`` (last Langevin step), ``acceptance``, ``diverged``
-    (number of chains that became non-finite).
+    (number of chains that became non-finite), ``dead_units`` (1 when every
+    unit is inactive and learning cannot recover).
     """
     sampler = config.langevin
     sigma = config.sigma
@@ -404,6 +405,10 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
             "chain_grad_norm": jnp.mean(info.grad_norm[-1]) if sampler.n_steps else jnp.float32(0),
             "acceptance": jnp.mean(info.acceptance_rate) if sampler.n_steps else jnp.float32(1),
             "diverged": jnp.sum(~finite_chains),
+            # Every ReLU off on data and samples: f is constant, the gradient
+            # exactly zero, though the samples differ from the data.
+            "dead_units": ((optax.tree.norm(grads) == 0) & (f_data == f_samples)
+                           & (jnp.mean(samples) != jnp.mean(data))).astype(jnp.float32),
         }
         new_state = DescriptorState(params, opt_state, samples, key, state.step + 1)
         return new_state, metrics

@@ -24,7 +24,7 @@ import numpy as np
 
 from gcnjax.langevin import ChainDivergedError
 
-__all__ = ["RunConfig", "RunDir", "Checkpointer", "TrainingDiverged", "fit", "write_atomic"]
+__all__ = ["RunConfig", "RunDir", "Checkpointer", "TrainingDiverged", "TrainingStalled", "fit", "write_atomic"]
 
 
 class TrainingDiverged(ChainDivergedError):
@@ -38,6 +38,11 @@ class TrainingDiverged(ChainDivergedError):
         super().__init__(message)
         self.iteration = iteration
         self.last_good = last_good
+
+
+class TrainingStalled(ValueError):
+    """Learning cannot go on: e.g. every ReLU of the net is inactive, so f is
+    constant and its gradient is zero for good."""
 
 
 def _is_key(leaf) -> bool:
@@ -335,7 +340,8 @@ def fit(
     checkpoints (every ``run.checkpoint_every``). A checkpoint is saved only
     from a state whose steps and params were all finite, so the last
     checkpoint is always good. On divergence :class:`TrainingDiverged` is
-    raised, naming ``step_size`` and the last good checkpoint.
+    raised, naming ``step_size`` and the last good checkpoint; a logged
+    metric ``dead_units > 0`` raises :class:`TrainingStalled`.
     ``on_snapshot(state, i)`` runs every ``run.image_every`` iterations and
     after the last. Returns ``(state, history)``, the logged rows.
     """
@@ -372,6 +378,13 @@ def fit(
                 history.append(row)
                 if run_dir is not None:
                     run_dir.log(row)
+                if values.get("dead_units", 0) > 0:
+                    where = f"; the last good checkpoint is step {last_good}" if last_good is not None else ""
+                    raise TrainingStalled(
+                        f"learning stalled at iteration {it}: every unit of the net is inactive on the observed "
+                        "and the synthesized images (f is constant and its gradient is zero), from which it "
+                        f"cannot recover{where}. Lower the learning rate (--lr)."
+                    )
                 bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("f_data", "f_samples", "loss")})
             if checkpoint_now:
                 if bool(bad | ~_finite_tree(state)):

@@ -197,3 +197,30 @@ def test_tensorboard_events_when_installed(tmp_path):
     other = RunDir(tmp_path / "table")
     other.log({"start": 0, "residual": 0.1})  # rows without an iteration go to the CSV only
     assert other.read_metrics()["residual"].tolist() == [0.1]
+
+
+def test_dead_net_stops_with_a_clear_message(tmp_path):
+    """All ReLUs off (biases far below any response): f ≡ 0, the learning
+    gradient is exactly 0 for good, and the run says so instead of going on."""
+    from gcnjax.train import TrainingStalled
+
+    cfg = _tiny_config()
+    net = D.make_net(cfg)
+    data = jnp.asarray(_images()) - 128.0
+
+    def dead_state():  # fresh arrays each time: the step donates its state
+        state = D.init_state(jax.random.key(0), cfg, net, data)
+        return state._replace(params=jax.tree_util.tree_map_with_path(
+            lambda path, p: p - 1e6 if path[-1].key == "bias" else p, state.params))
+
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, dead_state().params, (20, 20)))
+    _, metrics = step(dead_state(), data)
+    assert float(metrics["dead_units"]) == 1.0 and float(metrics["grad_norm"]) == 0.0
+    from gcnjax.train import fit
+
+    with pytest.raises(TrainingStalled, match="inactive.*--lr"):
+        fit(step, dead_state(), lambda i: data, end=3, run=RunConfig(log_every=1), quiet=True)
+    # a live net is not flagged
+    live = D.init_state(jax.random.key(0), cfg, net, data)
+    _, metrics = step(live, data)
+    assert float(metrics["dead_units"]) == 0.0
