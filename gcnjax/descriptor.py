@@ -395,19 +395,20 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
                 return 0.0
             return jnp.mean(jnp.sum(jnp.square(x.reshape(x.shape[0], -1)), axis=1)) / (2 * sigma**2)
 
+        grad_norm = optax.tree.norm(grads)
         finite_chains = jnp.all(info.is_finite, axis=0) if sampler.n_steps else jnp.isfinite(samples.sum())
         metrics = {
             "f_data": f_data,
             "f_samples": f_samples,
             "energy_data": reference(data) - f_data,
             "energy_samples": reference(samples) - f_samples,
-            "grad_norm": optax.tree.norm(grads),
+            "grad_norm": grad_norm,
             "chain_grad_norm": jnp.mean(info.grad_norm[-1]) if sampler.n_steps else jnp.float32(0),
             "acceptance": jnp.mean(info.acceptance_rate) if sampler.n_steps else jnp.float32(1),
             "diverged": jnp.sum(~finite_chains),
             # Every ReLU off on data and samples: f is constant, the gradient
             # exactly zero, though the samples differ from the data.
-            "dead_units": ((optax.tree.norm(grads) == 0) & (f_data == f_samples)
+            "dead_units": ((grad_norm == 0) & (f_data == f_samples)
                            & (jnp.mean(samples) != jnp.mean(data))).astype(jnp.float32),
         }
         new_state = DescriptorState(params, opt_state, samples, key, state.step + 1)
