@@ -29,6 +29,9 @@ __all__ = [
     "save_video",
     "load_wav",
     "save_wav",
+    "FASHION_MNIST_DIR",
+    "load_idx",
+    "load_fashion_mnist",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -306,6 +309,88 @@ def save_video(path: PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
         iio.imwrite(tmp, frames, extension=path.suffix, fps=fps)
     os.replace(tmp, path)
     return path
+
+
+# ------------------------------------------------------------------ idx (MNIST, Fashion-MNIST)
+
+#: Where Debian's ``dataset-fashion-mnist`` installs the idx files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def load_idx(path: PathLike) -> np.ndarray:
+    """Read an idx file (the MNIST format; gzipped if the name ends in .gz).
+
+    The header is two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B
+    int16, 0x0C int32, 0x0D float32, 0x0E float64), the number of
+    dimensions ``n``, then ``n`` big-endian uint32 sizes; the data follow in
+    C order. Returns the array in its stored dtype (native byte order).
+    """
+    import gzip
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"idx file {str(path)!r} does not exist; check the path.")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read idx file {str(path)!r} ({err}).") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(
+            f"{str(path)!r} is not an idx file (it must start with two zero bytes and a type byte); "
+            "give an MNIST-format file such as train-images-idx3-ubyte(.gz)."
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int(d) for d in np.frombuffer(raw[4:header], ">u4")) if ndim else ()
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"idx file {str(path)!r} is truncated or corrupt: its header says shape {shape} "
+            f"({expected} bytes of data) but it holds {len(raw) - header}."
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def load_fashion_mnist(root: PathLike = FASHION_MNIST_DIR, split: str = "train", *,
+                       limit: Optional[int] = None, classes: Optional[Sequence[int]] = None):
+    """Fashion-MNIST (or MNIST: the same file names) from a folder of idx files.
+
+    Returns ``(images, labels)``: float32 ``(N, 28, 28, 1)`` in 0..255 and
+    int32 ``(N,)``, the first ``limit`` examples (of the ``classes`` given,
+    if any). ``split`` is ``"train"`` or ``"test"`` (``t10k``). The default
+    folder is where Debian's ``dataset-fashion-mnist`` installs them.
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}.")
+    root = Path(root)
+    prefix = "train" if split == "train" else "t10k"
+    files = {}
+    for kind, stem in (("images", f"{prefix}-images-idx3-ubyte"), ("labels", f"{prefix}-labels-idx1-ubyte")):
+        candidates = [root / stem, root / (stem + ".gz")]
+        found = [c for c in candidates if c.exists()]
+        if not found:
+            hint = (" (install it with: apt-get install dataset-fashion-mnist)"
+                    if root == FASHION_MNIST_DIR else "")
+            raise DataError(f"no {stem}[.gz] in {str(root)!r}{hint}; give the folder of the idx files.")
+        files[kind] = found[0]
+    images, labels = load_idx(files["images"]), load_idx(files["labels"])
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"idx files in {str(root)!r} do not pair up: images {images.shape}, labels {labels.shape}."
+        )
+    if classes is not None:
+        keep = np.isin(labels, np.asarray(list(classes)))
+        images, labels = images[keep], labels[keep]
+    if limit is not None:
+        images, labels = images[:int(limit)], labels[:int(limit)]
+    if images.shape[0] == 0:
+        raise DataError(f"no examples left in {str(root)!r} (classes={classes!r}, limit={limit!r}).")
+    return images[..., None].astype(np.float32), labels.astype(np.int32)
 
 
 # ------------------------------------------------------------------ sound

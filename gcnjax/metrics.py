@@ -1,14 +1,14 @@
 """Metrics for synthesized images.
 
 Texture statistics: the mean spatial power spectrum of a set of images and a
-distance between two such spectra.
+distance between two such spectra. Recovery: the error of filled-in values.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["power_spectrum", "log_spectrum_distance"]
+__all__ = ["power_spectrum", "log_spectrum_distance", "recovery_error"]
 
 
 def power_spectrum(images: np.ndarray) -> np.ndarray:
@@ -33,3 +33,23 @@ def log_spectrum_distance(a: np.ndarray, b: np.ndarray) -> float:
     if pa.shape != pb.shape:
         raise ValueError(f"image sets of different sizes: {pa.shape} vs {pb.shape}.")
     return float(np.mean(np.abs(np.log1p(pa) - np.log1p(pb))))
+
+
+def recovery_error(truth, recovered, mask) -> np.ndarray:
+    """Per-example mean absolute error on the MISSING values (mask 0):
+
+        err_i = Σ (1 − m_i) |x_i − x̂_i| / Σ (1 − m_i)
+
+    over all positions and channels (``mask`` broadcasts to the data, 1 =
+    observed), in the units of the data.
+    """
+    truth = np.asarray(truth, np.float64)
+    recovered = np.asarray(recovered, np.float64)
+    if truth.shape != recovered.shape:
+        raise ValueError(f"truth {truth.shape} and recovered {recovered.shape} differ in shape.")
+    missing = 1.0 - np.broadcast_to(np.asarray(mask, np.float64), truth.shape)
+    axes = tuple(range(1, truth.ndim))
+    count = missing.sum(axis=axes)
+    if np.any(count == 0):
+        raise ValueError("an example has no missing values; recovery error is defined on missing values only.")
+    return (missing * np.abs(truth - recovered)).sum(axis=axes) / count

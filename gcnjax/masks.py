@@ -1,0 +1,123 @@
+"""Observation masks: which pixels (or frames) of an example are observed.
+
+A mask is a float32 array that broadcasts to the data, ``1`` where a value is
+observed and ``0`` where it is missing; image masks are ``(N, H, W, 1)`` so
+that a pixel is observed or missing in all its channels at once. The models
+use only the observed values (the generator's masked inference, the
+descriptors' inpainting), and :func:`gcnjax.metrics.recovery_error` scores a
+recovery on the missing ones.
+
+Generated from a seed with NumPy: a mask is data, made once on the host.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = ["salt_and_pepper", "block", "missing_frames", "from_spec", "describe"]
+
+Size = Union[int, Tuple[int, int]]
+
+
+def _check_shape(shape: Sequence[int], what: str) -> Tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 3 or min(shape) < 1:
+        raise ValueError(f"{what} needs the data's shape (N, H, W[, C]) with sizes >= 1, got {shape}.")
+    return shape
+
+
+def salt_and_pepper(shape: Sequence[int], missing: float, *, seed: int = 0) -> np.ndarray:
+    """A mask with ``round(missing · H · W)`` pixels missing in each example,
+    chosen uniformly at random (independently per example) from ``seed``.
+
+    ``shape`` is the data's ``(N, H, W, C)`` (or ``(N, H, W)``); the mask is
+    ``(N, H, W, 1)``. ``missing`` is the fraction of pixels missing, in
+    [0, 1) (the papers use 0.5, 0.7, 0.9).
+    """
+    shape = _check_shape(shape, "salt_and_pepper")
+    if not 0.0 <= float(missing) < 1.0:
+        raise ValueError(f"missing must be a fraction in [0, 1) of the pixels, got {missing!r}.")
+    n, h, w = shape[:3]
+    n_missing = int(round(float(missing) * h * w))
+    rng = np.random.default_rng(seed)
+    mask = np.ones((n, h * w), np.float32)
+    for i in range(n):
+        mask[i, rng.choice(h * w, n_missing, replace=False)] = 0.0
+    return mask.reshape(n, h, w, 1)
+
+
+def block(shape: Sequence[int], size: Size, *, position: Optional[Tuple[int, int]] = None,
+          seed: Optional[int] = None) -> np.ndarray:
+    """A mask with one ``size`` block missing in each example.
+
+    ``position`` is the block's top-left corner (the same in every example);
+    by default the block is centred, or, given a ``seed``, placed uniformly
+    at random in each example. The mask is ``(N, H, W, 1)``.
+    """
+    shape = _check_shape(shape, "block")
+    n, h, w = shape[:3]
+    bh, bw = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if not (1 <= bh <= h and 1 <= bw <= w):
+        raise ValueError(f"block size {(bh, bw)} must be at least 1 and fit in the images ({h}x{w}).")
+    mask = np.ones((n, h, w, 1), np.float32)
+    rng = np.random.default_rng(seed) if seed is not None else None
+    for i in range(n):
+        if position is not None:
+            top, left = position
+            if not (0 <= top <= h - bh and 0 <= left <= w - bw):
+                raise ValueError(f"a {bh}x{bw} block at {position} does not fit in {h}x{w} images.")
+        elif rng is not None:
+            top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        else:
+            top, left = (h - bh) // 2, (w - bw) // 2
+        mask[i, top:top + bh, left:left + bw] = 0.0
+    return mask
+
+
+def missing_frames(shape: Sequence[int], frames: Sequence[int]) -> np.ndarray:
+    """A mask for videos ``(N, T, H, W, C)`` with the given frame indices
+    missing: ``(N, T, 1, 1, 1)``."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 5:
+        raise ValueError(f"missing_frames needs a video batch's shape (N, T, H, W, C), got {shape}.")
+    n, t = shape[:2]
+    frames = np.asarray(list(frames), int)
+    if frames.size and (frames.min() < 0 or frames.max() >= t):
+        raise ValueError(f"frame indices {frames.tolist()} out of range for {t} frames.")
+    mask = np.ones((n, t, 1, 1, 1), np.float32)
+    mask[:, frames] = 0.0
+    return mask
+
+
+def from_spec(spec: str, shape: Sequence[int], *, seed: int = 0) -> np.ndarray:
+    """A mask from a short text: ``"pepper:0.7"`` (70% of pixels missing at
+    random), ``"block:20"`` (a centred 20×20 block), ``"block:20x30"``, or
+    ``"randblock:20"`` (placed at random)."""
+    kind, _, arg = str(spec).partition(":")
+    try:
+        if kind == "pepper":
+            return salt_and_pepper(shape, float(arg), seed=seed)
+        if kind in ("block", "randblock"):
+            dims = tuple(int(a) for a in arg.lower().split("x"))
+            size = dims[0] if len(dims) == 1 else dims
+            return block(shape, size, seed=seed if kind == "randblock" else None)
+    except ValueError as err:
+        raise ValueError(f"mask {spec!r}: {err}") from None
+    raise ValueError(
+        f"unknown mask {spec!r}; use pepper:FRACTION (e.g. pepper:0.7), block:SIZE (e.g. block:20 or "
+        "block:20x30), or randblock:SIZE."
+    )
+
+
+def describe(spec: str) -> str:
+    """Words for a mask spec, for reports: ``"pepper:0.7"`` → ``"70% pixels missing"``."""
+    kind, _, arg = str(spec).partition(":")
+    if kind == "pepper":
+        return f"{float(arg):.0%} pixels missing"
+    if kind == "block":
+        return f"{arg} block missing"
+    if kind == "randblock":
+        return f"{arg} block missing at a random place"
+    return spec
