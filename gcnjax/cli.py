@@ -3,6 +3,9 @@
     gcnjax demo                         learn a texture from a bundled image
     gcnjax descriptor --preset texture --data IMAGE_OR_FOLDER --out DIR
     gcnjax theory --run DIR --out DIR   the auto-encoding check on a learned model
+    gcnjax abp train --data FOLDER --out DIR     learn a generator by alternating back-propagation
+    gcnjax abp reconstruct --run DIR --data FOLDER --out DIR
+    gcnjax abp inpaint --run DIR --data FOLDER --mask pepper:0.7 --out DIR
 
 User errors (bad paths, bad values, unreadable images, diverged chains) are
 printed as one line naming the input and the fix, with exit status 2.
@@ -183,6 +186,107 @@ def cmd_theory(args) -> int:
     return 0
 
 
+def load_generator_data(spec: str, net: str, *, size=None, channels=None, limit=None):
+    """Observations for a generator: ``(array, rate or None, data_spec)``.
+
+    ``spec`` is a folder (or file) of images, ``fashion-mnist`` (Debian's
+    idx files) or ``idx:FOLDER`` (any folder of MNIST-format idx files), or,
+    for ``net == "sound"``, a WAV file or folder (cut into clips of the
+    sound net's length)."""
+    from gcnjax import data as gdata
+    from gcnjax import generator as G
+
+    base = G.GENERATOR_NETS[net]()
+    shape = base.output_shape()
+    if net == "sound":
+        clips, rate = gdata.load_sound_clips(spec, shape[0])
+        return clips[:limit], rate
+    channels = channels or shape[-1]
+    if spec == "fashion-mnist" or spec.startswith("idx:"):
+        root = gdata.FASHION_MNIST_DIR if spec == "fashion-mnist" else spec.split(":", 1)[1]
+        images, _ = gdata.load_fashion_mnist(root, limit=limit)
+        if size and size != images.shape[1]:
+            raise ValueError(f"idx images are {images.shape[1]}x{images.shape[2]}; drop --image-size {size}.")
+        return images, None
+    images = load_data(spec, size=size or shape[:2], channels=channels)
+    return images[:limit], None
+
+
+def cmd_abp_train(args) -> int:
+    from gcnjax import abp
+    from gcnjax import generator as G
+    from gcnjax import masks
+    from gcnjax.langevin import LangevinConfig
+    from gcnjax.train import RunConfig
+
+    if args.out is None or (args.data is None and not args.resume):
+        raise ValueError("--data and --out are required: the examples to learn from and the run directory to write.")
+    if args.resume:
+        saved = _saved_run(args.out)
+        spec = saved["data_spec"]
+        config = G.GeneratorConfig.from_dict(saved["config"])
+    else:
+        spec = dict(spec=args.data, net=args.net, size=args.image_size, channels=1 if args.gray else None,
+                    limit=args.limit, holdout=args.holdout, mask=args.mask, seed=args.seed or 0)
+        n_steps, delta = args.steps or 30, args.delta or 0.3
+        every = max(1, args.log_every)
+        config = G.GeneratorConfig(
+            net=args.net, latent_dim=args.latent_dim, sigma=args.sigma,
+            langevin=LangevinConfig.from_delta(delta, n_steps), learning_rate=args.lr or 3e-4,
+            batch_size=args.batch_size, n_epochs=args.epochs, seed=args.seed or 0,
+            out_channels=1 if args.gray else None,
+            run=RunConfig(log_every=every, image_every=max(every, args.image_every),
+                          checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else 200))
+    data, rate = load_generator_data(spec["spec"], spec["net"], size=spec["size"], channels=spec["channels"],
+                                     limit=spec["limit"])
+    holdout = spec["holdout"] or 0
+    if holdout >= data.shape[0]:
+        raise ValueError(f"--holdout {holdout} leaves no training examples of the {data.shape[0]} loaded; "
+                         "hold out fewer.")
+    train, test = (data[:-holdout], data[-holdout:]) if holdout else (data, None)
+    mask = None if not spec["mask"] else masks.from_spec(spec["mask"], train.shape, seed=spec["seed"])
+    result = abp.learn_generator(config, train, args.out, mask=mask, mask_spec=spec["mask"],
+                                 test_observations=test, title=f"Generator ({spec['net']}): {Path(spec['spec']).name}",
+                                 source=spec["spec"], data_spec=spec, sample_rate=rate, overwrite=args.overwrite,
+                                 resume=args.resume, quiet=args.quiet)
+    print(f"learned in {result['seconds']:.0f} s; training reconstruction MSE {result['train_mse']:.5f}")
+    if "test_mse_abp" in result:
+        print(f"held-out reconstruction MSE: ABP {result['test_mse_abp']:.5f}, PCA {result['test_mse_pca']:.5f}")
+    if "train_recovery_error" in result:
+        print(f"recovery error of the missing values: {result['train_recovery_error']:.4f}")
+    print(f"report: {result['report']}")
+    return 0
+
+
+def _saved_run(out):
+    from gcnjax.train import RunDir
+
+    saved = RunDir(out, resume=True).load_config()
+    if not saved.get("data_spec"):
+        raise ValueError(f"{str(out)!r} does not record how its data was loaded, so it cannot be resumed.")
+    return saved
+
+
+def cmd_abp_recover(args) -> int:
+    from gcnjax import abp
+
+    if args.out is None:
+        raise ValueError("--out is required: the directory to write.")
+    config, _, _, _, payload = abp.load_generator_run(args.run)
+    spec = payload.get("data_spec") or {}
+    data, _ = load_generator_data(args.data, config.net, size=spec.get("size"), channels=config.out_channels,
+                                  limit=args.limit)
+    masks = args.mask if args.command_abp == "inpaint" else []
+    if args.command_abp == "inpaint" and not masks:
+        raise ValueError("inpaint needs at least one --mask, e.g. --mask pepper:0.7 or --mask block:20.")
+    result = abp.recover_run(args.run, data, args.out, masks, rounds=args.rounds, seed=args.seed,
+                             overwrite=args.overwrite)
+    for name, value in result["errors"].items():
+        print(f"{name}: {value:.5f}")
+    print(f"report: {result['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gcnjax", description="Generative ConvNets in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +311,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_theory)
+
+    from gcnjax.generator import GENERATOR_NETS
+
+    abp_parser = sub.add_parser("abp", help="the generator: learn by alternating back-propagation, reconstruct, inpaint")
+    abp_sub = abp_parser.add_subparsers(dest="command_abp", required=True)
+    p = abp_sub.add_parser("train", help="learn a generator from a folder of images (or idx files, or WAVs)")
+    p.add_argument("--data", help="a folder of images, fashion-mnist, idx:FOLDER, or (--net sound) WAVs")
+    p.add_argument("--net", default="face", choices=sorted(GENERATOR_NETS),
+                   help="face 64×64×3, face32 32×32×3, digit 28×28×1, sound 1024 samples")
+    p.add_argument("--latent-dim", type=_positive_int, default=100, help="dimension d of z ~ N(0, I_d)")
+    p.add_argument("--sigma", type=_positive_float, default=0.3, help="observation noise σ (images in [−1, 1])")
+    p.add_argument("--epochs", type=_positive_int, default=100)
+    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--steps", type=_positive_int, help="Langevin steps of inference per iteration (30)")
+    p.add_argument("--delta", type=_positive_float, help="Langevin step δ of inference (0.3)")
+    p.add_argument("--lr", type=_positive_float, help="Adam learning rate (3e-4)")
+    p.add_argument("--image-size", type=_positive_int, help="resize images to this square size (default: the net's)")
+    p.add_argument("--gray", action="store_true", help="learn gray images (one channel)")
+    p.add_argument("--limit", type=_positive_int, help="use only the first N examples")
+    p.add_argument("--holdout", type=int, default=0,
+                   help="keep the last N examples out of training; report their reconstruction against PCA")
+    p.add_argument("--mask", help="learn from incomplete data: pepper:FRACTION or block:SIZE missing per image")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--image-every", type=int, default=200)
+    p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (0: none)")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_abp_train)
+    for name, text in (("reconstruct", "infer latents of new images with a trained run and regenerate them"),
+                       ("inpaint", "recover occluded new images with a trained run")):
+        p = abp_sub.add_parser(name, help=text)
+        p.add_argument("--run", type=Path, required=True, help="a finished `gcnjax abp train` run")
+        p.add_argument("--data", required=True, help="images to reconstruct (a folder, fashion-mnist, idx:FOLDER)")
+        if name == "inpaint":
+            p.add_argument("--mask", action="append", default=[],
+                           help="pepper:FRACTION or block:SIZE (repeat for several)")
+        p.add_argument("--rounds", type=_positive_int, default=10,
+                       help="inference rounds, each the run's Langevin steps")
+        p.add_argument("--limit", type=_positive_int, help="use only the first N images")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", type=Path)
+        p.add_argument("--overwrite", action="store_true")
+        p.set_defaults(func=cmd_abp_recover)
     return parser
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "save_video",
     "load_wav",
     "save_wav",
+    "load_sound_clips",
     "FASHION_MNIST_DIR",
     "load_idx",
     "load_fashion_mnist",
@@ -447,3 +448,43 @@ def save_wav(path: PathLike, samples: np.ndarray, rate: int) -> Path:
         fh.writeframes(pcm.tobytes())
     os.replace(tmp, path)
     return path
+
+
+def load_sound_clips(source: Union[PathLike, Sequence[PathLike]], length: int, *,
+                     hop: Optional[int] = None, max_clips_per_file: Optional[int] = None):
+    """Cut WAV files into mono clips of ``length`` samples: ``(N, length, 1)``
+    float32 in [−1, 1], and the sample rate.
+
+    ``source`` is a WAV file, a folder of them (sorted by name) or a list.
+    Each file is mixed to mono and cut into clips starting every ``hop``
+    samples (default ``length``: no overlap); a file shorter than ``length``
+    gives no clip. All files must share one sample rate.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        if not folder.exists():
+            raise DataError(f"sound path {str(folder)!r} does not exist; check the path.")
+        paths = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav")
+    else:
+        paths = [Path(p) for p in source]
+    if not paths:
+        raise DataError(f"no .wav files in {str(source)!r}; give a WAV file or a folder of them.")
+    length = int(length)
+    hop = int(hop or length)
+    if length < 1 or hop < 1:
+        raise DataError(f"clip length and hop must be >= 1, got length={length}, hop={hop}.")
+    clips, rates = [], {}
+    for path in paths:
+        samples, rate = load_wav(path)
+        rates[path.name] = rate
+        mono = samples.mean(axis=1)
+        starts = range(0, mono.shape[0] - length + 1, hop)
+        if max_clips_per_file is not None:
+            starts = list(starts)[:int(max_clips_per_file)]
+        clips.extend(mono[s:s + length] for s in starts)
+    if len(set(rates.values())) > 1:
+        listing = ", ".join(f"{k}: {v} Hz" for k, v in rates.items())
+        raise DataError(f"the WAV files have different sample rates ({listing}); resample them to one rate.")
+    if not clips:
+        raise DataError(f"no WAV file in {str(source)!r} is at least {length} samples long; use shorter clips.")
+    return np.stack(clips)[..., None].astype(np.float32), next(iter(rates.values()))

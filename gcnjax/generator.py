@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gcnjax import langevin
+from gcnjax import langevin, nets
 from gcnjax.train import RunConfig
 
 PyTree = Any
@@ -51,6 +51,8 @@ Batch = Tuple[jax.Array, jax.Array, Optional[jax.Array]]
 
 __all__ = [
     "LATENT_INITS",
+    "GENERATOR_NETS",
+    "make_net",
     "GeneratorConfig",
     "GeneratorState",
     "latent_energy",
@@ -69,6 +71,14 @@ __all__ = [
 ]
 
 LATENT_INITS = ("normal", "zeros")
+
+#: The generator nets a config can name (``GeneratorConfig.net``).
+GENERATOR_NETS = {
+    "face": nets.face_generator,
+    "face32": nets.face32_generator,
+    "digit": nets.digit_generator,
+    "sound": nets.sound_generator,
+}
 
 
 # ---------------------------------------------------------------- config
@@ -100,6 +110,16 @@ class GeneratorConfig:
         :func:`iterations_per_epoch` iterations
         (:meth:`total_iterations`).
       seed: of the parameter and latent initialisation and the shuffling.
+    Net and data (used by :func:`make_net` and the runs of :mod:`gcnjax.abp`):
+      net: the generator preset of :data:`GENERATOR_NETS`: ``"face"``
+        (64×64×3), ``"face32"`` (32×32×3, a CPU-sized face net),
+        ``"digit"`` (28×28×1), ``"sound"`` (1024-sample waveforms).
+      net_norm: ``"none"`` or ``"layer"`` (LayerNorm; see
+        :class:`gcnjax.nets.GeneratorNet`).
+      out_channels: the images' channels if not the preset's (1 for gray
+        faces); ``None`` keeps the preset's.
+      pixel_scale: how pixels 0..255 map to the model's values
+        (:class:`gcnjax.data.PixelScale`); ``"unit"`` is [−1, 1].
       run: logging, pictures, checkpoints and the divergence policy
         (:class:`gcnjax.train.RunConfig`).
 
@@ -119,6 +139,10 @@ class GeneratorConfig:
     batch_size: int = 100
     n_epochs: int = 100
     seed: int = 0
+    net: str = "face"
+    net_norm: str = "none"
+    out_channels: Optional[int] = None
+    pixel_scale: str = "unit"
     run: RunConfig = RunConfig()
 
     def __post_init__(self):
@@ -151,6 +175,14 @@ class GeneratorConfig:
                 "GeneratorConfig.langevin must be a gcnjax.langevin.LangevinConfig (e.g. "
                 f"LangevinConfig.from_delta(0.3, 30)), got {type(self.langevin).__name__}."
             )
+        if self.net not in GENERATOR_NETS:
+            raise ValueError(f"GeneratorConfig.net must be one of {tuple(GENERATOR_NETS)}, got {self.net!r}.")
+        if self.net_norm not in ("none", "layer"):
+            raise ValueError(f"GeneratorConfig.net_norm must be 'none' or 'layer', got {self.net_norm!r}.")
+        if self.out_channels is not None:
+            count("out_channels", self.out_channels)
+        if self.pixel_scale not in ("unit", "minus_mean"):
+            raise ValueError(f"GeneratorConfig.pixel_scale must be 'unit' or 'minus_mean', got {self.pixel_scale!r}.")
         if not isinstance(self.run, RunConfig):
             raise ValueError(f"GeneratorConfig.run must be a gcnjax.train.RunConfig, got {type(self.run).__name__}.")
 
@@ -170,6 +202,15 @@ class GeneratorConfig:
         if isinstance(d.get("run"), dict):
             d["run"] = RunConfig(**d["run"])
         return cls(**d)
+
+
+def make_net(config: GeneratorConfig):
+    """The Flax generator ``config.net`` names, with its norm and channels."""
+    overrides = {"norm": config.net_norm}
+    if config.out_channels is not None:
+        base = GENERATOR_NETS[config.net]()
+        overrides["channels"] = tuple(base.channels[:-1]) + (int(config.out_channels),)
+    return GENERATOR_NETS[config.net](**overrides)
 
 
 class GeneratorState(NamedTuple):

@@ -1,0 +1,179 @@
+"""Generator runs: learning, held-out reconstruction against PCA, recovery,
+resume, and the ``gcnjax abp`` commands, on tiny settings."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from gcnjax import abp, cli, masks
+from gcnjax import generator as G
+from gcnjax.data import DataError
+from gcnjax.langevin import LangevinConfig
+from gcnjax.train import RunConfig
+
+
+def _digits(n, seed=0):
+    """n 28×28 gray images (0..255): a bright bar at a random place and angle."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:28, :28]
+    out = np.zeros((n, 28, 28, 1), np.float32)
+    for i in range(n):
+        angle, cx, cy = rng.uniform(0, np.pi), rng.uniform(9, 19), rng.uniform(9, 19)
+        d = np.abs((xx - cx) * np.sin(angle) - (yy - cy) * np.cos(angle))
+        out[i, ..., 0] = 255.0 * np.exp(-0.5 * (d / 1.5) ** 2) * (np.hypot(xx - cx, yy - cy) < 9)
+    return out
+
+
+TINY = G.GeneratorConfig(net="digit", latent_dim=4, langevin=LangevinConfig.from_delta(0.3, 3), batch_size=4,
+                         n_epochs=2, learning_rate=1e-3,
+                         run=RunConfig(log_every=1, image_every=2, checkpoint_every=2, keep_checkpoints=10))
+
+
+def test_pca_reconstruction_error_is_the_discarded_variance():
+    rng = np.random.default_rng(0)
+    # Data with known principal axes and variances 9, 4, 1, 0.25 (an orthonormal basis Q).
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    scales = np.array([3.0, 2.0, 1.0, 0.5])
+    train = (rng.normal(size=(20000, 4)) * scales) @ q.T + 5.0
+    test = (rng.normal(size=(20000, 4)) * scales) @ q.T + 5.0
+    for d in (1, 2, 3):
+        rec = abp.pca_reconstruct(train, test, d)
+        mse = np.mean(np.sum((test - rec) ** 2, axis=1))
+        np.testing.assert_allclose(mse, np.sum(scales[d:] ** 2), rtol=0.03)
+    np.testing.assert_allclose(abp.pca_reconstruct(train, test, 4), test, atol=1e-8)
+
+
+def test_learn_generator_writes_a_run_with_the_pca_table(tmp_path):
+    data = _digits(14)
+    train, test = data[:10], data[10:]
+    r = abp.learn_generator(TINY, train, tmp_path / "run", test_observations=test, test_rounds=2, quiet=True)
+    assert r["iterations"] == TINY.total_iterations(10) == 6
+    for name in ("config.json", "metrics.csv", "observed.png", "samples.png", "reconstructed.png", "heldout.png",
+                 "params.msgpack", "latents.npy", "report.md", "heldout_errors.npy"):
+        assert (tmp_path / "run" / name).is_file(), name
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "ABP against PCA" in report and "| 4 |" in report
+    errors = np.load(tmp_path / "run" / "heldout_errors.npy")
+    assert errors.shape == (2, 4)
+    # The PCA column is PCA's error, computed independently here.
+    x = train / 127.5 - 1.0
+    pca = (abp.pca_reconstruct(x, test / 127.5 - 1.0, 4) + 1.0) * 127.5
+    np.testing.assert_allclose(errors[1], np.mean(((test - pca) / 255.0) ** 2, axis=(1, 2, 3)), rtol=1e-4)
+    np.testing.assert_allclose(r["test_mse_pca"], errors[1].mean(), rtol=1e-6)
+    assert np.load(tmp_path / "run" / "latents.npy").shape == (10, 4)
+
+    # The run loads back, and its params generate what the run saved.
+    config, scale, net, params, _ = abp.load_generator_run(tmp_path / "run")
+    assert config == TINY
+    np.testing.assert_allclose(
+        scale.to_data(net.apply(params, jax.numpy.asarray(np.load(tmp_path / "run" / "latents.npy")))),
+        scale.to_data(net.apply(r["state"].params, r["state"].latents)), atol=1e-4)
+
+
+def test_resume_gives_the_uninterrupted_run_with_its_latents(tmp_path):
+    data = _digits(8, seed=1)
+    full = abp.learn_generator(TINY, data, tmp_path / "full", quiet=True)
+    # An interrupted copy: the run as it stood at its checkpoint of iteration 2.
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    for p in (tmp_path / "cut" / "checkpoints").iterdir():
+        if p.name.isdigit() and int(p.name) > 2:
+            shutil.rmtree(p)
+    (tmp_path / "cut" / "params.msgpack").unlink()
+    resumed = abp.learn_generator(TINY, data, tmp_path / "cut", resume=True, quiet=True)
+    f, r = full["state"], resumed["state"]
+    for a, b in zip(jax.tree_util.tree_leaves((f.params, f.opt_state, f.step)),
+                    jax.tree_util.tree_leaves((r.params, r.opt_state, r.step))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(full["state"].latents), np.asarray(resumed["state"].latents))
+    rows = (tmp_path / "cut" / "metrics.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 5)]
+    with pytest.raises(ValueError, match="different model or data"):
+        abp.learn_generator(TINY, data[:6], tmp_path / "cut", resume=True, quiet=True)
+
+
+def test_learning_from_incomplete_data_never_sees_the_missing_pixels(tmp_path):
+    data = _digits(8, seed=2)
+    mask = masks.salt_and_pepper(data.shape, 0.5, seed=0)
+    scrambled = np.where(mask == 0, 255.0 - data, data)  # different values where missing
+    a = abp.learn_generator(TINY, data, tmp_path / "a", mask=mask, mask_spec="pepper:0.5", quiet=True)
+    b = abp.learn_generator(TINY, scrambled, tmp_path / "b", mask=mask, mask_spec="pepper:0.5", quiet=True)
+    for x, y in zip(jax.tree_util.tree_leaves(a["state"].params), jax.tree_util.tree_leaves(b["state"].params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert "Learning from incomplete data" in (tmp_path / "a" / "report.md").read_text()
+    assert 0 < a["train_recovery_error"] < 1
+
+
+def test_recovery_keeps_observed_pixels_and_scores_the_missing_ones(tmp_path):
+    data = _digits(6, seed=3)
+    abp.learn_generator(TINY, data, tmp_path / "run", quiet=True)
+    config, scale, net, params, _ = abp.load_generator_run(tmp_path / "run")
+    mask = masks.block(data.shape, 10)
+    out = abp.recover_images(jax.random.key(0), config, net, params, scale, data, mask, rounds=2)
+    observed = np.broadcast_to(mask, data.shape) == 1
+    np.testing.assert_array_equal(out["recovered"][observed], data[observed])
+    np.testing.assert_array_equal(out["recovered"][~observed], out["generated"][~observed])
+    direct = np.abs(data - out["generated"])[~observed].reshape(6, -1).mean(axis=1) / 255.0
+    np.testing.assert_allclose(out["errors"], direct, rtol=1e-5)
+
+
+def test_reconstruction_is_one_call_per_chunk_and_chunking_changes_nothing():
+    config = G.GeneratorConfig(net="digit", latent_dim=3, latent_init="zeros",
+                               langevin=LangevinConfig.from_delta(0.3, 4, noise=False))
+    net = G.make_net(config)
+    params = net.init(jax.random.key(0), np.zeros((1, 3), np.float32))
+    x = _digits(7) / 127.5 - 1.0
+    whole, z_whole = abp.reconstruct_images(jax.random.key(1), config, net, params, x, rounds=2)
+    parts, z_parts = abp.reconstruct_images(jax.random.key(1), config, net, params, x, rounds=2, chunk=3)
+    np.testing.assert_allclose(z_whole, z_parts, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(whole, parts, atol=1e-5)
+
+
+def test_bad_inputs_name_the_fix(tmp_path):
+    data = _digits(4)
+    with pytest.raises(DataError, match="'digit' generator makes"):
+        abp.learn_generator(TINY, np.zeros((4, 32, 32, 1)), tmp_path / "a", quiet=True)
+    with pytest.raises(ValueError, match="mask of shape"):
+        abp.learn_generator(TINY, data, tmp_path / "b", mask=np.ones((4, 10, 10, 1)), quiet=True)
+    with pytest.raises(ValueError, match="latent_dim must be an integer >= 1"):
+        G.GeneratorConfig(latent_dim=0)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        abp.load_generator_run(tmp_path / "no-such-run")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def _image_folder(path, images):
+    path.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im[..., 0].astype(np.uint8)).save(path / f"{i:03d}.png")
+    return path
+
+
+def test_abp_commands_end_to_end(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "bars", _digits(10, seed=4))
+    run = tmp_path / "run"
+    argv = ["abp", "train", "--data", str(folder), "--net", "digit", "--latent-dim", "3", "--epochs", "1",
+            "--batch-size", "4", "--steps", "2", "--holdout", "2", "--out", str(run), "--quiet"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "held-out reconstruction MSE" in printed
+    assert json.loads((run / "config.json").read_text())["observed_shape"] == [8, 28, 28, 1]
+    assert cli.main(["abp", "inpaint", "--run", str(run), "--data", str(folder), "--mask", "pepper:0.5",
+                     "--mask", "block:8", "--rounds", "1", "--out", str(tmp_path / "inpaint")]) == 0
+    results = json.loads((tmp_path / "inpaint" / "results.json").read_text())
+    assert set(results) == {"pepper:0.5", "block:8"}
+    assert (tmp_path / "inpaint" / "recovery_block_8.png").is_file()
+    assert cli.main(["abp", "reconstruct", "--run", str(run), "--data", str(folder), "--rounds", "1",
+                     "--out", str(tmp_path / "rec")]) == 0
+    assert "reconstruction_mse" in json.loads((tmp_path / "rec" / "results.json").read_text())
+    # Bad input: one line, exit status 2.
+    capsys.readouterr()
+    assert cli.main(["abp", "inpaint", "--run", str(tmp_path / "nope"), "--data", str(folder), "--mask",
+                     "pepper:0.5", "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["abp", "inpaint", "--run", str(run), "--data", str(folder), "--mask", "holes:3",
+                     "--out", str(tmp_path / "y")]) == 2
+    assert "pepper:FRACTION" in capsys.readouterr().err
