@@ -89,6 +89,13 @@ class ObservationScale:
 
 def check_observations(x: np.ndarray, config: G.GeneratorConfig, name: str = "data") -> np.ndarray:
     """Observations as float32, checked against the generator's output shape."""
+    if isinstance(x, (list, tuple)):
+        shapes = sorted({tuple(np.shape(e)) for e in x})
+        if len(shapes) > 1:
+            raise gdata.DataError(
+                f"{name}: examples of different shapes ({', '.join(map(str, shapes))}); resize them to one size "
+                "(gcnjax.data.load_images(folder, size=...), or --image-size at the command line)."
+            )
     x = np.asarray(x, np.float32)
     shape = tuple(G.make_net(config).output_shape())
     if x.ndim != len(shape) + 1 or x.shape[0] == 0:

@@ -136,6 +136,8 @@ def test_bad_inputs_name_the_fix(tmp_path):
     data = _digits(4)
     with pytest.raises(DataError, match="'digit' generator makes"):
         abp.learn_generator(TINY, np.zeros((4, 32, 32, 1)), tmp_path / "a", quiet=True)
+    with pytest.raises(DataError, match="different shapes"):
+        abp.learn_generator(TINY, [data[0], data[1, :20]], tmp_path / "c", quiet=True)
     with pytest.raises(ValueError, match="mask of shape"):
         abp.learn_generator(TINY, data, tmp_path / "b", mask=np.ones((4, 10, 10, 1)), quiet=True)
     with pytest.raises(ValueError, match="latent_dim must be an integer >= 1"):
