@@ -243,6 +243,8 @@ def save_classifier(params, config: ClassifierConfig, path=None, **info) -> Path
     from gcnjax.train import write_atomic
 
     path = Path(path) if path is not None else default_weights_path()
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": json.dumps({"config": config.to_dict(), "info": info}),
                "params": jax.device_get(params)}

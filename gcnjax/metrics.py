@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Optional
 
 import jax
@@ -236,6 +237,11 @@ def kernel_distance(features1, features2, *, n_subsets: int = 100, subset_size: 
 FeatureExtractor = Callable[[jax.Array], jax.Array]
 
 
+# One compiled function per plain-callable extractor (compiled once per shape
+# across calls); dropped with the extractor.
+_JITTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 @jax.jit
 def _apply_partial(extractor, batch):
     return extractor(batch)
@@ -258,7 +264,14 @@ def extract_features(images, extractor: FeatureExtractor, batch_size: int = 250)
     if isinstance(extractor, jax.tree_util.Partial):
         run = lambda batch: _apply_partial(extractor, batch)
     else:
-        run = jax.jit(extractor)
+        try:
+            run = _JITTED[extractor]
+        except (KeyError, TypeError):
+            run = jax.jit(extractor)
+            try:
+                _JITTED[extractor] = run
+            except TypeError:  # not weak-referenceable: compiled anew per call
+                pass
     out = []
     for start in range(0, n, batch_size):
         batch = images[start:start + batch_size]
