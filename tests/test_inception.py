@@ -40,6 +40,21 @@ def test_weights_round_trip_and_pool3_features(tmp_path):
     for name in again.files:
         np.testing.assert_array_equal(again[name], arrays[name])
 
+    # The mapping is PyTorch's arithmetic: the first unit on a small input against a direct computation
+    # with the torch-layout arrays, conv (stride 2, cross-correlation) then (y − mean)/sqrt(var + eps)·w + b, ReLU.
+    x = np.random.default_rng(2).normal(size=(2, 9, 9, 3)).astype(np.float32)
+    unit = {c: variables[c]["Conv2d_1a_3x3"] for c in ("params", "batch_stats")}
+    got = np.asarray(inception.BasicConv(32, (3, 3), (2, 2)).apply(unit, x))
+    w = arrays["Conv2d_1a_3x3.conv.weight"].astype(np.float64)
+    conv = np.zeros((2, 4, 4, 32))
+    for i in range(4):
+        for j in range(4):
+            conv[:, i, j] = np.einsum("nabc,ocab->no", x[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3], w)
+    bn = {k: arrays[f"Conv2d_1a_3x3.bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}
+    expected = np.maximum(
+        (conv - bn["running_mean"]) / np.sqrt(bn["running_var"] + 1e-3) * bn["weight"] + bn["bias"], 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
     extractor = inception.inception_features(variables, resize=None)
     images = np.random.default_rng(1).uniform(0, 255, (3, inception.MIN_SIZE, inception.MIN_SIZE, 3))
     features = metrics.extract_features(images, extractor)
