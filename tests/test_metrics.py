@@ -263,3 +263,26 @@ def test_rhat():
     w = mixed.var(axis=1, ddof=1).mean()
     b = mixed.mean(axis=1).var(ddof=1)
     assert metrics.rhat(mixed, split=False) == pytest.approx(np.sqrt((1999 / 2000 * w + b) / w))
+
+
+def test_ess_and_rhat_of_langevin_chains():
+    # Unadjusted Langevin on N(0, 1) with step ε is the AR(1) x' = (1 − ε) x + sqrt(2ε) ξ; its energy trace
+    # x²/2 has lag-k autocorrelation ρ^{2k} (Gaussian: corr(X², Y²) = corr(X, Y)²), so ESS = n(1 − ρ²)/(1 + ρ²).
+    import jax
+    import jax.numpy as jnp
+
+    from gcnjax import langevin
+
+    eps, n_steps = 0.2, 5000
+    energy = lambda x: 0.5 * jnp.sum(x**2)
+    x0 = jax.random.normal(jax.random.key(0), (4, 1))
+    _, info = langevin.sample(jax.random.key(1), energy, x0, n_steps=n_steps, step_size=eps)
+    traces = np.asarray(info.energy, np.float64).T  # (chains, draws)
+    rho2 = (1 - eps) ** 2
+    assert metrics.effective_sample_size(traces) == pytest.approx(traces.size * (1 - rho2) / (1 + rho2), rel=0.15)
+    assert metrics.rhat(traces) == pytest.approx(1.0, abs=0.02)
+    # chains started far apart and stopped early have not mixed
+    _, early = langevin.sample(jax.random.key(2), energy, jnp.array([[-20.0], [-10.0], [10.0], [20.0]]),
+                               n_steps=10, step_size=0.01)
+    positions = np.sqrt(2 * np.asarray(early.energy, np.float64).T) * np.sign([[-1], [-1], [1], [1]])
+    assert metrics.rhat(positions) > 2
