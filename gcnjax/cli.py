@@ -212,7 +212,7 @@ def cmd_classifier(args) -> int:
     return 0
 
 
-def _metric_images(spec: str):
+def _metric_images(spec: str, size=None):
     """Pixel images (N, H, W, C) 0..255 from a folder/file of images, an .npy
     array of pixels, or a run directory (its synthesized.npy)."""
     import numpy as np
@@ -231,13 +231,14 @@ def _metric_images(spec: str):
         if images.ndim != 4:
             raise DataError(f"{spec!r} holds an array of shape {images.shape}; expected (N, H, W, C) pixels.")
         return images.astype(np.float32)
-    return load_data(spec, channels=1)
+    return load_data(spec, size=size, channels=1)
 
 
 def cmd_fcd(args) -> int:
     from gcnjax import metrics
 
-    a, b = _metric_images(args.a), _metric_images(args.b)
+    size = (args.image_size, args.image_size) if args.image_size else None
+    a, b = _metric_images(args.a, size), _metric_images(args.b, size)
     for name, images in (("--a", a), ("--b", b)):
         if images.shape[0] < 2:
             raise ValueError(f"{name} holds {images.shape[0]} image; the distance needs at least 2 per set.")
@@ -293,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a", required=True, help="a folder of images, an .npy of pixels, or a run directory")
     p.add_argument("--b", required=True, help="a folder of images, an .npy of pixels, or a run directory")
     p.add_argument("--weights", type=Path, help="classifier weights (default: the cached ones)")
+    p.add_argument("--image-size", type=_positive_int,
+                   help="resize the images of a folder to this square size first (e.g. 28)")
     p.add_argument("--kid", action="store_true", help="also the polynomial-kernel MMD² (KID-style) of the features")
     p.add_argument("--kid-subsets", type=_positive_int, default=100)
     p.set_defaults(func=cmd_fcd)
