@@ -1,14 +1,31 @@
-"""Metrics for synthesized images.
+"""Metrics for synthesized images and for the chains that make them.
 
-Texture statistics: the mean spatial power spectrum of a set of images and a
-distance between two such spectra. Recovery: the error of filled-in values.
+- Texture statistics: the mean spatial power spectrum of a set of images and
+  a distance between two such spectra; Gram matrices of filter responses.
+- Recovery and reconstruction: the error of filled-in values, MSE, PSNR.
+- Sample quality through a feature extractor: the Fréchet distance (FID with
+  Inception-v3 features, FCD with gcnjax's Fashion-MNIST classifier) and the
+  kernel MMD (KID).
+- MCMC diagnostics: effective sample size and split R̂ of chains' traces.
 """
 
 from __future__ import annotations
 
+import weakref
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["power_spectrum", "log_spectrum_distance", "recovery_error"]
+__all__ = [
+    "power_spectrum", "log_spectrum_distance", "recovery_error",
+    "feature_statistics", "frechet_distance", "frechet_distance_from_features",
+    "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
+    "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
+    "filter_responses", "gram_matrices", "gram_distance", "mse", "psnr",
+    "autocovariance", "effective_sample_size", "rhat",
+]
 
 
 def power_spectrum(images: np.ndarray) -> np.ndarray:
@@ -53,3 +70,437 @@ def recovery_error(truth, recovered, mask) -> np.ndarray:
     if np.any(count == 0):
         raise ValueError("an example has no missing values; recovery error is defined on missing values only.")
     return (missing * np.abs(truth - recovered)).sum(axis=axes) / count
+
+
+# ====================================================================== sample quality
+#
+# Distances between two sets of images through the features of a fixed net
+# (Fréchet distance, kernel MMD), texture statistics (Gram matrices), and
+# reconstruction errors. The statistics are computed in float64 numpy: the
+# feature covariances of a few thousand 2048-d vectors lose digits in float32.
+
+
+def feature_statistics(features) -> tuple:
+    """``(mean, cov)`` of ``(N, D)`` features: the sample mean ``μ`` and the
+    unbiased covariance ``C = Σ (f_i − μ)(f_i − μ)ᵀ / (N − 1)``, float64."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be a (N, D) array, got shape {f.shape}.")
+    if f.shape[0] < 2:
+        raise ValueError(f"a covariance needs at least 2 feature vectors, got {f.shape[0]}.")
+    mean = f.mean(axis=0)
+    centred = f - mean
+    return mean, centred.T @ centred / (f.shape[0] - 1)
+
+
+def _symmetric_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """``A^½`` of a symmetric positive semi-definite matrix by its
+    eigen-decomposition ``A = V diag(λ) Vᵀ → V diag(√max(λ, 0)) Vᵀ``; round-off
+    negative eigenvalues are clipped to 0."""
+    sym = 0.5 * (matrix + matrix.T)
+    eigenvalues, vectors = np.linalg.eigh(sym)
+    return (vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ vectors.T
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """Fréchet (2-Wasserstein) distance between the Gaussians ``N(μ1, C1)``
+    and ``N(μ2, C2)``:
+
+        d² = ‖μ1 − μ2‖² + tr(C1 + C2 − 2 (C1^½ C2 C1^½)^½)
+
+    ``tr (C1 C2)^½ = tr (C1^½ C2 C1^½)^½``, and ``C1^½ C2 C1^½`` is symmetric
+    positive semi-definite, so both roots are taken by symmetric
+    eigen-decompositions in float64: no complex round-off, stable for singular
+    or ill-conditioned covariances (fewer samples than dimensions). The FID
+    of Heusel et al. (2017) is this distance between Inception pool3 feature
+    statistics.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64).ravel(), np.asarray(mu2, np.float64).ravel()
+    cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
+    d = mu1.shape[0]
+    for name, value in (("mu2", mu2), ("cov1", cov1), ("cov2", cov2)):
+        expected = (d,) if name == "mu2" else (d, d)
+        if value.shape != expected:
+            raise ValueError(f"frechet_distance: {name} has shape {value.shape}, expected {expected} "
+                             f"to match mu1 of dimension {d}.")
+    root1 = _symmetric_sqrt(cov1)
+    middle = root1 @ cov2 @ root1
+    eigenvalues = np.linalg.eigvalsh(0.5 * (middle + middle.T))
+    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
+    diff = mu1 - mu2
+    distance = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt
+    # Round-off can leave a tiny negative value for identical statistics.
+    return float(max(distance, 0.0))
+
+
+def frechet_distance_from_features(features1, features2) -> float:
+    """:func:`frechet_distance` between the Gaussians fitted to two ``(N, D)``
+    feature sets by :func:`feature_statistics`."""
+    f1, f2 = np.asarray(features1), np.asarray(features2)
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"feature sets must be (N, D) with one D, got shapes {f1.shape} and {f2.shape}.")
+    return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
+
+
+# ---------------------------------------------------------------------- kernel MMD
+
+KERNELS = ("polynomial", "rbf")
+
+
+def _pairwise_sq_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
+    return np.clip(sq, 0.0, None)
+
+
+def median_bandwidth(features1, features2) -> float:
+    """The median heuristic: the median Euclidean distance between distinct
+    points of the pooled sample ``f1 ∪ f2``."""
+    pooled = np.concatenate([np.asarray(features1, np.float64), np.asarray(features2, np.float64)])
+    sq = _pairwise_sq_distances(pooled, pooled)
+    upper = sq[np.triu_indices(pooled.shape[0], k=1)]
+    bandwidth = float(np.sqrt(np.median(upper)))
+    if not bandwidth > 0:
+        raise ValueError("the median distance between the features is 0 (most points coincide); "
+                         "give an explicit bandwidth.")
+    return bandwidth
+
+
+def _gram(x, y, kernel, bandwidth, d):
+    if kernel == "polynomial":
+        return (x @ y.T / d + 1.0) ** 3
+    return np.exp(-_pairwise_sq_distances(x, y) / (2.0 * bandwidth**2))
+
+
+def mmd2(features1, features2, kernel: str = "polynomial", bandwidth: Optional[float] = None) -> float:
+    """Unbiased estimate of the squared maximum mean discrepancy
+
+        MMD²_u = 1/(m(m−1)) Σ_{i≠j} k(x_i, x_j) + 1/(n(n−1)) Σ_{i≠j} k(y_i, y_j)
+                 − 2/(mn) Σ_{i,j} k(x_i, y_j)
+
+    between ``(m, D)`` and ``(n, D)`` feature sets (Gretton et al. 2012). It
+    is 0 in expectation for one distribution, so it can be negative.
+
+    kernel:
+      ``"polynomial"``: ``k(x, y) = (xᵀy / D + 1)³``, the kernel of the
+        kernel inception distance (KID, Bińkowski et al. 2018).
+      ``"rbf"``: ``k(x, y) = exp(−‖x − y‖² / (2 h²))`` with ``h =
+        bandwidth``, by default the median heuristic
+        (:func:`median_bandwidth`).
+    """
+    x, y = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"feature sets must be (N, D) with one D, got shapes {x.shape} and {y.shape}.")
+    if x.shape[0] < 2 or y.shape[0] < 2:
+        raise ValueError(f"the unbiased MMD needs at least 2 points per set, got {x.shape[0]} and {y.shape[0]}.")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}.")
+    if kernel == "rbf" and bandwidth is None:
+        bandwidth = median_bandwidth(x, y)
+    if bandwidth is not None and not bandwidth > 0:
+        raise ValueError(f"bandwidth must be positive, got {bandwidth!r}.")
+    m, n, d = x.shape[0], y.shape[0], x.shape[1]
+    kxx, kyy, kxy = _gram(x, x, kernel, bandwidth, d), _gram(y, y, kernel, bandwidth, d), _gram(x, y, kernel, bandwidth, d)
+    term_x = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    term_y = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(term_x + term_y - 2.0 * kxy.mean())
+
+
+def kernel_distance(features1, features2, *, n_subsets: int = 100, subset_size: int = 1000,
+                    kernel: str = "polynomial", bandwidth: Optional[float] = None, seed: int = 0) -> tuple:
+    """``(mean, std)`` of :func:`mmd2` over ``n_subsets`` random subsets of
+    ``subset_size`` points drawn without replacement from each set (capped at
+    the smaller set's size), as the KID is reported: with the default
+    polynomial kernel this is the KID of the features. For ``"rbf"`` one
+    bandwidth serves every subset: the given one, or the median heuristic on
+    the first 1,000 points of each set."""
+    f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    if n_subsets < 1 or subset_size < 2:
+        raise ValueError(f"need n_subsets >= 1 and subset_size >= 2, got {n_subsets} and {subset_size}.")
+    if kernel == "rbf" and bandwidth is None:
+        # One bandwidth for all subsets, so they estimate one quantity.
+        bandwidth = median_bandwidth(f1[:1000], f2[:1000])
+    size = min(subset_size, f1.shape[0], f2.shape[0])
+    rng = np.random.default_rng(seed)
+    values = np.array([
+        mmd2(f1[rng.choice(f1.shape[0], size, replace=False)], f2[rng.choice(f2.shape[0], size, replace=False)],
+             kernel=kernel, bandwidth=bandwidth)
+        for _ in range(n_subsets)
+    ])
+    return float(values.mean()), float(values.std())
+
+
+# ---------------------------------------------------------------------- feature extractors
+
+#: A feature extractor maps a batch of images ``(N, H, W, C)``, in the scale
+#: the extractor documents (gcnjax's own: pixels 0..255), to features
+#: ``(N, D)``. It must be a JAX-traceable function; a
+#: ``jax.tree_util.Partial(fn, params)`` passes its params to the compiled
+#: function as arguments instead of baking them in as constants.
+FeatureExtractor = Callable[[jax.Array], jax.Array]
+
+
+# One compiled function per plain-callable extractor (compiled once per shape
+# across calls); dropped with the extractor.
+_JITTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+@jax.jit
+def _apply_partial(extractor, batch):
+    return extractor(batch)
+
+
+def extract_features(images, extractor: FeatureExtractor, batch_size: int = 250) -> np.ndarray:
+    """``extractor`` applied to ``images`` in batches under ``jax.jit``:
+    ``(N, D)`` float64 features.
+
+    Every batch has the same shape (the last one is padded and the padding's
+    features dropped), so the extractor is compiled once per image shape.
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("no images to extract features from.")
+    batch_size = max(1, min(int(batch_size), n))
+    if isinstance(extractor, jax.tree_util.Partial):
+        run = lambda batch: _apply_partial(extractor, batch)
+    else:
+        try:
+            run = _JITTED[extractor]
+        except (KeyError, TypeError):
+            run = jax.jit(extractor)
+            try:
+                _JITTED[extractor] = run
+            except TypeError:  # not weak-referenceable: compiled anew per call
+                pass
+    out = []
+    for start in range(0, n, batch_size):
+        batch = images[start:start + batch_size]
+        count = batch.shape[0]
+        if count < batch_size:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - count, axis=0)])
+        features = np.asarray(run(jnp.asarray(batch)), np.float64)
+        out.append(features.reshape(batch_size, -1)[:count])
+    return np.concatenate(out)
+
+
+def fid(images_a, images_b, extractor: FeatureExtractor, batch_size: int = 250) -> float:
+    """Fréchet distance between the Gaussians fitted to the ``extractor``
+    features of two image sets. With Inception-v3 pool3 features
+    (:mod:`gcnjax.inception`) it is the FID; with another extractor it is the
+    Fréchet distance in that feature space (:func:`fcd` for gcnjax's
+    Fashion-MNIST classifier), and not comparable with published FIDs."""
+    fa = extract_features(images_a, extractor, batch_size)
+    fb = extract_features(images_b, extractor, batch_size)
+    return frechet_distance_from_features(fa, fb)
+
+
+def kid(images_a, images_b, extractor: FeatureExtractor, *, batch_size: int = 250, n_subsets: int = 100,
+        subset_size: int = 1000, seed: int = 0) -> tuple:
+    """``(mean, std)`` of the polynomial-kernel MMD² (:func:`kernel_distance`)
+    between the ``extractor`` features of two image sets: the KID with
+    Inception features."""
+    fa = extract_features(images_a, extractor, batch_size)
+    fb = extract_features(images_b, extractor, batch_size)
+    return kernel_distance(fa, fb, n_subsets=n_subsets, subset_size=subset_size, seed=seed)
+
+
+def classifier_features(path=None) -> FeatureExtractor:
+    """The default extractor: penultimate-layer features of gcnjax's small
+    Fashion-MNIST classifier, loaded from its cached weights (see
+    :func:`gcnjax.classifier.classifier_features`)."""
+    from gcnjax import classifier
+
+    return classifier.classifier_features(path)
+
+
+def fcd(images_a, images_b, *, path=None, batch_size: int = 250) -> float:
+    """Fréchet classifier distance: :func:`fid` with the features of gcnjax's
+    Fashion-MNIST classifier (:func:`classifier_features`), for 28×28 gray
+    images in pixels 0..255. Lower is closer; it is not an FID."""
+    return fid(images_a, images_b, classifier_features(path), batch_size)
+
+
+# ---------------------------------------------------------------------- texture statistics
+
+
+def filter_responses(images, filters) -> jax.Array:
+    """Responses of ``(N, H, W, Cin)`` images to fixed filters: for a
+    ``(k, k, Cin, Cout)`` array the 'valid' cross-correlation
+
+        F[n, i, j, c] = Σ_{a,b,d} x[n, i+a, j+b, d] · w[a, b, d, c],
+
+    or ``filters(images)`` for a callable (any feature extractor with spatial
+    output ``(N, H', W', C)``)."""
+    images = jnp.asarray(images, jnp.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")
+    if callable(filters):
+        return filters(images)
+    w = jnp.asarray(filters, jnp.float32)
+    if w.ndim != 4 or w.shape[2] != images.shape[3]:
+        raise ValueError(f"filters must be a (k, k, Cin, Cout) array with Cin = {images.shape[3]} (the images' "
+                         f"channels), got shape {w.shape}.")
+    if w.shape[0] > images.shape[1] or w.shape[1] > images.shape[2]:
+        raise ValueError(f"filters {w.shape[:2]} are larger than the images {images.shape[1:3]}.")
+    return jax.lax.conv_general_dilated(images, w, (1, 1), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        precision=jax.lax.Precision.HIGHEST)
+
+
+def gram_matrices(images, filters) -> np.ndarray:
+    """Per-image Gram matrices of filter responses (Gatys et al. 2015):
+
+        G[n, c, c'] = 1/P Σ_p F[n, p, c] F[n, p, c']
+
+    over the ``P`` spatial positions of :func:`filter_responses`; ``(N, C, C)``
+    float64."""
+    responses = np.asarray(filter_responses(images, filters), np.float64)
+    n, c = responses.shape[0], responses.shape[-1]
+    flat = responses.reshape(n, -1, c)
+    return np.einsum("npc,npd->ncd", flat, flat) / flat.shape[1]
+
+
+def gram_distance(images_a, images_b, filters) -> float:
+    """Mean squared difference between the mean Gram matrices of two image
+    sets: ``‖Ḡ_a − Ḡ_b‖²_F / C²``; 0 for sets with the same second-order
+    filter statistics."""
+    ga = gram_matrices(images_a, filters).mean(axis=0)
+    gb = gram_matrices(images_b, filters).mean(axis=0)
+    return float(np.mean((ga - gb) ** 2))
+
+
+# ---------------------------------------------------------------------- reconstruction
+
+
+def mse(x, y, per_example: bool = False):
+    """Mean squared error ``mean (x − y)²``, over everything or per example
+    (leading axis)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"mse: shapes differ, {x.shape} vs {y.shape}.")
+    sq = (x - y) ** 2
+    if per_example:
+        return sq.reshape(sq.shape[0], -1).mean(axis=1)
+    return float(sq.mean())
+
+
+def psnr(x, y, data_range: float, per_example: bool = False):
+    """Peak signal-to-noise ratio in dB: ``10 log10(R² / mse(x, y))`` with
+    ``R = data_range`` (255 for pixels 0..255, 2 for [−1, 1]); ``inf`` for
+    identical inputs."""
+    if not data_range > 0:
+        raise ValueError(f"data_range must be positive (e.g. 255 for pixels 0..255), got {data_range!r}.")
+    error = mse(x, y, per_example)
+    with np.errstate(divide="ignore"):
+        value = 10.0 * np.log10(data_range**2 / np.asarray(error, np.float64))
+    return value if per_example else float(value)
+
+
+# ====================================================================== MCMC diagnostics
+
+
+def _as_traces(traces) -> np.ndarray:
+    traces = np.asarray(traces, np.float64)
+    if traces.ndim == 1:
+        traces = traces[None]
+    if traces.ndim != 2:
+        raise ValueError(f"traces must be (n_chains, n_draws), got shape {traces.shape}.")
+    if traces.shape[1] < 4:
+        raise ValueError(f"traces need at least 4 draws per chain, got {traces.shape[1]}.")
+    if not np.all(np.isfinite(traces)):
+        raise ValueError("traces hold non-finite values; diagnose the diverged chains first.")
+    return traces
+
+
+def _split_chains(traces: np.ndarray) -> np.ndarray:
+    """Each chain's first and second halves as two chains (the middle draw of
+    an odd length is dropped)."""
+    half = traces.shape[1] // 2
+    return np.concatenate([traces[:, :half], traces[:, -half:]], axis=0)
+
+
+def autocovariance(x) -> np.ndarray:
+    """Biased autocovariance ``γ_t = 1/n Σ_{i<n−t} (x_i − x̄)(x_{i+t} − x̄)``
+    along the last axis, by FFT with zero padding to ≥ 2n (no wrap-around)."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[-1]
+    centred = x - x.mean(axis=-1, keepdims=True)
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    spectrum = np.fft.rfft(centred, n=size, axis=-1)
+    return np.fft.irfft(spectrum * np.conj(spectrum), n=size, axis=-1)[..., :n] / n
+
+
+def effective_sample_size(traces, split: bool = True) -> float:
+    """Effective sample size of ``(n_chains, n_draws)`` traces of one scalar.
+
+    With ``M`` chains of ``N`` draws (each split in two halves by default),
+    the combined autocorrelation (Gelman et al., BDA3 §11.5; Stan) is
+
+        ρ_t = 1 − (W − mean_m γ_{m,t}) / var⁺,   var⁺ = (N−1)/N · W + B/N,
+
+    with ``W`` the mean within-chain variance and ``B/N`` the variance of the
+    chain means. Geyer's initial positive sequence sums the pairs
+    ``ρ_{2k} + ρ_{2k+1}`` while they are positive, made monotone
+    non-increasing, and
+
+        ESS = M N / τ,   τ = −1 + 2 Σ_{t ≤ T} ρ_t + max(ρ_{T+1}, 0),
+
+    ``T`` the last lag of the last positive pair.
+
+    Independent draws give ESS ≈ M N; an AR(1) chain with coefficient ρ gives
+    ``M N (1 − ρ)/(1 + ρ)``.
+    """
+    traces = _as_traces(traces)
+    if split:
+        traces = _split_chains(traces)
+    m, n = traces.shape
+    acov = autocovariance(traces)
+    chain_var = acov[:, 0] * n / (n - 1.0)
+    within = chain_var.mean()
+    var_plus = within * (n - 1.0) / n
+    if m > 1:
+        var_plus += traces.mean(axis=1).var(ddof=1)
+    if not var_plus > 0:
+        raise ValueError("the traces are constant; their effective sample size is undefined.")
+    rho = 1.0 - (within - acov.mean(axis=0)) / var_plus
+    rho[0] = 1.0
+    # Initial positive sequence: keep pairs (ρ_{2k}, ρ_{2k+1}) while their sum is positive.
+    pairs = rho[: 2 * (n // 2)].reshape(-1, 2).sum(axis=1)
+    negative = np.nonzero(pairs <= 0)[0]
+    n_pairs = int(negative[0]) if negative.size else pairs.shape[0]
+    # Initial monotone sequence: each pair sum no larger than the one before.
+    pair_sums = np.minimum.accumulate(pairs[:n_pairs])
+    tau = -1.0 + 2.0 * pair_sums.sum()
+    if n_pairs < pairs.shape[0] and rho[2 * n_pairs] > 0:
+        # The positive even term of the first non-positive pair (as Stan).
+        tau += rho[2 * n_pairs]
+    # A long positive tail at the cut-off is truncated; tau is at least
+    # 1/log10(MN), as in Stan, to bound the ESS of antithetic chains.
+    tau = max(tau, 1.0 / np.log10(m * n))
+    return float(m * n / tau)
+
+
+def rhat(traces, split: bool = True) -> float:
+    """Potential scale reduction R̂ of ``(n_chains, n_draws)`` traces (split
+    R̂ by default: each chain's halves count as two chains, so a drift within a
+    chain shows too):
+
+        R̂ = sqrt(var⁺ / W),   var⁺ = (N−1)/N · W + B/N,
+
+    ``W`` the mean within-chain variance, ``B/N`` the variance of the chain
+    means. Near 1 when all chains sample one distribution; above ~1.01 they
+    have not mixed.
+    """
+    traces = _as_traces(traces)
+    if split:
+        traces = _split_chains(traces)
+    m, n = traces.shape
+    if m < 2:
+        raise ValueError("R-hat needs at least 2 chains (or split=True with one chain).")
+    within = traces.var(axis=1, ddof=1).mean()
+    between = traces.mean(axis=1).var(ddof=1)
+    if not within > 0:
+        raise ValueError("the traces are constant within chains; R-hat is undefined.")
+    return float(np.sqrt(((n - 1.0) / n * within + between) / within))

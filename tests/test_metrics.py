@@ -30,3 +30,259 @@ def test_log_spectrum_distance():
     assert metrics.log_spectrum_distance(a, other) < metrics.log_spectrum_distance(a, smooth)
     with pytest.raises(ValueError, match="different sizes"):
         metrics.log_spectrum_distance(a, a[:, :8])
+
+
+# ---------------------------------------------------------------------- Fréchet distance
+
+
+def _random_cov(rng, d, condition=None):
+    a = rng.normal(size=(d, d))
+    if condition is None:
+        return a @ a.T / d + 0.1 * np.eye(d)
+    q, _ = np.linalg.qr(a)
+    return (q * np.logspace(0, -np.log10(condition), d)) @ q.T
+
+
+def _scipy_frechet(mu1, c1, mu2, c2):
+    import scipy.linalg
+
+    root = scipy.linalg.sqrtm(c1)
+    middle = scipy.linalg.sqrtm(root @ c2 @ root)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(middle).real)
+
+
+@pytest.mark.parametrize("d,condition", [(1, None), (3, None), (16, None), (64, None), (8, 1e8), (32, 1e12)])
+def test_frechet_distance_matches_scipy(d, condition):
+    rng = np.random.default_rng(d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    c1, c2 = _random_cov(rng, d, condition), _random_cov(rng, d, condition)
+    expected = _scipy_frechet(mu1, c1, mu2, c2)
+    assert metrics.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(expected, rel=1e-6, abs=1e-8)
+    # symmetric in its two Gaussians, zero for identical statistics
+    assert metrics.frechet_distance(mu2, c2, mu1, c1) == pytest.approx(expected, rel=1e-6, abs=1e-8)
+    assert metrics.frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-8 * np.trace(c1))
+
+
+def test_frechet_distance_singular_covariances_from_few_features():
+    # Fewer samples than dimensions: rank-deficient covariances; the distance stays finite, >= 0, and agrees
+    # with scipy on the identical-set case (0) and with itself computed from statistics.
+    rng = np.random.default_rng(5)
+    f1, f2 = rng.normal(size=(10, 40)), rng.normal(size=(12, 40)) + 0.5
+    d = metrics.frechet_distance_from_features(f1, f2)
+    assert np.isfinite(d) and d > 0
+    assert d == pytest.approx(metrics.frechet_distance(*metrics.feature_statistics(f1), *metrics.feature_statistics(f2)))
+    assert metrics.frechet_distance_from_features(f1, f1) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_one_dimensional_closed_form():
+    # W2² between N(μ1, σ1²) and N(μ2, σ2²) is (μ1 − μ2)² + (σ1 − σ2)².
+    for mu1, s1, mu2, s2 in [(0.0, 1.0, 0.0, 1.0), (1.0, 2.0, -0.5, 0.3), (3.0, 1e-3, 3.0, 10.0)]:
+        got = metrics.frechet_distance([mu1], [[s1**2]], [mu2], [[s2**2]])
+        assert got == pytest.approx((mu1 - mu2) ** 2 + (s1 - s2) ** 2, rel=1e-10, abs=1e-12)
+
+
+def test_feature_statistics_and_bad_shapes():
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(50, 4))
+    mean, cov = metrics.feature_statistics(f)
+    np.testing.assert_allclose(mean, f.mean(0))
+    np.testing.assert_allclose(cov, np.cov(f, rowvar=False))
+    with pytest.raises(ValueError, match="expected"):
+        metrics.frechet_distance(mean, cov, mean[:3], cov)
+    with pytest.raises(ValueError, match="one D"):
+        metrics.frechet_distance_from_features(f, f[:, :3])
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.feature_statistics(f[:1])
+
+
+# ---------------------------------------------------------------------- MMD
+
+
+def _mmd2_direct(x, y, k):
+    m, n = len(x), len(y)
+    sxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    syy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    sxy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return sxx + syy - 2 * sxy
+
+
+def test_mmd2_matches_direct_sums():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(7, 3)), rng.normal(size=(9, 3)) + 0.3
+    poly = lambda a, b: (a @ b / 3 + 1) ** 3
+    assert metrics.mmd2(x, y) == pytest.approx(_mmd2_direct(x, y, poly), rel=1e-10)
+    h = 1.7
+    rbf = lambda a, b: np.exp(-np.sum((a - b) ** 2) / (2 * h**2))
+    assert metrics.mmd2(x, y, kernel="rbf", bandwidth=h) == pytest.approx(_mmd2_direct(x, y, rbf), rel=1e-10)
+    # the median heuristic: the median pairwise distance of the pooled points
+    pooled = np.concatenate([x, y])
+    dists = [np.linalg.norm(pooled[i] - pooled[j]) for i in range(16) for j in range(i + 1, 16)]
+    assert metrics.median_bandwidth(x, y) == pytest.approx(np.median(dists))
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        metrics.mmd2(x, y, kernel="linear")
+
+
+@pytest.mark.parametrize("kernel", ["polynomial", "rbf"])
+def test_mmd_same_distribution_near_zero_and_grows_with_shift(kernel):
+    rng = np.random.default_rng(4)
+    d = 8
+    # unbiased: over many independent pairs of samples from ONE distribution, the mean is ~0
+    same = [metrics.mmd2(rng.normal(size=(100, d)), rng.normal(size=(100, d)), kernel=kernel) for _ in range(30)]
+    spread = np.std(same)
+    assert abs(np.mean(same)) < 3 * spread / np.sqrt(len(same)) + 1e-12
+    base = rng.normal(size=(200, d))
+    shifted = [metrics.mmd2(base, rng.normal(size=(200, d)) + s, kernel=kernel, bandwidth=np.sqrt(2 * d))
+               if kernel == "rbf" else metrics.mmd2(base, rng.normal(size=(200, d)) + s)
+               for s in (0.5, 1.0, 2.0)]
+    assert shifted[0] > 5 * spread and shifted[0] < shifted[1] < shifted[2]
+
+
+def test_kernel_distance_subsets():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(300, 4)), rng.normal(size=(200, 4))
+    mean, std = metrics.kernel_distance(a, b, n_subsets=20, subset_size=50)
+    assert abs(mean) < 3 * std / np.sqrt(20) + 1e-3 and std > 0
+    far_mean, _ = metrics.kernel_distance(a, b + 1.0, n_subsets=20, subset_size=50)
+    assert far_mean > 10 * std
+    # one subset of every point is the plain MMD² (subset size capped at the smaller set)
+    whole, spread = metrics.kernel_distance(a[:200], b, n_subsets=1, subset_size=10_000)
+    assert whole == pytest.approx(metrics.mmd2(a[:200], b)) and spread == 0
+
+
+# ---------------------------------------------------------------------- feature extraction
+
+
+def test_extract_features_batches_compile_once():
+    import jax
+    import jax.numpy as jnp
+
+    traces = []
+    w = jnp.arange(12.0).reshape(12, 1)
+
+    def extractor(images):
+        traces.append(images.shape)
+        return images.reshape(images.shape[0], -1) @ w
+
+    images = np.random.default_rng(0).normal(size=(23, 2, 2, 3)).astype(np.float32)
+    got = metrics.extract_features(images, extractor, batch_size=5)
+    np.testing.assert_allclose(got, images.reshape(23, -1) @ np.arange(12.0)[:, None], rtol=1e-5)
+    assert traces == [(5, 2, 2, 3)]  # 5 batches, the last padded: one trace
+    metrics.extract_features(images[:7], extractor, batch_size=5)
+    assert traces == [(5, 2, 2, 3)]  # a second call with the same batch shape reuses the compiled function
+    # a Partial passes its parameters as arguments
+    partial = jax.tree_util.Partial(lambda p, x: x.reshape(x.shape[0], -1) @ p, w)
+    np.testing.assert_allclose(metrics.extract_features(images, partial, batch_size=8), got, rtol=1e-5)
+    # fid / kid through an extractor: identical sets are at distance 0
+    assert metrics.fid(images, images, lambda x: x.reshape(x.shape[0], -1)) == pytest.approx(0, abs=1e-6)
+
+
+# ---------------------------------------------------------------------- Gram matrices, PSNR
+
+
+def test_gram_matrices_match_direct_computation():
+    rng = np.random.default_rng(7)
+    images = rng.normal(size=(2, 9, 8, 3))
+    filters = rng.normal(size=(3, 3, 3, 4))
+    got = metrics.gram_matrices(images, filters)
+    h, w = 9 - 2, 8 - 2
+    responses = np.zeros((2, h, w, 4))
+    for i in range(h):
+        for j in range(w):
+            patch = images[:, i:i + 3, j:j + 3, :]
+            responses[:, i, j, :] = np.einsum("nabd,abdc->nc", patch, filters)
+    flat = responses.reshape(2, -1, 4)
+    expected = np.stack([f.T @ f / (h * w) for f in flat])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # a callable extractor works too
+    np.testing.assert_allclose(metrics.gram_matrices(images, lambda x: x), np.stack(
+        [f.T @ f / 72 for f in images.reshape(2, -1, 3)]), rtol=1e-5)
+    assert metrics.gram_distance(images, images, filters) == 0.0
+    assert metrics.gram_distance(images, 2 * images, filters) == pytest.approx(
+        np.mean((3 * expected.mean(0)) ** 2), rel=1e-4)
+    with pytest.raises(ValueError, match="Cin = 3"):
+        metrics.gram_matrices(images, filters[:, :, :2])
+
+
+def test_psnr_closed_form():
+    x = np.zeros((2, 4, 4, 1))
+    y = x + np.array([1.0, 10.0])[:, None, None, None]
+    # per example: 10 log10(255² / e²)
+    np.testing.assert_allclose(metrics.psnr(x, y, 255.0, per_example=True), 20 * np.log10(255.0 / np.array([1, 10])))
+    assert metrics.mse(x, y) == pytest.approx(50.5)
+    assert metrics.psnr(x, y, 255.0) == pytest.approx(10 * np.log10(255.0**2 / 50.5))
+    assert metrics.psnr(x, x, 2.0) == np.inf
+    with pytest.raises(ValueError, match="data_range"):
+        metrics.psnr(x, y, 0)
+
+
+# ---------------------------------------------------------------------- MCMC diagnostics
+
+
+def _ar1(rng, rho, n_chains, n_draws, offsets=0.0):
+    """Stationary AR(1) chains x_t = ρ x_{t−1} + sqrt(1 − ρ²) ε_t (unit variance), plus per-chain offsets."""
+    from scipy.signal import lfilter
+
+    noise = rng.normal(size=(n_chains, n_draws)) * np.sqrt(1 - rho**2)
+    noise[:, 0] = rng.normal(size=n_chains)  # start in the stationary N(0, 1)
+    return lfilter([1.0], [1.0, -rho], noise, axis=1) + np.reshape(offsets, (-1, 1))
+
+
+def test_autocovariance_matches_direct_sum():
+    x = np.random.default_rng(8).normal(size=50)
+    c = x - x.mean()
+    direct = np.array([np.sum(c[: 50 - t] * c[t:]) / 50 for t in range(50)])
+    np.testing.assert_allclose(metrics.autocovariance(x), direct, atol=1e-12)
+
+
+def test_ess_independent_draws():
+    rng = np.random.default_rng(9)
+    ess = [metrics.effective_sample_size(rng.normal(size=(4, 1000))) for _ in range(5)]
+    assert np.mean(ess) == pytest.approx(4000, rel=0.1)
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.9])
+def test_ess_ar1_closed_form(rho):
+    rng = np.random.default_rng(10)
+    traces = _ar1(rng, rho, 4, 20_000)
+    expected = traces.size * (1 - rho) / (1 + rho)
+    assert metrics.effective_sample_size(traces) == pytest.approx(expected, rel=0.15)
+
+
+def test_rhat():
+    rng = np.random.default_rng(11)
+    mixed = _ar1(rng, 0.5, 4, 2000)
+    assert metrics.rhat(mixed) == pytest.approx(1.0, abs=0.01)
+    apart = _ar1(rng, 0.5, 4, 2000, offsets=np.array([0.0, 0.0, 1.0, 2.0]))
+    assert metrics.rhat(apart) > 1.2
+    # split R-hat sees a drift within one chain that plain R-hat misses
+    drift = rng.normal(size=(1, 2000)) + np.linspace(0, 3, 2000)
+    assert metrics.rhat(drift) > 1.2
+    with pytest.raises(ValueError, match="at least 2 chains"):
+        metrics.rhat(drift, split=False)
+    # non-split R-hat by its formula
+    w = mixed.var(axis=1, ddof=1).mean()
+    b = mixed.mean(axis=1).var(ddof=1)
+    assert metrics.rhat(mixed, split=False) == pytest.approx(np.sqrt((1999 / 2000 * w + b) / w))
+
+
+def test_ess_and_rhat_of_langevin_chains():
+    # Unadjusted Langevin on N(0, 1) with step ε is the AR(1) x' = (1 − ε) x + sqrt(2ε) ξ; its energy trace
+    # x²/2 has lag-k autocorrelation ρ^{2k} (Gaussian: corr(X², Y²) = corr(X, Y)²), so ESS = n(1 − ρ²)/(1 + ρ²).
+    import jax
+    import jax.numpy as jnp
+
+    from gcnjax import langevin
+
+    eps, n_steps = 0.2, 5000
+    energy = lambda x: 0.5 * jnp.sum(x**2)
+    x0 = jax.random.normal(jax.random.key(0), (4, 1))
+    _, info = langevin.sample(jax.random.key(1), energy, x0, n_steps=n_steps, step_size=eps)
+    traces = np.asarray(info.energy, np.float64).T  # (chains, draws)
+    rho2 = (1 - eps) ** 2
+    assert metrics.effective_sample_size(traces) == pytest.approx(traces.size * (1 - rho2) / (1 + rho2), rel=0.15)
+    assert metrics.rhat(traces) == pytest.approx(1.0, abs=0.02)
+    # chains started far apart and stopped early have not mixed
+    _, early = langevin.sample(jax.random.key(2), energy, jnp.array([[-20.0], [-10.0], [10.0], [20.0]]),
+                               n_steps=10, step_size=0.01)
+    positions = np.sqrt(2 * np.asarray(early.energy, np.float64).T) * np.sign([[-1], [-1], [1], [1]])
+    assert metrics.rhat(positions) > 2
