@@ -286,6 +286,9 @@ def cmd_abp_recover(args) -> int:
     for name, value in result["errors"].items():
         print(f"{name}: {value:.5f}")
     print(f"report: {result['report']}")
+    return 0
+
+
 def cmd_classifier(args) -> int:
     import dataclasses as dc
 
