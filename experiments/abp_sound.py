@@ -33,8 +33,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="a WAV file or a folder of WAVs")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--clips", type=int, default=300, help="at most this many clips")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--clips", type=int, default=200, help="at most this many clips")
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--latent-dim", type=int, default=20)
     args = p.parse_args()
 

@@ -267,7 +267,7 @@ class SoundGeneratorNet(nn.Module):
     """
 
     start: int = 16
-    channels: Sequence[int] = (256, 128, 64, 1)
+    channels: Sequence[int] = (128, 64, 32, 1)
     kernel: int = 25
     stride: int = 4
     norm: str = "none"
@@ -309,7 +309,7 @@ def digit_generator(**overrides) -> GeneratorNet:
 
 
 def sound_generator(**overrides) -> SoundGeneratorNet:
-    """A 1024-sample mono waveform generator: ``z → 16×256 → 128 → 64 → 1``,
+    """A 1024-sample mono waveform generator: ``z → 16×128 → 64 → 32 → 1``,
     1-D transposed convs of kernel 25 and stride 4, tanh out."""
-    return SoundGeneratorNet(**{"start": 16, "channels": (256, 128, 64, 1), "kernel": 25, "stride": 4,
+    return SoundGeneratorNet(**{"start": 16, "channels": (128, 64, 32, 1), "kernel": 25, "stride": 4,
                                 **overrides})
