@@ -288,3 +288,21 @@ def test_frame_strip_and_side_by_side():
     assert np.all(movie[3:, :, :5] == 0)  # the shorter video holds its last frame
     strip = gdata.video_strip(np.stack([b, b]), max_frames=4, pad=1)
     assert strip.shape == (2 * 5 + 1, 4 * 6 + 1)
+
+
+def test_cli_stgconvnet_learns_a_video_and_refuses_bad_masks(tmp_path, capsys):
+    from gcnjax.cli import main
+
+    t = np.arange(8)[:, None, None, None]
+    frames = (127.5 + 80 * np.sin(t / 2 + np.arange(16)[None, None, :, None] / 3)) * np.ones((8, 16, 16, 3))
+    gif = gdata.save_video(tmp_path / "wave.gif", frames)
+    common = ["--data", str(gif), "--frames", "8", "--image-size", "16", "--iterations", "2", "--steps", "2",
+              "--chains", "1", "--quiet"]
+    assert main(["stgconvnet", *common, "--out", str(tmp_path / "run"), "--synth-frames", "12"]) == 0
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.csv", "observed_vs_synthesized.gif", "observed_vs_synthesized_frames.png",
+                 "longer.gif", "report.md"):
+        assert (run / name).exists(), name
+    assert gdata.load_video(run / "longer.gif").shape[0] == 12
+    assert main(["stgconvnet", *common, "--out", str(tmp_path / "bad"), "--recover", "holes:3"]) == 2
+    assert "pepper:FRACTION" in capsys.readouterr().err

@@ -1,0 +1,182 @@
+"""Dynamic textures and sound with the spatial-temporal generative ConvNet
+(Xie, Zhu, Wu, CVPR 2017), at sizes a busy 2-core CPU runs in minutes.
+
+    # a procedural travelling-wave texture with a known spectrum
+    python experiments/dynamic_textures.py procedural --out runs/stg-wave
+    # the paper's fire pot: synthesis, then recovery of missing pixels / frames
+    python experiments/dynamic_textures.py fire --data /work/shared/data/videos/fire_pot.avi --out runs/stg-fire
+    python experiments/dynamic_textures.py recover --data /work/shared/data/videos/fire_pot.avi \\
+        --mask pepper:0.5 --out runs/stg-fire-pepper
+    # a sound (a WAV file, or a synthesized tone when --data is left out)
+    python experiments/dynamic_textures.py sound --data /usr/share/sounds/sound-icons/xxx.wav --out runs/stg-sound
+
+Each writes a run directory (config, metrics.csv, GIF/MP4, frame strips,
+WAVs, report.md) and a ``summary.json`` with the numbers of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gcnjax import data as gdata
+from gcnjax import metrics, stg
+from gcnjax.cli import _video_mask
+from gcnjax.langevin import LangevinConfig
+from gcnjax.train import RunConfig, write_atomic
+
+
+def travelling_waves(frames: int, size: int, seed: int = 0) -> np.ndarray:
+    """A gray dynamic texture with a known spatial-temporal spectrum: the sum
+    of three plane waves ``cos(2π(k·r − ν t) + φ)`` travelling in different
+    directions, in 0..255: its power spectrum is six peaks at ``±(k, −ν)``."""
+    rng = np.random.default_rng(seed)
+    tt, yy, xx = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
+    waves = [(3, 1, 2), (-1, 4, 3), (2, -3, -1)]  # (kx, ky, ν) in cycles per video side / per video length
+    x = sum(np.cos(2 * np.pi * (kx * xx / size + ky * yy / size - nu * tt / frames) + rng.uniform(0, 2 * np.pi))
+            for kx, ky, nu in waves)
+    return (127.5 + 40.0 * x)[..., None].astype(np.float32)
+
+
+def small_config(args, variant: str, frames: int, size: int, channels: int):
+    """The authors' settings (:func:`gcnjax.stg.stg_config`) with the
+    iterations, chains and Langevin steps cut to fit the CPU budget."""
+    return stg.stg_config(
+        variant, frames=frames, image_size=size, channels=channels, n_chains=args.chains,
+        n_iterations=args.iterations, langevin=LangevinConfig.from_delta(0.3, args.steps),
+        learning_rate=args.lr, seed=args.seed,
+        run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations),
+    )
+
+
+def run_procedural(args):
+    video = travelling_waves(args.frames, args.size)
+    config = small_config(args, "st", args.frames, args.size, 1)
+    t0 = time.perf_counter()
+    result = stg.learn_dynamic_texture(config, video, args.out, fps=args.fps, synth_frames=args.synth_frames,
+                                       title="Travelling waves (ST)", source="travelling_waves()",
+                                       overwrite=True)
+    observed, synthesized = result["observed_pixels"], result["synthesized_pixels"]
+    rng = np.random.default_rng(0)
+    noise = observed.mean() + observed.std() * rng.standard_normal(synthesized.shape)
+    summary = {
+        "video": list(video.shape), "iterations": args.iterations, "chains": args.chains, "steps": args.steps,
+        "seconds": round(time.perf_counter() - t0, 1),
+        # One observed video against each synthesized one, and against noise of the data's variance.
+        "spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
+                                                  for s in synthesized]),
+        "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
+                                            for n in noise]),
+    }
+    if "longer_pixels" in result:
+        longer = result["longer_pixels"]
+        # The longer videos' spectra on the observed length: their first frames.
+        summary["spectrum_distance_longer_first_frames"] = np.mean(
+            [metrics.spatiotemporal_spectrum_distance(observed, s[None, : observed.shape[1]]) for s in longer])
+        summary["longer_frames"] = int(longer.shape[1])
+        summary["longer_seconds"] = round(result["longer_seconds"], 1)
+    _finish(args, summary)
+
+
+def run_fire(args):
+    channels = 1 if args.gray else 3
+    video = gdata.load_video(args.data, n_frames=args.frames, size=(args.size, args.size), channels=channels)
+    config = small_config(args, args.variant, video.shape[0], args.size, channels)
+    t0 = time.perf_counter()
+    result = stg.learn_dynamic_texture(config, video, args.out, fps=args.fps, synth_frames=args.synth_frames,
+                                       title=f"Fire pot ({args.variant})", source=str(args.data), overwrite=True)
+    observed, synthesized = result["observed_pixels"], result["synthesized_pixels"]
+    noise = observed.mean() + observed.std() * np.random.default_rng(0).standard_normal(synthesized.shape)
+    summary = {
+        "video": list(video.shape), "variant": args.variant, "iterations": args.iterations, "chains": args.chains,
+        "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
+        "spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
+                                                  for s in synthesized]),
+        "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
+                                            for n in noise]),
+    }
+    _finish(args, summary)
+
+
+def run_recover(args):
+    channels = 1 if args.gray else 3
+    video = gdata.load_video(args.data, n_frames=args.frames, size=(args.size, args.size), channels=channels)
+    config = small_config(args, args.variant, video.shape[0], args.size, channels)
+    config = dataclasses.replace(config, n_chains=1)
+    mask = _video_mask(args.mask, (1,) + video.shape)
+    result = stg.recover_video(config, video, mask, args.out, what=args.mask, fps=args.fps, overwrite=True)
+    summary = {k: result[k] for k in ("what", "recovery_error", "mean_fill_error", "seconds", "iterations",
+                                      "missing_fraction")}
+    summary.update(video=list(video.shape), variant=args.variant, steps=args.steps)
+    _finish(args, summary)
+
+
+def run_sound(args):
+    if args.data:
+        samples, rate = gdata.load_wav(args.data)
+        samples = samples.mean(axis=1)[args.offset: args.offset + args.samples]
+        source = str(args.data)
+    else:  # a decaying two-partial tone
+        rate = 8000
+        t = np.arange(args.samples) / rate
+        samples = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 660 * t)
+        source = "440 + 660 Hz tone"
+    config = dataclasses.replace(
+        stg.sound_config(len(samples)), n_chains=args.chains, n_iterations=args.iterations,
+        langevin=LangevinConfig.from_delta(0.3, args.steps), learning_rate=args.lr, seed=args.seed,
+        run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations))
+    t0 = time.perf_counter()
+    result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(source).name}", source=source,
+                             overwrite=True)
+    observed = np.asarray(samples, np.float32)[None, :, None]
+    sounds = result["sounds"]
+    noise = observed.mean() + observed.std() * np.random.default_rng(0).standard_normal(sounds.shape)
+    summary = {
+        "samples": len(samples), "rate": rate, "source": source, "iterations": args.iterations,
+        "chains": args.chains, "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
+        "spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
+                                                  for s in sounds]),
+        "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
+                                            for n in noise]),
+    }
+    _finish(args, summary)
+
+
+def _finish(args, summary):
+    summary = {k: (round(float(v), 4) if isinstance(v, (float, np.floating)) else v) for k, v in summary.items()}
+    write_atomic(Path(args.out) / "summary.json", json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("experiment", choices=["procedural", "fire", "recover", "sound"])
+    ap.add_argument("--data", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--variant", default="st", choices=list(stg.STG_VARIANTS))
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--synth-frames", type=int, default=None)
+    ap.add_argument("--iterations", type=int, default=60)
+    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fps", type=float, default=10.0)
+    ap.add_argument("--gray", action="store_true")
+    ap.add_argument("--mask", default="pepper:0.5")
+    ap.add_argument("--samples", type=int, default=4000)
+    ap.add_argument("--offset", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.experiment in ("fire", "recover") and args.data is None:
+        ap.error(f"{args.experiment} needs --data (a video file or folder of frames)")
+    {"procedural": run_procedural, "fire": run_fire, "recover": run_recover, "sound": run_sound}[args.experiment](args)
+
+
+if __name__ == "__main__":
+    main()
