@@ -43,6 +43,52 @@ def travelling_waves(frames: int, size: int, seed: int = 0) -> np.ndarray:
     return (127.5 + 40.0 * x)[..., None].astype(np.float32)
 
 
+def peak_power_fraction(observed: np.ndarray, videos: np.ndarray) -> float:
+    """Mean fraction of each video's spatial-temporal power at the frequencies
+    where the observed video has its power (its peaks, > 1e-6 of the
+    largest): 1 for the observed waves, about peaks/size for white noise."""
+    p0 = metrics.spatiotemporal_power_spectrum(observed)
+    peaks = p0 > 1e-6 * p0.max()
+    fractions = []
+    for v in videos:
+        p = metrics.spatiotemporal_power_spectrum(v[None])
+        fractions.append(p[peaks].sum() / p.sum())
+    return float(np.mean(fractions))
+
+
+def best_copy_correlation(observed: np.ndarray, videos: np.ndarray) -> float:
+    """Largest correlation of a synthesized video with the observed one over
+    all circular shifts in time and space (1: a shifted copy)."""
+    a = observed[0, ..., 0] - observed.mean()
+    best = []
+    for v in videos:
+        b = v[..., 0] - v.mean()
+        corr = np.fft.ifftn(np.fft.fftn(a) * np.conj(np.fft.fftn(b))).real
+        best.append(corr.max() / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return float(np.mean(best))
+
+
+def plot_spectrograms(observed: np.ndarray, sounds: np.ndarray, rate: int, path: Path) -> Path:
+    """Spectrograms (matplotlib ``specgram``, 256-sample windows) of the
+    observed sound and the first two synthesized ones, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    waves = [("observed", observed)] + [(f"synthesized {k}", s) for k, s in enumerate(sounds[:2])]
+    fig, axes = plt.subplots(1, len(waves), figsize=(3.2 * len(waves), 2.6), dpi=90, sharey=True)
+    for ax, (name, wave) in zip(axes, waves):
+        ax.specgram(np.asarray(wave).reshape(-1), NFFT=256, Fs=rate, noverlap=192, cmap="magma")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("s")
+    axes[0].set_ylabel("Hz")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def small_config(args, variant: str, frames: int, size: int, channels: int):
     """The authors' settings (:func:`gcnjax.stg.stg_config`) with the
     iterations, chains and Langevin steps cut to fit the CPU budget."""
@@ -73,11 +119,15 @@ def run_procedural(args):
         "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
                                             for n in noise]),
     }
+    summary["peak_power_fraction_synthesized"] = peak_power_fraction(observed, synthesized)
+    summary["peak_power_fraction_noise"] = peak_power_fraction(observed, noise)
+    summary["best_shifted_copy_correlation"] = best_copy_correlation(observed, synthesized)
     if "longer_pixels" in result:
         longer = result["longer_pixels"]
         # The longer videos' spectra on the observed length: their first frames.
         summary["spectrum_distance_longer_first_frames"] = np.mean(
             [metrics.spatiotemporal_spectrum_distance(observed, s[None, : observed.shape[1]]) for s in longer])
+        summary["peak_power_fraction_longer_first_frames"] = peak_power_fraction(observed, longer[:, : observed.shape[1]])
         summary["longer_frames"] = int(longer.shape[1])
         summary["longer_seconds"] = round(result["longer_seconds"], 1)
     _finish(args, summary)
@@ -135,6 +185,7 @@ def run_sound(args):
                              overwrite=True)
     observed = np.asarray(samples, np.float32)[None, :, None]
     sounds = result["sounds"]
+    plot_spectrograms(observed[0], sounds, rate, Path(args.out) / "spectrograms.png")
     noise = observed.mean() + observed.std() * np.random.default_rng(0).standard_normal(sounds.shape)
     summary = {
         "samples": len(samples), "rate": rate, "source": source, "iterations": args.iterations,

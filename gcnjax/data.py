@@ -32,6 +32,8 @@ __all__ = [
     "side_by_side",
     "load_wav",
     "save_wav",
+    "sound_to_pixels",
+    "pixels_to_sound",
     "FASHION_MNIST_DIR",
     "load_idx",
     "load_fashion_mnist",
@@ -490,6 +492,18 @@ def load_wav(path: PathLike) -> Tuple[np.ndarray, int]:
     if samples.size == 0:
         raise DataError(f"WAV file {str(path)!r} holds no samples.")
     return samples.reshape(-1, channels).astype(np.float32), rate
+
+
+def sound_to_pixels(samples: np.ndarray) -> np.ndarray:
+    """Waveform samples in [−1, 1] to pixel-like units ``127.5 (s + 1)`` in
+    0..255, so that a sound goes through the same scales and models as an
+    image or a video."""
+    return 127.5 * (np.asarray(samples, np.float32) + 1.0)
+
+
+def pixels_to_sound(pixels: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`sound_to_pixels`."""
+    return np.asarray(pixels, np.float32) / 127.5 - 1.0
 
 
 def save_wav(path: PathLike, samples: np.ndarray, rate: int) -> Path:

@@ -107,15 +107,8 @@ def sound_config(n_samples: int, **overrides) -> D.DescriptorConfig:
     return dataclasses.replace(config, **overrides)
 
 
-def sound_to_pixels(samples: np.ndarray) -> np.ndarray:
-    """Waveform samples in [−1, 1] to pixel-like units ``127.5 (s + 1)`` in
-    0..255, so that a sound goes through the same scales as a video."""
-    return 127.5 * (np.asarray(samples, np.float32) + 1.0)
-
-
-def pixels_to_sound(pixels: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`sound_to_pixels`."""
-    return np.asarray(pixels, np.float32) / 127.5 - 1.0
+sound_to_pixels = gdata.sound_to_pixels
+pixels_to_sound = gdata.pixels_to_sound
 
 
 def _as_batch(x: np.ndarray, ndim: int, what: str) -> np.ndarray:
@@ -162,8 +155,9 @@ def _write_video_outputs(run_path: Path, observed: np.ndarray, synthesized: np.n
         paths["mp4"] = gdata.save_video(run_path / f"{name}.mp4", even, fps=fps)
     except Exception as err:  # no ffmpeg: the GIF is enough
         print(f"MP4 not written ({type(err).__name__}: {err})")
-    t = min(observed.shape[1], synthesized.shape[1])
-    strip = np.concatenate([observed[:1, :t], synthesized[:, :t]])
+    # Rows of evenly spaced frames: the observed video (when of the same
+    # length), then each synthesized one over its whole length.
+    strip = synthesized if observed.shape[1] != synthesized.shape[1] else np.concatenate([observed[:1], synthesized])
     paths["strip"] = gdata.save_frame_strip(run_path / f"{name}_frames.png", strip)
     return paths
 
@@ -178,7 +172,8 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
 
     ``synth_frames``: also synthesize videos of that many frames (more than
     observed, say) from noise with ``synth_steps`` Langevin steps (default
-    25 iterations' worth), written as ``longer.gif`` and ``longer_frames.png``.
+    25 iterations' worth), written as ``longer.gif``, ``longer_frames.png``
+    and ``longer.npy`` (pixels).
     """
     from gcnjax.synthesis import learn_descriptor
 
@@ -197,6 +192,7 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
                                        config, shape, n_steps=steps, scale=config.init_scale)
         longer = scale.to_pixels(np.asarray(longer))
         result["longer"] = _write_video_outputs(run_path, videos, longer, fps, name="longer")
+        np.save(run_path / "longer.npy", longer.astype(np.float32))
         result["longer_seconds"] = time.perf_counter() - t0
         result["longer_pixels"] = longer
     result["synthesized_pixels"] = synthesized

@@ -82,12 +82,13 @@ def save_picture(path: Path, pixels: np.ndarray) -> Path:
     """A PNG of a batch in pixel units: a grid of images ``(N, H, W, C)``, a
     strip of frames per video ``(N, T, H, W, C)``
     (:func:`gcnjax.data.save_frame_strip`), or the waveforms of sounds
-    ``(N, T, C)`` (values in [−1, 1], plotted)."""
+    ``(N, T, C)`` (in the pixel units of :func:`gcnjax.data.sound_to_pixels`,
+    plotted in [−1, 1])."""
     pixels = np.asarray(pixels)
     if pixels.ndim == 5:
         return gdata.save_frame_strip(path, pixels)
     if pixels.ndim == 3:
-        return plot_waveforms(pixels, path)
+        return plot_waveforms(gdata.pixels_to_sound(pixels), path)
     return gdata.save_image_grid(path, pixels)
 
 
