@@ -8,6 +8,7 @@
     gcnjax abp inpaint --run DIR --data FOLDER --mask pepper:0.7 --out DIR
     gcnjax classifier --data IDX_FOLDER train and cache the FCD feature classifier
     gcnjax fcd --a IMAGES --b IMAGES    Fréchet classifier distance of two image sets
+    gcnjax stgconvnet --data VIDEO_OR_FOLDER_OR_WAV --out DIR [--variant st|fc_s|fc_s_large]
 
 User errors (bad paths, bad values, unreadable images, diverged chains) are
 printed as one line naming the input and the fix, with exit status 2.
@@ -357,6 +358,70 @@ def cmd_fcd(args) -> int:
     return 0
 
 
+def _video_mask(spec: str, shape):
+    """A recovery mask from ``pepper:FRACTION`` (that fraction of each frame's
+    pixels missing at random) or ``frames:A-B`` / ``frames:I,J,K`` (whole
+    frames missing; indices from 0)."""
+    from gcnjax import masks
+
+    kind, _, arg = spec.partition(":")
+    try:
+        if kind == "pepper":
+            return masks.salt_and_pepper(shape[1:], float(arg), seed=0)[None]
+        if kind == "frames":
+            frames = []
+            for part in arg.split(","):
+                lo, _, hi = part.partition("-")
+                frames += list(range(int(lo), int(hi or lo) + 1))
+            return masks.missing_frames(shape, frames)
+    except ValueError as err:
+        raise ValueError(f"--recover {spec!r}: {err}") from None
+    raise ValueError(f"unknown --recover {spec!r}; use pepper:FRACTION (e.g. pepper:0.5) or frames:A-B "
+                     "(e.g. frames:10-19) or frames:I,J,K.")
+
+
+def cmd_stgconvnet(args) -> int:
+    from gcnjax import data as gdata
+    from gcnjax import stg
+
+    if args.out is None or args.data is None:
+        raise ValueError("--data and --out are required: the video (file or folder of frames) or WAV to learn "
+                         "from, and the run directory to write.")
+    size = args.image_size
+    overrides = argparse.Namespace(**{**vars(args), "image_size": None})
+    if Path(args.data).suffix.lower() == ".wav":
+        samples, rate = gdata.load_wav(args.data)
+        samples = samples.mean(axis=1, keepdims=True)[: args.samples]  # mono
+        config = _apply_overrides(stg.sound_config(samples.shape[0]), overrides)
+        result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(args.data).name}",
+                                 source=str(args.data), overwrite=args.overwrite, quiet=args.quiet)
+        print(f"learned in {result['seconds']:.0f} s")
+        print(f"synthesized sounds: {', '.join(str(p) for p in result['wavs'])}")
+        print(f"report:             {result['report']}")
+        return 0
+    size = size or (224 if args.variant == "fc_s_large" else 100)
+    channels = 1 if args.gray else 3
+    video = gdata.load_video(args.data, n_frames=args.frames, size=(size, size), channels=channels)
+    config = _apply_overrides(stg.stg_config(args.variant, frames=video.shape[0], image_size=size,
+                                             channels=channels), overrides)
+    if args.recover:
+        mask = _video_mask(args.recover, (1,) + video.shape)
+        result = stg.recover_video(config, video, mask, args.out, what=args.recover, fps=args.fps,
+                                   overwrite=args.overwrite, quiet=args.quiet)
+        print(f"mean |error| on missing values (0..255): recovered {result['recovery_error']:.2f}, "
+              f"mean fill {result['mean_fill_error']:.2f}")
+        print(f"report: {result['run_dir'] / 'report.md'}")
+        return 0
+    result = stg.learn_dynamic_texture(config, video, args.out, fps=args.fps, synth_frames=args.synth_frames,
+                                       title=f"Dynamic texture ({args.variant}): {Path(args.data).name}",
+                                       source=str(args.data), overwrite=args.overwrite, resume=args.resume,
+                                       quiet=args.quiet)
+    print(f"learned in {result['seconds']:.0f} s")
+    print(f"observed vs synthesized: {result['videos']['gif']}")
+    print(f"report:                  {result['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gcnjax", description="Generative ConvNets in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -372,6 +437,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
     _add_common(p)
     p.set_defaults(func=cmd_descriptor)
+
+    p = sub.add_parser("stgconvnet", help="learn a dynamic texture (video) or a sound; synthesize or recover")
+    p.add_argument("--data", help="a video (AVI/MP4/GIF), a folder of frames, or a WAV file")
+    p.add_argument("--variant", default="st", choices=["st", "fc_s", "fc_s_large"],
+                   help="st: stationary in space and time; fc_s(_large): spatially fully connected")
+    p.add_argument("--frames", type=_positive_int, default=70, help="use the first N frames (default 70)")
+    p.add_argument("--synth-frames", type=_positive_int,
+                   help="also synthesize videos of this many frames from noise (may exceed --frames)")
+    p.add_argument("--recover", help="recover missing values instead: pepper:FRACTION or frames:A-B")
+    p.add_argument("--samples", type=_positive_int, default=8000, help="sounds: use the first N samples")
+    p.add_argument("--fps", type=_positive_float, default=10.0, help="frame rate of the written GIF/MP4")
+    p.add_argument("--gray", action="store_true", help="learn from gray frames")
+    _add_common(p)
+    p.set_defaults(func=cmd_stgconvnet)
 
     p = sub.add_parser("theory", help="auto-encoding check: descend E to local minima of a learned model")
     p.add_argument("--run", type=Path, required=True, help="a finished descriptor run directory")

@@ -27,9 +27,14 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "load_video",
     "save_video",
+    "video_strip",
+    "save_frame_strip",
+    "side_by_side",
     "load_wav",
     "save_wav",
     "load_sound_clips",
+    "sound_to_pixels",
+    "pixels_to_sound",
     "FASHION_MNIST_DIR",
     "load_idx",
     "load_fashion_mnist",
@@ -259,16 +264,27 @@ def save_image_grid(path: PathLike, images: np.ndarray, n_cols: Optional[int] = 
 
 
 def load_video(path: PathLike, *, n_frames: Optional[int] = None, size=None, channels: int = 3) -> np.ndarray:
-    """Read a video (AVI/MP4/... through imageio's bundled ffmpeg, or a GIF)
-    as float32 ``(T, H, W, C)`` in 0..255: the first ``n_frames`` frames,
-    each resized to ``size`` if given."""
+    """Read a video (AVI/MP4/... through imageio's bundled ffmpeg, a GIF, or
+    a folder of frame images read in sorted name order) as float32
+    ``(T, H, W, C)`` in 0..255: the first ``n_frames`` frames, each resized
+    to ``size`` if given."""
     import imageio.v3 as iio
 
     path = Path(path)
     if not path.exists():
         raise DataError(f"video file {str(path)!r} does not exist; check the path.")
+    if n_frames is not None and int(n_frames) < 1:
+        raise DataError(f"n_frames must be >= 1 (or None for all frames), got {n_frames!r}.")
     if path.is_dir():
-        raise DataError(f"{str(path)!r} is a directory; for a folder of frames use load_images.")
+        frame_paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not frame_paths:
+            raise DataError(
+                f"frame folder {str(path)!r} holds no images (looked for {', '.join(IMAGE_EXTENSIONS)}); "
+                "give a video file or a folder of frames."
+            )
+        return load_images(frame_paths[:n_frames], size=size, channels=channels)
+    if path.stat().st_size == 0:
+        raise DataError(f"video file {str(path)!r} is empty (0 bytes); give a complete video file.")
     if path.suffix.lower() not in VIDEO_EXTENSIONS:
         raise DataError(f"{str(path)!r} is not a video file I can read ({', '.join(VIDEO_EXTENSIONS)}).")
     frames = []
@@ -310,6 +326,53 @@ def save_video(path: PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
         iio.imwrite(tmp, frames, extension=path.suffix, fps=fps)
     os.replace(tmp, path)
     return path
+
+
+def video_strip(videos: np.ndarray, max_frames: int = 10, pad: int = 2) -> np.ndarray:
+    """One uint8 picture of ``(N, T, H, W, C)`` pixel videos: a row per video
+    of at most ``max_frames`` frames, evenly spaced over time (first and last
+    included)."""
+    videos = np.asarray(videos, np.float32)
+    if videos.ndim != 5 or videos.shape[0] == 0 or videos.shape[1] == 0:
+        raise DataError(f"video_strip needs videos (N, T, H, W, C), got shape {videos.shape}.")
+    n, t = videos.shape[:2]
+    idx = np.unique(np.round(np.linspace(0, t - 1, min(t, int(max_frames)))).astype(int))
+    frames = videos[:, idx].reshape((-1,) + videos.shape[2:])
+    return image_grid(frames, n_cols=len(idx), pad=pad)
+
+
+def save_frame_strip(path: PathLike, videos: np.ndarray, max_frames: int = 10) -> Path:
+    """Write :func:`video_strip` of ``videos`` to a PNG, atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(video_strip(videos, max_frames)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def side_by_side(*videos: np.ndarray, pad: int = 2) -> np.ndarray:
+    """Videos ``(T_i, H, W, C)`` placed left to right in one video, padded
+    with white; each shorter video holds its last frame (so that a 30-frame
+    observed video and a 60-frame synthesized one play together)."""
+    videos = [np.asarray(v, np.float32) for v in videos]
+    if not videos or any(v.ndim != 4 for v in videos):
+        raise DataError(f"side_by_side needs videos (T, H, W, C), got shapes {[v.shape for v in videos]}.")
+    t = max(v.shape[0] for v in videos)
+    h = max(v.shape[1] for v in videos)
+    c = max(v.shape[3] for v in videos)
+    parts = []
+    for i, v in enumerate(videos):
+        v = np.repeat(v, c // v.shape[3], axis=3) if v.shape[3] != c else v
+        v = np.concatenate([v, np.repeat(v[-1:], t - v.shape[0], axis=0)]) if v.shape[0] < t else v
+        frame = np.full((t, h, v.shape[2], c), 255.0, np.float32)
+        frame[:, : v.shape[1]] = v
+        parts.append(frame)
+        if i < len(videos) - 1:
+            parts.append(np.full((t, h, pad, c), 255.0, np.float32))
+    return np.concatenate(parts, axis=2)
 
 
 # ------------------------------------------------------------------ idx (MNIST, Fashion-MNIST)
@@ -408,6 +471,8 @@ def load_wav(path: PathLike) -> Tuple[np.ndarray, int]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"sound file {str(path)!r} does not exist; check the path.")
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a directory; give a WAV file.")
     try:
         with wave.open(str(path), "rb") as fh:
             width, channels, rate, n = fh.getsampwidth(), fh.getnchannels(), fh.getframerate(), fh.getnframes()
@@ -428,6 +493,18 @@ def load_wav(path: PathLike) -> Tuple[np.ndarray, int]:
     if samples.size == 0:
         raise DataError(f"WAV file {str(path)!r} holds no samples.")
     return samples.reshape(-1, channels).astype(np.float32), rate
+
+
+def sound_to_pixels(samples: np.ndarray) -> np.ndarray:
+    """Waveform samples in [−1, 1] to pixel-like units ``127.5 (s + 1)`` in
+    0..255, so that a sound goes through the same scales and models as an
+    image or a video."""
+    return 127.5 * (np.asarray(samples, np.float32) + 1.0)
+
+
+def pixels_to_sound(pixels: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`sound_to_pixels`."""
+    return np.asarray(pixels, np.float32) / 127.5 - 1.0
 
 
 def save_wav(path: PathLike, samples: np.ndarray, rate: int) -> Path:

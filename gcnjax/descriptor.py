@@ -86,7 +86,8 @@ class DescriptorConfig:
       grow_iterations: layer-by-layer training: iterations spent with 1, 2,
         …, L layers (``None``: all layers from the start).
     Data and run:
-      image_size: (height, width) the observed images are resized to.
+      image_size: (height, width) the observed images are resized to;
+        ``(frames, height, width)`` for videos, ``(samples,)`` for sounds.
       channels: 1 (gray) or 3.
       pixel_scale: ``"minus_mean"`` (0..255 minus the mean) or ``"unit"``.
       batch_size: observed images per iteration (all of them if fewer).
@@ -183,7 +184,8 @@ class DescriptorState(NamedTuple):
 
     params: the net's parameters.
     opt_state: the Optax optimizer's state.
-    chains: the persistent chains ``(n_chains, H, W, C)`` (the latest
+    chains: the persistent chains ``(n_chains, H, W, C)`` (videos
+      ``(n_chains, T, H, W, C)``, sounds ``(n_chains, T, C)``) (the latest
       synthesized images when chains are not persistent).
     key: the PRNG key of the next iteration.
     step: iterations done.
@@ -285,16 +287,21 @@ def cap_max_abs(max_abs: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def spatial_position_scales(params: PyTree, layers: Sequence[ConvSpec], image_size: Tuple[int, int]) -> PyTree:
-    """``1 / (number of output positions)`` for each conv layer's params, 1 elsewhere."""
+def spatial_position_scales(params: PyTree, layers: Sequence[ConvSpec], image_size: Sequence[int]) -> PyTree:
+    """``1 / (number of output positions)`` for each conv layer's params, 1 elsewhere.
+
+    ``image_size`` is the size along the data axes: ``(H, W)`` for images,
+    ``(T, H, W)`` for videos, ``(T,)`` for sounds; a layer's positions are
+    the product of its output sizes.
+    """
     sizes = layer_output_sizes(layers, image_size)
 
     def scale(path, leaf):
         names = [getattr(p, "key", None) for p in path]
         for name in names:
             if isinstance(name, str) and name.startswith("conv"):
-                h, w = sizes[int(name[4:]) - 1]
-                return jnp.asarray(1.0 / (h * w), jnp.float32)
+                positions = int(np.prod(sizes[int(name[4:]) - 1]))
+                return jnp.asarray(1.0 / positions, jnp.float32)
         return jnp.asarray(1.0, jnp.float32)
 
     return jax.tree_util.tree_map_with_path(scale, params)
@@ -304,8 +311,9 @@ def make_optimizer(config: DescriptorConfig, params: PyTree, image_size=None) ->
     """The authors' update: per-layer division by positions, max-abs capping,
     weight decay, then SGD with momentum (or Adam).
 
-    ``image_size`` (height, width) of the observed images sets the number of
-    positions per layer; ``config.image_size`` by default.
+    ``image_size`` (height, width) of the observed images (``(T, H, W)`` of
+    videos, ``(T,)`` of sounds) sets the number of positions per layer;
+    ``config.image_size`` by default.
     """
     parts = []
     if config.divide_by_positions:
@@ -341,7 +349,7 @@ def init_state(key, config: DescriptorConfig, net: nn.Module, data: jax.Array) -
     k_params, k_chains, k_next = jax.random.split(key, 3)
     shape = (config.n_chains,) + tuple(data.shape[1:])
     params = net.init(k_params, jnp.zeros((1,) + tuple(data.shape[1:]), jnp.float32))
-    opt_state = make_optimizer(config, params, data.shape[1:3]).init(params)
+    opt_state = make_optimizer(config, params, data.shape[1:-1]).init(params)
     chains = init_chains(k_chains, config.chain_init, shape, scale=config.init_scale, data=data)
     return DescriptorState(params, opt_state, chains, k_next, jnp.zeros((), jnp.int32))
 
@@ -353,7 +361,7 @@ def grow(key, state: DescriptorState, config: DescriptorConfig, net: nn.Module, 
     old = state.params["params"]
     merged = {"params": {name: old.get(name, value) if name.startswith("conv") else value
                          for name, value in fresh["params"].items()}}
-    opt_state = make_optimizer(config, merged, data.shape[1:3]).init(merged)
+    opt_state = make_optimizer(config, merged, data.shape[1:-1]).init(merged)
     return state._replace(params=merged, opt_state=opt_state)
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
     "filter_responses", "gram_matrices", "gram_distance", "mse", "psnr",
     "autocovariance", "effective_sample_size", "rhat",
+    "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance",
 ]
 
 
@@ -504,3 +505,35 @@ def rhat(traces, split: bool = True) -> float:
     if not within > 0:
         raise ValueError("the traces are constant within chains; R-hat is undefined.")
     return float(np.sqrt(((n - 1.0) / n * within + between) / within))
+# ---------------------------------------------------------------- videos and sounds
+
+
+def spatiotemporal_power_spectrum(videos: np.ndarray) -> np.ndarray:
+    """Mean spatial-temporal power spectrum ``|FFT3(x − mean x)|²`` of videos
+    ``(N, T, H, W, C)`` (or of sounds ``(N, T, C)``: the temporal power
+    spectrum), averaged over videos and channels: a ``(T, H, W)`` (or
+    ``(T,)``) array, frequency 0 first (``numpy.fft`` order).
+
+    By Parseval its sum is ``T·H·W`` times the mean over videos and channels
+    of ``Σ (x − mean x)²``. A travelling wave ``cos(2π(k·r − ν t))`` puts its
+    power at ``(−ν, k)`` and ``(ν, −k)``.
+    """
+    x = np.asarray(videos, np.float64)
+    if x.ndim not in (3, 5):
+        raise ValueError(
+            f"spatiotemporal_power_spectrum needs videos (N, T, H, W, C) or sounds (N, T, C), got shape {x.shape}."
+        )
+    axes = tuple(range(1, x.ndim - 1))
+    centred = x - x.mean(axis=axes, keepdims=True)
+    power = np.abs(np.fft.fftn(centred, axes=axes)) ** 2
+    return power.mean(axis=(0, x.ndim - 1))
+
+
+def spatiotemporal_spectrum_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of ``log(1 + P)`` between the spatial-temporal
+    power spectra (:func:`spatiotemporal_power_spectrum`) of two sets of
+    videos (or sounds) of one size: 0 for identical second-order statistics."""
+    pa, pb = spatiotemporal_power_spectrum(a), spatiotemporal_power_spectrum(b)
+    if pa.shape != pb.shape:
+        raise ValueError(f"video sets of different sizes: {pa.shape} vs {pb.shape}.")
+    return float(np.mean(np.abs(np.log1p(pa) - np.log1p(pb))))

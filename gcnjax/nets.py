@@ -1,14 +1,16 @@
 """Flax Linen modules: the papers' networks, as architectures only.
 
-A descriptor net maps ONE batch of images ``(N, H, W, C)`` to one scalar
-``f(x; w)`` per image. Its layers are given as a tuple of
-:class:`ConvSpec`; presets reproduce the authors' nets.
+A descriptor net maps ONE batch of images ``(N, H, W, C)`` (or videos
+``(N, T, H, W, C)``, or sounds ``(N, T, C)``: the convolutions have as many
+dimensions as the data) to one scalar ``f(x; w)`` per example. Its layers
+are given as a tuple of :class:`ConvSpec`; presets reproduce the authors'
+nets.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -21,6 +23,9 @@ __all__ = [
     "OBJECT_LAYERS",
     "receptive_field",
     "layer_output_sizes",
+    "STG_VARIANTS",
+    "stg_layers",
+    "SOUND_LAYERS",
     "GENERATOR_NORMS",
     "GeneratorNet",
     "SoundGeneratorNet",
@@ -31,18 +36,76 @@ __all__ = [
 ]
 
 
+IntOrTuple = Union[int, Tuple[int, ...]]
+PADDINGS = ("VALID", "SAME", "CIRCULAR")
+
+
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
     """One convolution layer: ``features`` filters of ``kernel`` size, ``stride``.
 
-    Padding is ``"VALID"`` (no padding) as in the authors' MatConvNet code,
-    unless ``padding="SAME"``.
+    ``kernel`` and ``stride`` are an int (the same along every axis: a
+    square, cube or segment, as the data has 2, 3 or 1 axes) or one int per
+    axis, e.g. ``(t, h, w)`` for videos. Padding is ``"VALID"`` (no
+    padding) as in the authors' MatConvNet code, ``"SAME"``, ``"CIRCULAR"``
+    (periodic: the data wrap around), or one int per axis (that many zeros
+    on both sides, as the spatial-temporal code's ``(2, 0, 0)``).
     """
 
     features: int
-    kernel: int
-    stride: int = 1
-    padding: str = "VALID"
+    kernel: IntOrTuple
+    stride: IntOrTuple = 1
+    padding: Union[str, Tuple[int, ...]] = "VALID"
+
+    def __post_init__(self):
+        # JSON gives lists back: store tuples, so that configs compare equal.
+        for name in ("kernel", "stride", "padding"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(int(v) for v in value))
+        if isinstance(self.padding, str) and self.padding not in PADDINGS:
+            raise ValueError(f"ConvSpec.padding must be one of {PADDINGS} or one int per axis, got {self.padding!r}.")
+        for name in ("kernel", "stride"):
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) else (value,)
+            if not values or any(int(v) < 1 for v in values):
+                raise ValueError(f"ConvSpec.{name} must be an int >= 1 or a tuple of them, got {value!r}.")
+        lengths = {len(v) for v in (self.kernel, self.stride, self.padding) if isinstance(v, tuple)}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"ConvSpec kernel {self.kernel!r}, stride {self.stride!r} and padding {self.padding!r} "
+                "give different numbers of axes; give one entry per axis in each."
+            )
+
+    def n_axes(self) -> Optional[int]:
+        """The number of axes fixed by a tuple field, or None (any)."""
+        for value in (self.kernel, self.stride, self.padding):
+            if isinstance(value, tuple):
+                return len(value)
+        return None
+
+    def kernel_for(self, n_axes: int) -> Tuple[int, ...]:
+        return _per_axis(self.kernel, n_axes, "kernel")
+
+    def stride_for(self, n_axes: int) -> Tuple[int, ...]:
+        return _per_axis(self.stride, n_axes, "stride")
+
+    def flax_padding(self, n_axes: int):
+        """The padding as :class:`flax.linen.Conv` takes it."""
+        if isinstance(self.padding, str):
+            return self.padding
+        return tuple((int(p), int(p)) for p in _per_axis(self.padding, n_axes, "padding"))
+
+
+def _per_axis(value, n_axes: int, name: str) -> Tuple[int, ...]:
+    if isinstance(value, tuple):
+        if len(value) != n_axes:
+            raise ValueError(
+                f"ConvSpec.{name} {value!r} has {len(value)} axes but the data have {n_axes} "
+                "(2 for images, 3 for videos, 1 for sounds); give one entry per axis."
+            )
+        return tuple(int(v) for v in value)
+    return (int(value),) * n_axes
 
 
 # The authors' nets of "A Theory of Generative ConvNet" (224 x 224 inputs).
@@ -99,13 +162,14 @@ class DescriptorNet(nn.Module):
                 f"DescriptorNet.activation must be 'relu' or 'leaky_relu', got {self.activation!r}."
             )
         depth = len(self.layers) if self.depth is None else self.depth
+        n_axes = x.ndim - 2  # (N, axes..., C)
         h = x.astype(self.dtype)
         for i, spec in enumerate(self.layers[:depth]):
             h = nn.Conv(
                 spec.features,
-                (spec.kernel, spec.kernel),
-                strides=(spec.stride, spec.stride),
-                padding=spec.padding,
+                spec.kernel_for(n_axes),
+                strides=spec.stride_for(n_axes),
+                padding=spec.flax_padding(n_axes),
                 kernel_init=nn.initializers.normal(self.init_std),
                 dtype=self.dtype,
                 name=f"conv{i + 1}",
@@ -123,27 +187,98 @@ class DescriptorNet(nn.Module):
         )(h)[:, 0]
 
 
-def layer_output_sizes(layers: Sequence[ConvSpec], image_size: Tuple[int, int]):
-    """Spatial sizes ``(h, w)`` of each conv layer's output for an input size."""
-    h, w = image_size
-    sizes = []
+def layer_output_sizes(layers: Sequence[ConvSpec], image_size: Sequence[int]):
+    """Sizes of each conv layer's output along the data axes, for an input of
+    ``image_size`` (``(h, w)`` for images, ``(t, h, w)`` for videos, ``(t,)``
+    for sounds): ``ceil(n / s)`` with SAME or CIRCULAR padding, ``(n + 2p −
+    k) // s + 1`` otherwise (``p`` = 0 for VALID)."""
+    sizes, current = [], tuple(int(n) for n in image_size)
+    n_axes = len(current)
     for spec in layers:
-        if spec.padding == "SAME":
-            h, w = -(-h // spec.stride), -(-w // spec.stride)
+        kernel, stride = spec.kernel_for(n_axes), spec.stride_for(n_axes)
+        if isinstance(spec.padding, str) and spec.padding in ("SAME", "CIRCULAR"):
+            current = tuple(-(-n // s) for n, s in zip(current, stride))
         else:
-            h = (h - spec.kernel) // spec.stride + 1
-            w = (w - spec.kernel) // spec.stride + 1
-        sizes.append((h, w))
+            pad = (0,) * n_axes if spec.padding == "VALID" else _per_axis(spec.padding, n_axes, "padding")
+            current = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(current, pad, kernel, stride))
+        sizes.append(current)
     return sizes
 
 
-def receptive_field(layers: Sequence[ConvSpec]) -> int:
-    """Side of the input window that one top unit sees (VALID convs)."""
-    size, jump = 1, 1
+def receptive_field(layers: Sequence[ConvSpec], n_axes: Optional[int] = None):
+    """Extent of the input window that one top unit sees (VALID convs): an
+    int for layers of square kernels and strides (``n_axes`` not given), or
+    one extent per axis: ``1 + Σ_l (k_l − 1) Π_{j<l} s_j``."""
+    if n_axes is None:
+        fixed = {spec.n_axes() for spec in layers} - {None}
+        if not fixed:
+            return receptive_field(layers, 1)[0]
+        n_axes = max(fixed)
+    size, jump = [1] * n_axes, [1] * n_axes
     for spec in layers:
-        size += (spec.kernel - 1) * jump
-        jump *= spec.stride
-    return size
+        for a, (k, s) in enumerate(zip(spec.kernel_for(n_axes), spec.stride_for(n_axes))):
+            size[a] += (k - 1) * jump[a]
+            jump[a] *= s
+    return tuple(size)
+
+
+# ---------------------------------------------------------------- spatial-temporal
+#
+# The descriptors of "Synthesizing Dynamic Patterns by Spatial-Temporal
+# Generative ConvNet" (Xie, Zhu, Wu, CVPR 2017): 3-D convolutions over
+# (time, height, width), ReLU, f = the sum of the top layer's responses.
+
+STG_VARIANTS = ("st", "fc_s", "fc_s_large")
+
+
+def stg_layers(variant: str, image_size: int = 100) -> Tuple[ConvSpec, ...]:
+    """The authors' layers of one spatial-temporal variant (kernels t×h×w):
+
+    * ``"st"`` (stationary in space and time; any size): 120 @ 15³ s7 →
+      40 @ 7³ s3 → 20 @ 2×3×3 s(1,2,2), all SAME.
+    * ``"fc_s"`` (stationary in time, spatially fully connected; 100×100):
+      120 @ 7³ s2 SAME → 30 @ 5×50×50 s2 pad (2,0,0) → 5 @ 2×1×1 s(1,2,2)
+      pad (1,0,0).
+    * ``"fc_s_large"`` (224×224): 120 @ 7³ s3 SAME → 30 @ 4×75×75 s(2,1,1)
+      pad (2,0,0) → 5 @ 2×1×1 pad (1,0,0).
+
+    In the FC variants the second layer's spatial kernel covers the whole
+    first-layer map, ``ceil(image_size / s1)`` (50 at 100, 75 at 224: the
+    authors' numbers); other sizes get the same fully connected layer.
+    """
+    if variant == "st":
+        return (
+            ConvSpec(120, (15, 15, 15), (7, 7, 7), "SAME"),
+            ConvSpec(40, (7, 7, 7), (3, 3, 3), "SAME"),
+            ConvSpec(20, (2, 3, 3), (1, 2, 2), "SAME"),
+        )
+    if variant in ("fc_s", "fc_s_large"):
+        if int(image_size) < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size!r}.")
+        s1 = 2 if variant == "fc_s" else 3
+        side = -(-int(image_size) // s1)
+        if variant == "fc_s":
+            return (
+                ConvSpec(120, (7, 7, 7), (2, 2, 2), "SAME"),
+                ConvSpec(30, (5, side, side), (2, 2, 2), (2, 0, 0)),
+                ConvSpec(5, (2, 1, 1), (1, 2, 2), (1, 0, 0)),
+            )
+        return (
+            ConvSpec(120, (7, 7, 7), (3, 3, 3), "SAME"),
+            ConvSpec(30, (4, side, side), (2, 1, 1), (2, 0, 0)),
+            ConvSpec(5, (2, 1, 1), (1, 1, 1), (1, 0, 0)),
+        )
+    raise ValueError(f"spatial-temporal variant must be one of {STG_VARIANTS}, got {variant!r}.")
+
+
+# A 1-D temporal descriptor for sound waveforms (N, T, C): the ST net's
+# shape along one axis, with filters long enough to see a few periods of a
+# tone at 8-16 kHz.
+SOUND_LAYERS: Tuple[ConvSpec, ...] = (
+    ConvSpec(60, 64, 8, "SAME"),
+    ConvSpec(40, 16, 4, "SAME"),
+    ConvSpec(20, 4, 2, "SAME"),
+)
 
 
 # ---------------------------------------------------------------- generators

@@ -24,31 +24,94 @@ import numpy as np
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import receptive_field
+from gcnjax.nets import layer_output_sizes, receptive_field
 from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic
 
 __all__ = ["learn_descriptor", "load_run", "autoencoding_check", "check_run_autoencoding", "check_images",
-           "plot_metrics"]
+           "plot_metrics", "save_picture", "plot_waveforms"]
 
 
 def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "images") -> np.ndarray:
-    """Validate observed pixel images against a config; return them as float32."""
+    """Validate observed pixel images against a config; return them as float32.
+
+    Images are ``(N, H, W, C)``; videos ``(N, T, H, W, C)`` and sounds
+    ``(N, T, C)`` are checked the same way, along their own axes.
+    """
     images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise gdata.DataError(f"{name}: expected a non-empty batch (N, H, W, C), got shape {images.shape}.")
+    if images.ndim not in (3, 4, 5) or images.shape[0] == 0:
+        raise gdata.DataError(
+            f"{name}: expected a non-empty batch (N, H, W, C) of images (or (N, T, H, W, C) videos, "
+            f"(N, T, C) sounds), got shape {images.shape}."
+        )
     if images.shape[-1] != config.channels:
         raise gdata.DataError(
             f"{name}: images have {images.shape[-1]} channels but the config has channels={config.channels}."
         )
-    rf = receptive_field(config.layers)
-    if min(images.shape[1:3]) < rf:
+    n_axes = images.ndim - 2
+    net_axes = {spec.n_axes() for spec in config.layers} - {None}
+    kinds = {1: "sounds (N, T, C)", 2: "images (N, H, W, C)", 3: "videos (N, T, H, W, C)"}
+    if net_axes and net_axes != {n_axes}:
         raise gdata.DataError(
-            f"{name}: images of {images.shape[2]}x{images.shape[1]} pixels are smaller than the net's "
-            f"receptive field ({rf}x{rf}); use larger images (--image-size) or a net with smaller filters."
+            f"{name}: the net's convolutions are for {kinds.get(max(net_axes), f'{max(net_axes)}-axis data')} "
+            f"but the data are {kinds.get(n_axes, f'{n_axes}-axis')}; choose a net for this kind of data."
         )
+    sizes = images.shape[1:-1]
+    if n_axes == 2:
+        rf = receptive_field(config.layers, n_axes)
+        if min(sizes) < min(rf):
+            raise gdata.DataError(
+                f"{name}: images of {images.shape[2]}x{images.shape[1]} pixels are smaller than the net's "
+                f"receptive field ({rf[1]}x{rf[0]}); use larger images (--image-size) or a net with smaller filters."
+            )
+    else:
+        # Videos and sounds: every layer must keep at least one position
+        # (padded layers may see less than their receptive field).
+        out = layer_output_sizes(config.layers, sizes)
+        if any(min(o) < 1 for o in out):
+            raise gdata.DataError(
+                f"{name}: data of size {'x'.join(map(str, sizes))} are too small for the net (layer output sizes "
+                f"{[tuple(o) for o in out]}); use more or larger frames (--frames, --image-size) or a net with "
+                "smaller filters."
+            )
     if not np.all(np.isfinite(images)):
         raise gdata.DataError(f"{name}: images contain NaN or infinite values.")
     return images
+
+
+def save_picture(path: Path, pixels: np.ndarray) -> Path:
+    """A PNG of a batch in pixel units: a grid of images ``(N, H, W, C)``, a
+    strip of frames per video ``(N, T, H, W, C)``
+    (:func:`gcnjax.data.save_frame_strip`), or the waveforms of sounds
+    ``(N, T, C)`` (in the pixel units of :func:`gcnjax.data.sound_to_pixels`,
+    plotted in [−1, 1])."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 5:
+        return gdata.save_frame_strip(path, pixels)
+    if pixels.ndim == 3:
+        return plot_waveforms(gdata.pixels_to_sound(pixels), path)
+    return gdata.save_image_grid(path, pixels)
+
+
+def plot_waveforms(sounds: np.ndarray, path: Path) -> Path:
+    """Plot each waveform of ``(N, T, C)`` sounds (first channel) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sounds = np.asarray(sounds)
+    fig, axes = plt.subplots(len(sounds), 1, figsize=(7, 1.3 * len(sounds) + 0.4), dpi=90, squeeze=False)
+    for ax, wave in zip(axes[:, 0], sounds):
+        ax.plot(wave[:, 0], lw=0.5)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_yticks([])
+    axes[-1, 0].set_xlabel("sample")
+    fig.tight_layout()
+    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return Path(path)
 
 
 def plot_metrics(history: Dict[str, np.ndarray], path: Path, keys=("f_data", "f_samples")) -> Optional[Path]:
@@ -155,7 +218,7 @@ def learn_descriptor(
     if not resume:
         run.save_config(config, pixel_scale=scale, source=source, observed_shape=list(images.shape),
                         data_spec=data_spec or {}, title=title)
-        gdata.save_image_grid(run.path / "observed.png", images)
+        save_picture(run.path / "observed.png", images)
 
     t0 = time.perf_counter()
     batches = _batches(x, config.batch_size, config.seed)
@@ -163,7 +226,7 @@ def learn_descriptor(
 
     def snapshot(state, it):
         path = run.images / f"synthesized_{it:06d}.png"
-        gdata.save_image_grid(path, scale.to_pixels(np.asarray(state.chains)))
+        save_picture(path, scale.to_pixels(np.asarray(state.chains)))
 
     stages = _stages(config)
     total = stages[-1][2]
@@ -202,7 +265,7 @@ def learn_descriptor(
                     state = D.grow(stage_key, state, config, net, x)
             elif done == begin and index > 0:
                 state = D.grow(stage_key, state, config, net, x)
-            optimizer = D.make_optimizer(config, state.params, image_size=x.shape[1:3])
+            optimizer = D.make_optimizer(config, state.params, image_size=x.shape[1:-1])
             step = D.make_train_step(dataclasses.replace(config, langevin=sampler), net.apply, optimizer)
             try:
                 state, _ = fit(
@@ -241,7 +304,7 @@ def learn_descriptor(
     buffer = io.BytesIO()
     np.save(buffer, final.astype(np.float32))
     write_atomic(run.path / "synthesized.npy", buffer.getvalue())
-    gdata.save_image_grid(run.path / "synthesized.png", final)
+    save_picture(run.path / "synthesized.png", final)
     history = run.read_metrics()
     plot_metrics(history, run.path / "energy.png")
 
@@ -250,7 +313,9 @@ def learn_descriptor(
         f"# {title}",
         "",
         f"Source: {source or 'given images'}; {images.shape[0]} observed image(s) of "
-        f"{images.shape[2]}×{images.shape[1]}×{images.shape[3]}.",
+        f"{images.shape[2]}×{images.shape[1]}×{images.shape[3]}." if images.ndim == 4 else
+        f"Source: {source or 'given data'}; {images.shape[0]} observed "
+        f"{'video' if images.ndim == 5 else 'sound'}(s) of shape {'×'.join(map(str, images.shape[1:]))}.",
         f"{done} iterations ({seconds:.0f} s in this session); {config.n_chains} chain(s), "
         f"{sampler.n_steps} Langevin steps of step size {sampler.step_size:g} "
         f"(noise {sampler.noise_scale}) per iteration; σ = {config.sigma}."

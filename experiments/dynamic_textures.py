@@ -1,0 +1,254 @@
+"""Dynamic textures and sound with the spatial-temporal generative ConvNet
+(Xie, Zhu, Wu, CVPR 2017), at sizes a busy 2-core CPU runs in minutes.
+
+    # a procedural travelling-wave texture with a known spectrum
+    python experiments/dynamic_textures.py procedural --out runs/stg-wave
+    # the paper's fire pot: synthesis, then recovery of missing pixels / frames
+    python experiments/dynamic_textures.py fire --data /work/shared/data/videos/fire_pot.avi --out runs/stg-fire
+    python experiments/dynamic_textures.py recover --data /work/shared/data/videos/fire_pot.avi \\
+        --mask pepper:0.5 --out runs/stg-fire-pepper
+    # a sound (a WAV file, or a synthesized tone when --data is left out)
+    python experiments/dynamic_textures.py sound --data /usr/share/sounds/sound-icons/xxx.wav --out runs/stg-sound
+
+Each writes a run directory (config, metrics.csv, GIF/MP4, frame strips,
+WAVs, report.md) and a ``summary.json`` with the numbers of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gcnjax import data as gdata
+from gcnjax import metrics, stg
+from gcnjax.cli import _video_mask
+from gcnjax.langevin import LangevinConfig
+from gcnjax.train import RunConfig, write_atomic
+
+
+def travelling_waves(frames: int, size: int, seed: int = 0) -> np.ndarray:
+    """A gray dynamic texture with a known spatial-temporal spectrum: the sum
+    of three plane waves ``cos(2π(k·r − ν t) + φ)`` travelling in different
+    directions, in 0..255: its power spectrum is six peaks at ``±(k, −ν)``."""
+    rng = np.random.default_rng(seed)
+    tt, yy, xx = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
+    waves = [(3, 1, 2), (-1, 4, 3), (2, -3, -1)]  # (kx, ky, ν) in cycles per video side / per video length
+    x = sum(np.cos(2 * np.pi * (kx * xx / size + ky * yy / size - nu * tt / frames) + rng.uniform(0, 2 * np.pi))
+            for kx, ky, nu in waves)
+    return (127.5 + 40.0 * x)[..., None].astype(np.float32)
+
+
+def peak_power_fraction(observed: np.ndarray, videos: np.ndarray) -> float:
+    """Mean fraction of each video's spatial-temporal power at the frequencies
+    where the observed video has its power (its peaks, > 1e-6 of the
+    largest): 1 for the observed waves, about peaks/size for white noise."""
+    p0 = metrics.spatiotemporal_power_spectrum(observed)
+    peaks = p0 > 1e-6 * p0.max()
+    fractions = []
+    for v in videos:
+        p = metrics.spatiotemporal_power_spectrum(v[None])
+        fractions.append(p[peaks].sum() / p.sum())
+    return float(np.mean(fractions))
+
+
+def best_copy_correlation(observed: np.ndarray, videos: np.ndarray) -> float:
+    """Largest correlation of a synthesized video with the observed one over
+    all circular shifts in time and space (1: a shifted copy)."""
+    a = observed[0, ..., 0] - observed.mean()
+    best = []
+    for v in videos:
+        b = v[..., 0] - v.mean()
+        corr = np.fft.ifftn(np.fft.fftn(a) * np.conj(np.fft.fftn(b))).real
+        best.append(corr.max() / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return float(np.mean(best))
+
+
+def plot_spectrograms(observed: np.ndarray, sounds: np.ndarray, rate: int, path: Path) -> Path:
+    """Spectrograms (matplotlib ``specgram``, 256-sample windows) of the
+    observed sound and the first two synthesized ones, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    waves = [("observed", observed)] + [(f"synthesized {k}", s) for k, s in enumerate(sounds[:2])]
+    fig, axes = plt.subplots(1, len(waves), figsize=(3.2 * len(waves), 2.6), dpi=90, sharey=True)
+    for ax, (name, wave) in zip(axes, waves):
+        ax.specgram(np.asarray(wave).reshape(-1), NFFT=256, Fs=rate, noverlap=192, cmap="magma")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("s")
+    axes[0].set_ylabel("Hz")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def temporal_interpolation(video: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A baseline recovery: each missing value linearly interpolated in time
+    between the nearest observed values of the same pixel and channel
+    (held constant beyond the first / last observed one)."""
+    video = np.asarray(video, np.float64)
+    mask = np.broadcast_to(mask, video.shape)
+    out = video.copy()
+    t = np.arange(video.shape[1])
+    flat_v = out.reshape(video.shape[0], video.shape[1], -1)
+    flat_m = mask.reshape(flat_v.shape)
+    for n in range(flat_v.shape[0]):
+        for j in range(flat_v.shape[2]):
+            seen = flat_m[n, :, j] != 0
+            if seen.any() and not seen.all():
+                flat_v[n, ~seen, j] = np.interp(t[~seen], t[seen], flat_v[n, seen, j])
+    return flat_v.reshape(video.shape)
+
+
+def small_config(args, variant: str, frames: int, size: int, channels: int):
+    """The authors' settings (:func:`gcnjax.stg.stg_config`) with the
+    iterations, chains and Langevin steps cut to fit the CPU budget."""
+    return stg.stg_config(
+        variant, frames=frames, image_size=size, channels=channels, n_chains=args.chains,
+        n_iterations=args.iterations, langevin=LangevinConfig.from_delta(0.3, args.steps),
+        learning_rate=args.lr, seed=args.seed,
+        run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations),
+    )
+
+
+def run_procedural(args):
+    video = travelling_waves(args.frames, args.size)
+    config = small_config(args, "st", args.frames, args.size, 1)
+    t0 = time.perf_counter()
+    result = stg.learn_dynamic_texture(config, video, args.out, fps=args.fps, synth_frames=args.synth_frames,
+                                       title="Travelling waves (ST)", source="travelling_waves()",
+                                       overwrite=True)
+    observed, synthesized = result["observed_pixels"], result["synthesized_pixels"]
+    rng = np.random.default_rng(0)
+    noise = observed.mean() + observed.std() * rng.standard_normal(synthesized.shape)
+    summary = {
+        "video": list(video.shape), "iterations": args.iterations, "chains": args.chains, "steps": args.steps,
+        "seconds": round(time.perf_counter() - t0, 1),
+        # One observed video against each synthesized one, and against noise of the data's variance.
+        "spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
+                                                  for s in synthesized]),
+        "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
+                                            for n in noise]),
+    }
+    summary["peak_power_fraction_synthesized"] = peak_power_fraction(observed, synthesized)
+    summary["peak_power_fraction_noise"] = peak_power_fraction(observed, noise)
+    summary["best_shifted_copy_correlation"] = best_copy_correlation(observed, synthesized)
+    if "longer_pixels" in result:
+        longer = result["longer_pixels"]
+        # The longer videos' spectra on the observed length: their first frames.
+        summary["spectrum_distance_longer_first_frames"] = np.mean(
+            [metrics.spatiotemporal_spectrum_distance(observed, s[None, : observed.shape[1]]) for s in longer])
+        summary["peak_power_fraction_longer_first_frames"] = peak_power_fraction(observed, longer[:, : observed.shape[1]])
+        summary["longer_frames"] = int(longer.shape[1])
+        summary["longer_seconds"] = round(result["longer_seconds"], 1)
+    _finish(args, summary)
+
+
+def run_fire(args):
+    channels = 1 if args.gray else 3
+    video = gdata.load_video(args.data, n_frames=args.frames, size=(args.size, args.size), channels=channels)
+    config = small_config(args, args.variant, video.shape[0], args.size, channels)
+    t0 = time.perf_counter()
+    result = stg.learn_dynamic_texture(config, video, args.out, fps=args.fps, synth_frames=args.synth_frames,
+                                       title=f"Fire pot ({args.variant})", source=str(args.data), overwrite=True)
+    observed, synthesized = result["observed_pixels"], result["synthesized_pixels"]
+    noise = observed.mean() + observed.std() * np.random.default_rng(0).standard_normal(synthesized.shape)
+    summary = {
+        "video": list(video.shape), "variant": args.variant, "iterations": args.iterations, "chains": args.chains,
+        "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
+        "spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
+                                                  for s in synthesized]),
+        "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
+                                            for n in noise]),
+    }
+    _finish(args, summary)
+
+
+def run_recover(args):
+    channels = 1 if args.gray else 3
+    video = gdata.load_video(args.data, n_frames=args.frames, size=(args.size, args.size), channels=channels)
+    config = small_config(args, args.variant, video.shape[0], args.size, channels)
+    config = dataclasses.replace(config, n_chains=1)
+    mask = _video_mask(args.mask, (1,) + video.shape)
+    result = stg.recover_video(config, video, mask, args.out, what=args.mask, fps=args.fps, overwrite=True)
+    summary = {k: result[k] for k in ("what", "recovery_error", "mean_fill_error", "seconds", "iterations",
+                                      "missing_fraction")}
+    summary.update(video=list(video.shape), variant=args.variant, steps=args.steps)
+    full_mask = np.broadcast_to(mask, (1,) + video.shape)
+    interpolated = temporal_interpolation(video[None], full_mask)
+    summary["temporal_interpolation_error"] = float(metrics.recovery_error(video[None], interpolated, full_mask)[0])
+    _finish(args, summary)
+
+
+def run_sound(args):
+    if args.data:
+        samples, rate = gdata.load_wav(args.data)
+        samples = samples.mean(axis=1)[args.offset: args.offset + args.samples]
+        source = str(args.data)
+    else:  # a decaying two-partial tone
+        rate = 8000
+        t = np.arange(args.samples) / rate
+        samples = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 660 * t)
+        source = "440 + 660 Hz tone"
+    config = dataclasses.replace(
+        stg.sound_config(len(samples)), n_chains=args.chains, n_iterations=args.iterations,
+        langevin=LangevinConfig.from_delta(0.3, args.steps), learning_rate=args.lr, seed=args.seed,
+        run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations))
+    t0 = time.perf_counter()
+    result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(source).name}", source=source,
+                             overwrite=True)
+    observed = np.asarray(samples, np.float32)[None, :, None]
+    sounds = result["sounds"]
+    plot_spectrograms(observed[0], sounds, rate, Path(args.out) / "spectrograms.png")
+    noise = observed.mean() + observed.std() * np.random.default_rng(0).standard_normal(sounds.shape)
+    summary = {
+        "samples": len(samples), "rate": rate, "source": source, "iterations": args.iterations,
+        "chains": args.chains, "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
+        "spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
+                                                  for s in sounds]),
+        "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
+                                            for n in noise]),
+    }
+    _finish(args, summary)
+
+
+def _finish(args, summary):
+    summary = {k: (round(float(v), 4) if isinstance(v, (float, np.floating)) else v) for k, v in summary.items()}
+    write_atomic(Path(args.out) / "summary.json", json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("experiment", choices=["procedural", "fire", "recover", "sound"])
+    ap.add_argument("--data", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--variant", default="st", choices=list(stg.STG_VARIANTS))
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--synth-frames", type=int, default=None)
+    ap.add_argument("--iterations", type=int, default=60)
+    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fps", type=float, default=10.0)
+    ap.add_argument("--gray", action="store_true")
+    ap.add_argument("--mask", default="pepper:0.5")
+    ap.add_argument("--samples", type=int, default=4000)
+    ap.add_argument("--offset", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.experiment in ("fire", "recover") and args.data is None:
+        ap.error(f"{args.experiment} needs --data (a video file or folder of frames)")
+    {"procedural": run_procedural, "fire": run_fire, "recover": run_recover, "sound": run_sound}[args.experiment](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""The spatial-temporal generative ConvNet: dynamic textures and sounds.
+
+"Synthesizing Dynamic Patterns by Spatial-Temporal Generative ConvNet"
+(Xie, Zhu, Wu, CVPR 2017). The model is the descriptor of
+:mod:`gcnjax.descriptor` on videos ``(N, T, H, W, C)`` or sounds
+``(N, T, C)``:
+
+    p(x; w) = exp(f(x; w)) q(x) / Z(w),   q = N(0, σ² I),
+    E(x; w) = ||x||² / (2σ²) − f(x; w),
+
+with ``f`` a bottom-up ConvNet of 3-D (time × height × width) or 1-D
+(time) convolutions whose top responses are summed
+(:func:`gcnjax.nets.stg_layers`, :data:`gcnjax.nets.SOUND_LAYERS`).
+Learning and sampling are the descriptor's own (:func:`learn_descriptor`,
+:mod:`gcnjax.langevin`); this module adds the settings of the authors' code,
+the video and sound outputs, synthesis of any length, and recovery of
+missing pixels or frames.
+
+Recovery samples the missing values ``x_M`` given the observed ones
+``x_O``: Langevin on ``E(x_O, x_M)`` as a function of ``x_M`` alone, i.e.
+on ``z`` with ``x = m·x_O + (1 − m)·z`` (``m`` the mask), so the observed
+values are put back exactly after every step; the model is learned from
+the incomplete video at the same time, each iteration one recovery chain
+then one learning step on the recovered video (the paper's algorithm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gcnjax import data as gdata
+from gcnjax import descriptor as D
+from gcnjax import metrics
+from gcnjax.langevin import LangevinConfig
+from gcnjax.nets import SOUND_LAYERS, STG_VARIANTS, stg_layers
+from gcnjax.train import RunConfig, RunDir, fit, write_atomic
+
+__all__ = [
+    "STG_VARIANTS",
+    "stg_config",
+    "sound_config",
+    "sound_to_pixels",
+    "pixels_to_sound",
+    "learn_dynamic_texture",
+    "learn_sound",
+    "synthesize_from_noise",
+    "clamp_observed",
+    "make_recovery_step",
+    "recover_video",
+]
+
+
+def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, channels: int = 3,
+               **overrides) -> D.DescriptorConfig:
+    """The authors' settings for one variant (``"st"``, ``"fc_s"``,
+    ``"fc_s_large"``): ReLU, Gaussian initial weights of std 0.001, f = sum
+    of the top responses, pixels 0..255 minus their mean, σ = 1, δ = 0.3,
+    20 Langevin steps, 3 persistent chains started from N(0, 1) noise (near
+    the mean), Adam (lr 1e-3, β1 0.5) with no per-layer division, gradient
+    cap or weight decay, 500 iterations (= epochs on one video).
+    ``overrides`` replace any field."""
+    if variant not in STG_VARIANTS:
+        raise ValueError(f"variant must be one of {STG_VARIANTS}, got {variant!r}.")
+    config = D.DescriptorConfig(
+        layers=stg_layers(variant, image_size),
+        top="sum",
+        activation="relu",
+        init_std=0.001,
+        sigma=1.0,
+        langevin=LangevinConfig.from_delta(0.3, 20),
+        n_chains=3,
+        chain_init="noise",
+        init_scale=1.0,
+        persistent=True,
+        optimizer="adam",
+        learning_rate=1e-3,
+        beta1=0.5,
+        weight_decay=0.0,
+        divide_by_positions=False,
+        max_abs_grad=None,
+        image_size=(int(frames), int(image_size), int(image_size)),
+        channels=channels,
+        pixel_scale="minus_mean",
+        batch_size=1,
+        n_iterations=500,
+        run=RunConfig(image_every=50, checkpoint_every=50),
+    )
+    return dataclasses.replace(config, **overrides)
+
+
+def sound_config(n_samples: int, **overrides) -> D.DescriptorConfig:
+    """A 1-D temporal descriptor for a mono waveform of ``n_samples``
+    samples (:data:`gcnjax.nets.SOUND_LAYERS`), otherwise the video
+    settings of :func:`stg_config`; samples are in the pixel-like units of
+    :func:`sound_to_pixels`, so σ = 1 and δ = 0.3 mean what they mean for
+    videos."""
+    base = stg_config("st")
+    config = dataclasses.replace(base, layers=SOUND_LAYERS, image_size=(int(n_samples),), channels=1)
+    return dataclasses.replace(config, **overrides)
+
+
+sound_to_pixels = gdata.sound_to_pixels
+pixels_to_sound = gdata.pixels_to_sound
+
+
+def _as_batch(x: np.ndarray, ndim: int, what: str) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    if x.ndim == ndim - 1:
+        x = x[None]
+    if x.ndim != ndim:
+        raise gdata.DataError(f"{what}: expected {ndim - 1} or {ndim} axes, got shape {x.shape}.")
+    return x
+
+
+def synthesize_from_noise(key, net, params, config: D.DescriptorConfig, shape: Sequence[int], *,
+                          n_steps: int, scale: float = 1.0) -> jax.Array:
+    """Fresh chains of any ``shape`` ``(n, T, H, W, C)`` (model units) from
+    N(0, scale²) noise, ``n_steps`` Langevin steps under the learned model.
+
+    The nets are convolutional in time, so ``T`` may exceed the observed
+    length. The chain runs as repeated jit'd chunks of
+    ``config.langevin.n_steps`` steps (one trace, a short compile).
+    """
+    sampler = config.langevin
+    chunk_steps = max(1, sampler.n_steps)
+
+    @jax.jit
+    def chunk(k, x):
+        return D.synthesize(k, net.apply, params, x, sampler, config.sigma)[0]
+
+    k0, key = jax.random.split(key)
+    x = scale * jax.random.normal(k0, tuple(shape), jnp.float32)
+    for i in range(-(-int(n_steps) // chunk_steps)):
+        x = chunk(jax.random.fold_in(key, i), x)
+    return x
+
+
+def _write_video_outputs(run_path: Path, observed: np.ndarray, synthesized: np.ndarray, fps: float,
+                         name: str = "observed_vs_synthesized") -> Dict[str, Path]:
+    """GIF and MP4 of the observed video beside each synthesized one, and a
+    PNG frame strip (first row observed, then one row per chain)."""
+    paths = {}
+    movie = gdata.side_by_side(observed[0], *synthesized)
+    paths["gif"] = gdata.save_video(run_path / f"{name}.gif", movie, fps=fps)
+    try:
+        even = movie[:, : movie.shape[1] // 2 * 2, : movie.shape[2] // 2 * 2]  # H.264 wants even sizes
+        paths["mp4"] = gdata.save_video(run_path / f"{name}.mp4", even, fps=fps)
+    except Exception as err:  # no ffmpeg: the GIF is enough
+        print(f"MP4 not written ({type(err).__name__}: {err})")
+    # Rows of evenly spaced frames: the observed video (when of the same
+    # length), then each synthesized one over its whole length.
+    strip = synthesized if observed.shape[1] != synthesized.shape[1] else np.concatenate([observed[:1], synthesized])
+    paths["strip"] = gdata.save_frame_strip(run_path / f"{name}_frames.png", strip)
+    return paths
+
+
+def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *, fps: float = 10.0,
+                          synth_frames: Optional[int] = None, synth_steps: Optional[int] = None,
+                          title: str = "Dynamic texture", source: str = "", data_spec=None,
+                          overwrite: bool = False, resume: bool = False, quiet: bool = False) -> Dict[str, object]:
+    """Learn a spatial-temporal descriptor from a video ``(T, H, W, C)`` (or
+    a batch of them) with :func:`gcnjax.synthesis.learn_descriptor`, then
+    write ``observed_vs_synthesized.gif/.mp4`` and its frame strip PNG.
+
+    ``synth_frames``: also synthesize videos of that many frames (more than
+    observed, say) from noise with ``synth_steps`` Langevin steps (default
+    25 iterations' worth), written as ``longer.gif``, ``longer_frames.png``
+    and ``longer.npy`` (pixels).
+    """
+    from gcnjax.synthesis import learn_descriptor
+
+    videos = _as_batch(video, 5, "video")
+    result = learn_descriptor(config, videos, out, title=title, source=source, data_spec=data_spec,
+                              overwrite=overwrite, resume=resume, quiet=quiet)
+    run_path = Path(result["run_dir"])
+    scale = result["scale"]
+    synthesized = scale.to_pixels(np.asarray(result["state"].chains))
+    result["videos"] = _write_video_outputs(run_path, videos, synthesized, fps)
+    if synth_frames:
+        t0 = time.perf_counter()
+        steps = synth_steps or 25 * config.langevin.n_steps
+        shape = (config.n_chains, int(synth_frames)) + videos.shape[2:]
+        longer = synthesize_from_noise(jax.random.key(config.seed + 1), result["net"], result["state"].params,
+                                       config, shape, n_steps=steps, scale=config.init_scale)
+        longer = scale.to_pixels(np.asarray(longer))
+        result["longer"] = _write_video_outputs(run_path, videos, longer, fps, name="longer")
+        np.save(run_path / "longer.npy", longer.astype(np.float32))
+        result["longer_seconds"] = time.perf_counter() - t0
+        result["longer_pixels"] = longer
+    result["synthesized_pixels"] = synthesized
+    result["observed_pixels"] = videos
+    return result
+
+
+def learn_sound(config: D.DescriptorConfig, samples: np.ndarray, rate: int, out, *, title: str = "Sound",
+                source: str = "", overwrite: bool = False, quiet: bool = False) -> Dict[str, object]:
+    """Learn a 1-D temporal descriptor from a mono waveform ``(T,)`` or
+    ``(T, 1)`` in [−1, 1] at ``rate`` Hz; write each chain's synthesized
+    sound as ``synthesized_K.wav`` (and the observed one as ``observed.wav``)."""
+    from gcnjax.synthesis import learn_descriptor
+
+    samples = np.asarray(samples, np.float32)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    if samples.ndim != 2 or samples.shape[1] != 1:
+        raise gdata.DataError(f"learn_sound needs a mono waveform (T,) or (T, 1), got shape {samples.shape}.")
+    pixels = sound_to_pixels(samples)[None]
+    result = learn_descriptor(config, pixels, out, title=title, source=source, overwrite=overwrite, quiet=quiet)
+    run_path = Path(result["run_dir"])
+    sounds = pixels_to_sound(result["scale"].to_pixels(np.asarray(result["state"].chains)))
+    gdata.save_wav(run_path / "observed.wav", samples, rate)
+    result["wavs"] = [gdata.save_wav(run_path / f"synthesized_{k}.wav", s, rate) for k, s in enumerate(sounds)]
+    result["sounds"] = sounds
+    return result
+
+
+# ---------------------------------------------------------------- recovery
+
+
+def clamp_observed(z: jax.Array, observed: jax.Array, mask: jax.Array) -> jax.Array:
+    """``x = observed`` where ``mask`` is 1 and ``z`` where it is 0 (a
+    select, so observed values come back bit for bit)."""
+    return jnp.where(jnp.broadcast_to(mask, z.shape) != 0, observed, z)
+
+
+def make_recovery_step(config: D.DescriptorConfig, net, optimizer, observed: jax.Array, mask: jax.Array):
+    """One iteration of learning from an incomplete video, for :func:`gcnjax.train.fit`.
+
+    ``((state, filled), _) -> ((state, filled), metrics)``: first the missing
+    values of ``filled`` move by ``config.langevin`` under the current model,
+    with the observed ones clamped, which is Langevin on the conditional
+    ``p(x_M | x_O)`` (energy ``E(m·x_O + (1 − m)·z)`` of ``z``: its gradient
+    is zero on observed entries, and those are replaced by ``x_O``);
+    then the descriptor's own learning step (:func:`gcnjax.descriptor.make_train_step`)
+    runs on the recovered video. ``observed`` and ``mask`` are in model units,
+    broadcastable to ``(N, T, H, W, C)``.
+    """
+    observed = jnp.asarray(observed, jnp.float32)
+    mask = jnp.broadcast_to(jnp.asarray(mask, jnp.float32), observed.shape)
+    train_step = D.make_train_step(config, net.apply, optimizer)
+
+    if observed.shape[0] != 1:
+        raise ValueError(f"make_recovery_step recovers one video (N = 1), got {observed.shape[0]}.")
+
+    def masked_apply(params, z):  # z: one chain, (1, T, H, W, C)
+        return net.apply(params, clamp_observed(z, observed, mask))
+
+    @jax.jit
+    def recover(key, params, filled):
+        z, _ = D.synthesize(key, masked_apply, params, filled, config.langevin, config.sigma)
+        return clamp_observed(z, observed, mask)
+
+    def step(carry, _):
+        state, filled = carry
+        filled = recover(jax.random.fold_in(state.key, 7), state.params, filled)
+        state, m = train_step(state, filled)
+        return (state, filled), m
+
+    return step
+
+
+def recover_video(config: D.DescriptorConfig, video: np.ndarray, mask: np.ndarray, out, *,
+                  what: str = "missing values", fps: float = 10.0, overwrite: bool = False,
+                  quiet: bool = False) -> Dict[str, object]:
+    """Learn from an incomplete video and recover its missing values.
+
+    ``video``: the complete ``(T, H, W, C)`` pixels (used only to score the
+    recovery: the learner sees ``video`` where ``mask`` is 1);
+    ``mask``: 1 = observed, broadcastable to ``(1, T, H, W, C)``
+    (:func:`gcnjax.masks.salt_and_pepper` per frame, or
+    :func:`gcnjax.masks.missing_frames`). Writes a run with the recovered
+    video beside the incomplete and the true ones, and the recovery error
+    (:func:`gcnjax.metrics.recovery_error`, mean |error| on missing values, in
+    0..255 units) against that of filling with the observed mean.
+    """
+    from gcnjax.synthesis import check_images
+
+    videos = check_images(_as_batch(video, 5, "video"), config)
+    if videos.shape[0] != 1:
+        raise gdata.DataError(f"recover_video recovers one video at a time, got {videos.shape[0]}.")
+    try:
+        full_mask = np.broadcast_to(np.asarray(mask, np.float32), videos.shape)
+    except ValueError:
+        raise ValueError(f"mask of shape {np.shape(mask)} does not broadcast to the video's shape "
+                         f"{videos.shape}; build it with gcnjax.masks for this video.") from None
+    if full_mask.min() == 1:
+        raise ValueError("the mask marks every value observed; there is nothing to recover.")
+    if full_mask.max() == 0:
+        raise ValueError("the mask marks every value missing; recovery needs some observed values.")
+    observed_only = np.where(full_mask != 0, videos, 0.0)
+    mean = float(observed_only.sum() / full_mask.sum())
+    scale = gdata.PixelScale("minus_mean", (mean,) * videos.shape[-1])
+    run = RunDir(out, overwrite=overwrite)
+    run.save_config(config, pixel_scale=scale, observed_shape=list(videos.shape), title=f"Recovery: {what}",
+                    missing_fraction=float(1 - full_mask.mean()))
+    observed = jnp.asarray(np.where(full_mask != 0, scale.to_model(videos), 0.0), jnp.float32)
+    m = jnp.asarray(full_mask)
+
+    net = D.make_net(config)
+    cfg = dataclasses.replace(config, n_chains=videos.shape[0])
+    state = D.init_state(jax.random.key(config.seed), cfg, net, observed)
+    optimizer = D.make_optimizer(cfg, state.params, image_size=videos.shape[1:-1])
+    step = make_recovery_step(cfg, net, optimizer, observed, m)
+    t0 = time.perf_counter()
+    (state, filled), _ = fit(step, (state, observed), lambda i: None, end=config.n_iterations, run_dir=run,
+                             run=config.run, quiet=quiet, desc="recovery")
+    seconds = time.perf_counter() - t0
+    recovered = np.where(full_mask != 0, videos, scale.to_pixels(np.asarray(filled)))
+    recovered = np.clip(recovered, 0, 255)
+    error = float(metrics.recovery_error(videos, recovered, full_mask).mean())
+    baseline = float(metrics.recovery_error(videos, np.where(full_mask != 0, videos, mean), full_mask).mean())
+    incomplete = np.where(full_mask != 0, videos, 0.0)
+    movie = gdata.side_by_side(incomplete[0], recovered[0], videos[0])
+    gdata.save_video(run.path / "incomplete_recovered_true.gif", movie, fps=fps)
+    gdata.save_frame_strip(run.path / "incomplete_recovered_true.png",
+                           np.stack([incomplete[0], recovered[0], videos[0]]))
+    summary = {"what": what, "recovery_error": error, "mean_fill_error": baseline, "seconds": seconds,
+               "iterations": config.n_iterations, "missing_fraction": float(1 - full_mask.mean())}
+    write_atomic(run.path / "summary.json", json.dumps(summary, indent=2))
+    run.write_report(
+        f"# Recovery: {what}\n\n{summary['missing_fraction']:.0%} of the values missing; learned from the "
+        f"incomplete video for {config.n_iterations} iterations ({seconds:.0f} s), each one Langevin run of "
+        f"{config.langevin.n_steps} steps on the missing values (observed ones clamped) and one learning step.\n\n"
+        f"Mean |error| on missing values (0..255): recovered {error:.2f}, filled with the observed mean "
+        f"{baseline:.2f}.\n\nRows: incomplete, recovered, true.\n\n![frames](incomplete_recovered_true.png)\n"
+    )
+    return {"run_dir": run.path, "recovered": recovered, "filled_model": np.asarray(filled), **summary}

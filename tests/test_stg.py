@@ -1,0 +1,308 @@
+"""The spatial-temporal generative ConvNet: 3-D and 1-D nets, the descriptor
+code on videos and sounds, recovery, video and WAV I/O."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gcnjax import data as gdata
+from gcnjax import descriptor as D
+from gcnjax import langevin, masks, metrics, stg
+from gcnjax.nets import SOUND_LAYERS, ConvSpec, DescriptorNet, layer_output_sizes, receptive_field, stg_layers
+from gcnjax.synthesis import check_images
+
+
+def _slim(layers, features=2):
+    """The same kernels, strides and paddings with few filters (shapes only)."""
+    return tuple(dataclasses.replace(spec, features=features) for spec in layers)
+
+
+def _intermediate_sizes(layers, shape):
+    net = DescriptorNet(layers=_slim(layers))
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    params = jax.eval_shape(net.init, jax.random.key(0), x)
+    _, inter = jax.eval_shape(lambda p, x: net.apply(p, x, mutable=["intermediates"]), params, x)
+    return [tuple(v[0].shape[1:-1]) for v in inter["intermediates"].values()]
+
+
+@pytest.mark.parametrize("variant,size,expected", [
+    # ceil(n / s) for SAME; (n + 2p − k) // s + 1 for the padded layers.
+    ("st", 100, [(10, 15, 15), (4, 5, 5), (4, 3, 3)]),
+    ("fc_s", 100, [(35, 50, 50), (18, 1, 1), (19, 1, 1)]),
+    ("fc_s_large", 224, [(24, 75, 75), (13, 1, 1), (14, 1, 1)]),
+])
+def test_authors_nets_output_sizes(variant, size, expected):
+    layers = stg_layers(variant, size)
+    assert [tuple(s) for s in layer_output_sizes(layers, (70, size, size))] == expected
+    assert _intermediate_sizes(layers, (1, 70, size, size, 3)) == expected
+    # The authors' kernels: the FC layer spans the whole first-layer map.
+    assert layers[0].kernel == ((15, 15, 15) if variant == "st" else (7, 7, 7))
+    if variant != "st":
+        assert layers[1].kernel[1:] == expected[0][1:]
+
+
+def test_sound_net_output_sizes():
+    assert [tuple(s) for s in layer_output_sizes(SOUND_LAYERS, (1000,))] == [(125,), (32,), (16,)]
+    assert _intermediate_sizes(SOUND_LAYERS, (1, 1000, 1)) == [(125,), (32,), (16,)]
+
+
+def test_receptive_field_is_the_support_of_a_top_unit_gradient():
+    """1 + Σ (k_l − 1) Π_{j<l} s_j per axis, checked against where one top
+    unit's gradient is non-zero (positive weights and inputs: every unit on)."""
+    layers = (ConvSpec(2, (3, 5, 2), (2, 1, 2)), ConvSpec(2, (2, 3, 3), (1, 2, 1)))
+    rf = receptive_field(layers)
+    assert rf == (1 + 2 + 1 * 2, 1 + 4 + 2 * 1, 1 + 1 + 2 * 2)
+    net = DescriptorNet(layers=layers)
+    x = jnp.ones((1, 12, 15, 11, 1))
+    params = jax.tree_util.tree_map(jnp.abs, net.init(jax.random.key(0), x))
+
+    def first_top_unit(x):
+        _, inter = net.apply(params, x, mutable=["intermediates"])
+        return inter["intermediates"]["preactivation2"][0][0, 0, 0, 0, 0]
+
+    support = np.argwhere(np.asarray(jax.grad(first_top_unit)(x))[0, ..., 0] != 0)
+    assert tuple(support.max(axis=0) - support.min(axis=0) + 1) == rf
+    assert tuple(support.min(axis=0)) == (0, 0, 0)
+
+
+def test_st_model_is_stationary_in_time():
+    """With periodic (circular) padding and the sum top, f is invariant to a
+    circular shift in time by a multiple of the total temporal stride, and
+    to a circular shift in space by a multiple of the spatial stride."""
+    layers = (ConvSpec(4, (3, 3, 3), (2, 1, 1), "CIRCULAR"), ConvSpec(3, (3, 3, 3), (1, 1, 1), "CIRCULAR"))
+    net = DescriptorNet(layers=layers)
+    x = jax.random.normal(jax.random.key(1), (1, 8, 6, 6, 2))
+    params = net.init(jax.random.key(0), x)
+    params = jax.tree_util.tree_map(lambda p: p * 30, params)  # ReLUs partly on, partly off
+    f = float(net.apply(params, x)[0])
+    for shift in (2, 4, 6):
+        np.testing.assert_allclose(float(net.apply(params, jnp.roll(x, shift, axis=1))[0]), f, rtol=2e-5)
+    np.testing.assert_allclose(float(net.apply(params, jnp.roll(x, (2, 3), axis=(2, 3)))[0]), f, rtol=2e-5)
+    # An odd shift changes which frames the stride-2 layer visits: not invariant.
+    assert abs(float(net.apply(params, jnp.roll(x, 1, axis=1))[0]) - f) > 1e-3 * abs(f)
+
+
+def test_st_top_sums_interior_responses_equivariantly():
+    """The authors' ST net (SAME padding): away from the borders, delaying a
+    video by the total temporal stride (7·3·1 = 21 frames) delays the top
+    map by exactly one position."""
+    layers = _slim(stg_layers("st"), features=3)
+    net = DescriptorNet(layers=layers)
+    x = jax.random.normal(jax.random.key(2), (1, 84, 8, 8, 1))
+    params = net.init(jax.random.key(0), x)
+    # The same video delayed by 21 frames (new frames in front): the paddings
+    # of every layer stay where they were relative to the start.
+    shifted = jnp.concatenate([jax.random.normal(jax.random.key(3), (1, 21, 8, 8, 1)), x], axis=1)
+
+    def top(v):
+        _, inter = net.apply(params, v, mutable=["intermediates"])
+        return np.asarray(inter["intermediates"]["preactivation3"][0])[0]
+
+    a, b = top(x), top(shifted)
+    assert a.shape[0] == 4 and b.shape[0] == 5
+    # Top position t sees conv1 positions 3t−2 … 3t+7 (frames 21t−18 …
+    # 21t+59): for t = 1 in x (12 conv1 positions) and t = 2 in the delayed
+    # video (15) all of them are real, none padding, and the frames match.
+    np.testing.assert_allclose(b[2], a[1], rtol=1e-4, atol=1e-6)
+    assert np.abs(b[1] - a[0]).max() > 1e-3 * np.abs(a[0]).max()  # at the border: padding differs
+
+
+class LinearF(nn.Module):
+    """f(x) = <w, x>: with a N(0, σ²I) reference the model is N(σ²w, σ²I)."""
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("w", nn.initializers.zeros, x.shape[1:])
+        return jnp.sum(x * w, axis=tuple(range(1, x.ndim)))
+
+
+def test_linear_descriptor_on_videos_learns_the_closed_form_mean():
+    """The descriptor's own learning step on videos (N, T, H, W, C): ML for
+    f = <w, x> converges to σ²w = mean(data)."""
+    sigma = 0.7
+    mean = np.array([1.0, -2.0, 0.5, 3.0, -1.0, 0.0, 2.0, -0.5]).reshape(2, 2, 2, 1)
+    data = jnp.asarray(np.random.default_rng(0).normal(mean, 0.3, (16, 2, 2, 2, 1)), jnp.float32)
+    n_chains = 3000
+    cfg = stg.stg_config(
+        "st", frames=2, image_size=2, channels=1, sigma=sigma, n_chains=n_chains, chain_init="zeros",
+        langevin=langevin.LangevinConfig(n_steps=4, step_size=0.5 * sigma**2), optimizer="sgd",
+        learning_rate=0.5, momentum=0.0,
+    )
+    net = LinearF()
+    state = D.init_state(jax.random.key(0), cfg, net, data)
+    assert state.chains.shape == (n_chains, 2, 2, 2, 1)
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    ws = []
+    for i in range(250):
+        state, _ = step(state, data)
+        if i >= 150:
+            ws.append(np.asarray(state.params["params"]["w"]))
+    tol = 5 * sigma / np.sqrt(n_chains)
+    np.testing.assert_allclose(sigma**2 * np.mean(ws, axis=0), np.asarray(data.mean(axis=0)), atol=tol)
+
+
+def test_video_train_step_is_traced_once_and_uses_position_scales():
+    traces = {"n": 0}
+    layers = (ConvSpec(3, (3, 3, 3), (1, 2, 2)), ConvSpec(2, (2, 1, 1)))
+    net = DescriptorNet(layers=layers)
+
+    def counting_apply(params, x):
+        traces["n"] += 1
+        return net.apply(params, x)
+
+    cfg = stg.stg_config("st", frames=6, image_size=8, layers=layers, n_chains=2, divide_by_positions=True,
+                         langevin=langevin.LangevinConfig.from_delta(0.3, 2))
+    data = jax.random.normal(jax.random.key(0), (1, 6, 8, 8, 3))
+    state = D.init_state(jax.random.key(0), cfg, net, data)
+    scales = D.spatial_position_scales(state.params, layers, (6, 8, 8))
+    # conv1 output 4×3×3 = 36 positions, conv2 3×3×3 = 27.
+    assert float(scales["params"]["conv1"]["kernel"]) == pytest.approx(1 / 36)
+    assert float(scales["params"]["conv2"]["kernel"]) == pytest.approx(1 / 27)
+    step = D.make_train_step(cfg, counting_apply, D.make_optimizer(cfg, state.params, data.shape[1:-1]))
+    state, m = step(state, data)
+    first = traces["n"]
+    for _ in range(2):
+        state, m = step(state, data * 2)
+    assert traces["n"] == first
+    assert state.chains.shape == (2, 6, 8, 8, 3) and np.isfinite(float(m["f_samples"]))
+
+
+def test_check_images_on_videos_and_sounds():
+    cfg = stg.stg_config("st", frames=30, image_size=32)
+    check_images(np.zeros((1, 30, 32, 32, 3)), cfg)
+    with pytest.raises(gdata.DataError, match="videos"):
+        check_images(np.zeros((1, 32, 32, 3)), cfg)  # a 3-D net given images
+    fc = stg.stg_config("fc_s", frames=30, image_size=64)
+    with pytest.raises(gdata.DataError, match="too small"):
+        check_images(np.zeros((1, 30, 32, 32, 3)), fc)  # its FC layer spans 32, not 16
+    snd = stg.sound_config(400)
+    check_images(np.zeros((1, 400, 1)), snd)
+
+
+def test_recovery_keeps_observed_values_bit_identical():
+    video = np.random.default_rng(0).uniform(0, 255, (1, 6, 8, 8, 1)).astype(np.float32)
+    pepper = masks.salt_and_pepper(video.shape[1:], 0.5, seed=0)[None]  # per frame: (1, T, H, W, 1)
+    assert pepper.shape == (1, 6, 8, 8, 1)
+    layers = (ConvSpec(3, (3, 3, 3), 1, "SAME"), ConvSpec(2, (2, 2, 2)))
+    cfg = stg.stg_config("st", frames=6, image_size=8, channels=1, layers=layers, init_std=0.05,
+                         langevin=langevin.LangevinConfig.from_delta(3.0, 3))
+    net = D.make_net(cfg)
+    scale = gdata.PixelScale("minus_mean").fit(video)
+    obs = jnp.asarray(scale.to_model(video))
+    for mask in (pepper, masks.missing_frames(video.shape, [2, 3])):
+        m = jnp.asarray(np.broadcast_to(mask, video.shape))
+        state = D.init_state(jax.random.key(0), dataclasses.replace(cfg, n_chains=1), net, obs)
+        step = stg.make_recovery_step(dataclasses.replace(cfg, n_chains=1), net,
+                                      D.make_optimizer(cfg, state.params), obs, m)
+        carry = (state, jnp.where(m != 0, obs, 0.0))
+        for _ in range(2):
+            carry, metrics_ = step(carry, None)
+        filled = np.asarray(carry[1])
+        observed = np.asarray(m) != 0
+        np.testing.assert_array_equal(filled[observed], np.asarray(obs)[observed])  # bit for bit
+        assert np.all(filled[~observed] != 0)  # the missing values moved
+        assert np.isfinite(float(metrics_["f_data"]))
+
+
+def test_recover_video_writes_a_run(tmp_path):
+    t = np.arange(6)[:, None, None, None]
+    video = (127.5 + 60 * np.sin(t + np.arange(8)[None, None, :, None] / 2)) * np.ones((6, 8, 8, 1))
+    layers = (ConvSpec(3, (3, 3, 3), 1, "SAME"),)
+    cfg = stg.stg_config("st", frames=6, image_size=8, channels=1, layers=layers, n_iterations=3,
+                         langevin=langevin.LangevinConfig.from_delta(0.3, 2))
+    mask = masks.missing_frames((1,) + video.shape, [3])
+    result = stg.recover_video(cfg, video, mask, tmp_path / "rec", quiet=True)
+    np.testing.assert_array_equal(result["recovered"][0, :3], video[:3].astype(np.float32))
+    assert (tmp_path / "rec" / "incomplete_recovered_true.gif").exists()
+    assert result["recovery_error"] > 0 and np.isfinite(result["mean_fill_error"])
+
+
+def test_spatiotemporal_power_spectrum_of_a_travelling_wave():
+    t, h, w = 8, 6, 10
+    tt, yy, xx = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+    wave = np.cos(2 * np.pi * (2 * xx / w + 1 * yy / h - 3 * tt / t))[None, ..., None]
+    p = metrics.spatiotemporal_power_spectrum(wave)
+    assert p.shape == (t, h, w)
+    np.testing.assert_allclose(p.sum(), t * h * w * np.sum((wave - wave.mean()) ** 2), rtol=1e-9)  # Parseval
+    peaks = {tuple(i) for i in np.argwhere(p > 1e-6 * p.max())}
+    assert peaks == {((-3) % t, 1, 2), (3, (-1) % h, (-2) % w)}
+    assert metrics.spatiotemporal_spectrum_distance(wave, wave) == 0.0
+    noise = np.random.default_rng(0).normal(0, wave.std(), wave.shape)
+    assert metrics.spatiotemporal_spectrum_distance(wave, noise) > 1.0
+
+
+def test_video_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = np.repeat(np.repeat(rng.uniform(0, 255, (5, 4, 4, 3)), 4, axis=1), 4, axis=2)
+    gif = gdata.save_video(tmp_path / "v.gif", frames, fps=5)
+    back = gdata.load_video(gif)
+    assert back.shape == (5, 16, 16, 3)
+    # GIF quantises to a 256-colour palette: a few levels off at most.
+    assert np.abs(back - np.round(frames)).mean() < 8
+    np.testing.assert_array_equal(gdata.load_video(gif, n_frames=2), back[:2])
+    mp4 = gdata.save_video(tmp_path / "v.mp4", frames, fps=5)
+    back = gdata.load_video(mp4, size=(8, 8))
+    assert back.shape == (5, 8, 8, 3)
+    folder = tmp_path / "frames"
+    for i, f in enumerate(frames):
+        gdata.save_image_grid(folder / f"frame_{i:03d}.png", f[None], n_cols=1)
+    # save_image_grid pads by 2: read back as a folder of 20×20 frames.
+    assert gdata.load_video(folder, n_frames=3).shape == (3, 20, 20, 3)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p.write_bytes(b""), "empty"),
+    (lambda p: p.write_bytes(b"not a video at all" * 10), "cannot read video"),
+])
+def test_unreadable_videos_are_clear_errors(tmp_path, make, match):
+    path = tmp_path / "broken.avi"
+    make(path)
+    with pytest.raises(gdata.DataError, match=match):
+        gdata.load_video(path)
+    (tmp_path / "no_frames").mkdir()
+    with pytest.raises(gdata.DataError, match="no images"):
+        gdata.load_video(tmp_path / "no_frames")
+
+
+def test_wav_round_trip_and_errors(tmp_path):
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(800) / 8000)
+    path = gdata.save_wav(tmp_path / "a.wav", tone, 8000)
+    back, rate = gdata.load_wav(path)
+    assert rate == 8000 and back.shape == (800, 1)
+    np.testing.assert_allclose(back[:, 0], tone, atol=1 / 32767)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(gdata.DataError, match="empty.wav"):
+        gdata.load_wav(tmp_path / "empty.wav")
+    np.testing.assert_allclose(stg.pixels_to_sound(stg.sound_to_pixels(tone)), tone, atol=1e-6)
+
+
+def test_frame_strip_and_side_by_side():
+    a = np.zeros((3, 4, 5, 1))
+    b = np.full((6, 4, 5, 1), 100.0)
+    movie = gdata.side_by_side(a, b, pad=1)
+    assert movie.shape == (6, 4, 11, 1)
+    assert np.all(movie[3:, :, :5] == 0)  # the shorter video holds its last frame
+    strip = gdata.video_strip(np.stack([b, b]), max_frames=4, pad=1)
+    assert strip.shape == (2 * 5 + 1, 4 * 6 + 1)
+
+
+def test_cli_stgconvnet_learns_a_video_and_refuses_bad_masks(tmp_path, capsys):
+    from gcnjax.cli import main
+
+    t = np.arange(8)[:, None, None, None]
+    frames = (127.5 + 80 * np.sin(t / 2 + np.arange(16)[None, None, :, None] / 3)) * np.ones((8, 16, 16, 3))
+    gif = gdata.save_video(tmp_path / "wave.gif", frames)
+    common = ["--data", str(gif), "--frames", "8", "--image-size", "16", "--iterations", "2", "--steps", "2",
+              "--chains", "1", "--quiet"]
+    assert main(["stgconvnet", *common, "--out", str(tmp_path / "run"), "--synth-frames", "12"]) == 0
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.csv", "observed_vs_synthesized.gif", "observed_vs_synthesized_frames.png",
+                 "longer.gif", "report.md"):
+        assert (run / name).exists(), name
+    assert gdata.load_video(run / "longer.gif").shape[0] == 12
+    assert main(["stgconvnet", *common, "--out", str(tmp_path / "bad"), "--recover", "holes:3"]) == 2
+    assert "pepper:FRACTION" in capsys.readouterr().err
