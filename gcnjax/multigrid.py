@@ -32,6 +32,7 @@ norm the chains are independent and vmapped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import time
@@ -71,6 +72,7 @@ __all__ = [
     "make_train_step",
     "make_synthesizer",
     "inpaint",
+    "make_inpainter",
     "single_grid_baseline",
     "learn_multigrid",
     "load_multigrid_run",
@@ -452,6 +454,27 @@ def inpaint(key, config: MultigridConfig, apply_fns: Dict[int, ApplyFn], params:
     return coarse_to_fine(key, config, apply_fns, params, start, box, observed=observed, mask=mask)[0]
 
 
+def make_inpainter(config: MultigridConfig, apply_fns: Dict[int, ApplyFn], box: Tuple[float, float]):
+    """jit'd ``(key, params, observed, mask) -> images by grid``: :func:`inpaint`."""
+    return jax.jit(lambda key, params, observed, mask: inpaint(key, config, apply_fns, params, observed, mask, box))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(config: MultigridConfig, box: Tuple[float, float]):
+    """Nets, optimizer, train step and inpainter of a config, made once per
+    process: a resumed run, or inpainting after learning, reuses the
+    compiled programs. Call it with :func:`_step_key` of the config, which
+    keeps only the fields that shape the step."""
+    nets = make_nets(config)
+    apply_fns = {g: net.apply for g, net in nets.items()}
+    optimizer = make_optimizer(config)
+    return nets, optimizer, make_train_step(config, apply_fns, optimizer, box), make_inpainter(config, apply_fns, box)
+
+
+def _step_key(config: MultigridConfig) -> MultigridConfig:
+    return dataclasses.replace(config, n_iterations=1, seed=0, run=RunConfig())
+
+
 def single_grid_baseline(config: MultigridConfig) -> MultigridConfig:
     """The same model at the finest grid only, chains from noise, with as
     many Langevin steps per iteration as all the grids of ``config`` take."""
@@ -583,10 +606,7 @@ def learn_multigrid(
                         data_spec=data_spec or {}, title=title)
         gdata.save_image_grid(run.path / "observed.png", images[:64])
 
-    nets = make_nets(config)
-    apply_fns = {g: net.apply for g, net in nets.items()}
-    optimizer = make_optimizer(config)
-    step = make_train_step(config, apply_fns, optimizer, box)
+    nets, optimizer, step, _ = _compiled(_step_key(config), tuple(box))
     batches = _batches(x, config.batch_size, config.seed)
     size = config.image_size
 
@@ -713,9 +733,7 @@ def inpaint_run(run_dir: Union[str, Path], images: np.ndarray, mask: np.ndarray,
     if mask.shape[:3] != images.shape[:3]:
         raise ValueError(f"mask of shape {mask.shape} does not match the images {images.shape}.")
     out_run = RunDir(out, overwrite=overwrite)
-    apply_fns = {g: net.apply for g, net in nets.items()}
-    box = scale.range
-    fill = jax.jit(lambda k, p, o, m: inpaint(k, config, apply_fns, p, o, m, box))
+    fill = _compiled(_step_key(config), tuple(scale.range))[3]
     t0 = time.perf_counter()
     recovered = jax.device_get(fill(jax.random.key(seed), params, jnp.asarray(scale.to_model(images)),
                                     jnp.asarray(mask)))

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from gcnjax import cli, masks
+from gcnjax import cli, masks, presets
 from gcnjax import multigrid as M
 from gcnjax.langevin import LangevinConfig
 from gcnjax.nets import DES4_LAYERS, MultigridNet, multigrid_layers
@@ -29,11 +29,14 @@ class LinearF(nn.Module):
 
 
 def tiny_config(**kw):
-    base = dict(grids=(4, 8), width=0.04, norm="batch", batch_size=3, channels=3, n_iterations=4,
-                langevin=LangevinConfig.from_delta(0.3, 2, noise=False, unroll=1), learning_rate=0.01,
+    """The authors' preset shrunk: what the CLI test's flags give, so that
+    the run, inpainting and CLI tests share one compiled step (the
+    multigrid module caches them by config)."""
+    base = dict(grids=(4, 8), width=0.04, batch_size=3, n_iterations=4,
+                langevin=LangevinConfig.from_delta(0.3, 2, noise=False),
                 run=RunConfig(log_every=1, image_every=2, checkpoint_every=2))
     base.update(kw)
-    return M.MultigridConfig(**base)
+    return dataclasses.replace(presets.get_multigrid("authors"), **base)
 
 
 def pixel_images(n=3, size=8, seed=0):
@@ -89,21 +92,6 @@ def _step_for(cfg, apply_fns, optimizer=None):
     return M.make_train_step(cfg, nets, optimizer, (0.0, 255.0)), optimizer
 
 
-def test_chains_start_at_each_images_mean_colour():
-    cfg = tiny_config(langevin=LangevinConfig.from_delta(0.3, 0, noise=False))  # no moves: the start shows
-    nets = M.make_nets(cfg)
-    step, opt = _step_for(cfg, {g: n.apply for g, n in nets.items()})
-    state = M.init_state(jax.random.key(0), cfg, nets, opt)
-    data = pixel_images()
-    state, _ = step(state, jnp.asarray(data))
-    mean_colour = data.mean(axis=(1, 2))  # (N, C)
-    np.testing.assert_allclose(np.asarray(state.samples["start"])[:, 0, 0], mean_colour, rtol=1e-5)
-    for g in cfg.grids:
-        x = np.asarray(state.samples[M.grid_key(g)])
-        assert x.shape == (3, g, g, 3)
-        np.testing.assert_allclose(x, np.broadcast_to(mean_colour[:, None, None], x.shape), rtol=1e-5)
-
-
 @pytest.mark.parametrize("norm", ["none", "batch"])
 def test_linear_f_learning_step_matches_closed_form(norm):
     """f_s(x) = <w_s, x>, no noise, no reference, no clip: each chain moves by
@@ -143,9 +131,9 @@ def test_linear_f_learning_step_matches_closed_form(norm):
                                    rtol=1e-4)
 
 
-def test_train_step_traced_once():
+def test_train_step_traced_once_and_chains_start_at_mean_colour():
     traces = {"n": 0}
-    cfg = tiny_config()
+    cfg = tiny_config(grids=(4,))
     nets = M.make_nets(cfg)
 
     def counting(net):
@@ -156,9 +144,18 @@ def test_train_step_traced_once():
 
     step, opt = _step_for(cfg, {g: counting(n) for g, n in nets.items()})
     state = M.init_state(jax.random.key(0), cfg, nets, opt)
-    data = jnp.asarray(pixel_images())
-    state, _ = step(state, data)
+    data = pixel_images()
+    state, _ = step(state, jnp.asarray(data))
     first = traces["n"]
+    # The chains start at each image's 1×1 mean colour; up-sampled, a flat
+    # image of that colour.
+    mean_colour = data.mean(axis=(1, 2))  # (N, C)
+    start = np.asarray(state.samples["start"])
+    assert start.shape == (3, 1, 1, 3)
+    np.testing.assert_allclose(start[:, 0, 0], mean_colour, rtol=1e-5)
+    flat = np.asarray(M.upsample(jnp.asarray(start), 4))
+    np.testing.assert_array_equal(flat, np.broadcast_to(start, (3, 4, 4, 3)))
+    data = jnp.asarray(data)
     assert first > 0
     for _ in range(3):
         state, metrics = step(state, data + 1.0)
@@ -172,12 +169,12 @@ def test_batch_norm_net_normalises_by_its_batch():
     params = net.init(jax.random.key(1), x)
     # Batch statistics: f of an image depends on its batch mates; without
     # the norm it does not.
-    f_all = net.apply(params, x)
-    f_sub = net.apply(params, x[:3])
-    assert not np.allclose(f_all[:3], f_sub, rtol=1e-3)
+    apply = jax.jit(net.apply)
+    assert not np.allclose(apply(params, x)[:3], apply(params, x[:3]), rtol=1e-3)
     plain = MultigridNet(layers=multigrid_layers(4, 0.05), norm="none")
     pp = plain.init(jax.random.key(1), x)
-    np.testing.assert_allclose(plain.apply(pp, x)[:3], plain.apply(pp, x[:3]), rtol=1e-5)
+    apply = jax.jit(plain.apply)
+    np.testing.assert_allclose(apply(pp, x)[:3], apply(pp, x[:3]), rtol=1e-5)
     assert [s.features for s in multigrid_layers(4)] == [s.features for s in DES4_LAYERS] == [96, 128, 256]
     assert [s.features for s in multigrid_layers(64)] == [64, 128, 256, 512]
     assert [s.features for s in multigrid_layers(16)] == [96, 128, 256, 512]
@@ -187,14 +184,12 @@ def test_batch_norm_net_normalises_by_its_batch():
 
 
 def test_inpainting_leaves_observed_pixels_unchanged():
-    cfg = tiny_config(grids=(2, 4, 8), langevin=LangevinConfig.from_delta(3.0, 2, unroll=1), sigma=100.0,
-                      clip_to_data=False)
-    nets = M.make_nets(cfg)
-    params = M.init_state(jax.random.key(0), cfg, nets, M.make_optimizer(cfg)).params
+    cfg = tiny_config()
+    nets, optimizer, _, fill = M._compiled(M._step_key(cfg), (0.0, 255.0))
+    params = M.init_state(jax.random.key(0), cfg, nets, optimizer).params
     data = pixel_images(seed=5)
     mask = masks.block(data.shape, 4)  # centred 4×4 of 8×8
-    out = M.inpaint(jax.random.key(2), cfg, {g: n.apply for g, n in nets.items()}, params, jnp.asarray(data),
-                    jnp.asarray(mask), (0.0, 255.0))
+    out = fill(jax.random.key(2), params, jnp.asarray(data), jnp.asarray(mask))
     finest = np.asarray(out["grid8"])
     observed = np.broadcast_to(mask > 0, data.shape)
     np.testing.assert_array_equal(finest[observed], data[observed])
@@ -236,6 +231,7 @@ def test_run_writes_all_grids_and_resumes_identically(tmp_path):
         M.learn_multigrid(dataclasses.replace(cfg, width=0.05), images, tmp_path / "part", resume=True, quiet=True)
 
     # Inpainting with the learned models through the run directory.
+    images = images[:3]
     mask = masks.block(images.shape, 4)
     result = M.inpaint_run(tmp_path / "full", images, mask, tmp_path / "fill", mask_spec="block:4")
     observed = np.broadcast_to(mask > 0, images.shape)
@@ -243,7 +239,7 @@ def test_run_writes_all_grids_and_resumes_identically(tmp_path):
     from gcnjax.metrics import recovery_error
 
     np.testing.assert_allclose(result["errors"], recovery_error(images, result["recovered"], mask))
-    assert json.loads((tmp_path / "fill" / "summary.json").read_text())["n_images"] == 5
+    assert json.loads((tmp_path / "fill" / "summary.json").read_text())["n_images"] == 3
 
 
 def test_single_grid_baseline_has_equal_steps():
@@ -258,16 +254,17 @@ def test_cli_learns_and_rejects_bad_input(tmp_path, capsys):
 
     folder = tmp_path / "faces"
     folder.mkdir()
-    for i, im in enumerate(pixel_images(4, 16, seed=7)):
+    for i, im in enumerate(pixel_images(4, 8, seed=7)):
         Image.fromarray(im.astype(np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "run"
-    args = ["multigrid", "--data", str(folder), "--out", str(out), "--grids", "4,16", "--width", "0.04",
-            "--iterations", "1", "--chains", "2", "--steps", "1", "--quiet"]
+    args = ["multigrid", "--data", str(folder), "--out", str(out), "--grids", "4,8", "--width", "0.04",
+            "--iterations", "2", "--chains", "3", "--steps", "2", "--quiet"]
     assert cli.main(args) == 0
     saved = json.loads((out / "config.json").read_text())
-    assert saved["config"]["grids"] == [4, 16] and saved["config"]["batch_size"] == 2
-    assert cli.main(["multigrid", "inpaint", "--run", str(out), "--data", str(folder), "--mask", "block:8",
-                     "--out", str(tmp_path / "fill"), "--quiet"]) == 0
+    assert M.MultigridConfig.from_dict(saved["config"]) == tiny_config(
+        n_iterations=2, run=RunConfig(image_every=1, checkpoint_every=2))
+    assert cli.main(["multigrid", "inpaint", "--run", str(out), "--data", str(folder), "--mask", "block:4",
+                     "--limit", "3", "--out", str(tmp_path / "fill"), "--quiet"]) == 0
     assert "recovery error" in capsys.readouterr().out
     assert cli.main(["multigrid", "--data", str(folder), "--out", str(tmp_path / "x"), "--grids", "4,6"]) == 2
     assert "divide" in capsys.readouterr().err
