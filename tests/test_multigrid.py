@@ -305,3 +305,13 @@ def test_config_round_trip_and_presets():
     assert paper.langevin.noise_scale == pytest.approx(0.3) and paper.sigma == 50.0
     with pytest.raises(ValueError, match="preset"):
         presets.get_multigrid("nope")
+
+
+def test_pixels_scale_is_the_identity_on_0_255():
+    from gcnjax.data import PixelScale
+
+    scale = PixelScale("pixels").fit(pixel_images())
+    x = pixel_images()
+    np.testing.assert_array_equal(scale.to_model(x), x)
+    np.testing.assert_array_equal(scale.to_pixels(x), x)
+    assert scale.range == (0.0, 255.0) and scale.mean is None
