@@ -9,6 +9,8 @@
     gcnjax classifier --data IDX_FOLDER train and cache the FCD feature classifier
     gcnjax fcd --a IMAGES --b IMAGES    Fréchet classifier distance of two image sets
     gcnjax stgconvnet --data VIDEO_OR_FOLDER_OR_WAV --out DIR [--variant st|fc_s|fc_s_large]
+    gcnjax multigrid --data FOLDER --out DIR [--preset authors|paper]
+    gcnjax multigrid inpaint --run DIR --data FOLDER --mask block:32 --out DIR
 
 User errors (bad paths, bad values, unreadable images, diverged chains) are
 printed as one line naming the input and the fix, with exit status 2.
@@ -422,6 +424,114 @@ def cmd_stgconvnet(args) -> int:
     return 0
 
 
+def _multigrid_config(args):
+    """The preset with the command line's changes (``gcnjax multigrid``)."""
+    from gcnjax import presets
+    from gcnjax.langevin import LangevinConfig
+
+    config = presets.get_multigrid(args.preset)
+    changes, run = {}, {}
+    grids = tuple(config.grids)
+    if args.grids:
+        try:
+            grids = tuple(int(g) for g in args.grids.split(","))
+        except ValueError:
+            raise ValueError(f"--grids must be grid sizes separated by commas (e.g. 4,16,64), got {args.grids!r}.") from None
+    if args.image_size:
+        if args.grids and grids[-1] != args.image_size:
+            raise ValueError(f"--image-size {args.image_size} must equal the last of --grids {args.grids}.")
+        # The preset's coarser grids that divide the new size, then the size.
+        grids = tuple(g for g in grids if g < args.image_size and args.image_size % g == 0) + (args.image_size,)
+    changes["grids"] = grids
+    if args.iterations:
+        changes["n_iterations"] = args.iterations
+        run["image_every"] = max(1, min(config.run.image_every, args.iterations // 4 or 1))
+        run["checkpoint_every"] = max(1, min(config.run.checkpoint_every, args.iterations))
+    if args.chains:
+        changes["batch_size"] = args.chains
+    if args.lr:
+        changes["learning_rate"] = args.lr
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.width:
+        changes["width"] = args.width
+    if args.norm:
+        changes["norm"] = args.norm
+    if getattr(args, "gray", False):
+        changes["channels"] = 1
+    if args.delta or args.steps:
+        old = config.langevin
+        delta = args.delta or (2.0 * old.step_size) ** 0.5
+        steps = args.steps or old.n_steps
+        changes["langevin"] = LangevinConfig.from_delta(delta, steps, noise=old.noise_scale != 0, unroll=old.unroll)
+    if args.checkpoint_every is not None:
+        run["checkpoint_every"] = args.checkpoint_every
+    if args.on_divergence == "retry":
+        raise ValueError("--on-divergence retry is not offered for multi-grid runs; a diverged run stops "
+                         "at its last good checkpoint (lower --delta or --lr and start again).")
+    if run:
+        changes["run"] = dataclasses.replace(config.run, **run)
+    return dataclasses.replace(config, **changes)
+
+
+def cmd_multigrid(args) -> int:
+    from gcnjax import masks
+    from gcnjax.multigrid import MultigridConfig, inpaint_run, learn_multigrid
+
+    if args.action == "inpaint":
+        if args.run is None or args.data is None or args.out is None:
+            raise ValueError("multigrid inpaint needs --run (a finished multi-grid run), --data and --out.")
+        from gcnjax.multigrid import load_multigrid_run
+
+        config = load_multigrid_run(args.run)[0]
+        images = load_data(args.data, size=config.image_size, channels=config.channels)
+        if args.limit:
+            images = images[:args.limit]
+        mask = masks.from_spec(args.mask, images.shape, seed=args.seed or 0)
+        result = inpaint_run(args.run, images, mask, args.out, mask_spec=args.mask, seed=args.seed or 0,
+                             overwrite=args.overwrite)
+        print(f"mean recovery error on the missing pixels (0..255): {result['mean_recovery_error']:.2f} "
+              f"(mean-colour fill: {result['mean_colour_fill_error']:.2f})")
+        print(f"report: {result['report']}")
+        return 0
+    if args.resume:
+        from gcnjax.train import RunDir
+
+        given = [f"--{n.replace('_', '-')}" for n in _MODEL_FLAGS + ("width", "norm", "grids")
+                 if getattr(args, n, None) is not None]
+        if given:
+            raise ValueError(f"--resume continues a run with its own saved settings; drop {', '.join(given)}.")
+        if args.out is None:
+            raise ValueError("--resume needs --out: the run directory to continue.")
+        saved = RunDir(args.out, resume=True).load_config()
+        try:
+            config = MultigridConfig.from_dict(saved["config"])
+        except (TypeError, KeyError) as err:
+            raise ValueError(f"{str(args.out)!r} is not a multi-grid run ({err}); cannot resume it here.") from None
+        spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.get("data_spec", {}).items()}
+        if not spec:
+            raise ValueError(f"{str(args.out)!r} does not record how its data was loaded, so it cannot be resumed.")
+        title = saved.get("title", "Multi-grid descriptor")
+    else:
+        if args.out is None or args.data is None:
+            raise ValueError("--data and --out are required: the images to learn from and the run directory to write.")
+        config = _multigrid_config(args)
+        spec = dict(spec=args.data, size=(config.image_size, config.image_size), crop=None,
+                    channels=config.channels, limit=args.limit)
+        title = f"Multi-grid descriptor ({args.preset}): {Path(args.data).name}"
+    limit = spec.pop("limit", None)
+    images = load_data(**spec)
+    if limit:
+        images = images[:limit]
+    result = learn_multigrid(config, images, args.out, title=title, source=spec["spec"],
+                             data_spec={**spec, "limit": limit}, overwrite=args.overwrite, resume=args.resume,
+                             quiet=args.quiet)
+    print(f"learned in {result['seconds']:.0f} s")
+    print(f"synthesized images: {result['synthesized']}")
+    print(f"report:             {result['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gcnjax", description="Generative ConvNets in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -528,6 +638,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid", action="store_true", help="also the polynomial-kernel MMD² (KID-style) of the features")
     p.add_argument("--kid-subsets", type=_positive_int, default=100)
     p.set_defaults(func=cmd_fcd)
+    p = sub.add_parser("multigrid", help="multi-grid descriptors (1x1 -> 4x4 -> 16x16 -> 64x64): learn, or inpaint")
+    p.add_argument("action", nargs="?", default="learn", choices=["learn", "inpaint"],
+                   help="learn models from --data (default), or inpaint --data with the models of --run")
+    p.add_argument("--preset", default="authors", choices=["authors", "paper"],
+                   help="authors: their code's Langevin (no noise, no reference, 0..255, clipped); "
+                        "paper: with noise and the Gaussian reference")
+    p.add_argument("--data", help="a folder of images (or one image)")
+    p.add_argument("--limit", type=_positive_int, help="use only the first N images (sorted by name)")
+    p.add_argument("--grids", help="modeled grid sizes, coarse to fine, e.g. 4,16,64 (the last is the image size)")
+    p.add_argument("--width", type=_positive_float, help="multiplier of the nets' filter counts (1: the authors')")
+    p.add_argument("--norm", choices=["batch", "none"], help="batch norm in the nets, or none")
+    p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
+    p.add_argument("--run", type=Path, help="inpaint: a finished multi-grid run directory")
+    p.add_argument("--mask", default="block:32", help="inpaint: block:SIZE, randblock:SIZE or pepper:FRACTION")
+    _add_common(p)
+    p.set_defaults(func=cmd_multigrid)
     return parser
 
 

@@ -197,14 +197,16 @@ class PixelScale:
       ``"minus_mean"``: ``x = p − mean`` (the descriptor papers; σ = 1).
         ``mean`` is one value per channel, the data's own unless given.
       ``"unit"``: ``x = p / 127.5 − 1`` in [−1, 1] (ABP and later code).
+      ``"pixels"``: ``x = p``, pixels 0..255 as they are (the multi-grid
+        authors' code).
     """
 
     kind: str = "minus_mean"
     mean: Optional[Tuple[float, ...]] = None
 
     def __post_init__(self):
-        if self.kind not in ("minus_mean", "unit"):
-            raise ValueError(f"PixelScale.kind must be 'minus_mean' or 'unit', got {self.kind!r}.")
+        if self.kind not in ("minus_mean", "unit", "pixels"):
+            raise ValueError(f"PixelScale.kind must be 'minus_mean', 'unit' or 'pixels', got {self.kind!r}.")
 
     def fit(self, images: np.ndarray) -> "PixelScale":
         """This scale with its mean taken from ``images`` (if it needs one)."""
@@ -214,6 +216,8 @@ class PixelScale:
         return dataclasses.replace(self, mean=tuple(float(m) for m in mean))
 
     def to_model(self, pixels):
+        if self.kind == "pixels":
+            return pixels
         if self.kind == "unit":
             return pixels / 127.5 - 1.0
         if self.mean is None:
@@ -221,6 +225,8 @@ class PixelScale:
         return pixels - np.asarray(self.mean, np.float32)
 
     def to_pixels(self, x):
+        if self.kind == "pixels":
+            return np.asarray(x)
         if self.kind == "unit":
             return (np.asarray(x) + 1.0) * 127.5
         return np.asarray(x) + np.asarray(self.mean, np.float32)
@@ -230,6 +236,8 @@ class PixelScale:
         """The model-space box that pixels 0..255 fill (per channel, widest)."""
         if self.kind == "unit":
             return (-1.0, 1.0)
+        if self.kind == "pixels":
+            return (0.0, 255.0)
         mean = np.asarray(self.mean)
         return (float(-mean.max()), float(255.0 - mean.min()))
 

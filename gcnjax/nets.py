@@ -33,6 +33,13 @@ __all__ = [
     "face32_generator",
     "digit_generator",
     "sound_generator",
+    "DES4_LAYERS",
+    "DES16_LAYERS",
+    "DES64_LAYERS",
+    "MULTIGRID_LAYERS",
+    "MULTIGRID_NORMS",
+    "MultigridNet",
+    "multigrid_layers",
 ]
 
 
@@ -448,3 +455,83 @@ def sound_generator(**overrides) -> SoundGeneratorNet:
     1-D transposed convs of kernel 25 and stride 4, tanh out."""
     return SoundGeneratorNet(**{"start": 16, "channels": (128, 64, 32, 1), "kernel": 25, "stride": 4,
                                 **overrides})
+
+
+# ---------------------------------------------------------------- multi-grid descriptors
+#
+# The nets of "Learning Generative ConvNets via Multi-grid Modeling and
+# Sampling" (Gao et al., CVPR 2018; PAPERS §5), one per grid: every conv is
+# zero-padded ("SAME") and followed by [batch norm and] LeakyReLU 0.2, and a
+# fully connected layer maps the top map to f(x).
+
+DES4_LAYERS: Tuple[ConvSpec, ...] = (
+    ConvSpec(96, 5, 2, "SAME"),
+    ConvSpec(128, 3, 1, "SAME"),
+    ConvSpec(256, 3, 1, "SAME"),
+)
+DES16_LAYERS: Tuple[ConvSpec, ...] = DES4_LAYERS + (ConvSpec(512, 3, 1, "SAME"),)
+DES64_LAYERS: Tuple[ConvSpec, ...] = (
+    ConvSpec(64, 5, 2, "SAME"),
+    ConvSpec(128, 5, 2, "SAME"),
+    ConvSpec(256, 5, 2, "SAME"),
+    ConvSpec(512, 5, 2, "SAME"),
+)
+#: The authors' net for each grid size.
+MULTIGRID_LAYERS = {4: DES4_LAYERS, 16: DES16_LAYERS, 64: DES64_LAYERS}
+MULTIGRID_NORMS = ("batch", "none")
+
+
+def multigrid_layers(grid: int, width: float = 1.0) -> Tuple[ConvSpec, ...]:
+    """The authors' net for a ``grid``×``grid`` image (des4, des16 or
+    des64; another size takes the net of the next larger of these), with
+    every layer's number of filters multiplied by ``width`` (at least 1)."""
+    if int(grid) < 1:
+        raise ValueError(f"grid size must be >= 1, got {grid!r}.")
+    if not width > 0:
+        raise ValueError(f"width must be a positive multiplier of the filter counts, got {width!r}.")
+    base = next((MULTIGRID_LAYERS[g] for g in sorted(MULTIGRID_LAYERS) if grid <= g), DES64_LAYERS)
+    return tuple(dataclasses.replace(s, features=max(1, int(round(s.features * width)))) for s in base)
+
+
+class MultigridNet(nn.Module):
+    """``f(x)`` of one grid of the multi-grid model:
+    ``x → (conv → [BN] → LeakyReLU(0.2))* → Dense(1)``.
+
+    Attributes:
+      layers: the conv layers, bottom first (see :func:`multigrid_layers`).
+      norm: ``"batch"`` or ``"none"``. Batch norm here always normalises
+        by the statistics of the batch it is given (mean and variance over
+        images and positions, ε = 1e-5, then a learned scale and shift),
+        as the authors' code does in learning AND sampling. It keeps no
+        running averages, so it has no state beyond the params: ``apply``
+        stays a pure function, but ``f`` of one image depends on the others
+        in its batch, and a Langevin chain must move the whole batch at
+        once (:mod:`gcnjax.multigrid` does).
+      init: ``"xavier"`` (Glorot uniform, the authors') for conv and dense
+        kernels; biases start at zero.
+      dtype: compute dtype; params and ``f`` stay float32.
+    """
+
+    layers: Sequence[ConvSpec] = DES64_LAYERS
+    norm: str = "batch"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.norm not in MULTIGRID_NORMS:
+            raise ValueError(f"MultigridNet.norm must be one of {MULTIGRID_NORMS}, got {self.norm!r}.")
+        init = nn.initializers.glorot_uniform()
+        h = x.astype(self.dtype)
+        for i, spec in enumerate(self.layers):
+            h = nn.Conv(spec.features, (spec.kernel, spec.kernel), strides=(spec.stride, spec.stride),
+                        padding=spec.padding, kernel_init=init, dtype=self.dtype, name=f"conv{i + 1}")(h)
+            if self.norm == "batch":
+                h32 = h.astype(jnp.float32)
+                mean = jnp.mean(h32, axis=(0, 1, 2))
+                var = jnp.mean(jnp.square(h32 - mean), axis=(0, 1, 2))
+                scale = self.param(f"bn{i + 1}_scale", nn.initializers.ones, (spec.features,))
+                shift = self.param(f"bn{i + 1}_shift", nn.initializers.zeros, (spec.features,))
+                h = ((h32 - mean) * jax.lax.rsqrt(var + 1e-5) * scale + shift).astype(self.dtype)
+            h = nn.leaky_relu(h, 0.2)
+        h = h.astype(jnp.float32).reshape(h.shape[0], -1)
+        return nn.Dense(1, kernel_init=init, name="top")(h)[:, 0]

@@ -1,0 +1,153 @@
+"""Multi-grid learning of 64×64 faces, inpainting, and single-grid vs
+multi-grid at an equal number of Langevin steps (PAPERS §5).
+
+    python experiments/multigrid_faces.py /work/shared/data/faces64 --out runs/multigrid_faces
+
+Sized for a busy 2-core CPU: a subset of faces, nets at a fraction of the
+authors' widths, few Langevin steps per grid. Writes two run directories
+(multigrid/, singlegrid/), an inpainting run (inpaint/), and summary.json
+with the comparison numbers; --results copies small PNGs for RESULTS.md.
+
+The comparison statistic is a stand-in until a shared Fréchet metric
+exists: the Fréchet distance between Gaussians fitted to the features of a
+FIXED RANDOM conv net (seeded, never trained; 3 conv layers 5×5 stride 2,
+ReLU, global average pooling, 32 features), plus the log power-spectrum
+distance of gcnjax.metrics. Both are computed against the training faces,
+with two references: held-out real faces (what a perfect model would
+score) and the chains' start (each face's mean colour, flat images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from gcnjax import data as gdata
+from gcnjax import masks
+from gcnjax import multigrid as M
+from gcnjax import presets
+from gcnjax.metrics import log_spectrum_distance
+from gcnjax.train import RunConfig
+
+
+class RandomFeatures(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for features in (16, 32, 32):
+            x = nn.relu(nn.Conv(features, (5, 5), strides=(2, 2), padding="SAME")(x))
+        return jnp.mean(x, axis=(1, 2))
+
+
+def random_feature_frechet(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
+    """Fréchet distance ||μa − μb||² + tr(Σa + Σb − 2(ΣaΣb)^½) between
+    Gaussians fitted to random-conv features of two image sets (pixels
+    0..255, scaled to [−1, 1] first)."""
+    net = RandomFeatures()
+    params = net.init(jax.random.key(seed), jnp.zeros((1,) + a.shape[1:]))
+    feats = [np.asarray(jax.jit(net.apply)(params, jnp.asarray(x / 127.5 - 1.0)), np.float64) for x in (a, b)]
+    mu = [f.mean(axis=0) for f in feats]
+    cov = [np.cov(f, rowvar=False) for f in feats]
+    root = scipy.linalg.sqrtm(cov[0] @ cov[1]).real
+    return float(np.sum((mu[0] - mu[1]) ** 2) + np.trace(cov[0] + cov[1] - 2.0 * root))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("data", help="folder of 64×64 faces (e.g. /work/shared/data/faces64)")
+    ap.add_argument("--out", default="runs/multigrid_faces")
+    ap.add_argument("--results", default=None, help="folder for small PNGs (e.g. experiments/results)")
+    ap.add_argument("--faces", type=int, default=160, help="training faces (the first N by name)")
+    ap.add_argument("--held-out", type=int, default=64, help="next N faces: inpainting and the real reference")
+    ap.add_argument("--iterations", type=int, default=120)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=15, help="Langevin steps per grid")
+    ap.add_argument("--width", type=float, default=0.125, help="fraction of the authors' filter counts")
+    ap.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the preset's)")
+    ap.add_argument("--preset", default="authors", choices=["authors", "paper"])
+    ap.add_argument("--mask", default="block:32")
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    paths = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in gdata.IMAGE_EXTENSIONS)
+    need = args.faces + args.held_out
+    if len(paths) < need:
+        raise SystemExit(f"{args.data} holds {len(paths)} images; need {need} (--faces + --held-out).")
+    train = gdata.load_images(paths[:args.faces], size=64)
+    held = gdata.load_images(paths[args.faces:need], size=64)
+
+    base = presets.get_multigrid(args.preset)
+    config = dataclasses.replace(
+        base, width=args.width, batch_size=args.batch, n_iterations=args.iterations,
+        learning_rate=args.lr or base.learning_rate,
+        langevin=dataclasses.replace(base.langevin, n_steps=args.steps, unroll=1),
+        run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations // 2),
+    )
+    single = M.single_grid_baseline(config)
+    summary = {"settings": {"faces": args.faces, "held_out": args.held_out, "config": config.to_dict(),
+                            "single_grid_langevin_steps": single.langevin.n_steps}}
+
+    results = {}
+    for name, cfg in (("multigrid", config), ("singlegrid", single)):
+        t0 = time.perf_counter()
+        res = M.learn_multigrid(cfg, train, out / name, title=f"{name} faces", source=args.data,
+                                overwrite=args.overwrite, quiet=True)
+        seconds = time.perf_counter() - t0
+        # Fresh synthesis after learning: 4 batches, started from the training
+        # faces' mean colours (multi-grid) or noise (single grid).
+        apply_fns = {g: n.apply for g, n in res["nets"].items()}
+        synth = M.make_synthesizer(cfg, apply_fns, res["scale"].range)
+        key = jax.random.key(123)
+        samples = []
+        for i in range(4):
+            batch = jnp.asarray(res["scale"].to_model(train[i * args.batch:(i + 1) * args.batch]))
+            s = synth(jax.random.fold_in(key, i), res["state"].params, batch)
+            samples.append(res["scale"].to_pixels(np.asarray(s[M.grid_key(64)])))
+        samples = np.clip(np.concatenate(samples), 0, 255)
+        gdata.save_image_grid(out / name / "fresh_samples.png", samples[:16], n_cols=8)
+        results[name] = {"seconds": seconds, "samples": samples, "res": res}
+        print(f"{name}: learned in {seconds:.0f} s", flush=True)
+
+    flat = np.broadcast_to(train[:64].mean(axis=(1, 2), keepdims=True), train[:64].shape).copy()
+    distances = {}
+    for label, images in (("held-out real faces", held), ("start: flat mean colours", flat),
+                          ("multi-grid samples", results["multigrid"]["samples"]),
+                          ("single-grid samples", results["singlegrid"]["samples"])):
+        distances[label] = {"random_feature_frechet": random_feature_frechet(images, train),
+                            "log_spectrum_distance": log_spectrum_distance(images, train)}
+    summary["distances_to_training_faces"] = distances
+    summary["seconds"] = {k: v["seconds"] for k, v in results.items()}
+
+    mask = masks.from_spec(args.mask, held[:16].shape)
+    fill = M.inpaint_run(out / "multigrid", held[:16], mask, out / "inpaint", mask_spec=args.mask,
+                         overwrite=args.overwrite)
+    summary["inpainting"] = {"mask": args.mask, "mean_recovery_error": fill["mean_recovery_error"],
+                             "mean_colour_fill_error": fill["mean_colour_fill_error"],
+                             "per_image": [float(e) for e in fill["errors"]]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: summary[k] for k in ("distances_to_training_faces", "inpainting", "seconds")}, indent=2))
+
+    if args.results:
+        dest = Path(args.results)
+        dest.mkdir(parents=True, exist_ok=True)
+        mg = out / "multigrid"
+        shutil.copy(mg / "images" / "pyramid_final.png", dest / "multigrid_faces_pyramid.png")
+        shutil.copy(mg / "fresh_samples.png", dest / "multigrid_faces_samples.png")
+        shutil.copy(out / "singlegrid" / "fresh_samples.png", dest / "singlegrid_faces_samples.png")
+        gdata.save_image_grid(dest / "multigrid_faces_observed.png", train[:16], n_cols=8)
+        rows = np.concatenate([held[:8], np.where(mask[:8] > 0, held[:8], 127.5), fill["recovered"][:8]])
+        gdata.save_image_grid(dest / "multigrid_faces_inpainting.png", rows, n_cols=8)
+
+
+if __name__ == "__main__":
+    main()

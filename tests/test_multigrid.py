@@ -1,0 +1,316 @@
+"""Multi-grid modeling and sampling: pyramid, coarse-to-fine chains,
+learning step (closed form for a linear f), inpainting, runs, config."""
+
+import dataclasses
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gcnjax import cli, masks, presets
+from gcnjax import multigrid as M
+from gcnjax.langevin import LangevinConfig
+from gcnjax.nets import DES4_LAYERS, MultigridNet, multigrid_layers
+from gcnjax.train import RunConfig
+
+
+class LinearF(nn.Module):
+    """f(x) = <w, x>: the ML gradient of w is mean(data) − mean(samples)."""
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("w", nn.initializers.normal(1.0), x.shape[1:])
+        return jnp.sum(x * w, axis=tuple(range(1, x.ndim)))
+
+
+def tiny_config(**kw):
+    """The authors' preset shrunk: what the CLI test's flags give, so that
+    the run, inpainting and CLI tests share one compiled step (the
+    multigrid module caches them by config)."""
+    base = dict(grids=(4, 8), width=0.04, batch_size=3, n_iterations=4,
+                langevin=LangevinConfig.from_delta(0.3, 2, noise=False),
+                run=RunConfig(log_every=1, image_every=2, checkpoint_every=2))
+    base.update(kw)
+    return dataclasses.replace(presets.get_multigrid("authors"), **base)
+
+
+def pixel_images(n=3, size=8, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- pyramid
+
+
+def test_downsample_of_upsample_is_identity():
+    # Integer pixels and power-of-two blocks: the block means are exact in
+    # any summation order, so equality is exact.
+    x = jnp.asarray(pixel_images(2, 4))
+    for size in (4, 16, 64):
+        np.testing.assert_array_equal(M.downsample(M.upsample(x, size), 4), x)
+    # Any floats, any block (3×3): equal up to round-off.
+    y = jax.random.normal(jax.random.key(0), (2, 5, 5, 1))
+    np.testing.assert_allclose(M.downsample(M.upsample(y, 15), 5), y, rtol=1e-6, atol=1e-6)
+
+
+def test_pyramid_equals_blockwise_numpy_means():
+    x = np.random.default_rng(1).normal(size=(2, 16, 16, 3))
+    pyr = M.pyramid(jnp.asarray(x, jnp.float32), grids=(1, 2, 4, 8, 16))
+    for s, y in pyr.items():
+        k = 16 // s
+        expected = np.zeros((2, s, s, 3))
+        for i in range(s):
+            for j in range(s):
+                expected[:, i, j] = x[:, i * k:(i + 1) * k, j * k:(j + 1) * k].mean(axis=(1, 2))
+        np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pyr[16], x, rtol=1e-6)
+
+
+def test_upsample_is_nearest_neighbour_replication():
+    x = jnp.arange(4.0).reshape(1, 2, 2, 1)
+    expected = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]], np.float32)
+    np.testing.assert_array_equal(M.upsample(x, 4)[0, ..., 0], expected)
+
+
+def test_pyramid_sizes_must_divide():
+    with pytest.raises(ValueError, match="must divide"):
+        M.downsample(jnp.zeros((1, 64, 64, 3)), 24)
+    with pytest.raises(ValueError, match="multiple"):
+        M.upsample(jnp.zeros((1, 4, 4, 3)), 10)
+
+
+# ---------------------------------------------------------------- sampling and learning
+
+
+def _step_for(cfg, apply_fns, optimizer=None):
+    optimizer = optimizer or M.make_optimizer(cfg)
+    nets = {g: apply_fns[g] for g in cfg.grids}
+    return M.make_train_step(cfg, nets, optimizer, (0.0, 255.0)), optimizer
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_linear_f_learning_step_matches_closed_form(norm):
+    """f_s(x) = <w_s, x>, no noise, no reference, no clip: each chain moves by
+    a·w_s per step, so samples_s = upsample(samples_prev) + n·a·w_s, and one
+    SGD step gives w_s + lr·(mean downsample(data, s) − mean samples_s).
+    The batch-coupled chain (norm="batch") must give the same: the summed
+    energy of independent images has the same per-image gradient."""
+    n_steps, delta, lr = 4, 0.5, 0.1
+    a = 0.5 * delta**2
+    cfg = tiny_config(grids=(2, 4, 8), norm=norm, clip_to_data=False,
+                      langevin=LangevinConfig.from_delta(delta, n_steps, noise=False, unroll=1))
+    lin = LinearF()
+    apply_fns = {g: lin.apply for g in cfg.grids}
+    opt = optax.sgd(lr)
+    step, _ = _step_for(cfg, apply_fns, opt)
+    params = {M.grid_key(g): lin.init(jax.random.key(g), jnp.zeros((1, g, g, 3))) for g in cfg.grids}
+    state = M.MultigridState(params, {k: opt.init(p) for k, p in params.items()},
+                             {}, jax.random.key(1), jnp.zeros((), jnp.int32))
+    w0 = {g: np.asarray(params[M.grid_key(g)]["params"]["w"], np.float64) for g in cfg.grids}
+    data = pixel_images(seed=3)
+    new, metrics = step(state, jnp.asarray(data))
+
+    x = data.mean(axis=(1, 2), keepdims=True).astype(np.float64)
+    for g in cfg.grids:
+        k = g // x.shape[1]
+        x = np.repeat(np.repeat(x, k, axis=1), k, axis=2) + n_steps * a * w0[g]
+        np.testing.assert_allclose(np.asarray(new.samples[M.grid_key(g)]), x, rtol=1e-4, atol=1e-3)
+        data_g = data.reshape(3, g, 8 // g, g, 8 // g, 3).mean(axis=(2, 4))
+        ml_gradient = data_g.mean(axis=0) - x.mean(axis=0)
+        w1 = np.asarray(new.params[M.grid_key(g)]["params"]["w"])
+        np.testing.assert_allclose(w1, w0[g] + lr * ml_gradient, rtol=1e-4, atol=1e-3)
+        # The step raises f(data) − f(samples) (the ML direction): by lr·||gradient||².
+        gap = lambda w: np.mean(np.sum(data_g * w, axis=(1, 2, 3))) - np.mean(np.sum(x * w, axis=(1, 2, 3)))
+        np.testing.assert_allclose(gap(w1) - gap(w0[g]), lr * np.sum(ml_gradient**2), rtol=1e-3)
+        assert gap(w1) > gap(w0[g])
+        np.testing.assert_allclose(float(metrics[f"f_data_{g}"]), np.mean(np.sum(data_g * w0[g], axis=(1, 2, 3))),
+                                   rtol=1e-4)
+
+
+def test_train_step_traced_once_and_chains_start_at_mean_colour():
+    traces = {"n": 0}
+    cfg = tiny_config(grids=(4,))
+    nets = M.make_nets(cfg)
+
+    def counting(net):
+        def apply(params, x):
+            traces["n"] += 1  # runs only while jax traces
+            return net.apply(params, x)
+        return apply
+
+    step, opt = _step_for(cfg, {g: counting(n) for g, n in nets.items()})
+    state = M.init_state(jax.random.key(0), cfg, nets, opt)
+    data = pixel_images()
+    state, _ = step(state, jnp.asarray(data))
+    first = traces["n"]
+    # The chains start at each image's 1×1 mean colour; up-sampled, a flat
+    # image of that colour.
+    mean_colour = data.mean(axis=(1, 2))  # (N, C)
+    start = np.asarray(state.samples["start"])
+    assert start.shape == (3, 1, 1, 3)
+    np.testing.assert_allclose(start[:, 0, 0], mean_colour, rtol=1e-5)
+    flat = np.asarray(M.upsample(jnp.asarray(start), 4))
+    np.testing.assert_array_equal(flat, np.broadcast_to(start, (3, 4, 4, 3)))
+    data = jnp.asarray(data)
+    assert first > 0
+    for _ in range(3):
+        state, metrics = step(state, data + 1.0)
+    assert traces["n"] == first, "the step was traced again for the same shapes"
+    assert set(metrics) >= {f"energy_samples_{g}" for g in cfg.grids} | {"diverged"}
+
+
+def test_batch_norm_net_normalises_by_its_batch():
+    net = MultigridNet(layers=multigrid_layers(4, 0.05), norm="batch")
+    x = jax.random.normal(jax.random.key(0), (5, 4, 4, 3))
+    params = net.init(jax.random.key(1), x)
+    # Batch statistics: f of an image depends on its batch mates; without
+    # the norm it does not.
+    apply = jax.jit(net.apply)
+    assert not np.allclose(apply(params, x)[:3], apply(params, x[:3]), rtol=1e-3)
+    plain = MultigridNet(layers=multigrid_layers(4, 0.05), norm="none")
+    pp = plain.init(jax.random.key(1), x)
+    apply = jax.jit(plain.apply)
+    np.testing.assert_allclose(apply(pp, x)[:3], apply(pp, x[:3]), rtol=1e-5)
+    assert [s.features for s in multigrid_layers(4)] == [s.features for s in DES4_LAYERS] == [96, 128, 256]
+    assert [s.features for s in multigrid_layers(64)] == [64, 128, 256, 512]
+    assert [s.features for s in multigrid_layers(16)] == [96, 128, 256, 512]
+
+
+# ---------------------------------------------------------------- inpainting
+
+
+def test_inpainting_leaves_observed_pixels_unchanged():
+    cfg = tiny_config()
+    nets, optimizer, _, fill = M._compiled(M._step_key(cfg), (0.0, 255.0))
+    params = M.init_state(jax.random.key(0), cfg, nets, optimizer).params
+    data = pixel_images(seed=5)
+    mask = masks.block(data.shape, 4)  # centred 4×4 of 8×8
+    out = fill(jax.random.key(2), params, jnp.asarray(data), jnp.asarray(mask))
+    finest = np.asarray(out["grid8"])
+    observed = np.broadcast_to(mask > 0, data.shape)
+    np.testing.assert_array_equal(finest[observed], data[observed])
+    assert np.all(finest[~observed] != data[~observed])  # the missing pixels were sampled
+    # The start is the mean colour of the observed pixels only.
+    expected = (data * mask).sum(axis=(1, 2)) / mask.sum(axis=(1, 2))
+    np.testing.assert_allclose(np.asarray(out["start"])[:, 0, 0], expected, rtol=1e-5)
+    # At 4×4, coarse pixels whose 2×2 block is fully observed are the data's block means.
+    coarse = np.asarray(out["grid4"])
+    data4 = data.reshape(3, 4, 2, 4, 2, 3).mean(axis=(2, 4))
+    ring = np.ones((4, 4), bool)
+    ring[1:3, 1:3] = False
+    np.testing.assert_allclose(coarse[:, ring], data4[:, ring], rtol=1e-5)
+
+
+# ---------------------------------------------------------------- runs
+
+
+def test_run_writes_all_grids_and_resumes_identically(tmp_path):
+    cfg = tiny_config()
+    images = pixel_images(5)
+    full = M.learn_multigrid(cfg, images, tmp_path / "full", quiet=True)
+    for name in ("config.json", "metrics.csv", "report.md", "params.msgpack", "synthesized.png"):
+        assert (tmp_path / "full" / name).is_file(), name
+    for name in ("start", "grid4", "grid8", "pyramid"):
+        assert (tmp_path / "full" / "images" / f"{name}_final.png").is_file(), name
+    history = full["history"]
+    assert {"energy_data_8", "energy_samples_8", "energy_data_4"} <= set(history)
+    assert list(history["iteration"]) == [1, 2, 3, 4]
+
+    import shutil
+
+    shutil.copytree(tmp_path / "full", tmp_path / "part")
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "4")  # as if killed after iteration 2
+    resumed = M.learn_multigrid(cfg, images, tmp_path / "part", resume=True, quiet=True)
+    for a, b in zip(jax.tree_util.tree_leaves(full["state"].params), jax.tree_util.tree_leaves(resumed["state"].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="different model"):
+        M.learn_multigrid(dataclasses.replace(cfg, width=0.05), images, tmp_path / "part", resume=True, quiet=True)
+
+    # Inpainting with the learned models through the run directory.
+    images = images[:3]
+    mask = masks.block(images.shape, 4)
+    result = M.inpaint_run(tmp_path / "full", images, mask, tmp_path / "fill", mask_spec="block:4")
+    observed = np.broadcast_to(mask > 0, images.shape)
+    np.testing.assert_array_equal(result["recovered"][observed], images[observed])
+    from gcnjax.metrics import recovery_error
+
+    np.testing.assert_allclose(result["errors"], recovery_error(images, result["recovered"], mask))
+    assert json.loads((tmp_path / "fill" / "summary.json").read_text())["n_images"] == 3
+
+
+def test_single_grid_baseline_has_equal_steps():
+    cfg = tiny_config(langevin=LangevinConfig.from_delta(0.3, 7, noise=False))
+    base = M.single_grid_baseline(cfg)
+    assert base.grids == (8,) and base.start == "noise"
+    assert base.langevin.n_steps == 7 * len(cfg.grids)
+
+
+def test_cli_learns_and_rejects_bad_input(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i, im in enumerate(pixel_images(4, 8, seed=7)):
+        Image.fromarray(im.astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    args = ["multigrid", "--data", str(folder), "--out", str(out), "--grids", "4,8", "--width", "0.04",
+            "--iterations", "2", "--chains", "3", "--steps", "2", "--quiet"]
+    assert cli.main(args) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert M.MultigridConfig.from_dict(saved["config"]) == tiny_config(
+        n_iterations=2, run=RunConfig(image_every=1, checkpoint_every=2))
+    assert cli.main(["multigrid", "inpaint", "--run", str(out), "--data", str(folder), "--mask", "block:4",
+                     "--limit", "3", "--out", str(tmp_path / "fill"), "--quiet"]) == 0
+    assert "recovery error" in capsys.readouterr().out
+    assert cli.main(["multigrid", "--data", str(folder), "--out", str(tmp_path / "x"), "--grids", "4,6"]) == 2
+    assert "divide" in capsys.readouterr().err
+    assert cli.main(["multigrid", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "y")]) == 2
+    assert cli.main(["multigrid", "inpaint", "--run", str(tmp_path / "nothing"), "--data", str(folder),
+                     "--out", str(tmp_path / "z")]) == 2
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(grids=(4, 6)), "divide"),
+    (dict(grids=(16, 4)), "increase"),
+    (dict(grids=()), "grids"),
+    (dict(norm="layer"), "norm"),
+    (dict(start="zeros"), "start"),
+    (dict(width=0), "width"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(learning_rate=-1.0), "learning_rate"),
+    (dict(pixel_scale="raw"), "pixel_scale"),
+    (dict(langevin=LangevinConfig(n_steps=2, clip=(0.0, 255.0))), "clip_to_data"),
+    (dict(sigma=0.0), "sigma"),
+])
+def test_config_validation(change, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**change)
+
+
+def test_config_round_trip_and_presets():
+    from gcnjax import presets
+
+    cfg = tiny_config()
+    assert M.MultigridConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    authors, paper = presets.get_multigrid("authors"), presets.get_multigrid("paper")
+    assert authors.langevin.noise_scale == 0.0 and authors.sigma is None and authors.clip_to_data
+    assert authors.pixel_scale == "pixels" and authors.langevin.n_steps == 90
+    assert paper.langevin.noise_scale == pytest.approx(0.3) and paper.sigma == 50.0
+    with pytest.raises(ValueError, match="preset"):
+        presets.get_multigrid("nope")
+
+
+def test_pixels_scale_is_the_identity_on_0_255():
+    from gcnjax.data import PixelScale
+
+    scale = PixelScale("pixels").fit(pixel_images())
+    x = pixel_images()
+    np.testing.assert_array_equal(scale.to_model(x), x)
+    np.testing.assert_array_equal(scale.to_pixels(x), x)
+    assert scale.range == (0.0, 255.0) and scale.mean is None
