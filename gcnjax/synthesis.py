@@ -24,7 +24,7 @@ import numpy as np
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import receptive_field
+from gcnjax.nets import layer_output_sizes, receptive_field
 from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic
 
 __all__ = ["learn_descriptor", "load_run", "autoencoding_check", "check_run_autoencoding", "check_images",
@@ -41,6 +41,10 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
             f"{name}: images have {images.shape[-1]} channels but the config has channels={config.channels}."
         )
     rf = receptive_field(config.layers)
+    if any(spec.padding != "VALID" for spec in config.layers):
+        # Padded layers see past the border: the net needs only a top map
+        # of at least one position.
+        rf = 0 if min(layer_output_sizes(config.layers, images.shape[1:3])[-1]) >= 1 else rf
     if min(images.shape[1:3]) < rf:
         raise gdata.DataError(
             f"{name}: images of {images.shape[2]}x{images.shape[1]} pixels are smaller than the net's "
