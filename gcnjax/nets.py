@@ -80,6 +80,12 @@ class DescriptorNet(nn.Module):
       init_std: standard deviation of the Gaussian initial conv weights.
       dtype: compute dtype (``jnp.bfloat16`` on accelerators); params stay
         float32 and ``f`` is returned in float32.
+      activate_last: apply the activation after the last conv layer too
+        (``False``: the last conv is linear, as in the short-run net whose
+        last 4×4 VALID conv makes f itself).
+      init_scheme: ``"normal"`` (N(0, init_std²) kernels, zero biases) or
+        ``"torch"`` (PyTorch's default for Conv2d, U(±1/sqrt(fan_in)) for
+        kernels and biases, as in the short-run authors' code).
     """
 
     layers: Sequence[ConvSpec] = TEXTURE_LAYERS
@@ -88,9 +94,13 @@ class DescriptorNet(nn.Module):
     activation: str = "relu"
     init_std: float = 0.01
     dtype: jnp.dtype = jnp.float32
+    activate_last: bool = True
+    init_scheme: str = "normal"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.init_scheme not in ("normal", "torch"):
+            raise ValueError(f"DescriptorNet.init_scheme must be 'normal' or 'torch', got {self.init_scheme!r}.")
         if self.top not in ("sum", "dense"):
             raise ValueError(f"DescriptorNet.top must be 'sum' or 'dense', got {self.top!r}.")
         act = {"relu": nn.relu, "leaky_relu": lambda h: nn.leaky_relu(h, 0.2)}.get(self.activation)
@@ -101,19 +111,32 @@ class DescriptorNet(nn.Module):
         depth = len(self.layers) if self.depth is None else self.depth
         h = x.astype(self.dtype)
         for i, spec in enumerate(self.layers[:depth]):
+            if self.init_scheme == "torch":
+                # PyTorch's Conv2d default: kaiming_uniform(a=sqrt(5)) is
+                # U(±1/sqrt(fan_in)) = variance_scaling(1/3, fan_in, uniform);
+                # the bias is U(±1/sqrt(fan_in)) too.
+                fan_in = spec.kernel * spec.kernel * h.shape[-1]
+                bound = 1.0 / float(fan_in) ** 0.5
+                kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+                bias_init = lambda key, shape, dtype=jnp.float32, b=bound: jax.random.uniform(
+                    key, shape, dtype, -b, b)
+            else:
+                kernel_init, bias_init = nn.initializers.normal(self.init_std), nn.initializers.zeros
             h = nn.Conv(
                 spec.features,
                 (spec.kernel, spec.kernel),
                 strides=(spec.stride, spec.stride),
                 padding=spec.padding,
-                kernel_init=nn.initializers.normal(self.init_std),
+                kernel_init=kernel_init,
+                bias_init=bias_init,
                 dtype=self.dtype,
                 name=f"conv{i + 1}",
             )(h)
             # Recorded only when applied with mutable=["intermediates"]: the
             # signs of these are the binary activation pattern of the theory.
             self.sow("intermediates", f"preactivation{i + 1}", h)
-            h = act(h)
+            if self.activate_last or i < depth - 1:
+                h = act(h)
         h = h.astype(jnp.float32)
         if self.top == "sum":
             return jnp.sum(h, axis=tuple(range(1, h.ndim)))

@@ -24,7 +24,7 @@ import numpy as np
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import receptive_field
+from gcnjax.nets import layer_output_sizes, receptive_field
 from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic
 
 __all__ = ["learn_descriptor", "load_run", "autoencoding_check", "check_run_autoencoding", "check_images",
@@ -41,6 +41,10 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
             f"{name}: images have {images.shape[-1]} channels but the config has channels={config.channels}."
         )
     rf = receptive_field(config.layers)
+    if any(spec.padding != "VALID" for spec in config.layers):
+        # Padded layers see past the border: the net needs only a top map
+        # of at least one position.
+        rf = 0 if min(layer_output_sizes(config.layers, images.shape[1:3])[-1]) >= 1 else rf
     if min(images.shape[1:3]) < rf:
         raise gdata.DataError(
             f"{name}: images of {images.shape[2]}x{images.shape[1]} pixels are smaller than the net's "
@@ -124,6 +128,7 @@ def learn_descriptor(
     overwrite: bool = False,
     resume: bool = False,
     quiet: bool = False,
+    net=None,
 ) -> Dict[str, object]:
     """Learn a descriptor from observed ``images`` (pixels 0..255, N×H×W×C)
     by maximum likelihood (or CD, as ``config`` says) and write a run.
@@ -134,8 +139,17 @@ def learn_descriptor(
     back to its last good checkpoint, then stops with a message or retries
     with a smaller Langevin step (``config.run.on_divergence``).
     ``data_spec`` (how the images were loaded) is saved for resuming.
+    ``net`` (anything with Flax's ``init``/``apply``, e.g. a
+    :class:`gcnjax.frame.FrameNet`) replaces the net that ``config.layers``
+    describes (no layer-by-layer growth then).
     Returns a summary dict (paths and final numbers).
     """
+    if net is not None and config.grow_iterations:
+        raise ValueError("learn_descriptor: a given net cannot grow layer by layer; set grow_iterations=None.")
+
+    def make_net(depth):
+        return net if net is not None else D.make_net(config, depth=depth)
+
     images = check_images(images, config)
     run = RunDir(out, overwrite=overwrite, resume=resume)
     scale = gdata.PixelScale(config.pixel_scale).fit(images)
@@ -186,24 +200,24 @@ def learn_descriptor(
             if end <= done:
                 index += 1
                 continue
-            net = D.make_net(config, depth=depth)
+            stage_net = make_net(depth)
             stage_key = jax.random.fold_in(base_key, index)  # the same on resume
             if state is None:
                 # A state to restore into (or to start from): this stage's
                 # structure, or the previous stage's when the stage begins now.
                 restore_index = index - 1 if (done == begin and index > 0) else index
-                r_net = D.make_net(config, depth=stages[restore_index][0])
+                r_net = make_net(stages[restore_index][0])
                 state = D.init_state(jax.random.fold_in(base_key, restore_index), config, r_net, x)
                 if done in checkpointer.all_steps():
                     state = checkpointer.restore(state, done)
                 else:
                     checkpointer.save(0, state)  # the start is the first good checkpoint
                 if restore_index != index:
-                    state = D.grow(stage_key, state, config, net, x)
+                    state = D.grow(stage_key, state, config, stage_net, x)
             elif done == begin and index > 0:
-                state = D.grow(stage_key, state, config, net, x)
+                state = D.grow(stage_key, state, config, stage_net, x)
             optimizer = D.make_optimizer(config, state.params, image_size=x.shape[1:3])
-            step = D.make_train_step(dataclasses.replace(config, langevin=sampler), net.apply, optimizer)
+            step = D.make_train_step(dataclasses.replace(config, langevin=sampler), stage_net.apply, optimizer)
             try:
                 state, _ = fit(
                     step, state, batches, start=done, end=end, total=total, run_dir=run, run=config.run,
@@ -231,9 +245,9 @@ def learn_descriptor(
             done = end
             index += 1
         if state is None:  # resumed after the last checkpoint: only the outputs are left to write
-            template = D.init_state(base_key, config, D.make_net(config, depth=stages[-1][0]), x)
+            template = D.init_state(base_key, config, make_net(stages[-1][0]), x)
             state = checkpointer.restore(template, done)
-    net = D.make_net(config, depth=stages[-1][0])
+    net = make_net(stages[-1][0])
     seconds = time.perf_counter() - t0
 
     write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(state.params)))
