@@ -398,6 +398,8 @@ class LangevinConfig:
     most :data:`FULL_UNROLL_MAX_STEPS` steps, the fastest on XLA:CPU by
     measurement (5× a scan loop), and keeps a loop (``unroll=1``) for longer
     chains, whose fully unrolled program would take too long to compile.
+    ``chunk=k`` runs a loop over blocks of ``k`` unrolled steps instead
+    (see :func:`sample`); same numbers, another speed/compile-time trade.
     """
 
     n_steps: int = 10
@@ -406,6 +408,7 @@ class LangevinConfig:
     mala: bool = False
     unroll: Union[int, bool, None] = None
     clip: Optional[Tuple[float, float]] = None
+    chunk: Optional[int] = None
 
     @classmethod
     def from_delta(cls, delta: float, n_steps: int, *, noise: bool = True, **kwargs) -> "LangevinConfig":
@@ -419,6 +422,9 @@ class LangevinConfig:
         _check_settings(self.step_size, self.noise_scale, self.mala)
         if self.mala and self.clip is not None:
             raise ValueError("LangevinConfig: clip cannot be combined with mala=True (the clipped proposal has no density).")
+        if self.chunk is not None and (isinstance(self.chunk, bool) or int(self.chunk) < 1):
+            raise ValueError(f"LangevinConfig.chunk must be None or an integer >= 1 (steps per unrolled block), "
+                             f"got {self.chunk!r}.")
         if self.clip is not None and not (len(self.clip) == 2 and self.clip[0] < self.clip[1]):
             raise ValueError(f"LangevinConfig.clip must be (lo, hi) with lo < hi, got {self.clip!r}.")
 
@@ -449,4 +455,5 @@ class LangevinConfig:
             mala=self.mala,
             unroll=self.resolved_unroll,
             clip=None if self.clip is None else tuple(self.clip),
+            chunk=self.chunk,
         )

@@ -1,6 +1,7 @@
-"""How fast a 100-step short-run Langevin chain runs: scan loop vs chunked unroll.
+"""How fast a long Langevin chain runs: scan loop vs chunked unroll vs full unroll.
 
-    python experiments/benchmarks/langevin_chunk.py [--chains 8] [--steps 100] [--filters 64]
+    python experiments/benchmarks/langevin_chunk.py [--net shortrun|texture] [--size 64] [--chains 8] [--steps 100]
+        [--filters 64] [--chunks 1 5 10 25 100]
 
 Times ``gcnjax.langevin.sample`` on the short-run net for a plain scan loop
 (``unroll=1``) and scans over Python-unrolled blocks of ``chunk`` steps,
@@ -25,16 +26,22 @@ def main():
     p.add_argument("--filters", type=int, default=64)
     p.add_argument("--chunks", type=int, nargs="*", default=[1, 5, 10, 25])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--net", choices=["shortrun", "texture"], default="shortrun")
+    p.add_argument("--size", type=int, default=32, help="image side (texture net)")
     a = p.parse_args()
-    config = presets.shortrun(a.filters)
+    config = presets.shortrun(a.filters) if a.net == "shortrun" else presets.texture()
+    size = 32 if a.net == "shortrun" else a.size
     net = D.make_net(config)
-    params = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    energy_fn = D.make_energy_fn(net.apply, params, None)
-    x0 = jax.random.uniform(jax.random.key(1), (a.chains, 32, 32, 3), minval=-1, maxval=1)
+    params = net.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    energy_fn = D.make_energy_fn(net.apply, params, config.sigma)
+    x0 = jax.random.uniform(jax.random.key(1), (a.chains, size, size, 3), minval=-1, maxval=1)
     runs, compile_s = {}, {}
     for c in a.chunks:
-        f = jax.jit(lambda k, x, c=c: D.langevin.sample(k, energy_fn, x, n_steps=a.steps, step_size=1.0,
-                                                          noise_scale=0.01, chunk=None if c == 1 else c)[0])
+        # chunk 1: the plain scan loop; chunk >= steps: the whole chain unrolled
+        f = jax.jit(lambda k, x, c=c: D.langevin.sample(
+            k, energy_fn, x, n_steps=a.steps, step_size=config.langevin.step_size,
+            noise_scale=config.langevin.noise_scale, chunk=c if 1 < c < a.steps else None,
+            unroll=True if c >= a.steps else 1)[0])
         t0 = time.perf_counter(); jax.block_until_ready(f(jax.random.key(0), x0)); compile_s[c] = time.perf_counter() - t0
         runs[c] = f
         print(f"chunk {c}: first call {compile_s[c]:.1f}s", flush=True)
