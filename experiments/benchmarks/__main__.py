@@ -16,7 +16,8 @@ large float32 matmul timed with jax in the same run.
 
 Writes ``bench.csv`` and ``bench.md`` to ``--out`` (default
 ``runs/bench-<mode>``) and prints the markdown table. Runs on a GPU as is
-(jax with CUDA; the twin then runs on CUDA too when torch has it).
+(jax with CUDA; the twin then runs on CUDA too when torch has it, with a
+``torch.cuda.synchronize()`` closing each timed call).
 """
 
 from __future__ import annotations
@@ -105,14 +106,16 @@ def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
     twin_call = None
     if twin_mod is not None:
         T, torch = twin_mod
+        dev = T.device()
         twin = T.descriptor_from_jax(T.DescriptorTwin(config.layers, 3, (32, 32), "leaky_relu", False),
-                                     holder["state"].params)
+                                     holder["state"].params).to(dev)
         opt = T.adam(twin.parameters(), lr=config.learning_rate, b1=config.beta1)
-        tdata = T.nhwc_to_nchw(data)
-        gen = torch.Generator().manual_seed(seed)
+        tdata = T.nhwc_to_nchw(data).to(dev)
+        gen = torch.Generator(device=dev).manual_seed(seed)
 
         def twin_call():
             T.shortrun_iteration(twin, opt, tdata, n_steps=n_steps, n_chains=n_chains, generator=gen)
+            T.synchronize()
 
     f = descriptor_flops(config.layers, (32, 32))
     flops = n_chains * n_steps * 2 * f + 2 * n_chains * 3 * f
@@ -137,15 +140,17 @@ def texture_case(n_chains, n_steps, size, twin_mod, seed=0) -> Case:
     twin_call = None
     if twin_mod is not None:
         T, torch = twin_mod
-        twin = T.descriptor_from_jax(T.DescriptorTwin(config.layers, 3, (size, size), "relu", True), params)
+        dev = T.device()
+        twin = T.descriptor_from_jax(T.DescriptorTwin(config.layers, 3, (size, size), "relu", True), params).to(dev)
         for p in twin.parameters():
             p.requires_grad_(False)
-        tx0 = T.nhwc_to_nchw(x0)
-        gen = torch.Generator().manual_seed(seed)
+        tx0 = T.nhwc_to_nchw(x0).to(dev)
+        gen = torch.Generator(device=dev).manual_seed(seed)
 
         def twin_call():
             T.langevin(lambda x: T.descriptor_energy(twin, x, config.sigma), tx0, n_steps, sampler.step_size,
                        sampler.noise_scale, generator=gen)
+            T.synchronize()
 
     flops = n_chains * n_steps * 2 * descriptor_flops(config.layers, (size, size))
     return Case(f"texture_langevin {size}x{size}", n_chains, n_steps, flops, False, jax_call, twin_call)
@@ -169,17 +174,19 @@ def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
     twin_call = None
     if twin_mod is not None:
         T, torch = twin_mod
+        dev = T.device()
         twin = T.generator_from_jax(T.GeneratorTwin(config.latent_dim, net.start, net.channels),
-                                    holder["state"].params)
+                                    holder["state"].params).to(dev)
         opt = T.adam(twin.parameters(), lr=config.learning_rate, b1=config.beta1)
-        tx = T.nhwc_to_nchw(x)
-        tz = {"z": T._t(z0)}
+        tx = T.nhwc_to_nchw(x).to(dev)
+        tz = {"z": T._t(z0).to(dev)}
         a, b = config.langevin.step_size, config.langevin.noise_scale
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=dev).manual_seed(seed)
 
         def twin_call():
             tz["z"], _ = T.abp_iteration(twin, opt, tx, tz["z"], sigma=config.sigma, n_steps=n_steps,
                                          step_size=a, noise_scale=b, generator=gen)
+            T.synchronize()
 
     f = generator_flops(net, config.latent_dim)
     flops = n_chains * n_steps * 2 * f + n_chains * 3 * f

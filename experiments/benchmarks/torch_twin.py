@@ -173,7 +173,7 @@ def langevin(energy: Callable, x: torch.Tensor, n_steps: int, step_size: float, 
     for k in range(n_steps):
         x.requires_grad_(True)
         (grad,) = torch.autograd.grad(energy(x).sum(), x)
-        xi = noises[k] if noises is not None else torch.randn(x.shape, generator=generator)
+        xi = noises[k] if noises is not None else torch.randn(x.shape, generator=generator, device=x.device)
         x = (x - step_size * grad + b * xi).detach()
     return x
 
@@ -195,8 +195,8 @@ def shortrun_iteration(net: DescriptorTwin, opt, data: torch.Tensor, *, n_steps:
     plus N(0, 0.03²) noise, chains from U(−1, 1), K Langevin steps on E = −f,
     one Adam step."""
     n = data.shape[0] if n_chains is None else n_chains
-    data = data + data_noise * torch.randn(data.shape, generator=generator)
-    x0 = torch.rand((n,) + tuple(data.shape[1:]), generator=generator) * 2 - 1
+    data = data + data_noise * torch.randn(data.shape, generator=generator, device=data.device)
+    x0 = torch.rand((n,) + tuple(data.shape[1:]), generator=generator, device=data.device) * 2 - 1
     samples = langevin(lambda x: -net(x), x0, n_steps, step_size, noise_scale, generator=generator)
     return descriptor_learning_step(net, opt, samples, data)
 
@@ -220,6 +220,17 @@ def abp_iteration(g: GeneratorTwin, opt, x: torch.Tensor, z0: torch.Tensor, *, s
     loss.backward()
     opt.step()
     return z, loss.detach()
+
+
+def device() -> "torch.device":
+    """CUDA when torch has it (the benchmarks on a GPU), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work (timing); nothing on the CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def adam(params, lr: float, b1: float, b2: float = 0.999) -> torch.optim.Optimizer:
