@@ -8,7 +8,8 @@ A descriptor net maps ONE batch of images ``(N, H, W, C)`` to one scalar
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+import itertools
+from typing import Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -22,6 +23,9 @@ __all__ = [
     "receptive_field",
     "layer_output_sizes",
     "GENERATOR_NORMS",
+    "GENERATOR_DECONVS",
+    "conv_transpose_subpixel",
+    "SubpixelConvTranspose",
     "GeneratorNet",
     "SoundGeneratorNet",
     "face_generator",
@@ -177,9 +181,92 @@ def receptive_field(layers: Sequence[ConvSpec]) -> int:
 
 GENERATOR_NORMS = ("none", "layer")
 GENERATOR_OUTPUTS = ("tanh", "linear")
+GENERATOR_DECONVS = ("subpixel", "xla")
 
 
-def _check_generator_fields(name, channels, norm, output, kernel, stride):
+def _same_transpose_padding(kernel: int, stride: int) -> Tuple[int, int]:
+    """The padding (before, after) that ``lax.conv_transpose(..., "SAME")``
+    puts around the stride-dilated input."""
+    pad_len = kernel + stride - 2
+    before = kernel - 1 if stride > kernel - 1 else -(-pad_len // 2)
+    return before, pad_len - before
+
+
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> jax.Array:
+    """``lax.conv_transpose(x, kernel, strides, "SAME")`` (channels last,
+    kernel ``(*k, in, out)`` applied unflipped, as Flax's ConvTranspose) as
+    ``prod(strides)`` ordinary stride-1 convolutions, one per output phase,
+    interleaved.
+
+    Output position ``o = s·q + r`` (phase ``r``) only meets the kernel taps
+    ``j ≡ p − r (mod s)`` (``p`` the SAME padding before the dilated
+    input), so ``y[s·q + r] = Σ_t K[j₀ + s·t] · x[q + c_r + t]`` with
+    ``j₀ = (p − r) mod s`` and ``c_r = (r + j₀ − p) / s``: a VALID conv of
+    ``x`` padded by ``(−c_r, c_r + L_r − 1)`` with the sub-kernel
+    ``K[j₀::s]`` of ``L_r`` taps. No multiply-add touches the zeros of the
+    dilated input; on XLA:CPU the face32 generator's latent gradient ran 4.5×
+    faster than with ``lax.conv_transpose`` (experiments/benchmarks/RESULTS.md).
+    """
+    n_spatial = kernel.ndim - 2
+    strides = tuple(int(s) for s in strides)
+    spatial = "DHW"[-n_spatial:] if n_spatial <= 3 else None
+    if spatial is None or x.ndim != n_spatial + 2 or len(strides) != n_spatial:
+        raise ValueError(f"conv_transpose_subpixel takes (N, *spatial, C) inputs with 1 to 3 spatial axes and a "
+                         f"(*kernel, in, out) kernel; got x {x.shape}, kernel {kernel.shape}, strides {strides}.")
+    numbers = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    in_sizes = x.shape[1:-1]
+    phases = []
+    for phase in itertools.product(*(range(s) for s in strides)):
+        pads, taps = [], []
+        for axis, r in enumerate(phase):
+            k, s = kernel.shape[axis], strides[axis]
+            before, _ = _same_transpose_padding(k, s)
+            j0 = (before - r) % s
+            n_taps = len(range(j0, k, s))
+            c = (r + j0 - before) // s
+            pads.append((-c, c + n_taps - 1, 0))
+            taps.append(slice(j0, None, s))
+        sub = kernel[tuple(taps)]
+        out_shape = (x.shape[0],) + tuple(in_sizes) + (kernel.shape[-1],)
+        if 0 in sub.shape[:n_spatial]:  # a kernel shorter than the stride misses this phase
+            phases.append(jnp.zeros(out_shape, jnp.result_type(x, kernel)))
+            continue
+        xp = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple(pads) + ((0, 0, 0),))
+        phases.append(jax.lax.conv_general_dilated(xp, sub, (1,) * n_spatial, "VALID", dimension_numbers=numbers))
+    # (s_1, …, s_n, N, q_1, …, q_n, C) -> (N, q_1, s_1, …, q_n, s_n, C) -> (N, q_1·s_1, …, C)
+    y = jnp.stack(phases).reshape(strides + phases[0].shape)
+    order = [n_spatial]
+    for axis in range(n_spatial):
+        order += [n_spatial + 1 + axis, axis]
+    order.append(2 * n_spatial + 1)
+    y = jnp.transpose(y, order)
+    return y.reshape((x.shape[0],) + tuple(int(n) * s for n, s in zip(in_sizes, strides)) + (kernel.shape[-1],))
+
+
+class SubpixelConvTranspose(nn.Module):
+    """A drop-in for ``nn.ConvTranspose(features, kernel_size, strides,
+    padding="SAME")``: the same params (``kernel`` ``(*k, in, out)``,
+    ``bias``), initialised alike, the same function, computed by
+    :func:`conv_transpose_subpixel`."""
+
+    features: int
+    kernel_size: Tuple[int, ...]
+    strides: Tuple[int, ...]
+    kernel_init: Callable = nn.linear.default_kernel_init
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features),
+                            jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        return conv_transpose_subpixel(x, kernel, self.strides) + bias
+
+
+def _check_generator_fields(name, channels, norm, output, kernel, stride, deconv="subpixel"):
+    if deconv not in GENERATOR_DECONVS:
+        raise ValueError(f"{name}.deconv must be one of {GENERATOR_DECONVS}, got {deconv!r}.")
     if len(channels) < 1 or any(int(c) < 1 for c in channels):
         raise ValueError(f"{name}.channels must be a non-empty list of positive channel counts, got {channels!r}.")
     if norm not in GENERATOR_NORMS:
@@ -193,7 +280,7 @@ def _check_generator_fields(name, channels, norm, output, kernel, stride):
         raise ValueError(f"{name}.kernel and .stride must be >= 1, got kernel={kernel!r}, stride={stride!r}.")
 
 
-def _top_down(z, *, start, channels, kernel, stride, norm, output, init_std, dtype):
+def _top_down(z, *, start, channels, kernel, stride, norm, output, init_std, dtype, deconv="subpixel"):
     """``z → Dense → reshape (start…, C0) → [norm] → LeakyReLU(0.2) →
     (ConvTranspose(stride) → [norm] → LeakyReLU)* → ConvTranspose → tanh``.
 
@@ -220,10 +307,14 @@ def _top_down(z, *, start, channels, kernel, stride, norm, output, init_std, dty
 
     h = norm_act(h, 0)
     for i, features in enumerate(channels[1:], start=1):
-        h = nn.ConvTranspose(
-            int(features), (kernel,) * n_spatial, strides=(stride,) * n_spatial, padding="SAME",
-            kernel_init=kernel_init, dtype=dtype, name=f"deconv{i}",
-        )(h)
+        if deconv == "subpixel":
+            h = SubpixelConvTranspose(int(features), (kernel,) * n_spatial, (stride,) * n_spatial,
+                                      kernel_init=kernel_init, dtype=dtype, name=f"deconv{i}")(h)
+        else:
+            h = nn.ConvTranspose(
+                int(features), (kernel,) * n_spatial, strides=(stride,) * n_spatial, padding="SAME",
+                kernel_init=kernel_init, dtype=dtype, name=f"deconv{i}",
+            )(h)
         if i < len(channels) - 1:
             h = norm_act(h, i)
     h = h.astype(jnp.float32)
@@ -254,6 +345,10 @@ class GeneratorNet(nn.Module):
       init_std: standard deviation of the Gaussian initial kernels
         (DCGAN's 0.02); ``None`` for Flax's default (LeCun normal).
       dtype: compute dtype; params and the output stay float32.
+      deconv: how the transposed convs are computed: ``"subpixel"``
+        (:func:`conv_transpose_subpixel`, the default: faster on XLA:CPU)
+        or ``"xla"`` (``flax.linen.ConvTranspose``). The same params and,
+        to float32 rounding, the same function either way.
     """
 
     start: Tuple[int, int] = (4, 4)
@@ -264,6 +359,7 @@ class GeneratorNet(nn.Module):
     output: str = "tanh"
     init_std: Optional[float] = 0.02
     dtype: jnp.dtype = jnp.float32
+    deconv: str = "subpixel"
 
     def output_shape(self) -> Tuple[int, int, int]:
         """``(H, W, C)`` of one generated image."""
@@ -272,12 +368,13 @@ class GeneratorNet(nn.Module):
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
-        _check_generator_fields("GeneratorNet", self.channels, self.norm, self.output, self.kernel, self.stride)
+        _check_generator_fields("GeneratorNet", self.channels, self.norm, self.output, self.kernel, self.stride,
+                                self.deconv)
         if len(self.start) != 2:
             raise ValueError(f"GeneratorNet.start must be (height, width), got {self.start!r}.")
         return _top_down(z, start=tuple(self.start), channels=tuple(self.channels), kernel=self.kernel,
                          stride=self.stride, norm=self.norm, output=self.output, init_std=self.init_std,
-                         dtype=self.dtype)
+                         dtype=self.dtype, deconv=self.deconv)
 
 
 class SoundGeneratorNet(nn.Module):
@@ -297,6 +394,7 @@ class SoundGeneratorNet(nn.Module):
     output: str = "tanh"
     init_std: Optional[float] = 0.02
     dtype: jnp.dtype = jnp.float32
+    deconv: str = "subpixel"
 
     def output_shape(self) -> Tuple[int, int]:
         """``(T, C)`` of one generated waveform."""
@@ -305,10 +403,10 @@ class SoundGeneratorNet(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         _check_generator_fields("SoundGeneratorNet", self.channels, self.norm, self.output, self.kernel,
-                                self.stride)
+                                self.stride, self.deconv)
         return _top_down(z, start=(int(self.start),), channels=tuple(self.channels), kernel=self.kernel,
                          stride=self.stride, norm=self.norm, output=self.output, init_std=self.init_std,
-                         dtype=self.dtype)
+                         dtype=self.dtype, deconv=self.deconv)
 
 
 def face_generator(**overrides) -> GeneratorNet:

@@ -67,6 +67,9 @@ SCRIPT = textwrap.dedent("""
                               zip(jax.tree_util.tree_leaves(s1.params),
                                   jax.tree_util.tree_leaves(net.init(jax.random.split(jax.random.key(3), 3)[0],
                                                                      data[:1]))))
+    diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in
+                            zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s8.params))])
+    out["params_frac_differ"] = float(np.mean(diffs > 1e-6))
     out["loss_diff"] = abs(float(m1["f_samples"] - m1["f_data"]) - float(m8["f_samples"] - m8["f_data"]))
     out["state_chain_devices"] = len({s.device for s in s8.chains.addressable_shards})
     print("RESULT" + json.dumps(out))
@@ -89,7 +92,12 @@ def test_eight_devices_match_one():
     assert out["sample_diff"] < 1e-5
     assert out["chains_diff"] < 1e-5
     assert out["params_moved"] > 1e-4  # two Adam steps of lr 1e-4
-    assert out["params_diff"] < 1e-6
+    # Adam's first steps move each param by about ±lr whatever |g|: where a
+    # gradient is at rounding level, the order of the 8-device all-reduce can
+    # flip its sign. So: (almost) every param equal, none off by more than
+    # the two steps' 2·lr.
+    assert out["params_frac_differ"] < 0.01
+    assert out["params_diff"] <= 2.5e-4
     assert out["loss_diff"] < 1e-4
 
 
