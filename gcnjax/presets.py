@@ -129,7 +129,12 @@ def shortrun(n_filters: int = 64) -> DescriptorConfig:
         activate_last=False,
         init_scheme="torch",
         sigma=None,
-        langevin=LangevinConfig(n_steps=100, step_size=1.0, noise_scale=0.01),
+        # Unrolled whole although K = 100 > FULL_UNROLL_MAX_STEPS: on XLA:CPU
+        # the unrolled chain ran 4.5x faster than the loop (n_f = 32, 8
+        # chains: 141 vs 32 chain-steps/s) for a compile of ~6 instead of
+        # ~1 minute on 2 loaded cores, repaid within the first iterations
+        # (experiments/benchmarks/RESULTS.md).
+        langevin=LangevinConfig(n_steps=100, step_size=1.0, noise_scale=0.01, unroll=True),
         n_chains=64,
         chain_init="uniform",
         init_scale=1.0,
