@@ -2,6 +2,7 @@
 
     gcnjax demo                         learn a texture from a bundled image
     gcnjax descriptor --preset texture --data IMAGE_OR_FOLDER --out DIR
+    gcnjax descriptor --preset shortrun --out DIR   short-run EBM on bundled 32×32 photo tiles
     gcnjax theory --run DIR --out DIR   the auto-encoding check on a learned model
     gcnjax abp train --data FOLDER --out DIR     learn a generator by alternating back-propagation
     gcnjax abp reconstruct --run DIR --data FOLDER --out DIR
@@ -11,6 +12,7 @@
     gcnjax stgconvnet --data VIDEO_OR_FOLDER_OR_WAV --out DIR [--variant st|fc_s|fc_s_large]
     gcnjax multigrid --data FOLDER --out DIR [--preset authors|paper]
     gcnjax multigrid inpaint --run DIR --data FOLDER --mask block:32 --out DIR
+    gcnjax coop --data FOLDER_OR_fashion-mnist --out DIR   cooperative descriptor + generator
 
 User errors (bad paths, bad values, unreadable images, diverged chains) are
 printed as one line naming the input and the fix, with exit status 2.
@@ -28,14 +30,43 @@ __all__ = ["main", "load_data"]
 
 
 def load_data(spec: str, size=None, channels: int = 3, crop=None):
-    """Images from ``spec``: an image file, a folder of images, or
-    ``skimage:NAME`` for a bundled texture (brick, grass, gravel); resized to
+    """Images from ``spec``: an image file, a folder of images,
+    ``skimage:NAME`` for a bundled texture (brick, grass, gravel),
+    ``skimage:photos`` for tiles of ``size`` cut from scikit-image's bundled
+    colour photos, or ``fashion-mnist[:N]`` (the first N training images of
+    Debian's Fashion-MNIST, zero-padded or resized to ``size``); resized to
     ``size`` and then centre-cropped to ``crop`` where given."""
     from gcnjax import data as gdata
 
+    if spec == "skimage:photos":
+        return gdata.bundled_photo_tiles(size or 32, channels=channels)
+    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
+        return _fashion_mnist(spec, size, channels)
     if spec.startswith("skimage:"):
         return gdata.bundled_texture(spec.split(":", 1)[1], size=size, channels=channels, crop=crop)
     return gdata.load_images(spec, size=size, channels=channels, crop=crop)
+
+
+def _fashion_mnist(spec: str, size, channels: int):
+    import numpy as np
+
+    from gcnjax import data as gdata
+
+    limit = None
+    if ":" in spec:
+        text = spec.split(":", 1)[1]
+        if not text.isdigit() or int(text) < 1:
+            raise gdata.DataError(f"fashion-mnist:N needs a whole number N >= 1 of images, got {spec!r}.")
+        limit = int(text)
+    images, _ = gdata.load_fashion_mnist(limit=limit)
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        dh, dw = h - 28, w - 28
+        if dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0:  # pad, as is usual for 32×32 nets
+            images = np.pad(images, ((0, 0), (dh // 2, dh // 2), (dw // 2, dw // 2), (0, 0)))
+        elif (h, w) != (28, 28):
+            images = np.stack([gdata._resize(im, (h, w)) for im in images])
+    return np.repeat(images, 3, axis=-1) if channels == 3 else images
 
 
 def _positive_int(text: str) -> int:
@@ -59,7 +90,7 @@ def _positive_float(text: str) -> float:
 
 
 _MODEL_FLAGS = ("iterations", "image_size", "chains", "steps", "delta", "lr", "seed", "checkpoint_every",
-                "on_divergence")
+                "on_divergence", "filters")
 
 
 def _apply_overrides(config, args):
@@ -80,11 +111,17 @@ def _apply_overrides(config, args):
         changes["seed"] = args.seed
     if getattr(args, "gray", False):
         changes["channels"] = 1
-    if args.delta or args.steps:
+    if getattr(args, "filters", None):
+        from gcnjax.presets import shortrun_layers
+
+        if getattr(args, "preset", None) != "shortrun":
+            raise ValueError("--filters sets n_f of the short-run net; use it with --preset shortrun.")
+        changes["layers"] = shortrun_layers(args.filters)
+    if args.delta:
         old = config.langevin
-        delta = args.delta or old.noise_scale
-        steps = args.steps or old.n_steps
-        changes["langevin"] = LangevinConfig.from_delta(delta, steps, unroll=old.unroll)
+        changes["langevin"] = LangevinConfig.from_delta(args.delta, args.steps or old.n_steps, unroll=old.unroll)
+    elif args.steps:  # keep the step and noise as they are (a decoupled chain stays decoupled)
+        changes["langevin"] = dataclasses.replace(config.langevin, n_steps=args.steps)
     if args.checkpoint_every is not None:
         run["checkpoint_every"] = args.checkpoint_every
     if args.on_divergence:
@@ -171,6 +208,8 @@ def cmd_descriptor(args) -> int:
     if args.resume:
         return _resume(args)
     config = _apply_overrides(presets.get(args.preset), args)
+    if args.data is None and args.preset == "shortrun":
+        args.data = "skimage:photos"  # bundled: works with no dataset installed
     if args.out is None or args.data is None:
         raise ValueError("--data and --out are required: the images to learn from and the run directory to write.")
     spec = dict(spec=args.data, size=config.image_size, crop=None, channels=config.channels)
@@ -542,8 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("descriptor", help="learn a descriptor (texture / object / CD) from images")
-    p.add_argument("--preset", default="texture", choices=["texture", "object", "cd", "demo"])
-    p.add_argument("--data", help="an image file, a folder of images, or skimage:brick|grass|gravel")
+    p.add_argument("--preset", default="texture", choices=["texture", "object", "cd", "demo", "shortrun"])
+    p.add_argument("--data", help="an image file, a folder of images, skimage:brick|grass|gravel, skimage:photos "
+                                  "(32×32 tiles of bundled photos; the shortrun default) or fashion-mnist[:N]")
+    p.add_argument("--filters", type=_positive_int, help="n_f of the short-run net (--preset shortrun; 64)")
     p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
     _add_common(p)
     p.set_defaults(func=cmd_descriptor)

@@ -20,6 +20,8 @@ __all__ = [
     "load_image",
     "load_images",
     "bundled_texture",
+    "BUNDLED_PHOTOS",
+    "bundled_photo_tiles",
     "center_crop",
     "PixelScale",
     "image_grid",
@@ -42,6 +44,8 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 BUNDLED_TEXTURES = ("brick", "grass", "gravel")
+# scikit-image's bundled colour photographs (no download needed).
+BUNDLED_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".gif")
 
 PathLike = Union[str, os.PathLike]
@@ -187,6 +191,30 @@ def bundled_texture(name: str, size=None, channels: int = 1, crop=None) -> np.nd
     if crop is not None:
         image = center_crop(image, crop)
     return image[None].astype(np.float32)
+
+
+def bundled_photo_tiles(size=32, channels: int = 3, tiles_per_side: int = 4) -> np.ndarray:
+    """Small images cut from scikit-image's bundled colour photographs
+    (:data:`BUNDLED_PHOTOS`): each photo is resized so that its shorter side
+    holds ``tiles_per_side`` tiles, then cut into non-overlapping tiles of
+    ``size`` (an int or ``(height, width)``). Float32 ``(N, H, W, C)`` in
+    0..255; a dataset of some 90 32×32 images that needs no download."""
+    import skimage.data
+
+    size = _as_size(size)
+    if int(tiles_per_side) < 1:
+        raise DataError(f"tiles_per_side must be >= 1, got {tiles_per_side!r}.")
+    tiles = []
+    for name in BUNDLED_PHOTOS:
+        image = _to_channels(np.asarray(getattr(skimage.data, name)(), np.float32), channels,
+                             f"skimage.data.{name}")
+        h, w = image.shape[:2]
+        scale = tiles_per_side * max(size[0] / h, size[1] / w)
+        image = _resize(image, (max(size[0], int(h * scale)), max(size[1], int(w * scale))))
+        for top in range(0, image.shape[0] - size[0] + 1, size[0]):
+            for left in range(0, image.shape[1] - size[1] + 1, size[1]):
+                tiles.append(image[top:top + size[0], left:left + size[1]])
+    return np.stack(tiles).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,6 +64,8 @@ class DescriptorConfig:
 
     Model:
       layers, top, activation, init_std: the net (:class:`DescriptorNet`).
+      activate_last, init_scheme: see :class:`gcnjax.nets.DescriptorNet` (the
+        short-run net: a linear last conv, PyTorch's default init).
       sigma: σ of the Gaussian reference; ``None`` drops the ``||x||²/2σ²``
         term (short-run and multi-grid code do).
     Sampling:
@@ -91,6 +93,9 @@ class DescriptorConfig:
       channels: 1 (gray) or 3.
       pixel_scale: ``"minus_mean"`` (0..255 minus the mean) or ``"unit"``.
       batch_size: observed images per iteration (all of them if fewer).
+      data_noise: standard deviation of Gaussian noise added to the observed
+        batch at every iteration (the short-run code's 0.03 on [−1, 1]
+        images); 0 for none.
       n_iterations, seed.
       run: logging, pictures, checkpoints and the divergence policy
         (:class:`gcnjax.train.RunConfig`).
@@ -121,6 +126,9 @@ class DescriptorConfig:
     n_iterations: int = 1000
     seed: int = 0
     run: RunConfig = RunConfig()
+    activate_last: bool = True
+    init_scheme: str = "normal"
+    data_noise: float = 0.0
 
     def __post_init__(self):
         def positive(name, value, allow_none=False):
@@ -155,6 +163,10 @@ class DescriptorConfig:
                 )
         if self.channels not in (1, 3):
             raise ValueError(f"DescriptorConfig.channels must be 1 or 3, got {self.channels!r}.")
+        if self.init_scheme not in ("normal", "torch"):
+            raise ValueError(f"DescriptorConfig.init_scheme must be 'normal' or 'torch', got {self.init_scheme!r}.")
+        if not isinstance(self.data_noise, (int, float)) or not np.isfinite(self.data_noise) or self.data_noise < 0:
+            raise ValueError(f"DescriptorConfig.data_noise must be a number >= 0 (0: none), got {self.data_noise!r}.")
 
     @property
     def total_iterations(self) -> int:
@@ -341,6 +353,8 @@ def make_net(config: DescriptorConfig, depth: Optional[int] = None, dtype=jnp.fl
         activation=config.activation,
         init_std=config.init_std,
         dtype=dtype,
+        activate_last=config.activate_last,
+        init_scheme=config.init_scheme,
     )
 
 
@@ -376,12 +390,19 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
     ``energy_samples`` (mean E), ``grad_norm`` (of the learning gradient),
     ``chain_grad_norm`` (last Langevin step), ``acceptance``, ``diverged``
     (number of chains that became non-finite), ``dead_units`` (1 when every
-    unit is inactive and learning cannot recover).
+    unit is inactive and learning cannot recover). With
+    ``config.data_noise > 0`` the data are ``data + data_noise · ξ``, fresh
+    noise every iteration.
     """
     sampler = config.langevin
     sigma = config.sigma
 
     def train_step(state: DescriptorState, data: jax.Array):
+        if config.data_noise:
+            # A key folded off the state's key: runs without data noise keep
+            # their random streams unchanged.
+            noise = jax.random.normal(jax.random.fold_in(state.key, 0x6E6F), data.shape, data.dtype)
+            data = data + config.data_noise * noise
         key, k_init, k_langevin = jax.random.split(state.key, 3)
         if config.persistent:
             x0 = state.chains

@@ -263,6 +263,7 @@ def sample(
     mala: bool = False,
     unroll: int = 1,
     clip: Optional[Tuple[float, float]] = None,
+    chunk: Optional[int] = None,
 ) -> Tuple[PyTree, LangevinInfo]:
     """Run a batch of Langevin chains for ``n_steps`` steps.
 
@@ -282,6 +283,15 @@ def sample(
         ``experiments/benchmarks/langevin_unroll.py``), at a compile time
         that grows with ``n_steps``.
       clip: optional ``(lo, hi)`` box the positions are clipped to.
+      chunk: run the chain as a scan loop over blocks of ``chunk`` steps,
+        each block unrolled by a Python loop inside the loop body (the
+        remainder of ``n_steps`` is unrolled after the loop). Another speed
+        knob for chains too long to unroll whole: the compiled program
+        stays the size of one block while most of the speed of the full
+        unroll is kept (``experiments/benchmarks/RESULTS.md``). ``None``
+        (or ``chunk >= n_steps``) leaves ``unroll`` in charge. The numbers
+        are the same as those of the plain loop: the same key gives the
+        same samples whatever ``chunk`` and ``unroll`` are.
 
     Returns:
       ``(x_final, info)``: positions after the last step, and a
@@ -318,9 +328,41 @@ def sample(
         return one_step(keys, state)
 
     step_keys = jax.random.split(key, n_steps)
+    if chunk is not None:
+        chunk = int(chunk)
+        if chunk < 1:
+            raise ValueError(f"chunk must be an integer >= 1 (steps per unrolled block), got {chunk}.")
+    if chunk is not None and 1 < chunk < n_steps:
+        return _sample_chunked(body, state, step_keys, chunk)
     if unroll is not True:
         unroll = max(1, min(int(unroll), max(n_steps, 1)))
     state, info = jax.lax.scan(body, state, step_keys, unroll=unroll)
+    return state.position, info
+
+
+def _sample_chunked(body, state, step_keys, chunk):
+    """A scan over blocks of ``chunk`` Python-unrolled steps, the rest unrolled.
+
+    XLA:CPU runs a conv net's step several times slower inside a while loop
+    than in straight-line code; an unrolled block amortises the loop over
+    ``chunk`` steps without compiling all of them.
+    """
+    n_steps = step_keys.shape[0]
+    n_blocks, rest = divmod(n_steps, chunk)
+
+    def block(state, keys):
+        infos = []
+        for i in range(chunk):
+            state, info = body(state, keys[i])
+            infos.append(info)
+        return state, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *infos)
+
+    blocked_keys = step_keys[: n_blocks * chunk].reshape((n_blocks, chunk) + step_keys.shape[1:])
+    state, info = jax.lax.scan(block, state, blocked_keys)
+    info = jax.tree_util.tree_map(lambda a: a.reshape((n_blocks * chunk,) + a.shape[2:]), info)
+    if rest:
+        state, info_rest = jax.lax.scan(body, state, step_keys[n_blocks * chunk:], unroll=True)
+        info = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), info, info_rest)
     return state.position, info
 
 
@@ -356,6 +398,8 @@ class LangevinConfig:
     most :data:`FULL_UNROLL_MAX_STEPS` steps, the fastest on XLA:CPU by
     measurement (5× a scan loop), and keeps a loop (``unroll=1``) for longer
     chains, whose fully unrolled program would take too long to compile.
+    ``chunk=k`` runs a loop over blocks of ``k`` unrolled steps instead
+    (see :func:`sample`); same numbers, another speed/compile-time trade.
     """
 
     n_steps: int = 10
@@ -364,6 +408,7 @@ class LangevinConfig:
     mala: bool = False
     unroll: Union[int, bool, None] = None
     clip: Optional[Tuple[float, float]] = None
+    chunk: Optional[int] = None
 
     @classmethod
     def from_delta(cls, delta: float, n_steps: int, *, noise: bool = True, **kwargs) -> "LangevinConfig":
@@ -377,6 +422,9 @@ class LangevinConfig:
         _check_settings(self.step_size, self.noise_scale, self.mala)
         if self.mala and self.clip is not None:
             raise ValueError("LangevinConfig: clip cannot be combined with mala=True (the clipped proposal has no density).")
+        if self.chunk is not None and (isinstance(self.chunk, bool) or int(self.chunk) < 1):
+            raise ValueError(f"LangevinConfig.chunk must be None or an integer >= 1 (steps per unrolled block), "
+                             f"got {self.chunk!r}.")
         if self.clip is not None and not (len(self.clip) == 2 and self.clip[0] < self.clip[1]):
             raise ValueError(f"LangevinConfig.clip must be (lo, hi) with lo < hi, got {self.clip!r}.")
 
@@ -407,4 +455,5 @@ class LangevinConfig:
             mala=self.mala,
             unroll=self.resolved_unroll,
             clip=None if self.clip is None else tuple(self.clip),
+            chunk=self.chunk,
         )

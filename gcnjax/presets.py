@@ -16,11 +16,11 @@ from typing import Callable, Dict
 
 from gcnjax.descriptor import DescriptorConfig
 from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import OBJECT_LAYERS, TEXTURE_LAYERS
+from gcnjax.nets import OBJECT_LAYERS, TEXTURE_LAYERS, ConvSpec
 from gcnjax.train import RunConfig
 
-__all__ = ["PRESETS", "get", "texture", "object_pattern", "contrastive_divergence", "demo",
-           "MULTIGRID_PRESETS", "get_multigrid", "multigrid_authors", "multigrid_paper"]
+__all__ = ["PRESETS", "get", "texture", "object_pattern", "contrastive_divergence", "demo", "shortrun",
+           "shortrun_layers", "MULTIGRID_PRESETS", "get_multigrid", "multigrid_authors", "multigrid_paper"]
 
 
 def texture() -> DescriptorConfig:
@@ -95,11 +95,72 @@ def demo() -> DescriptorConfig:
     )
 
 
+def shortrun_layers(n_filters: int = 64):
+    """The short-run net on 32×32 images: conv 3×3 s1 n_f → conv 4×4 s2 2n_f →
+    conv 4×4 s2 4n_f → conv 4×4 s2 8n_f (PyTorch padding 1 = "SAME" here:
+    32 → 32 → 16 → 8 → 4) → conv 4×4 s1 to 1 unit, VALID (4 → 1)."""
+    n = int(n_filters)
+    if n < 1:
+        raise ValueError(f"n_filters must be an integer >= 1, got {n_filters!r}.")
+    return (
+        ConvSpec(n, 3, 1, "SAME"),
+        ConvSpec(2 * n, 4, 2, "SAME"),
+        ConvSpec(4 * n, 4, 2, "SAME"),
+        ConvSpec(8 * n, 4, 2, "SAME"),
+        ConvSpec(1, 4, 1, "VALID"),
+    )
+
+
+def shortrun(n_filters: int = 64) -> DescriptorConfig:
+    """Short-run MCMC learning (Nijkamp, Hill, Zhu, Wu, NeurIPS 2019), as in
+    the authors' minimal CIFAR-10 code: non-persistent chains from uniform
+    noise in [−1, 1], K = 100 steps of the DECOUPLED Langevin
+    ``x ← x + ∇f(x) + 0.01 ξ`` (step size 1 on ∇f, noise 0.01; no reference
+    term, σ = None, so E = −f), Gaussian noise of sd 0.03 added to the data,
+    Adam lr 1e-4 with β = (0.9, 0.999), 64 chains and 64 data per
+    iteration, images 32×32×3 in [−1, 1], the 5-conv LeakyReLU(0.2) net of
+    :func:`shortrun_layers` with PyTorch's default initialisation. No
+    gradient capping, division by positions or weight decay. The authors
+    train for 10⁵ iterations; the default here is a short CPU run."""
+    return DescriptorConfig(
+        layers=shortrun_layers(n_filters),
+        top="sum",
+        activation="leaky_relu",
+        activate_last=False,
+        init_scheme="torch",
+        sigma=None,
+        # Unrolled whole although K = 100 > FULL_UNROLL_MAX_STEPS: on XLA:CPU
+        # the unrolled chain ran 4.5x faster than the loop (n_f = 32, 8
+        # chains: 141 vs 32 chain-steps/s) for a compile of ~6 instead of
+        # ~1 minute on 2 loaded cores, repaid within the first iterations
+        # (experiments/benchmarks/RESULTS.md).
+        langevin=LangevinConfig(n_steps=100, step_size=1.0, noise_scale=0.01, unroll=True),
+        n_chains=64,
+        chain_init="uniform",
+        init_scale=1.0,
+        persistent=False,
+        optimizer="adam",
+        learning_rate=1e-4,
+        beta1=0.9,
+        weight_decay=0.0,
+        divide_by_positions=False,
+        max_abs_grad=None,
+        image_size=(32, 32),
+        channels=3,
+        pixel_scale="unit",
+        batch_size=64,
+        data_noise=0.03,
+        n_iterations=200,
+        run=RunConfig(log_every=10, image_every=50, checkpoint_every=50),
+    )
+
+
 PRESETS: Dict[str, Callable[[], DescriptorConfig]] = {
     "texture": texture,
     "object": object_pattern,
     "cd": contrastive_divergence,
     "demo": demo,
+    "shortrun": shortrun,
 }
 
 

@@ -56,7 +56,8 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
             f"but the data are {kinds.get(n_axes, f'{n_axes}-axis')}; choose a net for this kind of data."
         )
     sizes = images.shape[1:-1]
-    if n_axes == 2:
+    padded = any(spec.padding != "VALID" for spec in config.layers)
+    if n_axes == 2 and not padded:
         rf = receptive_field(config.layers, n_axes)
         if min(sizes) < min(rf):
             raise gdata.DataError(
@@ -64,8 +65,9 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
                 f"receptive field ({rf[1]}x{rf[0]}); use larger images (--image-size) or a net with smaller filters."
             )
     else:
-        # Videos and sounds: every layer must keep at least one position
-        # (padded layers may see less than their receptive field).
+        # Videos, sounds and padded nets: every layer must keep at least one
+        # position (padded layers see past the border, so the data may be
+        # smaller than the receptive field).
         out = layer_output_sizes(config.layers, sizes)
         if any(min(o) < 1 for o in out):
             raise gdata.DataError(
@@ -187,6 +189,7 @@ def learn_descriptor(
     overwrite: bool = False,
     resume: bool = False,
     quiet: bool = False,
+    net=None,
 ) -> Dict[str, object]:
     """Learn a descriptor from observed ``images`` (pixels 0..255, N×H×W×C)
     by maximum likelihood (or CD, as ``config`` says) and write a run.
@@ -197,8 +200,17 @@ def learn_descriptor(
     back to its last good checkpoint, then stops with a message or retries
     with a smaller Langevin step (``config.run.on_divergence``).
     ``data_spec`` (how the images were loaded) is saved for resuming.
+    ``net`` (anything with Flax's ``init``/``apply``, e.g. a
+    :class:`gcnjax.frame.FrameNet`) replaces the net that ``config.layers``
+    describes (no layer-by-layer growth then).
     Returns a summary dict (paths and final numbers).
     """
+    if net is not None and config.grow_iterations:
+        raise ValueError("learn_descriptor: a given net cannot grow layer by layer; set grow_iterations=None.")
+
+    def make_net(depth):
+        return net if net is not None else D.make_net(config, depth=depth)
+
     images = check_images(images, config)
     run = RunDir(out, overwrite=overwrite, resume=resume)
     scale = gdata.PixelScale(config.pixel_scale).fit(images)
@@ -249,24 +261,24 @@ def learn_descriptor(
             if end <= done:
                 index += 1
                 continue
-            net = D.make_net(config, depth=depth)
+            stage_net = make_net(depth)
             stage_key = jax.random.fold_in(base_key, index)  # the same on resume
             if state is None:
                 # A state to restore into (or to start from): this stage's
                 # structure, or the previous stage's when the stage begins now.
                 restore_index = index - 1 if (done == begin and index > 0) else index
-                r_net = D.make_net(config, depth=stages[restore_index][0])
+                r_net = make_net(stages[restore_index][0])
                 state = D.init_state(jax.random.fold_in(base_key, restore_index), config, r_net, x)
                 if done in checkpointer.all_steps():
                     state = checkpointer.restore(state, done)
                 else:
                     checkpointer.save(0, state)  # the start is the first good checkpoint
                 if restore_index != index:
-                    state = D.grow(stage_key, state, config, net, x)
+                    state = D.grow(stage_key, state, config, stage_net, x)
             elif done == begin and index > 0:
-                state = D.grow(stage_key, state, config, net, x)
+                state = D.grow(stage_key, state, config, stage_net, x)
             optimizer = D.make_optimizer(config, state.params, image_size=x.shape[1:-1])
-            step = D.make_train_step(dataclasses.replace(config, langevin=sampler), net.apply, optimizer)
+            step = D.make_train_step(dataclasses.replace(config, langevin=sampler), stage_net.apply, optimizer)
             try:
                 state, _ = fit(
                     step, state, batches, start=done, end=end, total=total, run_dir=run, run=config.run,
@@ -294,9 +306,9 @@ def learn_descriptor(
             done = end
             index += 1
         if state is None:  # resumed after the last checkpoint: only the outputs are left to write
-            template = D.init_state(base_key, config, D.make_net(config, depth=stages[-1][0]), x)
+            template = D.init_state(base_key, config, make_net(stages[-1][0]), x)
             state = checkpointer.restore(template, done)
-    net = D.make_net(config, depth=stages[-1][0])
+    net = make_net(stages[-1][0])
     seconds = time.perf_counter() - t0
 
     write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(state.params)))

@@ -1,0 +1,1 @@
+"""Experiments of gcnjax (scripts; not part of the library)."""

@@ -1,0 +1,1 @@
+"""Benchmarks of gcnjax: `python -m experiments.benchmarks` (see README.md here)."""

@@ -1,0 +1,385 @@
+"""gcnjax against its PyTorch twin: one table of throughput, same-run ratios.
+
+    python -m experiments.benchmarks [--quick | --full] [--device cpu|gpu] [--out DIR] [--no-twin]
+
+For each workload and chain count both frameworks are built and called once
+(the compile / warm-up time, reported apart), then timed ``--repeats``
+times, the repetitions of the two INTERLEAVED (alternating which goes
+first) so that load from other processes hits both alike; the table holds
+medians. Throughput is chain-steps per second (a chain-step is one
+Langevin step of one chain), plus training iterations per second for the
+training steps. GFLOP/s come from a FLOP count of the nets' layer shapes
+(:func:`net_flops`; 2 FLOPs per multiply-add): a Langevin step costs the
+forward pass plus the gradient with respect to the input (2× the forward),
+a learning step the forward, input and weight gradients (3×). The peak is a
+large float32 matmul timed with jax in the same run.
+
+Writes ``bench.csv`` and ``bench.md`` to ``--out`` (default
+``runs/bench-<mode>``) and prints the markdown table. Runs on a GPU as is
+(jax with CUDA; the twin then runs on CUDA too when torch has it, with a
+``torch.cuda.synchronize()`` closing each timed call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gcnjax import descriptor as D
+from gcnjax import generator as G
+from gcnjax import langevin, nets, presets
+
+# ---------------------------------------------------------------- FLOP counts
+
+
+def descriptor_flops(layers, image_size, channels=3) -> float:
+    """FLOPs of one forward pass of a DescriptorNet on one image (2 per MAC)."""
+    c = channels
+    total = 0.0
+    for spec, (h, w) in zip(layers, nets.layer_output_sizes(layers, image_size)):
+        total += 2.0 * h * w * spec.features * spec.kernel * spec.kernel * c
+        c = spec.features
+    return total
+
+
+def generator_flops(net: nets.GeneratorNet, latent_dim: int) -> float:
+    """FLOPs of one forward pass of a GeneratorNet on one latent: the dense
+    layer, then each transposed conv (every output position gathers
+    ``(k/s)²`` input positions per channel on average: k² MACs per input
+    position and output channel)."""
+    h, w = net.start
+    c = net.channels[0]
+    total = 2.0 * latent_dim * h * w * c
+    for cout in net.channels[1:]:
+        total += 2.0 * h * w * c * cout * net.kernel * net.kernel
+        h, w, c = h * net.stride, w * net.stride, cout
+    return total
+
+
+# ---------------------------------------------------------------- workloads
+
+
+@dataclasses.dataclass
+class Case:
+    """One row: a workload at one chain count, for both frameworks."""
+
+    workload: str
+    chains: int
+    steps: int
+    flops: float  # per call
+    is_training: bool
+    jax_call: Callable[[], None]
+    twin_call: Optional[Callable[[], None]]
+
+
+def _block(x):
+    jax.block_until_ready(x)
+
+
+def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
+    """(a) one short-run training iteration (presets.shortrun, make_train_step)."""
+    import dataclasses as dc
+
+    config = dc.replace(presets.shortrun(n_filters), n_chains=n_chains, batch_size=n_chains,
+                        langevin=dc.replace(presets.shortrun().langevin, n_steps=n_steps))
+    net = D.make_net(config)
+    data = jax.random.uniform(jax.random.key(seed), (n_chains, 32, 32, 3), minval=-1, maxval=1)
+    holder = {"state": D.init_state(jax.random.key(seed + 1), config, net, data)}
+    step = D.make_train_step(config, net.apply, D.make_optimizer(config, holder["state"].params, (32, 32)))
+
+    def jax_call():
+        holder["state"], metrics = step(holder["state"], data)
+        _block(metrics)
+
+    twin_call = None
+    if twin_mod is not None:
+        T, torch = twin_mod
+        dev = T.device()
+        twin = T.descriptor_from_jax(T.DescriptorTwin(config.layers, 3, (32, 32), "leaky_relu", False),
+                                     holder["state"].params).to(dev)
+        opt = T.adam(twin.parameters(), lr=config.learning_rate, b1=config.beta1)
+        tdata = T.nhwc_to_nchw(data).to(dev)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+
+        def twin_call():
+            T.shortrun_iteration(twin, opt, tdata, n_steps=n_steps, n_chains=n_chains, generator=gen)
+            T.synchronize()
+
+    f = descriptor_flops(config.layers, (32, 32))
+    flops = n_chains * n_steps * 2 * f + 2 * n_chains * 3 * f
+    return Case(f"shortrun_train nf{n_filters}", n_chains, n_steps, flops, True, jax_call, twin_call)
+
+
+def texture_case(n_chains, n_steps, size, twin_mod, seed=0) -> Case:
+    """(b) the texture descriptor's Langevin chain (presets.texture net)."""
+    config = presets.texture()
+    sampler = dataclasses.replace(config.langevin, n_steps=n_steps)
+    net = D.make_net(config)
+    params = net.init(jax.random.key(seed), jnp.zeros((1, size, size, 3)))
+    energy_fn = D.make_energy_fn(net.apply, params, config.sigma)
+    run = jax.jit(lambda key, x: sampler.run(key, energy_fn, x)[0])
+    x0 = 10.0 * jax.random.normal(jax.random.key(seed + 1), (n_chains, size, size, 3))
+    counter = [0]
+
+    def jax_call():
+        counter[0] += 1
+        _block(run(jax.random.key(counter[0]), x0))
+
+    twin_call = None
+    if twin_mod is not None:
+        T, torch = twin_mod
+        dev = T.device()
+        twin = T.descriptor_from_jax(T.DescriptorTwin(config.layers, 3, (size, size), "relu", True), params).to(dev)
+        for p in twin.parameters():
+            p.requires_grad_(False)
+        tx0 = T.nhwc_to_nchw(x0).to(dev)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+
+        def twin_call():
+            T.langevin(lambda x: T.descriptor_energy(twin, x, config.sigma), tx0, n_steps, sampler.step_size,
+                       sampler.noise_scale, generator=gen)
+            T.synchronize()
+
+    flops = n_chains * n_steps * 2 * descriptor_flops(config.layers, (size, size))
+    return Case(f"texture_langevin {size}x{size}", n_chains, n_steps, flops, False, jax_call, twin_call)
+
+
+def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
+    """(c) one ABP iteration: Langevin inference of z, then one learning step."""
+    net = {"face": nets.face_generator, "face32": nets.face32_generator}[net_name]()
+    config = G.GeneratorConfig(langevin=langevin.LangevinConfig.from_delta(0.3, n_steps), batch_size=n_chains)
+    shape = net.output_shape()
+    holder = {"state": G.init_state(jax.random.key(seed), config, net, n_chains, shape)}
+    x = jax.random.uniform(jax.random.key(seed + 1), (n_chains,) + shape, minval=-1, maxval=1)
+    indices = jnp.arange(n_chains)
+    step = G.make_train_step(config, net.apply, G.make_optimizer(config))
+    z0 = np.asarray(holder["state"].latents)
+
+    def jax_call():
+        holder["state"], metrics = step(holder["state"], (indices, x))
+        _block(metrics)
+
+    twin_call = None
+    if twin_mod is not None:
+        T, torch = twin_mod
+        dev = T.device()
+        twin = T.generator_from_jax(T.GeneratorTwin(config.latent_dim, net.start, net.channels),
+                                    holder["state"].params).to(dev)
+        opt = T.adam(twin.parameters(), lr=config.learning_rate, b1=config.beta1)
+        tx = T.nhwc_to_nchw(x).to(dev)
+        tz = {"z": T._t(z0).to(dev)}
+        a, b = config.langevin.step_size, config.langevin.noise_scale
+        gen = torch.Generator(device=dev).manual_seed(seed)
+
+        def twin_call():
+            tz["z"], _ = T.abp_iteration(twin, opt, tx, tz["z"], sigma=config.sigma, n_steps=n_steps,
+                                         step_size=a, noise_scale=b, generator=gen)
+            T.synchronize()
+
+    f = generator_flops(net, config.latent_dim)
+    flops = n_chains * n_steps * 2 * f + n_chains * 3 * f
+    return Case(f"abp_train {net_name} {shape[0]}x{shape[1]}", n_chains, n_steps, flops, True, jax_call, twin_call)
+
+
+# (workload builder, kwargs, chain counts) per mode. The 3-D spatial-temporal
+# descriptor's training step goes here as one more builder when it lands.
+MODES: Dict[str, List] = {
+    "quick": [
+        (shortrun_case, dict(n_steps=10, n_filters=16), (4, 16)),
+        (texture_case, dict(n_steps=5, size=32), (1, 4)),
+        (abp_case, dict(n_steps=5, net_name="face32"), (4, 16)),
+        (abp_case, dict(n_steps=2, net_name="face"), (1, 4)),
+    ],
+    "default": [
+        (shortrun_case, dict(n_steps=20, n_filters=64), (4, 16)),
+        (texture_case, dict(n_steps=10, size=64), (1, 4)),
+        (texture_case, dict(n_steps=5, size=128), (1, 4)),
+        (abp_case, dict(n_steps=10, net_name="face32"), (8, 32)),
+        (abp_case, dict(n_steps=5, net_name="face"), (2, 8)),
+    ],
+    "full": [
+        (shortrun_case, dict(n_steps=100, n_filters=64), (8, 64)),
+        (texture_case, dict(n_steps=10, size=64), (1, 8)),
+        (texture_case, dict(n_steps=10, size=128), (1, 8)),
+        (abp_case, dict(n_steps=30, net_name="face32"), (8, 100)),
+        (abp_case, dict(n_steps=30, net_name="face"), (8, 100)),
+    ],
+}
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def matmul_peak(n=2048, repeats=5) -> float:
+    """GFLOP/s of a float32 n×n matmul with jax (the machine's practical peak)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda a, b: a @ b)
+    _block(mm(a, a))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _block(mm(a, a))
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n**3 / min(times) / 1e9
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(case: Case, repeats: int) -> Dict:
+    row = {"workload": case.workload, "chains": case.chains, "steps": case.steps}
+    row["jax_first_s"] = timed(case.jax_call)
+    row["twin_first_s"] = timed(case.twin_call) if case.twin_call else float("nan")
+    tj, tt = [], []
+    for r in range(repeats):
+        order = [(case.jax_call, tj), (case.twin_call, tt)]
+        if r % 2:
+            order.reverse()
+        for fn, out in order:
+            if fn is not None:
+                out.append(timed(fn))
+    mj = statistics.median(tj)
+    mt = statistics.median(tt) if tt else float("nan")
+    row.update(
+        jax_s=mj, twin_s=mt,
+        jax_chain_steps_s=case.chains * case.steps / mj,
+        twin_chain_steps_s=case.chains * case.steps / mt,
+        ratio=mt / mj,
+        jax_it_s=1.0 / mj if case.is_training else float("nan"),
+        twin_it_s=1.0 / mt if case.is_training else float("nan"),
+        gflop_per_call=case.flops / 1e9,
+        jax_gflops=case.flops / mj / 1e9,
+        twin_gflops=case.flops / mt / 1e9,
+    )
+    # The compile time is the first call less one steady call.
+    row["jax_compile_s"] = row["jax_first_s"] - mj
+    return row
+
+
+COLUMNS = [
+    ("workload", "workload", "{}"), ("chains", "chains", "{}"), ("steps", "K", "{}"),
+    ("jax_chain_steps_s", "gcnjax chain-steps/s", "{:.1f}"), ("twin_chain_steps_s", "torch chain-steps/s", "{:.1f}"),
+    ("ratio", "gcnjax / torch", "{:.2f}"), ("jax_it_s", "gcnjax it/s", "{:.3f}"), ("twin_it_s", "torch it/s", "{:.3f}"),
+    ("jax_compile_s", "gcnjax compile s", "{:.1f}"), ("twin_first_s", "torch 1st call s", "{:.1f}"),
+    ("jax_gflops", "gcnjax GFLOP/s", "{:.1f}"), ("jax_peak_frac", "of peak", "{:.0%}"),
+    ("twin_gflops", "torch GFLOP/s", "{:.1f}"),
+]
+
+
+def markdown(rows) -> str:
+    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = []
+        for key, _, fmt in COLUMNS:
+            v = row.get(key)
+            cells.append("–" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def load() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes, under a minute or two")
+    size.add_argument("--full", action="store_true", help="the real sizes (K = 100, 64 chains, ...)")
+    parser.add_argument("--device", default=None, help="label of the machine in the table (default: jax's device)")
+    parser.add_argument("--out", default=None, help="directory for bench.csv and bench.md")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
+    parser.add_argument("--no-twin", action="store_true", help="gcnjax only (no torch)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads for the twin (default: torch's own choice, one per core). "
+                             "On an oversubscribed CPU 1 thread ran 13x faster than 2 (RESULTS.md)")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full" if args.full else "default"
+
+    twin_mod, torch_version = None, "not installed"
+    if not args.no_twin:
+        try:
+            import torch
+
+            from experiments.benchmarks import torch_twin as T
+            twin_mod, torch_version = (T, torch), torch.__version__
+            if args.torch_threads:
+                torch.set_num_threads(args.torch_threads)
+        except ImportError:
+            print("torch is not installed (pip install 'gcnjax[bench]'): timing gcnjax only.", file=sys.stderr)
+    device = args.device or f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
+    header = [
+        f"mode: {mode}; device: {device}; CPU: {cpu_model()}, {os.cpu_count()} cores; "
+        f"jax {jax.__version__}, jaxlib {jax.lib.__version__ if hasattr(jax.lib, '__version__') else '?'}, "
+        f"torch {torch_version}" + (f" ({twin_mod[1].get_num_threads()} threads)" if twin_mod else ""),
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load average at start: {load()}",
+    ]
+    print("\n".join(header), flush=True)
+    peak = matmul_peak()
+    print(f"float32 matmul peak (jax, 2048²): {peak:.1f} GFLOP/s", flush=True)
+    rows = []
+    for builder, kwargs, chain_counts in MODES[mode]:
+        for n in chain_counts:
+            case = builder(n, twin_mod=twin_mod, **kwargs)
+            if args.only and args.only not in case.workload:
+                continue
+            row = measure(case, args.repeats)
+            row["jax_peak_frac"] = row["jax_gflops"] / peak
+            row["load"] = load()
+            rows.append(row)
+            print(f"{case.workload} ×{n}: gcnjax {row['jax_chain_steps_s']:.1f} chain-steps/s, torch "
+                  f"{row['twin_chain_steps_s']:.1f}, ratio {row['ratio']:.2f} (load {row['load']})", flush=True)
+    # The peak is measured again at the end and the larger kept: under load
+    # either measurement alone can catch a busy moment.
+    peak_end = matmul_peak()
+    if peak_end > peak:
+        for row in rows:
+            row["jax_peak_frac"] = row["jax_gflops"] / peak_end
+        peak = peak_end
+    table = markdown(rows)
+    footer = f"matmul peak (larger of start and end) {peak:.1f} GFLOP/s; load average at end: {load()}"
+    print("\n" + table + "\n\n" + footer)
+    out = args.out or os.path.join("runs", f"bench-{mode}")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "bench.md"), "w") as fh:
+        fh.write("\n\n".join(["\n".join(header), table, footer]) + "\n")
+    with open(os.path.join(out, "bench.csv"), "w", newline="") as fh:
+        keys = list(rows[0]) if rows else []
+        writer = csv.DictWriter(fh, fieldnames=keys + ["device", "peak_gflops"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "device": device, "peak_gflops": peak})
+    print(f"wrote {out}/bench.md and bench.csv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""FRAME: frozen extractors, the filter bank, the top weights, the VGG loader."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gcnjax import descriptor as D
+from gcnjax import frame as F
+from gcnjax import langevin
+from gcnjax.data import DataError
+
+
+def test_filter_bank_has_zero_mean_and_unit_norm():
+    kernels, names = F.filter_bank_kernels(sizes=(5, 9), n_orientations=4, dog=True)
+    assert kernels.shape == (9, 9, 1, 2 * (4 * 2 + 1)) and len(names) == kernels.shape[-1]
+    k = kernels[:, :, 0, :].astype(np.float64)
+    # Zero DC: the response to a constant image is 0 (relative to the L1 mass).
+    np.testing.assert_array_less(np.abs(k.sum(axis=(0, 1))) / np.abs(k).sum(axis=(0, 1)), 1e-6)
+    np.testing.assert_allclose(np.sqrt((k ** 2).sum(axis=(0, 1))), 1.0, rtol=1e-5)
+    # The even Gabor is symmetric, the odd one antisymmetric (point reflection).
+    even, odd = k[..., names.index("gabor5_45deg_cos")], k[..., names.index("gabor5_45deg_sin")]
+    np.testing.assert_allclose(even, even[::-1, ::-1], atol=1e-7)
+    np.testing.assert_allclose(odd, -odd[::-1, ::-1], atol=1e-7)
+
+
+def _grating(side, wavelength, theta):
+    y, x = np.meshgrid(np.arange(side) - side / 2, np.arange(side) - side / 2, indexing="ij")
+    return np.cos(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / wavelength)
+
+
+def test_gabor_pair_responds_most_to_its_orientation_and_frequency():
+    sizes, n_orient = (7, 13), 6
+    bank = F.FilterBank(sizes=sizes, n_orientations=n_orient, dog=False, nonlinearity="identity", padding="VALID")
+    params = bank.init(jax.random.key(0), jnp.zeros((1, 40, 40, 1)))
+    _, names = F.filter_bank_kernels(sizes, n_orient, dog=False)
+    for s in sizes:
+        wavelength = 2.0 * s / 5.0
+        for j in range(n_orient):
+            theta = j * np.pi / n_orient
+            img = _grating(40, wavelength, theta)[None, :, :, None].astype(np.float32)
+            r = np.asarray(bank.apply(params, img))[0]  # (h, w, K)
+            # Phase-invariant energy of each (cos, sin) pair, averaged over positions.
+            energy = (r[..., 0::2] ** 2 + r[..., 1::2] ** 2).mean(axis=(0, 1))
+            best = names[2 * int(np.argmax(energy))]
+            assert best == f"gabor{s}_{round(np.degrees(theta))}deg_cos", (s, j, best)
+
+
+def test_filter_bank_is_depthwise_on_colour_and_takes_its_nonlinearity():
+    bank = F.FilterBank(sizes=(3, 5), n_orientations=2, nonlinearity="identity")
+    x = jax.random.normal(jax.random.key(0), (2, 12, 12, 3))
+    params = bank.init(jax.random.key(1), x)
+    k = params["params"]["kernel"].shape[-1]
+    h = bank.apply(params, x)
+    assert h.shape == (2, 12, 12, 3 * k)
+    # Group c (features c·K … c·K + K − 1) sees channel c only.
+    h_red = bank.apply(params, x.at[..., 1:].set(0.0))
+    np.testing.assert_allclose(h_red[..., :k], h[..., :k], atol=1e-5)
+    np.testing.assert_allclose(h_red[..., k:], 0.0, atol=1e-6)
+    for name, fn in (("abs", np.abs), ("relu", lambda a: np.maximum(a, 0))):
+        out = F.FilterBank(sizes=(3, 5), n_orientations=2, nonlinearity=name).apply(params, x)
+        np.testing.assert_allclose(out, fn(np.asarray(h)), atol=1e-6)
+    with pytest.raises(ValueError, match="nonlinearity"):
+        F.FilterBank(nonlinearity="tanh").init(jax.random.key(0), x)
+
+
+class SmallExtractor(nn.Module):
+    """A user's feature extractor: one random conv and ReLU."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Conv(4, (3, 3), padding="SAME")(x))
+
+
+def _config(**kw):
+    base = dict(layers=(), sigma=1.0, langevin=langevin.LangevinConfig.from_delta(0.3, 3), n_chains=3,
+                optimizer="sgd", learning_rate=1e-3, momentum=0.0, weight_decay=0.0, divide_by_positions=False,
+                max_abs_grad=None, image_size=(8, 8), channels=1)
+    base.update(kw)
+    base["layers"] = base["layers"] or (D.ConvSpec(1, 3, 1, "SAME"),)
+    return D.DescriptorConfig(**base)
+
+
+@pytest.mark.parametrize("top", ["dense", "sum"])
+def test_frozen_extractor_params_stay_bit_identical_while_the_top_learns(top):
+    module = SmallExtractor()
+    ext_params = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    before = jax.tree_util.tree_map(lambda a: np.array(a, copy=True), ext_params)
+    net = F.FrameNet(F.frozen(module, ext_params), top=top)
+    data = jax.random.normal(jax.random.key(1), (5, 8, 8, 1)) + 1.0
+    cfg = _config(optimizer="adam", learning_rate=0.05)
+    state = D.init_state(jax.random.key(2), cfg, net, data)
+    # Only the top weights are optimized.
+    shapes = jax.tree_util.tree_map(jnp.shape, state.params)
+    assert shapes == {"params": {"w": (8, 8, 4) if top == "dense" else (4,)}}
+    w0 = np.array(state.params["params"]["w"])
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    for _ in range(4):
+        state, metrics = step(state, data)
+    assert np.isfinite(float(metrics["f_data"]))
+    assert np.abs(np.asarray(state.params["params"]["w"]) - w0).max() > 1e-3
+    for a, b in zip(jax.tree_util.tree_leaves(ext_params), jax.tree_util.tree_leaves(before)):
+        assert np.asarray(a).tobytes() == b.tobytes()
+    # The features the net uses are the frozen module's.
+    np.testing.assert_allclose(net.features(data), module.apply(before, data), rtol=1e-6)
+
+
+class Identity(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x
+
+
+def test_frame_with_identity_features_learns_the_closed_form_mean():
+    """f = <w, x> (dense top on identity features) on N(0, σ²I): the model is
+    N(σ²w, σ²I), so ML learning converges to σ²w = mean of the data."""
+    sigma = 0.7
+    data = jnp.asarray(np.random.default_rng(0).normal([[1.0, -2.0], [0.5, 3.0]], 0.3, (64, 2, 2)))[..., None]
+    n_chains = 4000
+    cfg = _config(sigma=sigma, n_chains=n_chains, langevin=langevin.LangevinConfig(n_steps=4, step_size=0.5 * sigma**2),
+                  learning_rate=0.5, image_size=(2, 2))
+    module = Identity()
+    net = F.FrameNet(F.frozen(module, module.init(jax.random.key(0), data[:1])), top="dense")
+    state = D.init_state(jax.random.key(0), cfg, net, data)
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    ws = []
+    for i in range(300):
+        state, _ = step(state, data)
+        if i >= 200:
+            ws.append(np.asarray(state.params["params"]["w"]))
+    tol = 5 * sigma / np.sqrt(n_chains)
+    np.testing.assert_allclose(sigma**2 * np.mean(ws, axis=0), np.asarray(data.mean(axis=0)), atol=tol)
+
+
+def test_stationary_top_with_identity_features_learns_the_pooled_mean():
+    """The sum top: f = w Σ_positions x, so the model is N(σ²w·1, σ²I) and
+    σ²w = the mean of the data over examples AND positions."""
+    sigma = 1.0
+    data = jnp.asarray(np.random.default_rng(1).normal([[1.5, -0.5], [0.0, 2.0]], 0.3, (32, 2, 2)))[..., None]
+    cfg = _config(sigma=sigma, n_chains=1000, langevin=langevin.LangevinConfig(n_steps=4, step_size=0.25),
+                  learning_rate=0.1, image_size=(2, 2))
+    net = F.FrameNet(lambda x: x, top="sum")
+    state = D.init_state(jax.random.key(3), cfg, net, data)
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    ws = []
+    for i in range(300):
+        state, _ = step(state, data)
+        if i >= 200:
+            ws.append(float(state.params["params"]["w"][0]))
+    tol = 5 * sigma / np.sqrt(1000 * 4)
+    np.testing.assert_allclose(sigma**2 * np.mean(ws), float(data.mean()), atol=tol)
+
+
+def _random_vgg_npz(path, rng):
+    state, in_ch = {}, 3
+    for name, index, features in F.VGG16_LAYERS:
+        if name == "pool":
+            continue
+        state[f"features.{index}.weight"] = rng.normal(0, 0.1, (features, in_ch, 3, 3)).astype(np.float32)
+        state[f"features.{index}.bias"] = rng.normal(0, 0.1, (features,)).astype(np.float32)
+        in_ch = features
+    np.savez(path, **state)
+    return state
+
+
+def test_vgg16_loader_round_trip_on_a_random_weight_file(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "vgg16.npz"
+    state = _random_vgg_npz(path, rng)
+    params = F.load_vgg16_params(path)
+    assert sorted(params["params"]) == ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"]
+    np.testing.assert_array_equal(params["params"]["conv2_1"]["kernel"],
+                                  state["features.5.weight"].transpose(2, 3, 1, 0))
+    # conv1_1 on a small image against an independent NCHW/OIHW convolution.
+    offset = (120.0, 110.0, 100.0)
+    pixels = rng.uniform(0, 255, (2, 12, 12, 3)).astype(np.float32)
+    x = pixels - np.asarray(offset, np.float32)
+    module = F.VGG16Features(last="conv1_1", pixel_offset=offset)
+    got = module.apply(F.load_vgg16_params(path, last="conv1_1"), x)
+    normalised = (pixels / 255.0 - np.asarray(F.IMAGENET_MEAN)) / np.asarray(F.IMAGENET_STD)
+    ref = jax.lax.conv_general_dilated(
+        jnp.asarray(normalised.transpose(0, 3, 1, 2), jnp.float32), jnp.asarray(state["features.0.weight"]),
+        (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"),
+    ) + state["features.0.bias"][None, :, None, None]
+    np.testing.assert_allclose(got, np.maximum(np.asarray(ref), 0).transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+    # Up to conv3_1: two pools, 256 channels; FRAME on it has dense weights per feature.
+    net = F.vgg16_net(path, top="sum", pixel_offset=offset)
+    assert jax.eval_shape(net.features, jnp.asarray(x)).shape == (2, 3, 3, 256)
+    assert net.init(jax.random.key(0), x)["params"]["w"].shape == (256,)
+
+
+def test_vgg16_loader_errors_name_the_problem(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        F.load_vgg16_params(tmp_path / "none.npz")
+    np.savez(tmp_path / "bad.npz", **{"features.0.weight": np.zeros((64, 3, 3, 3), np.float32)})
+    with pytest.raises(DataError, match="features.0.bias"):
+        F.load_vgg16_params(tmp_path / "bad.npz")
+    np.savez(tmp_path / "shape.npz", **{"features.0.weight": np.zeros((64, 3, 5, 5), np.float32),
+                                        "features.0.bias": np.zeros(64, np.float32)})
+    with pytest.raises(DataError, match="needs"):
+        F.load_vgg16_params(tmp_path / "shape.npz")
+    (tmp_path / "w.pth").write_bytes(b"not torch")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataError, match="np.savez"):
+            F.load_vgg16_params(tmp_path / "w.pth")
+
+
+def test_learn_frame_writes_a_run(tmp_path):
+    images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 1)).astype(np.float32)
+    cfg = F.frame_config("object", channels=1, image_size=(16, 16), n_iterations=2, n_chains=2,
+                         langevin=langevin.LangevinConfig.from_delta(0.3, 2),
+                         run=dataclasses.replace(F.frame_config().run, checkpoint_every=2))
+    net = F.filter_bank_net("dense", sizes=(3, 5), n_orientations=2)
+    result = F.learn_frame(cfg, net, images, tmp_path / "run", quiet=True)
+    assert (tmp_path / "run" / "synthesized.png").is_file() and (tmp_path / "run" / "report.md").is_file()
+    assert result["state"].params["params"]["w"].shape == (16, 16, 10)

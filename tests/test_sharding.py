@@ -1,0 +1,113 @@
+"""Chains sharded over 8 host devices give the numbers of one device.
+
+The device count of the CPU platform is fixed when jax starts, so the
+8-device runs happen in a subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``; it computes the same
+Langevin chains and a descriptor train step on one device and sharded over
+all eight, from the same keys, and reports the largest differences.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from gcnjax import sharding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = textwrap.dedent("""
+    import dataclasses, json
+    import jax, jax.numpy as jnp, numpy as np
+    from gcnjax import descriptor as D, langevin, presets, sharding
+
+    assert len(jax.devices()) == 8, jax.devices()
+    config = dataclasses.replace(presets.shortrun(2), n_chains=8, batch_size=8,
+                                 langevin=langevin.LangevinConfig(n_steps=3, step_size=1.0, noise_scale=0.01))
+    net = D.make_net(config)
+    data = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3), minval=-1, maxval=1)
+    out = {}
+
+    # Langevin chains alone
+    params = net.init(jax.random.key(1), data[:1])
+    energy_fn = D.make_energy_fn(net.apply, params, None)
+    kw = dict(n_steps=3, step_size=1.0, noise_scale=0.01)
+    one = jax.jit(lambda k, x: langevin.sample(k, energy_fn, x, **kw)[0])(jax.random.key(2), data)
+    mesh = sharding.chain_mesh()
+    many, info = sharding.sample(jax.random.key(2), energy_fn, data, mesh=mesh, **kw)
+    out["sample_diff"] = float(jnp.max(jnp.abs(one - many)))
+    out["sample_moved"] = float(jnp.max(jnp.abs(one - data)))
+    out["sample_devices"] = len({s.device for s in many.addressable_shards})
+    out["sample_shard_rows"] = many.addressable_shards[0].data.shape[0]
+
+    # a whole train step (Langevin + Adam) on the ordinary jit'd step
+    def run(shard):
+        state = D.init_state(jax.random.key(3), config, net, data)
+        step = D.make_train_step(config, net.apply, D.make_optimizer(config, state.params, (32, 32)))
+        d = data
+        if shard:
+            state, d = sharding.shard_state(state, mesh), sharding.shard_chains(data, mesh)
+        for _ in range(2):
+            state, metrics = step(state, d)
+        return state, metrics
+
+    s1, m1 = run(False)
+    s8, m8 = run(True)
+    out["chains_diff"] = float(jnp.max(jnp.abs(s1.chains - s8.chains)))
+    out["params_diff"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                             zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s8.params)))
+    out["params_moved"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                              zip(jax.tree_util.tree_leaves(s1.params),
+                                  jax.tree_util.tree_leaves(net.init(jax.random.split(jax.random.key(3), 3)[0],
+                                                                     data[:1]))))
+    diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in
+                            zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s8.params))])
+    out["params_frac_differ"] = float(np.mean(diffs > 1e-6))
+    out["loss_diff"] = abs(float(m1["f_samples"] - m1["f_data"]) - float(m8["f_samples"] - m8["f_data"]))
+    out["state_chain_devices"] = len({s.device for s in s8.chains.addressable_shards})
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_eight_devices_match_one():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+    out = json.loads(line[len("RESULT"):])
+    # the chains really were split over the 8 devices, one row each
+    assert out["sample_devices"] == 8 and out["sample_shard_rows"] == 1
+    assert out["state_chain_devices"] == 8
+    # and the numbers are those of one device
+    assert out["sample_moved"] > 1e-2
+    assert out["sample_diff"] < 1e-5
+    assert out["chains_diff"] < 1e-5
+    assert out["params_moved"] > 1e-4  # two Adam steps of lr 1e-4
+    # Adam's first steps move each param by about ±lr whatever |g|: where a
+    # gradient is at rounding level, the order of the 8-device all-reduce can
+    # flip its sign. So: (almost) every param equal, none off by more than
+    # the two steps' 2·lr.
+    assert out["params_frac_differ"] < 0.01
+    assert out["params_diff"] <= 2.5e-4
+    assert out["loss_diff"] < 1e-4
+
+
+def test_indivisible_chains_are_refused():
+    mesh = sharding.chain_mesh()
+    x = sharding.shard_chains(jnp.zeros((3, 2)), mesh)  # one device here: anything divides
+    assert x.shape == (3, 2) and x.sharding.spec == jax.sharding.PartitionSpec("chains")
+
+    class TwoDevices:  # the divisibility check only looks at the mesh's device count
+        devices = jnp.zeros(2)
+
+    with pytest.raises(ValueError, match="multiple of 2"):
+        sharding._check_divisible(jnp.zeros((3, 2)), TwoDevices(), "x0")
