@@ -56,8 +56,13 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
             f"but the data are {kinds.get(n_axes, f'{n_axes}-axis')}; choose a net for this kind of data."
         )
     sizes = images.shape[1:-1]
-    padded = any(spec.padding != "VALID" for spec in config.layers)
-    if n_axes == 2 and not padded:
+    # A 2-D net of padded layers only (a stationary texture net) needs images
+    # that hold its receptive field: otherwise every top unit sees mostly
+    # padding. A net that ends in an unpadded layer (the short-run net's
+    # last conv maps 4×4 to 1×1) needs only a top map of one position.
+    ends_unpadded = config.layers[-1].padding == "VALID"
+    fully_valid = all(spec.padding == "VALID" for spec in config.layers)
+    if n_axes == 2 and (fully_valid or not ends_unpadded):
         rf = receptive_field(config.layers, n_axes)
         if min(sizes) < min(rf):
             raise gdata.DataError(
@@ -65,9 +70,9 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
                 f"receptive field ({rf[1]}x{rf[0]}); use larger images (--image-size) or a net with smaller filters."
             )
     else:
-        # Videos, sounds and padded nets: every layer must keep at least one
-        # position (padded layers see past the border, so the data may be
-        # smaller than the receptive field).
+        # Videos, sounds and nets that end unpadded: every layer must keep at
+        # least one position (padded layers see past the border, so the data
+        # may be smaller than the receptive field).
         out = layer_output_sizes(config.layers, sizes)
         if any(min(o) < 1 for o in out):
             raise gdata.DataError(
