@@ -222,6 +222,67 @@ def cmd_theory(args) -> int:
     return 0
 
 
+def cmd_coop(args) -> int:
+    from gcnjax import coop
+    from gcnjax.langevin import LangevinConfig
+    from gcnjax.train import RunDir
+
+    if args.out is None:
+        raise ValueError("--out is required: the run directory to write.")
+    if args.resume:
+        given = [f"--{n.replace('_', '-')}" for n in ("data", "image_size", "gray", "iterations", "chains", "steps",
+                                                       "delta", "lr", "gen_lr", "infer_steps", "latent_dim", "seed")
+                 if getattr(args, n, None) not in (None, False)]
+        if given:
+            raise ValueError(f"--resume continues a run with its own saved settings; drop {', '.join(given)}.")
+        saved = RunDir(args.out, resume=True).load_config()
+        try:
+            config = coop.CoopConfig.from_dict(saved["config"])
+        except (TypeError, KeyError) as err:
+            raise ValueError(f"{str(args.out)!r} is not a cooperative run ({err}); cannot resume it here.") from None
+        spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["data_spec"].items()}
+    else:
+        if args.data is None:
+            raise ValueError("--data is required: a folder of images, or fashion-mnist[:N].")
+        fashion = args.data.startswith("fashion-mnist")
+        channels = 1 if (args.gray or fashion) else 3
+        size = args.image_size or (28 if fashion else 64)
+        config = coop.coop_config(size, channels)
+        d, g, changes = config.descriptor, config.generator, {}
+        if args.chains:
+            d = dataclasses.replace(d, n_chains=args.chains, batch_size=args.chains)
+        if args.steps or args.delta:
+            old = d.langevin
+            d = dataclasses.replace(d, langevin=LangevinConfig.from_delta(args.delta or old.noise_scale,
+                                                                          args.steps or old.n_steps))
+        if args.lr:
+            d = dataclasses.replace(d, learning_rate=args.lr)
+        if args.gen_lr:
+            g = dataclasses.replace(g, learning_rate=args.gen_lr)
+        if args.infer_steps is not None:
+            g = dataclasses.replace(g, langevin=dataclasses.replace(g.langevin, n_steps=args.infer_steps))
+        if args.latent_dim:
+            g = dataclasses.replace(g, latent_dim=args.latent_dim)
+        if args.iterations:
+            run = config.run
+            changes["n_iterations"] = args.iterations
+            changes["run"] = dataclasses.replace(run, image_every=max(1, min(run.image_every, args.iterations // 6 or 1)),
+                                                 checkpoint_every=max(1, min(run.checkpoint_every, args.iterations)))
+        if args.seed is not None:
+            changes["seed"] = args.seed
+        config = dataclasses.replace(config, descriptor=d, generator=g, **changes)
+        spec = dict(spec=args.data, size=(size, size), crop=None, channels=channels)
+    images = load_data(**spec)
+    result = coop.learn_coop(config, images, args.out, title=f"Cooperative training: {spec['spec']}",
+                             source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
+                             quiet=args.quiet)
+    print(f"learned in {result['seconds']:.0f} s")
+    print(f"generator proposals: {result['proposals']}")
+    print(f"revised samples:     {result['revised']}")
+    print(f"report:              {result['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gcnjax", description="Generative ConvNets in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_theory)
+
+    p = sub.add_parser("coop", help="cooperative training of a descriptor and a generator (CoopNets)")
+    p.add_argument("--data", help="a folder of images, or fashion-mnist[:N] (the first N training images)")
+    p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
+    p.add_argument("--out", type=Path, help="run directory to write (must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--iterations", type=_positive_int, help="learning iterations (300)")
+    p.add_argument("--image-size", type=_positive_int, help="square image size (64; 28 for fashion-mnist)")
+    p.add_argument("--chains", type=_positive_int, help="proposals and observed images per iteration (64)")
+    p.add_argument("--steps", type=_positive_int, help="descriptor Langevin revision steps (15)")
+    p.add_argument("--delta", type=_positive_float, help="descriptor Langevin step delta (0.002)")
+    p.add_argument("--lr", type=_positive_float, help="descriptor learning rate (Adam, 0.007)")
+    p.add_argument("--gen-lr", type=_positive_float, help="generator learning rate (Adam, 1e-4)")
+    p.add_argument("--infer-steps", type=int, help="latent inference steps of the generator from z (0)")
+    p.add_argument("--latent-dim", type=_positive_int, help="dimension of z (100)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.set_defaults(func=cmd_coop)
     return parser
 
 
