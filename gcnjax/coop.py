@@ -125,7 +125,7 @@ class CoopConfig:
         return cls(**d)
 
 
-def coop_config(image_size: int = 64, channels: int = 3, **overrides) -> CoopConfig:
+def coop_config(image_size: int = 64, channels: int = 3, width: int = 64, **overrides) -> CoopConfig:
     """The authors' settings (CoopNets TensorFlow code) at a CPU size.
 
     Images in [−1, 1]. Descriptor: conv 5×5 s2 64 → conv 3×3 s2 128 →
@@ -135,7 +135,10 @@ def coop_config(image_size: int = 64, channels: int = 3, **overrides) -> CoopCon
     stride 2 → tanh, with s = image_size / 2^L ≤ 8; σ_g = 0.3, no latent
     inference (0 steps), Adam lr 1e-4 β1 0.5 (raise it for short runs).
     ``image_size`` must be 4 × (a number ≤ 8) or 8 × (a number ≤ 8)
-    (28, 32, 64 …). ``overrides`` replace CoopConfig fields.
+    (28, 32, 64 …). ``width`` (64) scales every layer's channels (the
+    descriptor's are width, 2·width, 4·width; the generator's last hidden
+    layer has width channels): 32 quarters the work, for CPU runs.
+    ``overrides`` replace CoopConfig fields.
     """
     size = int(image_size)
     n_up = next((L for L in (2, 3, 4) if size % (2**L) == 0 and size // (2**L) <= 8), None)
@@ -143,9 +146,12 @@ def coop_config(image_size: int = 64, channels: int = 3, **overrides) -> CoopCon
         raise ValueError(f"image size {size} cannot be made by doubling a start of at most 8 pixels; "
                          "use e.g. 28, 32 or 64.")
     start = size // 2**n_up
-    widths = tuple(64 * 2**i for i in reversed(range(n_up)))  # e.g. (256, 128, 64)
+    w = int(width)
+    if w < 1:
+        raise ValueError(f"width must be an integer >= 1, got {width!r}.")
+    widths = tuple(w * 2**i for i in reversed(range(n_up)))  # e.g. (256, 128, 64)
     descriptor = D.DescriptorConfig(
-        layers=(ConvSpec(64, 5, 2, "SAME"), ConvSpec(128, 3, 2, "SAME"), ConvSpec(256, 3, 1, "SAME")),
+        layers=(ConvSpec(w, 5, 2, "SAME"), ConvSpec(2 * w, 3, 2, "SAME"), ConvSpec(4 * w, 3, 1, "SAME")),
         top="dense", activation="leaky_relu", init_std=0.01, sigma=0.016,
         langevin=LangevinConfig.from_delta(0.002, 15), n_chains=64, chain_init="zeros", persistent=False,
         optimizer="adam", learning_rate=0.007, beta1=0.5, weight_decay=0.0, divide_by_positions=False,

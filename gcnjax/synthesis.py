@@ -41,10 +41,12 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
             f"{name}: images have {images.shape[-1]} channels but the config has channels={config.channels}."
         )
     rf = receptive_field(config.layers)
-    if any(spec.padding != "VALID" for spec in config.layers):
-        # Padded layers see past the border: the net needs only a top map
-        # of at least one position.
-        rf = 0 if min(layer_output_sizes(config.layers, images.shape[1:3])[-1]) >= 1 else rf
+    if any(spec.padding != "VALID" for spec in config.layers) and \
+            tuple(layer_output_sizes(config.layers, images.shape[1:3])[-1]) == (1, 1):
+        # A padded net made for this image size (its top is one unit seeing
+        # the whole image, as the short-run net's): its receptive field may
+        # exceed the image.
+        rf = 0
     if min(images.shape[1:3]) < rf:
         raise gdata.DataError(
             f"{name}: images of {images.shape[2]}x{images.shape[1]} pixels are smaller than the net's "
