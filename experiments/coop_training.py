@@ -26,6 +26,7 @@ def main():
     parser.add_argument("--chains", type=int, default=16)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--steps", type=int, default=15, help="descriptor revision steps")
+    parser.add_argument("--lr", type=float, default=0.007, help="descriptor learning rate (Adam)")
     parser.add_argument("--gen-lr", type=float, default=5e-4)
     parser.add_argument("--infer-steps", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
@@ -38,7 +39,7 @@ def main():
     if args.limit:
         images = images[: args.limit]
     config = coop.coop_config(size, channels, width=args.width, n_iterations=args.iterations)
-    d = dataclasses.replace(config.descriptor, n_chains=args.chains, batch_size=args.chains,
+    d = dataclasses.replace(config.descriptor, n_chains=args.chains, batch_size=args.chains, learning_rate=args.lr,
                             langevin=dataclasses.replace(config.descriptor.langevin, n_steps=args.steps))
     g = dataclasses.replace(config.generator, learning_rate=args.gen_lr,
                             langevin=dataclasses.replace(config.generator.langevin, n_steps=args.infer_steps))

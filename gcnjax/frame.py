@@ -188,26 +188,28 @@ class FilterBank(nn.Module):
             raise ValueError(f"FilterBank.nonlinearity must be one of {NONLINEARITIES}, got {self.nonlinearity!r}.")
         bank, _ = filter_bank_kernels(self.sizes, self.n_orientations, self.dog)
         kernel = self.param("kernel", lambda key, shape: jnp.asarray(bank), bank.shape)
-        channels = x.shape[-1]
+        n, height, width, channels = x.shape
         k = bank.shape[0]
         per_size = 2 * int(self.n_orientations) + (1 if self.dog else 0)
+        # Each channel on its own (depthwise), by folding the channels into
+        # the batch: a plain convolution is much faster on XLA:CPU than a
+        # grouped one (feature_group_count).
+        planes = jnp.moveaxis(x.astype(jnp.float32), -1, 1).reshape(n * channels, height, width, 1)
         groups = []
         # One convolution per filter size, each kernel cropped to its own
         # support: the bank's zero padding would cost (k/s)² more work.
         for g, s in enumerate(int(v) for v in self.sizes):
             lo = (k - s) // 2
             sub = kernel[lo:lo + s, lo:lo + s, :, g * per_size:(g + 1) * per_size]
-            # Depthwise: group c convolves channel c with all the filters.
-            h = jax.lax.conv_general_dilated(
-                x.astype(jnp.float32), jnp.tile(sub, (1, 1, 1, channels)), (self.stride, self.stride),
-                self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
-            )
+            h = jax.lax.conv_general_dilated(planes, sub, (self.stride, self.stride), self.padding,
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
             if self.padding == "VALID" and s < k:  # the positions the largest filter has
                 crop = lo // self.stride
                 h = h[:, crop:h.shape[1] - crop, crop:h.shape[2] - crop, :]
-            groups.append(h.reshape(h.shape[:3] + (channels, per_size)))
-        # Features in the order channel-major, then the bank's filter order.
-        h = jnp.concatenate(groups, axis=-1)
+            groups.append(h)
+        h = jnp.concatenate(groups, axis=-1)  # (n·C, h, w, K)
+        # Features channel-major, then in the bank's filter order.
+        h = jnp.moveaxis(h.reshape((n, channels) + h.shape[1:]), 1, -2)  # (n, h, w, C, K)
         return _nonlinearity(self.nonlinearity, h.reshape(h.shape[:3] + (-1,)))
 
 
