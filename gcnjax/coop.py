@@ -78,7 +78,8 @@ class CoopConfig:
     generator_norm: str = "none"
     n_iterations: int = 300
     seed: int = 0
-    run: RunConfig = RunConfig(log_every=10, image_every=50, checkpoint_every=50)
+    # A metrics row every iteration: one host sync per (seconds-long) step.
+    run: RunConfig = RunConfig(log_every=1, image_every=50, checkpoint_every=50)
 
     def __post_init__(self):
         if not isinstance(self.descriptor, D.DescriptorConfig):
