@@ -26,6 +26,8 @@ def main():
     parser.add_argument("--gray", action="store_true")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--chains", type=int, help="synthesized images (default: 4 texture, 7 object)")
+    parser.add_argument("--steps", type=int, help="Langevin steps per iteration (default: 10 texture, 30 object)")
     parser.add_argument("--top", choices=["dense", "sum"], help="default: sum (texture), dense (object)")
     parser.add_argument("--nonlinearity", choices=frame.NONLINEARITIES, default="abs")
     parser.add_argument("--orientations", type=int, default=6)
@@ -42,6 +44,12 @@ def main():
     overrides = dict(channels=channels, image_size=(side, side), n_iterations=args.iterations)
     if args.lr:
         overrides["learning_rate"] = args.lr
+    if args.chains:
+        overrides["n_chains"] = args.chains
+    if args.steps:
+        from gcnjax.langevin import LangevinConfig
+
+        overrides["langevin"] = LangevinConfig.from_delta(0.3, args.steps)
     config = frame.frame_config(args.kind, **overrides)
     net = frame.filter_bank_net(args.top or config.top, sizes=tuple(args.sizes), n_orientations=args.orientations,
                                 nonlinearity=args.nonlinearity)

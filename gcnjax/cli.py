@@ -33,21 +33,25 @@ def load_data(spec: str, size=None, channels: int = 3, crop=None):
     """Images from ``spec``: an image file, a folder of images,
     ``skimage:NAME`` for a bundled texture (brick, grass, gravel),
     ``skimage:photos`` for tiles of ``size`` cut from scikit-image's bundled
-    colour photos, or ``fashion-mnist[:N]`` (the first N training images of
-    Debian's Fashion-MNIST, zero-padded or resized to ``size``); resized to
-    ``size`` and then centre-cropped to ``crop`` where given."""
+    colour photos, ``fashion-mnist[:N]`` (the first N training images of
+    Debian's Fashion-MNIST, zero-padded or resized to ``size``) or
+    ``idx:FOLDER`` (the training images of any folder of MNIST-format idx
+    files, likewise); resized to ``size`` and then centre-cropped to
+    ``crop`` where given."""
     from gcnjax import data as gdata
 
     if spec == "skimage:photos":
         return gdata.bundled_photo_tiles(size or 32, channels=channels)
     if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
         return _fashion_mnist(spec, size, channels)
+    if spec.startswith("idx:"):
+        return _fashion_mnist("fashion-mnist", size, channels, root=spec.split(":", 1)[1])
     if spec.startswith("skimage:"):
         return gdata.bundled_texture(spec.split(":", 1)[1], size=size, channels=channels, crop=crop)
     return gdata.load_images(spec, size=size, channels=channels, crop=crop)
 
 
-def _fashion_mnist(spec: str, size, channels: int):
+def _fashion_mnist(spec: str, size, channels: int, root=None):
     import numpy as np
 
     from gcnjax import data as gdata
@@ -58,7 +62,7 @@ def _fashion_mnist(spec: str, size, channels: int):
         if not text.isdigit() or int(text) < 1:
             raise gdata.DataError(f"fashion-mnist:N needs a whole number N >= 1 of images, got {spec!r}.")
         limit = int(text)
-    images, _ = gdata.load_fashion_mnist(limit=limit)
+    images, _ = gdata.load_fashion_mnist(root or gdata.FASHION_MNIST_DIR, limit=limit)
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         dh, dw = h - 28, w - 28
@@ -233,8 +237,8 @@ def cmd_theory(args) -> int:
 def load_generator_data(spec: str, net: str, *, size=None, channels=None, limit=None):
     """Observations for a generator: ``(array, rate or None, data_spec)``.
 
-    ``spec`` is a folder (or file) of images, ``fashion-mnist`` (Debian's
-    idx files) or ``idx:FOLDER`` (any folder of MNIST-format idx files), or,
+    ``spec`` is what :func:`load_data` reads (a folder of images,
+    ``fashion-mnist``, ``idx:FOLDER``, ...), resized to the net's size, or,
     for ``net == "sound"``, a WAV file or folder (cut into clips of the
     sound net's length)."""
     from gcnjax import data as gdata
@@ -245,14 +249,7 @@ def load_generator_data(spec: str, net: str, *, size=None, channels=None, limit=
     if net == "sound":
         clips, rate = gdata.load_sound_clips(spec, shape[0])
         return clips[:limit], rate
-    channels = channels or shape[-1]
-    if spec == "fashion-mnist" or spec.startswith("idx:"):
-        root = gdata.FASHION_MNIST_DIR if spec == "fashion-mnist" else spec.split(":", 1)[1]
-        images, _ = gdata.load_fashion_mnist(root, limit=limit)
-        if size and size != images.shape[1]:
-            raise ValueError(f"idx images are {images.shape[1]}x{images.shape[2]}; drop --image-size {size}.")
-        return images, None
-    images = load_data(spec, size=size or shape[:2], channels=channels)
+    images = load_data(spec, size=size or shape[:2], channels=channels or shape[-1])
     return images[:limit], None
 
 
@@ -571,6 +568,67 @@ def cmd_multigrid(args) -> int:
     return 0
 
 
+def cmd_coop(args) -> int:
+    from gcnjax import coop
+    from gcnjax.langevin import LangevinConfig
+    from gcnjax.train import RunDir
+
+    if args.out is None:
+        raise ValueError("--out is required: the run directory to write.")
+    if args.resume:
+        given = [f"--{n.replace('_', '-')}" for n in ("data", "image_size", "gray", "iterations", "chains", "steps",
+                                                       "delta", "lr", "gen_lr", "infer_steps", "latent_dim", "seed")
+                 if getattr(args, n, None) not in (None, False)]
+        if given:
+            raise ValueError(f"--resume continues a run with its own saved settings; drop {', '.join(given)}.")
+        saved = RunDir(args.out, resume=True).load_config()
+        try:
+            config = coop.CoopConfig.from_dict(saved["config"])
+        except (TypeError, KeyError) as err:
+            raise ValueError(f"{str(args.out)!r} is not a cooperative run ({err}); cannot resume it here.") from None
+        spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["data_spec"].items()}
+    else:
+        if args.data is None:
+            raise ValueError("--data is required: a folder of images, or fashion-mnist[:N].")
+        fashion = args.data.startswith("fashion-mnist")
+        channels = 1 if (args.gray or fashion) else 3
+        size = args.image_size or (28 if fashion else 64)
+        config = coop.coop_config(size, channels)
+        d, g, changes = config.descriptor, config.generator, {}
+        if args.chains:
+            d = dataclasses.replace(d, n_chains=args.chains, batch_size=args.chains)
+        if args.steps or args.delta:
+            old = d.langevin
+            d = dataclasses.replace(d, langevin=LangevinConfig.from_delta(args.delta or old.noise_scale,
+                                                                          args.steps or old.n_steps))
+        if args.lr:
+            d = dataclasses.replace(d, learning_rate=args.lr)
+        if args.gen_lr:
+            g = dataclasses.replace(g, learning_rate=args.gen_lr)
+        if args.infer_steps is not None:
+            g = dataclasses.replace(g, langevin=dataclasses.replace(g.langevin, n_steps=args.infer_steps))
+        if args.latent_dim:
+            g = dataclasses.replace(g, latent_dim=args.latent_dim)
+        if args.iterations:
+            run = config.run
+            changes["n_iterations"] = args.iterations
+            changes["run"] = dataclasses.replace(run, image_every=max(1, min(run.image_every, args.iterations // 6 or 1)),
+                                                 checkpoint_every=max(1, min(run.checkpoint_every, args.iterations)))
+        if args.seed is not None:
+            changes["seed"] = args.seed
+        config = dataclasses.replace(config, descriptor=d, generator=g, **changes)
+        spec = dict(spec=args.data, size=(size, size), crop=None, channels=channels)
+    images = load_data(**spec)
+    result = coop.learn_coop(config, images, args.out, title=f"Cooperative training: {spec['spec']}",
+                             source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
+                             quiet=args.quiet)
+    print(f"learned in {result['seconds']:.0f} s")
+    print(f"generator proposals: {result['proposals']}")
+    print(f"revised samples:     {result['revised']}")
+    print(f"report:              {result['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gcnjax", description="Generative ConvNets in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -695,6 +753,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default="block:32", help="inpaint: block:SIZE, randblock:SIZE or pepper:FRACTION")
     _add_common(p)
     p.set_defaults(func=cmd_multigrid)
+    p = sub.add_parser("coop", help="cooperative training of a descriptor and a generator (CoopNets)")
+    p.add_argument("--data", help="a folder of images, or fashion-mnist[:N] (the first N training images)")
+    p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
+    p.add_argument("--out", type=Path, help="run directory to write (must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--iterations", type=_positive_int, help="learning iterations (300)")
+    p.add_argument("--image-size", type=_positive_int, help="square image size (64; 28 for fashion-mnist)")
+    p.add_argument("--chains", type=_positive_int, help="proposals and observed images per iteration (64)")
+    p.add_argument("--steps", type=_positive_int, help="descriptor Langevin revision steps (15)")
+    p.add_argument("--delta", type=_positive_float, help="descriptor Langevin step delta (0.002)")
+    p.add_argument("--lr", type=_positive_float, help="descriptor learning rate (Adam, 0.007)")
+    p.add_argument("--gen-lr", type=_positive_float, help="generator learning rate (Adam, 1e-4)")
+    p.add_argument("--infer-steps", type=int, help="latent inference steps of the generator from z (0)")
+    p.add_argument("--latent-dim", type=_positive_int, help="dimension of z (100)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.set_defaults(func=cmd_coop)
     return parser
 
 

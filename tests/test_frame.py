@@ -27,6 +27,19 @@ def test_filter_bank_has_zero_mean_and_unit_norm():
     np.testing.assert_allclose(odd, -odd[::-1, ::-1], atol=1e-7)
 
 
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_filter_bank_equals_one_convolution_with_the_padded_bank(padding):
+    """The bank runs one conv per filter size; it must equal the single
+    depthwise conv with every filter zero-padded to the largest size."""
+    bank = F.FilterBank(sizes=(3, 7), n_orientations=2, padding=padding, nonlinearity="identity")
+    x = jax.random.normal(jax.random.key(0), (2, 14, 14, 3))
+    params = bank.init(jax.random.key(1), x)
+    padded = np.tile(np.asarray(params["params"]["kernel"]), (1, 1, 1, 3))
+    ref = jax.lax.conv_general_dilated(x, padded, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                       feature_group_count=3)
+    np.testing.assert_allclose(bank.apply(params, x), ref, atol=1e-5)
+
+
 def _grating(side, wavelength, theta):
     y, x = np.meshgrid(np.arange(side) - side / 2, np.arange(side) - side / 2, indexing="ij")
     return np.cos(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / wavelength)
