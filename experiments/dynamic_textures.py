@@ -4,8 +4,8 @@
     # a procedural travelling-wave texture with a known spectrum
     python experiments/dynamic_textures.py procedural --out runs/stg-wave
     # the paper's fire pot: synthesis, then recovery of missing pixels / frames
-    python experiments/dynamic_textures.py fire --data /work/shared/data/videos/fire_pot.avi --out runs/stg-fire
-    python experiments/dynamic_textures.py recover --data /work/shared/data/videos/fire_pot.avi \\
+    python experiments/dynamic_textures.py fire --data ../shared/data/videos/fire_pot.avi --out runs/stg-fire
+    python experiments/dynamic_textures.py recover --data ../shared/data/videos/fire_pot.avi \\
         --mask pepper:0.5 --out runs/stg-fire-pepper
     # a sound (a WAV file, or a synthesized tone when --data is left out)
     python experiments/dynamic_textures.py sound --data /usr/share/sounds/sound-icons/xxx.wav --out runs/stg-sound

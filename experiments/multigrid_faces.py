@@ -1,7 +1,7 @@
 """Multi-grid learning of 64×64 faces, inpainting, and single-grid vs
 multi-grid at an equal number of Langevin steps (PAPERS §5).
 
-    python experiments/multigrid_faces.py /work/shared/data/faces64 --out runs/multigrid_faces
+    python experiments/multigrid_faces.py ../shared/data/faces64 --out runs/multigrid_faces
 
 Sized for a busy 2-core CPU: a subset of faces, nets at a fraction of the
 authors' widths, few Langevin steps per grid. Writes two run directories
@@ -63,7 +63,7 @@ def random_feature_frechet(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("data", help="folder of 64×64 faces (e.g. /work/shared/data/faces64)")
+    ap.add_argument("data", help="folder of 64×64 faces (e.g. ../shared/data/faces64)")
     ap.add_argument("--out", default="runs/multigrid_faces")
     ap.add_argument("--results", default=None, help="folder for small PNGs (e.g. experiments/results)")
     ap.add_argument("--faces", type=int, default=160, help="training faces (the first N by name)")
