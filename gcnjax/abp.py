@@ -20,7 +20,6 @@ commands and the scripts in ``experiments/`` call them):
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from gcnjax import data as gdata
 from gcnjax import generator as G
 from gcnjax import masks as gmasks
 from gcnjax.metrics import recovery_error
-from gcnjax.train import Checkpointer, RunDir, fit, write_atomic
+from gcnjax.train import Checkpointer, RunDir, fit, write_atomic, write_npy
 
 __all__ = [
     "ObservationScale",
@@ -223,12 +222,6 @@ def _masked_view(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.asarray(images) * np.broadcast_to(mask, images.shape)
 
 
-def _save_npy(path: Path, array: np.ndarray):
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array, np.float32))
-    write_atomic(path, buffer.getvalue())
-
-
 def _resume_check(run: RunDir, config: G.GeneratorConfig, shape, mask_spec):
     saved = run.load_config()
     saved_config = G.GeneratorConfig.from_dict(saved["config"])
@@ -330,7 +323,7 @@ def learn_generator(
     seconds = time.perf_counter() - t0
 
     write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(state.params)))
-    _save_npy(run.path / "latents.npy", state.latents)
+    write_npy(run.path / "latents.npy", state.latents)
     samples = scale.to_data(generate(state.params, sample_z))
     reconstructed = scale.to_data(generate(state.params, state.latents))
     _save_grid(run.path / "samples.png", samples, scale)
@@ -426,7 +419,7 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
     pca_err = mean_squared_error(test_observations, pca, unit)
     summary = dict(test_mse_abp=float(abp_err.mean()), test_mse_pca=float(pca_err.mean()),
                    test_abp_better_fraction=float(np.mean(abp_err < pca_err)))
-    _save_npy(out_dir / "heldout_errors.npy", np.stack([abp_err, pca_err]))
+    write_npy(out_dir / "heldout_errors.npy", np.stack([abp_err, pca_err]))
     k = min(16, test_observations.shape[0])
     _save_grid(out_dir / "heldout.png", np.concatenate([test_observations[:k], abp_rec[:k], pca[:k]]), scale)
     n = len(abp_err)

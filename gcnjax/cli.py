@@ -135,12 +135,17 @@ def _apply_overrides(config, args):
     return dataclasses.replace(config, **changes)
 
 
-def _add_common(p: argparse.ArgumentParser):
+def _add_run_flags(p: argparse.ArgumentParser):
+    """--out, --overwrite, --resume, --quiet: the run directory of a learning command."""
     p.add_argument("--out", type=Path, help="run directory to write (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its own settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_common(p: argparse.ArgumentParser):
+    _add_run_flags(p)
     p.add_argument("--iterations", type=_positive_int, help="learning iterations")
     p.add_argument("--image-size", type=_positive_int, help="resize observed images to this square size")
     p.add_argument("--chains", type=_positive_int, help="synthesized images (chains) per iteration")
@@ -168,7 +173,6 @@ def _learn(config, data_spec, out, title, args):
 def _resume(args):
     """Continue the run in ``args.out`` with its own saved settings."""
     from gcnjax.descriptor import DescriptorConfig
-    from gcnjax.train import RunDir
 
     given = [f"--{name.replace('_', '-')}" for name in _MODEL_FLAGS if getattr(args, name, None) is not None]
     if given or getattr(args, "gray", False):
@@ -177,9 +181,7 @@ def _resume(args):
         )
     if args.out is None:
         raise ValueError("--resume needs --out: the run directory to continue.")
-    saved = RunDir(args.out, resume=True).load_config()
-    if not saved.get("data_spec"):
-        raise ValueError(f"{str(args.out)!r} does not record how its data was loaded, so it cannot be resumed.")
+    saved = _saved_run(args.out)
     try:
         config = DescriptorConfig.from_dict(saved["config"])
     except (TypeError, KeyError) as err:
@@ -695,10 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--image-every", type=int, default=200)
     p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (0: none)")
-    p.add_argument("--out", type=Path)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
-    p.add_argument("--quiet", action="store_true")
+    _add_run_flags(p)
     p.set_defaults(func=cmd_abp_train)
     for name, text in (("reconstruct", "infer latents of new images with a trained run and regenerate them"),
                        ("inpaint", "recover occluded new images with a trained run")):
@@ -756,10 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("coop", help="cooperative training of a descriptor and a generator (CoopNets)")
     p.add_argument("--data", help="a folder of images, or fashion-mnist[:N] (the first N training images)")
     p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
-    p.add_argument("--out", type=Path, help="run directory to write (must be new or empty)")
-    p.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_flags(p)
     p.add_argument("--iterations", type=_positive_int, help="learning iterations (300)")
     p.add_argument("--image-size", type=_positive_int, help="square image size (64; 28 for fashion-mnist)")
     p.add_argument("--chains", type=_positive_int, help="proposals and observed images per iteration (64)")

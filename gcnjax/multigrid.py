@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import json
 import time
 from pathlib import Path
@@ -50,7 +49,7 @@ from gcnjax import descriptor as D
 from gcnjax.langevin import LangevinConfig
 from gcnjax.metrics import recovery_error
 from gcnjax.nets import MULTIGRID_NORMS, MultigridNet, multigrid_layers
-from gcnjax.train import Checkpointer, RunConfig, RunDir, fit, write_atomic
+from gcnjax.train import Checkpointer, RunConfig, RunDir, fit, write_atomic, write_npy
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -634,9 +633,7 @@ def learn_multigrid(
     write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(state.params)))
     final = {k: np.asarray(v) for k, v in jax.device_get(state.samples).items()}
     finest = scale.to_pixels(final[grid_key(size)])
-    buffer = io.BytesIO()
-    np.save(buffer, finest.astype(np.float32))
-    write_atomic(run.path / "synthesized.npy", buffer.getvalue())
+    write_npy(run.path / "synthesized.npy", finest)
     gdata.save_image_grid(run.path / "synthesized.png", finest[:64])
     final_paths = _save_grids(run, final, scale, size, "final")
     history = run.read_metrics()

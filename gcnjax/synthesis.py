@@ -9,7 +9,6 @@ CSV of the energies, a plot, the learned params, and a markdown report.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax.langevin import LangevinConfig
 from gcnjax.nets import layer_output_sizes, receptive_field
-from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic
+from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic, write_npy
 
 __all__ = ["learn_descriptor", "load_run", "autoencoding_check", "check_run_autoencoding", "check_images",
            "plot_metrics", "save_picture", "plot_waveforms"]
@@ -318,9 +317,7 @@ def learn_descriptor(
 
     write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(state.params)))
     final = scale.to_pixels(np.asarray(state.chains))
-    buffer = io.BytesIO()
-    np.save(buffer, final.astype(np.float32))
-    write_atomic(run.path / "synthesized.npy", buffer.getvalue())
+    write_npy(run.path / "synthesized.npy", final)
     save_picture(run.path / "synthesized.png", final)
     history = run.read_metrics()
     plot_metrics(history, run.path / "energy.png")

@@ -24,7 +24,7 @@ import numpy as np
 
 from gcnjax.langevin import ChainDivergedError
 
-__all__ = ["RunConfig", "RunDir", "Checkpointer", "TrainingDiverged", "TrainingStalled", "fit", "write_atomic"]
+__all__ = ["RunConfig", "RunDir", "Checkpointer", "TrainingDiverged", "TrainingStalled", "fit", "write_atomic", "write_npy"]
 
 
 class TrainingDiverged(ChainDivergedError):
@@ -127,6 +127,15 @@ def write_atomic(path: Path, data) -> None:
     else:
         tmp.write_text(data)
     os.replace(tmp, path)
+
+
+def write_npy(path: Path, array) -> None:
+    """Write ``array`` as a float32 ``.npy`` file, atomically (:func:`write_atomic`)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, np.float32))
+    write_atomic(path, buffer.getvalue())
 
 
 def _jsonable(obj):
