@@ -222,20 +222,6 @@ def _masked_view(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.asarray(images) * np.broadcast_to(mask, images.shape)
 
 
-def _resume_check(run: RunDir, config: G.GeneratorConfig, shape, mask_spec):
-    saved = run.load_config()
-    saved_config = G.GeneratorConfig.from_dict(saved["config"])
-    changed = [f.name for f in dataclasses.fields(config)
-               if f.name != "run" and getattr(config, f.name) != getattr(saved_config, f.name)]
-    if changed or list(shape) != saved.get("observed_shape") or mask_spec != saved.get("mask"):
-        what = ", ".join(changed) if changed else "the observed data or mask"
-        raise ValueError(
-            f"cannot resume {str(run.path)!r}: it is a run of a different model or data ({what} differ); "
-            "resume with the run's own settings (--resume and no other options) or start a new --out."
-        )
-    return saved
-
-
 def learn_generator(
     config: G.GeneratorConfig,
     observations: np.ndarray,
@@ -281,7 +267,7 @@ def learn_generator(
     run = RunDir(out, overwrite=overwrite, resume=resume)
     scale = ObservationScale.for_data(config, x_obs)
     if resume:
-        saved = _resume_check(run, config, x_obs.shape, mask_spec)
+        saved = run.load_for_resume(config, observed_shape=x_obs.shape, mask=mask_spec)
         scale = ObservationScale.from_dict(saved["pixel_scale"])
     else:
         run.save_config(config, pixel_scale=scale.to_dict(), source=source, observed_shape=list(x_obs.shape),

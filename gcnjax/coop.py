@@ -315,14 +315,7 @@ def learn_coop(config: CoopConfig, images: np.ndarray, out, *, title: str = "Coo
     run = RunDir(out, overwrite=overwrite, resume=resume)
     scale = gdata.PixelScale("unit")
     if resume:
-        saved = run.load_config()
-        saved_config = CoopConfig.from_dict(saved["config"])
-        changed = [f.name for f in dataclasses.fields(config)
-                   if f.name != "run" and getattr(config, f.name) != getattr(saved_config, f.name)]
-        if changed or list(images.shape) != saved.get("observed_shape"):
-            what = ", ".join(changed) or f"observed images {list(images.shape)} vs {saved.get('observed_shape')}"
-            raise ValueError(f"cannot resume {str(run.path)!r}: it is a run of a different model or data ({what} "
-                             "differ); resume with the run's own settings or start a new --out.")
+        run.load_for_resume(config, observed_shape=images.shape)
     else:
         run.save_config(config, source=source, observed_shape=list(images.shape), data_spec=data_spec or {},
                         title=title)

@@ -553,7 +553,6 @@ def _save_grids(run: RunDir, samples, scale, size, suffix: str):
     return paths
 
 
-_RESUMABLE_CHANGES = ("run",)
 
 
 def learn_multigrid(
@@ -584,19 +583,7 @@ def learn_multigrid(
     run = RunDir(out, overwrite=overwrite, resume=resume)
     scale = gdata.PixelScale(config.pixel_scale).fit(images)
     if resume:
-        saved = run.load_config()
-        try:
-            saved_config = MultigridConfig.from_dict(saved["config"])
-        except (TypeError, KeyError) as err:
-            raise ValueError(f"{str(run.path)!r} is not a multi-grid run ({err}); cannot resume it here.") from None
-        changed = [f.name for f in dataclasses.fields(config)
-                   if getattr(config, f.name) != getattr(saved_config, f.name) and f.name not in _RESUMABLE_CHANGES]
-        if changed or list(images.shape) != saved.get("observed_shape"):
-            what = ", ".join(changed) if changed else f"observed images {list(images.shape)} vs {saved.get('observed_shape')}"
-            raise ValueError(
-                f"cannot resume {str(run.path)!r}: it is a run of a different model or data ({what} differ); "
-                "resume with the run's own settings (--resume and no other options) or start a new --out."
-            )
+        saved = run.load_for_resume(config, observed_shape=images.shape)
         scale = gdata.PixelScale(saved["pixel_scale"]["kind"], tuple(saved["pixel_scale"]["mean"] or ()) or None)
     x = jnp.asarray(scale.to_model(images))
     box = scale.range

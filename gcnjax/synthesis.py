@@ -178,8 +178,6 @@ def _smaller_step(sampler, factor: float):
     return dataclasses.replace(sampler, step_size=sampler.step_size * factor, noise_scale=noise)
 
 
-# Config fields that may differ between a run and its resumption.
-_RESUMABLE_CHANGES = ("run",)
 
 
 def learn_descriptor(
@@ -219,16 +217,7 @@ def learn_descriptor(
     run = RunDir(out, overwrite=overwrite, resume=resume)
     scale = gdata.PixelScale(config.pixel_scale).fit(images)
     if resume:
-        saved = run.load_config()
-        saved_config = D.DescriptorConfig.from_dict(saved["config"])
-        changed = [f.name for f in dataclasses.fields(config)
-                   if getattr(config, f.name) != getattr(saved_config, f.name) and f.name not in _RESUMABLE_CHANGES]
-        if changed or list(images.shape) != saved.get("observed_shape"):
-            what = ", ".join(changed) if changed else f"observed images {list(images.shape)} vs {saved.get('observed_shape')}"
-            raise ValueError(
-                f"cannot resume {str(run.path)!r}: it is a run of a different model or data ({what} differ); "
-                "resume with the run's own settings (--resume and no other options) or start a new --out."
-            )
+        saved = run.load_for_resume(config, observed_shape=images.shape)
         scale = gdata.PixelScale(saved["pixel_scale"]["kind"], tuple(saved["pixel_scale"]["mean"] or ()) or None)
     x = jnp.asarray(scale.to_model(images))
     if not resume:

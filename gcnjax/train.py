@@ -229,6 +229,31 @@ class RunDir:
     def load_config(self) -> Dict[str, Any]:
         return json.loads((self.path / "config.json").read_text())
 
+    def load_for_resume(self, config, *, observed_shape, **recorded) -> Dict[str, Any]:
+        """The saved ``config.json`` of the run being resumed, after checking
+        that it is a run of ``config`` (every field but ``run``, which a
+        resumed run may change) on data of ``observed_shape`` and with the
+        other ``recorded`` entries (e.g. its mask) as given; a ValueError
+        naming what differs otherwise."""
+        saved = self.load_config()
+        kind = type(config).__name__
+        try:
+            saved_config = type(config).from_dict(saved["config"])
+        except (TypeError, KeyError, ValueError) as err:
+            raise ValueError(f"{str(self.path)!r} is not a {kind} run ({err}); cannot resume it here.") from None
+        differ = [f.name for f in dataclasses.fields(config)
+                  if f.name != "run" and getattr(config, f.name) != getattr(saved_config, f.name)]
+        if list(observed_shape) != saved.get("observed_shape"):
+            differ.append(f"observed data {list(observed_shape)} vs {saved.get('observed_shape')}")
+        differ += [name for name, value in recorded.items() if saved.get(name) != value]
+        if differ:
+            raise ValueError(
+                f"cannot resume {str(self.path)!r}: it is a run of a different model or data "
+                f"({', '.join(differ)} differ); resume with the run's own settings (--resume and no other "
+                "options) or start a new --out."
+            )
+        return saved
+
     def save_config(self, config, **extra) -> Path:
         payload = {"config": _jsonable(config), **{k: _jsonable(v) for k, v in extra.items()}}
         path = self.path / "config.json"
