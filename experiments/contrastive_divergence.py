@@ -14,6 +14,7 @@ CD-learned model, the reconstructions, and how far the CD chains moved.
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import jax
@@ -27,11 +28,11 @@ from gcnjax.train import RunConfig
 from gcnjax.synthesis import learn_descriptor
 
 
-def config(full: bool):
-    if full:
-        return presets.contrastive_divergence()
-    return dataclasses.replace(presets.contrastive_divergence(), image_size=(96, 96), n_iterations=1500,
-                               run=RunConfig(image_every=250, checkpoint_every=250))
+def config(full: bool, iterations=None):
+    cfg = presets.contrastive_divergence() if full else dataclasses.replace(
+        presets.contrastive_divergence(), image_size=(96, 96), n_iterations=1500,
+        run=RunConfig(image_every=250, checkpoint_every=250))
+    return cfg if iterations is None else dataclasses.replace(cfg, n_iterations=iterations)
 
 
 def reconstruction(net, params, sigma, x):
@@ -47,9 +48,10 @@ def main():
     parser.add_argument("--data", required=True, help="folder of images (rose or hummingbird)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--full", action="store_true")
+    parser.add_argument("--iterations", type=int, help="learning iterations (default: 1500, or the preset's with --full)")
     args = parser.parse_args()
 
-    cfg = config(args.full)
+    cfg = config(args.full, args.iterations)
     images = gdata.load_images(args.data, size=cfg.image_size, channels=cfg.channels)
     cfg = dataclasses.replace(cfg, n_chains=len(images))
     result = learn_descriptor(cfg, images, args.out, title=f"Contrastive divergence: {Path(args.data).name}",
@@ -76,6 +78,10 @@ def main():
             f"| ‖x − σ²∇f(x)‖/‖x‖, CD-learned model | {err_after.mean():.3f} | {err_after.max():.3f} |\n"
             f"| ‖x_k − x‖/‖x‖, last CD chains | {moved.mean():.3f} | {moved.max():.3f} |\n"
         )
+    summary = {"images": len(images), "iterations": cfg.n_iterations, "seconds": result["seconds"],
+               "autoencoding_error_initial": float(err_before.mean()),
+               "autoencoding_error_learned": float(err_after.mean()), "chain_moved": float(moved.mean())}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"auto-encoding error ||x − σ²∇f(x)||/||x||: initial model {err_before.mean():.3f}, "
           f"CD-learned {err_after.mean():.3f}; CD chains moved {moved.mean():.3f}")
     print(f"report: {result['report']}")

@@ -10,7 +10,10 @@ data, narrower nets (width 32), 16 proposals per iteration.
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
+
+import numpy as np
 
 from gcnjax import coop
 from gcnjax.cli import load_data
@@ -47,6 +50,11 @@ def main():
     result = coop.learn_coop(config, images, args.out, title=f"CoopNets: {args.data}", source=args.data,
                              overwrite=not args.resume, resume=args.resume)
     h = result["history"]
+    summary = {"images": len(images), "iterations": args.iterations, "seconds": result["seconds"],
+               "revision_lowered_energy": int((h["revision_drop"] > 0).sum()),
+               "logged_iterations": len(h["revision_drop"]),
+               "mean_revision_drop": float(np.mean(h["revision_drop"]))}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{result['seconds']:.0f} s; revision lowered the energy in {int((h['revision_drop'] > 0).sum())} of "
           f"{len(h['revision_drop'])} logged iterations; report: {result['report']}")
 

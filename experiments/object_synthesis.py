@@ -9,6 +9,7 @@ The paper's 7 egret images: a descriptor with a fully connected top filter,
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 from gcnjax import data as gdata
@@ -17,13 +18,13 @@ from gcnjax.train import RunConfig
 from gcnjax.synthesis import learn_descriptor
 
 
-def config(full: bool):
-    if full:
-        return presets.object_pattern()
+def config(full: bool, iterations=None):
     # CPU size: 64×64 images and 600 iterations (30 Langevin steps for each of
     # the 7 chains make an iteration ~25× the cost of a texture iteration).
-    return dataclasses.replace(presets.object_pattern(), image_size=(64, 64), n_iterations=600,
-                               run=RunConfig(image_every=50, checkpoint_every=50))
+    cfg = presets.object_pattern() if full else dataclasses.replace(
+        presets.object_pattern(), image_size=(64, 64), n_iterations=600,
+        run=RunConfig(image_every=50, checkpoint_every=50))
+    return cfg if iterations is None else dataclasses.replace(cfg, n_iterations=iterations)
 
 
 def main():
@@ -31,11 +32,15 @@ def main():
     parser.add_argument("--data", required=True, help="folder of object images (the egrets)")
     parser.add_argument("--out", type=Path, default=Path("runs/egret"))
     parser.add_argument("--full", action="store_true")
+    parser.add_argument("--iterations", type=int, help="learning iterations (default: 600, or the preset's with --full)")
     args = parser.parse_args()
-    cfg = config(args.full)
+    cfg = config(args.full, args.iterations)
     images = gdata.load_images(args.data, size=cfg.image_size, channels=cfg.channels)
     cfg = dataclasses.replace(cfg, n_chains=len(images))
     result = learn_descriptor(cfg, images, args.out, title="Object patterns: egret", source=args.data, overwrite=True)
+    last = {k: float(v[-1]) for k, v in result["history"].items() if k in ("f_data", "f_samples")}
+    summary = {"images": len(images), "iterations": cfg.n_iterations, "seconds": result["seconds"], **last}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"report: {result['report']}")
 
 

@@ -10,6 +10,7 @@ plus a summary report.
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,12 @@ from gcnjax.cli import load_data
 from gcnjax.synthesis import learn_descriptor
 
 
-def config(full: bool):
-    if full:
-        return presets.texture()
-    # CPU size: 128×128 observed images, 4 chains, 600 iterations.
-    return dataclasses.replace(presets.texture(), image_size=(128, 128), n_iterations=600,
-                               run=RunConfig(image_every=100, checkpoint_every=100))
+def config(full: bool, iterations=None):
+    cfg = presets.texture() if full else dataclasses.replace(
+        # CPU size: 128×128 observed images, 4 chains, 600 iterations.
+        presets.texture(), image_size=(128, 128), n_iterations=600,
+        run=RunConfig(image_every=100, checkpoint_every=100))
+    return cfg if iterations is None else dataclasses.replace(cfg, n_iterations=iterations)
 
 
 def main():
@@ -35,9 +36,10 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("runs/textures"))
     parser.add_argument("--full", action="store_true", help="the authors' size (GPU)")
     parser.add_argument("--only", nargs="*", help="run only these textures")
+    parser.add_argument("--iterations", type=int, help="learning iterations (default: 600, or the preset's with --full)")
     args = parser.parse_args()
 
-    base = config(args.full)
+    base = config(args.full, args.iterations)
     size = base.image_size
     # At the CPU size the 224×224 ivy is cropped, not shrunk, so its leaves
     # keep their size. Bundled textures are 512×512: halve them, then take the
@@ -49,7 +51,7 @@ def main():
         "grass": ("skimage:grass", dict(size=(256, 256), crop=size), 1),
         "gravel": ("skimage:gravel", dict(size=(256, 256), crop=size), 1),
     }
-    rows = []
+    rows, summary = [], {}
     for name, (source, geometry, channels) in jobs.items():
         if source is None or (args.only and name not in args.only):
             continue
@@ -62,6 +64,8 @@ def main():
         noise = np.random.default_rng(0).normal(images.mean(), images.std(), synthesized.shape)
         d_synth = log_spectrum_distance(images, synthesized)
         d_noise = log_spectrum_distance(images, noise)
+        summary[name] = {"spectrum_distance_synthesized": d_synth, "spectrum_distance_noise": d_noise,
+                         "seconds": result["seconds"], "iterations": cfg.n_iterations}
         rows.append(f"| {name} | ![observed]({name}/observed.png) | ![synthesized]({name}/synthesized.png) "
                     f"| {d_synth:.2f} | {d_noise:.2f} | {result['seconds']:.0f} s |")
     report = [
@@ -72,6 +76,7 @@ def main():
         "|---|---|---|---|---|---|", *rows,
     ]
     (args.out / "report.md").write_text("\n".join(report) + "\n")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"report: {args.out / 'report.md'}")
 
 

@@ -160,7 +160,7 @@ def pca_reconstruct(train: np.ndarray, test: np.ndarray, latent_dim: int) -> np.
 
 def reconstruct_images(key: jax.Array, config: G.GeneratorConfig, net, params, x_model: np.ndarray, *,
                        mask: Optional[np.ndarray] = None, rounds: int = 10, chunk: int = 1000,
-                       noise: bool = False):
+                       noise: bool = False, prior_weight: float = 1.0):
     """Infer the latents of new observations (model values) and regenerate them.
 
     Every example's chain runs ``rounds`` × ``config.langevin`` (warm-started
@@ -170,7 +170,10 @@ def reconstruct_images(key: jax.Array, config: G.GeneratorConfig, net, params, x
     ``chunk`` examples at once. With ``noise=False`` (the default) the
     Langevin noise is off: gradient descent to the posterior mode, the
     reconstruction ``g(argmax p(z | x))``; ``noise=True`` returns ``g`` of a
-    posterior sample. Returns ``(g(z), z)`` as NumPy arrays.
+    posterior sample. ``prior_weight=0`` drops the ``||z||²/2`` term: the
+    least-squares fit ``argmin_z ||m ⊙ (x − g(z))||²``, the generator's
+    analogue of a projection on principal components. Returns ``(g(z), z)``
+    as NumPy arrays.
     """
     if int(rounds) < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds!r}.")
@@ -186,7 +189,7 @@ def reconstruct_images(key: jax.Array, config: G.GeneratorConfig, net, params, x
         z = G.init_latents(k_init, config.latent_init, (xs.shape[0], config.latent_dim))
         for r in range(int(rounds)):
             z, _ = infer(jax.random.fold_in(k_chunk, r), net.apply, params, xs, z, sigma=config.sigma,
-                         sampler=sampler, mask=ms)
+                         sampler=sampler, mask=ms, prior_weight=prior_weight)
         outputs.append(np.asarray(generate(params, z)))
         latents.append(np.asarray(z))
     return np.concatenate(outputs), np.concatenate(latents)
@@ -231,6 +234,7 @@ def learn_generator(
     mask_spec: Optional[str] = None,
     test_observations: Optional[np.ndarray] = None,
     test_rounds: int = 10,
+    validation_observations: Optional[np.ndarray] = None,
     title: str = "Generator (ABP)",
     source: str = "",
     data_spec: Optional[Dict[str, object]] = None,
@@ -254,6 +258,12 @@ def learn_generator(
         are inferred (``test_rounds`` × the config's Langevin) and the report
         compares the reconstruction error with PCA's at the same latent
         dimension fitted on the training set.
+      validation_observations: examples for early stopping (neither trained
+        nor tested on): at every snapshot (``config.run.image_every``) their
+        least-squares reconstruction error is logged to ``validation.json``,
+        and the params with the lowest one are the run's ``params.msgpack``
+        (and the ones the held-out comparison uses); the last iteration's
+        params are kept as ``params_final.msgpack``.
       sample_rate: the rate of sound clips (WAVs are written).
       overwrite / resume / quiet: as :func:`gcnjax.synthesis.learn_descriptor`;
         a resumed run gives the same result as an uninterrupted one.
@@ -263,6 +273,8 @@ def learn_generator(
     x_obs = check_observations(observations, config, "training data")
     if test_observations is not None:
         test_observations = check_observations(test_observations, config, "held-out data")
+    if validation_observations is not None:
+        validation_observations = check_observations(validation_observations, config, "validation data")
     mask = _check_mask(mask, x_obs)
     run = RunDir(out, overwrite=overwrite, resume=resume)
     scale = ObservationScale.for_data(config, x_obs)
@@ -285,10 +297,26 @@ def learn_generator(
     generate = jax.jit(net.apply)
     sample_z = jax.random.normal(jax.random.key(config.seed + 1), (64, config.latent_dim), jnp.float32)
 
+    validation_path, best_path = run.path / "validation.json", run.path / "params_best.msgpack"
+    validation: Dict[str, object] = {"rows": [], "best_iteration": None, "best_mse": None}
+
+    def validate(params, it):
+        x_val = scale.to_model(validation_observations)
+        fit, _ = reconstruct_images(jax.random.key(config.seed + 3), config, net, params, x_val,
+                                    rounds=test_rounds, prior_weight=0.0)
+        mse = float(mean_squared_error(validation_observations, scale.to_data(fit), scale.unit).mean())
+        validation["rows"].append({"iteration": it, "mse": mse})
+        if validation["best_mse"] is None or mse < validation["best_mse"]:
+            write_atomic(best_path, flax.serialization.to_bytes(jax.device_get(params)))
+            validation.update(best_iteration=it, best_mse=mse)
+        write_atomic(validation_path, json.dumps(validation, indent=1))
+
     def snapshot(state, it):
         _save_grid(run.images / f"samples_{it:06d}.png", scale.to_data(generate(state.params, sample_z)), scale)
         _save_grid(run.images / f"reconstructed_{it:06d}.png",
                    scale.to_data(generate(state.params, state.latents[:64])), scale)
+        if validation_observations is not None:
+            validate(state.params, it)
 
     t0 = time.perf_counter()
     template = G.init_state(jax.random.key(config.seed), config, net, n, x.shape[1:])
@@ -299,6 +327,14 @@ def learn_generator(
         if resume:
             run.truncate_metrics(done)
             state = checkpointer.restore(template, done)
+            if validation_observations is not None and validation_path.exists():
+                # Evaluations after the checkpoint are redone; the best params
+                # file keeps the best one seen, which may be one of them.
+                saved_validation = json.loads(validation_path.read_text())
+                validation["rows"] = [r for r in saved_validation["rows"] if r["iteration"] <= done]
+                if best_path.exists():
+                    validation.update(best_iteration=saved_validation["best_iteration"],
+                                      best_mse=saved_validation["best_mse"])
         else:
             state = template
             checkpointer.save(0, state)
@@ -308,7 +344,11 @@ def learn_generator(
                            step_size=config.langevin.step_size)
     seconds = time.perf_counter() - t0
 
-    write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(state.params)))
+    params = state.params
+    if validation["best_iteration"] is not None:
+        write_atomic(run.path / "params_final.msgpack", flax.serialization.to_bytes(jax.device_get(params)))
+        params = flax.serialization.from_bytes(params, best_path.read_bytes())
+    write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(params)))
     write_npy(run.path / "latents.npy", state.latents)
     samples = scale.to_data(generate(state.params, sample_z))
     reconstructed = scale.to_data(generate(state.params, state.latents))
@@ -328,6 +368,8 @@ def learn_generator(
     if mask is not None:  # observed pixels only: rescale by the observed fraction
         train_mse = train_mse / np.mean(np.broadcast_to(mask, x_obs.shape).reshape(n, -1), axis=1)
     summary["train_mse"] = float(np.mean(train_mse))
+    if validation["best_iteration"] is not None:
+        summary["validation"] = dict(validation)
     lines = [
         f"# {title}",
         "",
@@ -344,6 +386,15 @@ def learn_generator(
         f"values in [0, 1]): {summary['train_mse']:.5f}.",
         "",
     ]
+    if validation["best_iteration"] is not None:
+        curve = ", ".join(f"{r['iteration']}: {r['mse']:.5f}" for r in validation["rows"])
+        lines += [
+            f"Early stopping: {validation_observations.shape[0]} validation examples (not trained on), "
+            "least-squares reconstruction error by iteration: " + curve + ". "
+            f"`params.msgpack` holds the params of iteration {validation['best_iteration']}, the lowest "
+            f"({validation['best_mse']:.5f}); the last iteration's are `params_final.msgpack`.",
+            "",
+        ]
     if scale.pixels is not None:
         lines += [
             "| observed | reconstructed g(z) | samples g(z), z ~ N(0, I) |",
@@ -368,7 +419,7 @@ def learn_generator(
             "",
         ]
     if test_observations is not None:
-        held_lines, held = heldout_comparison(config, net, state.params, scale, np.asarray(x), test_observations,
+        held_lines, held = heldout_comparison(config, net, params, scale, np.asarray(x), test_observations,
                                               run.path, rounds=test_rounds)
         summary.update(held)
         lines += held_lines
@@ -389,44 +440,66 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
     """Reconstruction of held-out examples by ABP against PCA at the same
     latent dimension (fitted on the training set ``x_train_model``).
 
-    ABP: :func:`reconstruct_images` (gradient descent to the posterior mode
-    of z, ``rounds`` × the config's steps). Writes ``heldout_errors.npy``
-    (rows ABP, PCA: per-example MSE in [0, 1] units) and ``heldout.png``
-    (rows: observed, ABP, PCA) into ``out_dir``; returns the report's lines
-    and a summary dict.
+    ABP, two ways (:func:`reconstruct_images`, ``rounds`` × the config's
+    steps of gradient descent on z): to the posterior mode (the model's own
+    inference, whose prior ``||z||²/2`` shrinks z), and to the least-squares
+    fit ``argmin_z ||x − g(z)||²`` (prior weight 0), which is what PCA's
+    projection is for the linear model. Writes ``heldout_errors.npy`` (rows:
+    ABP posterior mode, ABP least-squares, PCA; per-example MSE in [0, 1]
+    units) and ``heldout.png`` (rows: observed, ABP least-squares, PCA) into
+    ``out_dir``; returns the report's lines and a summary dict.
     """
     out_dir = Path(out_dir)
     unit = scale.unit
     x_test = scale.to_model(test_observations)
-    abp_rec, _ = reconstruct_images(jax.random.key(config.seed + seed), config, net, params, x_test, rounds=rounds)
-    abp_rec = scale.to_data(abp_rec)
+    key = jax.random.key(config.seed + seed)
+    mode, _ = reconstruct_images(key, config, net, params, x_test, rounds=rounds)
+    fit, _ = reconstruct_images(key, config, net, params, x_test, rounds=rounds, prior_weight=0.0)
+    mode, fit = scale.to_data(mode), scale.to_data(fit)
     pca = scale.to_data(pca_reconstruct(x_train_model, x_test, config.latent_dim))
-    abp_err = mean_squared_error(test_observations, abp_rec, unit)
-    pca_err = mean_squared_error(test_observations, pca, unit)
-    summary = dict(test_mse_abp=float(abp_err.mean()), test_mse_pca=float(pca_err.mean()),
-                   test_abp_better_fraction=float(np.mean(abp_err < pca_err)))
-    write_npy(out_dir / "heldout_errors.npy", np.stack([abp_err, pca_err]))
+    errors = np.stack([mean_squared_error(test_observations, r, unit) for r in (mode, fit, pca)])
+    mode_err, fit_err, pca_err = errors
+    n = errors.shape[1]
+
+    def paired(e):  # mean and standard error of the per-example difference to PCA
+        d = e - pca_err
+        return float(d.mean()), float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+    summary = dict(test_mse_abp=float(mode_err.mean()), test_mse_abp_fit=float(fit_err.mean()),
+                   test_mse_pca=float(pca_err.mean()),
+                   test_abp_better_fraction=float(np.mean(mode_err < pca_err)),
+                   test_abp_fit_better_fraction=float(np.mean(fit_err < pca_err)),
+                   test_abp_minus_pca=paired(mode_err), test_abp_fit_minus_pca=paired(fit_err))
+    write_npy(out_dir / "heldout_errors.npy", errors)
     k = min(16, test_observations.shape[0])
-    _save_grid(out_dir / "heldout.png", np.concatenate([test_observations[:k], abp_rec[:k], pca[:k]]), scale)
-    n = len(abp_err)
+    _save_grid(out_dir / "heldout.png", np.concatenate([test_observations[:k], fit[:k], pca[:k]]), scale)
+
+    def row(name, e):
+        diff, se = paired(e)
+        return (f"| {name} | {config.latent_dim} | {e.mean():.5f} ± {e.std() / np.sqrt(n):.5f} | "
+                f"{diff:+.5f} ± {se:.5f} | {np.mean(e < pca_err):.0%} |")
+
     lines = [
         "## Held-out reconstruction: ABP against PCA",
         "",
         f"{test_observations.shape[0]} examples not trained on. ABP infers each latent by "
-        f"{rounds} × {config.langevin.n_steps} steps of gradient descent on E(z | x) (the Langevin "
-        "update without its noise) to the posterior mode; PCA projects on the top "
-        f"{config.latent_dim} principal components of the training set.",
+        f"{rounds} × {config.langevin.n_steps} steps of gradient descent (the Langevin update without its "
+        "noise), either on E(z | x) to the posterior mode, or on ||x − g(z)||² alone to the least-squares "
+        f"fit, the analogue of PCA's projection on the top {config.latent_dim} principal components of the "
+        "training set.",
         "",
-        "| latent dim | ABP MSE | PCA MSE | ABP better on |",
-        "|---|---|---|---|",
-        f"| {config.latent_dim} | {abp_err.mean():.5f} ± {abp_err.std() / np.sqrt(n):.5f} | "
-        f"{pca_err.mean():.5f} ± {pca_err.std() / np.sqrt(n):.5f} | {np.mean(abp_err < pca_err):.0%} of the examples |",
+        "| reconstruction | latent dim | MSE | minus PCA's, per example | better than PCA on |",
+        "|---|---|---|---|---|",
+        row("ABP, posterior mode", mode_err),
+        row("ABP, least-squares fit", fit_err),
+        f"| PCA | {config.latent_dim} | {pca_err.mean():.5f} ± {pca_err.std() / np.sqrt(n):.5f} | | |",
         "",
-        "(MSE per value in [0, 1]; ± one standard error over examples.)",
+        "(MSE per value in [0, 1]; ± one standard error over examples; the difference to PCA is paired, "
+        "per example.)",
         "",
     ]
     if scale.pixels is not None:
-        lines += [f"Rows of {k}: observed, ABP, PCA.", "", "![held out](heldout.png)", ""]
+        lines += [f"Rows of {k}: observed, ABP (least-squares fit), PCA.", "", "![held out](heldout.png)", ""]
     return lines, summary
 
 

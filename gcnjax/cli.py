@@ -294,7 +294,8 @@ def cmd_abp_train(args) -> int:
                                  resume=args.resume, quiet=args.quiet)
     print(f"learned in {result['seconds']:.0f} s; training reconstruction MSE {result['train_mse']:.5f}")
     if "test_mse_abp" in result:
-        print(f"held-out reconstruction MSE: ABP {result['test_mse_abp']:.5f}, PCA {result['test_mse_pca']:.5f}")
+        print(f"held-out reconstruction MSE: ABP {result['test_mse_abp']:.5f} (posterior mode), "
+              f"{result['test_mse_abp_fit']:.5f} (least-squares fit); PCA {result['test_mse_pca']:.5f}")
     if "train_recovery_error" in result:
         print(f"recovery error of the missing values: {result['train_recovery_error']:.4f}")
     print(f"report: {result['report']}")

@@ -278,25 +278,29 @@ def _residual(x: jax.Array, g: jax.Array, mask: Optional[jax.Array]) -> jax.Arra
 
 
 def latent_energy(apply_fn: ApplyFn, params: PyTree, z: jax.Array, x: jax.Array, *, sigma,
-                  mask: Optional[jax.Array] = None) -> jax.Array:
-    """``E(z | x) = ||m ⊙ (x − g(z))||² / (2σ²) + ||z||² / 2`` for ONE example.
+                  mask: Optional[jax.Array] = None, prior_weight=1.0) -> jax.Array:
+    """``E(z | x) = ||m ⊙ (x − g(z))||² / (2σ²) + λ ||z||² / 2`` for ONE example.
 
     ``z`` is ``(d,)`` and ``x`` one observation (no batch axis); ``mask`` is
-    shaped like ``x`` or broadcasts to it (1 = observed). This is
-    ``−log p(x, z; θ)`` up to a constant (with only the observed pixels
-    of x), so ``exp(−E)`` is the posterior of z given x, up to a constant.
+    shaped like ``x`` or broadcasts to it (1 = observed). With the prior
+    weight ``λ = 1`` (the default) this is ``−log p(x, z; θ)`` up to a
+    constant (with only the observed pixels of x), so ``exp(−E)`` is the
+    posterior of z given x, up to a constant; ``λ = 0`` leaves the
+    least-squares fit ``||m ⊙ (x − g(z))||²``, whose minimiser is the
+    maximum-likelihood z (the generator's analogue of a PCA projection).
     """
     g = apply_fn(params, z[None])[0]
     r = _residual(x, g, mask)
-    return jnp.sum(jnp.square(r)) / (2.0 * sigma**2) + 0.5 * jnp.sum(jnp.square(z))
+    return jnp.sum(jnp.square(r)) / (2.0 * sigma**2) + 0.5 * prior_weight * jnp.sum(jnp.square(z))
 
 
 def make_latent_energy_fn(apply_fn: ApplyFn, params: PyTree, x: jax.Array, *, sigma,
-                          mask: Optional[jax.Array] = None) -> Callable[[jax.Array], jax.Array]:
+                          mask: Optional[jax.Array] = None,
+                          prior_weight=1.0) -> Callable[[jax.Array], jax.Array]:
     """``z ↦ E(z | x)`` of ONE example: what :mod:`gcnjax.langevin` takes."""
 
     def energy_fn(z):
-        return latent_energy(apply_fn, params, z, x, sigma=sigma, mask=mask)
+        return latent_energy(apply_fn, params, z, x, sigma=sigma, mask=mask, prior_weight=prior_weight)
 
     return energy_fn
 
@@ -332,7 +336,7 @@ def init_latents(key: jax.Array, kind: str, shape: Sequence[int]) -> jax.Array:
 
 
 def infer(key: jax.Array, apply_fn: ApplyFn, params: PyTree, x: jax.Array, z0: jax.Array, *, sigma,
-          sampler: langevin.LangevinConfig, mask: Optional[jax.Array] = None):
+          sampler: langevin.LangevinConfig, mask: Optional[jax.Array] = None, prior_weight=1.0):
     """Inferential back-propagation: Langevin on z for each example of a batch.
 
     For every example ``i`` one chain runs ``sampler`` on the latent energy
@@ -362,6 +366,8 @@ def infer(key: jax.Array, apply_fn: ApplyFn, params: PyTree, x: jax.Array, z0: j
       sigma: σ.
       sampler: the Langevin settings.
       mask: optional ``(B, …)`` or broadcastable to x; 1 = observed.
+      prior_weight: λ of :func:`latent_energy`: 1 (the default) is the
+        posterior; 0 with the noise off descends to the least-squares fit.
 
     Returns:
       ``(z, info)``: the latents after the last step ``(B, d)``, and a
@@ -386,7 +392,7 @@ def infer(key: jax.Array, apply_fn: ApplyFn, params: PyTree, x: jax.Array, z0: j
     keys = jax.random.split(key, x.shape[0])
 
     def one_example(k, xi, zi, mi):
-        energy_fn = make_latent_energy_fn(apply_fn, params, xi, sigma=sigma, mask=mi)
+        energy_fn = make_latent_energy_fn(apply_fn, params, xi, sigma=sigma, mask=mi, prior_weight=prior_weight)
         z, info = sampler.run(k, energy_fn, zi[None])  # one chain
         return z[0], info
 

@@ -4,6 +4,8 @@ resume, and the ``gcnjax abp`` commands, on tiny settings."""
 import json
 import shutil
 
+import flax.serialization
+
 import jax
 import numpy as np
 import pytest
@@ -58,12 +60,13 @@ def test_learn_generator_writes_a_run_with_the_pca_table(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "ABP against PCA" in report and "| 4 |" in report
     errors = np.load(tmp_path / "run" / "heldout_errors.npy")
-    assert errors.shape == (2, 4)
+    assert errors.shape == (3, 4)
     # The PCA column is PCA's error, computed independently here.
     x = train / 127.5 - 1.0
     pca = (abp.pca_reconstruct(x, test / 127.5 - 1.0, 4) + 1.0) * 127.5
-    np.testing.assert_allclose(errors[1], np.mean(((test - pca) / 255.0) ** 2, axis=(1, 2, 3)), rtol=1e-4)
-    np.testing.assert_allclose(r["test_mse_pca"], errors[1].mean(), rtol=1e-6)
+    np.testing.assert_allclose(errors[2], np.mean(((test - pca) / 255.0) ** 2, axis=(1, 2, 3)), rtol=1e-4)
+    np.testing.assert_allclose(r["test_mse_pca"], errors[2].mean(), rtol=1e-6)
+    np.testing.assert_allclose([r["test_mse_abp"], r["test_mse_abp_fit"]], errors[:2].mean(axis=1), rtol=1e-6)
     assert np.load(tmp_path / "run" / "latents.npy").shape == (10, 4)
 
     # The run loads back, and its params generate what the run saved.
@@ -72,6 +75,26 @@ def test_learn_generator_writes_a_run_with_the_pca_table(tmp_path):
     np.testing.assert_allclose(
         scale.to_data(net.apply(params, jax.numpy.asarray(np.load(tmp_path / "run" / "latents.npy")))),
         scale.to_data(net.apply(r["state"].params, r["state"].latents)), atol=1e-4)
+
+
+def test_early_stopping_keeps_the_params_of_the_best_validation_error(tmp_path):
+    data = _digits(16, seed=2)
+    r = abp.learn_generator(TINY, data[:10], tmp_path / "run", validation_observations=data[10:13],
+                            test_rounds=2, quiet=True)
+    record = json.loads((tmp_path / "run" / "validation.json").read_text())
+    assert [row["iteration"] for row in record["rows"]] == [2, 4, 6]
+    best = min(record["rows"], key=lambda row: row["mse"])
+    assert (record["best_iteration"], record["best_mse"]) == (best["iteration"], best["mse"])
+    # params.msgpack holds the params that gave the best error: evaluating them again gives it.
+    config, scale, net, params, _ = abp.load_generator_run(tmp_path / "run")
+    fit, _ = abp.reconstruct_images(jax.random.key(TINY.seed + 3), config, net, params,
+                                    scale.to_model(data[10:13]), rounds=2, prior_weight=0.0)
+    np.testing.assert_allclose(abp.mean_squared_error(data[10:13], scale.to_data(fit), scale.unit).mean(),
+                               best["mse"], rtol=1e-5)
+    final = flax.serialization.from_bytes(params, (tmp_path / "run" / "params_final.msgpack").read_bytes())
+    for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(r["state"].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert r["validation"]["best_iteration"] == best["iteration"]
 
 
 def test_resume_gives_the_uninterrupted_run_with_its_latents(tmp_path):

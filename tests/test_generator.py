@@ -84,6 +84,24 @@ def test_gradient_descent_reaches_the_posterior_mode():
     assert bool(np.all(info.is_finite))
 
 
+def test_prior_weight_zero_descends_to_the_least_squares_fit():
+    """λ = 0, noise off: z → argmin ||x − Wz − b||² = W⁺(x − b), numpy's
+    lstsq, which differs from the posterior mode (the prior's shrinkage)."""
+    W, b, rng = small_problem(seed=2)
+    sigma = 0.5
+    x = rng.normal(size=(4, 8))
+    eig = np.linalg.eigvalsh(W.T @ W / sigma**2)
+    a = 1.0 / eig[-1]
+    n_steps = int(np.ceil(np.log(1e-8) / np.log(1 - eig[0] / eig[-1])))
+    sampler = LangevinConfig.from_delta(np.sqrt(2 * a), n_steps, noise=False)
+    z, _ = G.infer(jax.random.key(0), LinearG(8).apply, linear_params(W, b), x, np.zeros((4, 3)),
+                   sigma=sigma, sampler=sampler, prior_weight=0.0)
+    expected = np.linalg.lstsq(W, (x - b).T, rcond=None)[0].T
+    np.testing.assert_allclose(np.asarray(z), expected, rtol=1e-4, atol=1e-5)
+    mode = np.stack([posterior(W, b, xi, sigma)[0] for xi in x])
+    assert np.abs(expected - mode).max() > 0.05
+
+
 def test_reconstruct_from_observed_pixels_is_the_masked_posterior_mode():
     """With a mask, z* uses only observed pixels and g(z*) fills in the rest."""
     W, b, rng = small_problem(seed=1)

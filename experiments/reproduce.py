@@ -1,0 +1,398 @@
+"""Run the papers' experiments and write ``experiments/REPRODUCTION.md``:
+each experiment's result here beside what the paper reports, with the
+command, the settings and the run time.
+
+    python -m experiments.reproduce --data ../shared/data
+    python -m experiments.reproduce --data ../shared/data --full     # the papers' sizes (a GPU)
+    python -m experiments.reproduce --data ../shared/data --only abp coop   # rerun some jobs
+
+The default size fits the 2-core CPU (about an hour in all); ``--full``
+passes ``--full`` (or the papers' settings) to every experiment. Each job is
+one experiment script run as a subprocess, so every row's command can be
+rerun by hand; its numbers are read back from the ``summary.json`` it writes
+under ``--out``. Results accumulate in ``OUT/results.json``: ``--only``
+reruns some jobs and keeps the others' last results. A job that fails is
+reported as failed, with its error, never left out or filled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+SOUND_ICONS = Path("/usr/share/sounds/sound-icons/canary-long.wav")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the report: an experiment of a paper and its measurement."""
+
+    experiment: str
+    paper: str  # what the paper reports
+    measure: Callable[[Path], str]  # our result, read from the job's output
+    pictures: Callable[[Path], List[Path]] = lambda out: []
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One experiment script run; several rows may read its output."""
+
+    name: str
+    argv: Callable[[str, bool], List[str]]  # (data folder, full) -> arguments after `python`
+    settings: str
+    rows: List[Row]
+    needs: Optional[str] = None  # a job whose output this one reads
+
+
+def _summary(out: Path) -> Dict:
+    path = out / "summary.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} was not written")
+    return json.loads(path.read_text())
+
+
+def _existing(*paths: Path) -> List[Path]:
+    return [p for p in paths if p.exists()]
+
+
+def _first(out: Path, pattern: str) -> List[Path]:
+    found = sorted(out.glob(pattern))
+    return found[:1]
+
+
+# ---------------------------------------------------------------- the measurements
+
+
+def _texture(out):
+    s = _summary(out)["ivy"]
+    return (f"spectrum distance to the observed ivy {s['spectrum_distance_synthesized']:.2f} "
+            f"(white noise of its mean and variance: {s['spectrum_distance_noise']:.2f})")
+
+
+def _theory(out):
+    s = _summary(out)
+    return (f"{s['n_starts']} descents (noise of growing scale, and the learned chains) end at "
+            f"x = σ²∇f(x): largest relative residual {s['max_residual']:.1e}, median {s['median_residual']:.1e}; "
+            f"{s['distinct_patterns']} distinct activation patterns (local minima)")
+
+
+def _object(out):
+    s = _summary(out)
+    return (f"{s['images']} persistent chains after {s['iterations']} iterations; final mean f: observed "
+            f"{s['f_data']:.4g}, synthesized {s['f_samples']:.4g}")
+
+
+def _cd(out):
+    s = _summary(out)
+    return (f"‖x − σ²∇f(x)‖/‖x‖ at the observed image: initial model {s['autoencoding_error_initial']:.3f}, "
+            f"CD-learned {s['autoencoding_error_learned']:.3f}; the CD chains moved "
+            f"{s['chain_moved']:.3f} of ‖x‖")
+
+
+def _abp_heldout(out):
+    c = _summary(out)["complete"]
+    diff, se = c["test_abp_fit_minus_pca"]
+    stop = c.get("validation", {})
+    stopped = f"; early-stopped at iteration {stop['best_iteration']}" if stop else ""
+    return (f"held-out MSE: ABP {c['test_mse_abp_fit']:.5f} (least-squares fit), {c['test_mse_abp']:.5f} "
+            f"(posterior mode); PCA {c['test_mse_pca']:.5f}; ABP − PCA per face {diff:+.5f} ± {se:.5f}, "
+            f"ABP lower on {c['test_abp_fit_better_fraction']:.0%} of the faces{stopped}")
+
+
+def _abp_recovery(out):
+    r = _summary(out)["recovery"]
+    names = {"pepper:0.5": "50%", "pepper:0.7": "70%", "pepper:0.9": "90%"}
+    parts = [f"{names.get(k, k.replace('block:', 'block ') + '²')} {v:.4f}" for k, v in r.items() if k != "seconds"]
+    return "recovery MAE per missing value: " + ", ".join(parts)
+
+
+def _abp_incomplete(out):
+    s = _summary(out)
+    parts = []
+    for key, value in s.items():
+        if key.startswith("incomplete_"):  # incomplete_pepper_0p5: the mask pepper:0.5
+            kind, amount = key[len("incomplete_"):].split("_", 1)
+            parts.append(f"{kind} {amount.replace('p', '.')} missing in training: recovery MAE "
+                         f"{value['recovery_error']:.4f}")
+    return "; ".join(parts)
+
+
+def _spectrum(out, what):
+    s = _summary(out)
+    return (f"{what} spectrum distance {s['spectrum_distance_synthesized']:.2f} "
+            f"(noise of the data's variance: {s['spectrum_distance_noise']:.2f})")
+
+
+def _stg_recover(out):
+    s = _summary(out)
+    return (f"{s['what']} ({s['missing_fraction']:.0%} missing): recovery MAE {s['recovery_error']:.4f}; "
+            f"filled with the observed mean {s['mean_fill_error']:.4f}, linear interpolation in time "
+            f"{s['temporal_interpolation_error']:.4f}")
+
+
+def _multigrid(out):
+    s = _summary(out)
+    d = s["distances_to_training_faces"]
+    f = {k: v["random_feature_frechet"] for k, v in d.items()}
+    return (f"Fréchet distance of random-conv features to the training faces: multi-grid samples "
+            f"{f['multi-grid samples']:.3g}, single grid at equal Langevin steps {f['single-grid samples']:.3g}, "
+            f"held-out real faces {f['held-out real faces']:.3g}, flat mean colours {f['start: flat mean colours']:.3g}")
+
+
+def _multigrid_inpaint(out):
+    p = _summary(out)["inpainting"]
+    return (f"{p['mask']} missing: recovery MAE {p['mean_recovery_error']:.4f} (filled with the mean colour: "
+            f"{p['mean_colour_fill_error']:.4f})")
+
+
+def _coop(out):
+    s = _summary(out)
+    return (f"the descriptor's revision lowered the energy of the generator's proposals in "
+            f"{s['revision_lowered_energy']} of {s['logged_iterations']} logged iterations "
+            f"(mean drop {s['mean_revision_drop']:.3g})")
+
+
+# ---------------------------------------------------------------- the jobs
+
+
+def _py(script, *args):
+    return [f"experiments/{script}.py", *args]
+
+
+JOBS: List[Job] = [
+    Job("texture", lambda d, full: _py("texture_synthesis", "--ivy", f"{d}/textures/ivy.jpg", "--only", "ivy",
+                                       *(["--full"] if full else [])),
+        "`texture` preset (the authors' 3 conv layers, σ = 1, δ = 0.3, 10 steps, 4 persistent chains); "
+        "CPU: a 128² crop, 600 iterations; full: 224², the preset's iterations",
+        [Row("Texture synthesis (ivy), Xie et al. 2016",
+             "synthesized textures that look like the observed one (pictures, no number)",
+             _texture, lambda o: _existing(o / "ivy" / "observed.png", o / "ivy" / "synthesized.png"))]),
+    Job("theory", lambda d, full: _py("autoencoding_theory", "--run", "{out}/texture/ivy"),
+        "the learned ivy model; 6 noise starts + its chains, 200 steps of gradient descent on E",
+        [Row("The auto-encoding theory check, Xie et al. 2016",
+             "gradient descent on E converges to local minima that auto-encode, x = σ²∇f(x) (a theorem)",
+             _theory, lambda o: _existing(o / "minima.png"))],
+        needs="texture"),
+    Job("object", lambda d, full: _py("object_synthesis", "--data", f"{d}/objects/egret", *(["--full"] if full else [])),
+        "`object` preset (VALID convs + a fully connected top, 30 steps, one chain per image); CPU: 64², 600 "
+        "iterations; full: 224²",
+        [Row("Object pattern synthesis (7 egrets), Xie et al. 2016",
+             "new egret images from 7 observed ones (pictures, no number)",
+             _object, lambda o: _existing(o / "observed.png", o / "synthesized.png"))]),
+    Job("cd", lambda d, full: _py("contrastive_divergence", "--data", f"{d}/codebook/rose", *(["--full"] if full else [])),
+        "`cd` preset (CD-10 from the observed image, δ = 0.5); CPU: 96², 1500 iterations",
+        [Row("Contrastive divergence reconstructs the observed image (rose), Xie et al. 2016",
+             "CD-learned models reconstruct the observed images, x ≈ σ²∇f(x) (pictures)",
+             _cd, lambda o: _existing(o / "reconstruction.png"))]),
+    Job("abp", lambda d, full: _py("abp_faces", "--data", f"{d}/faces64", "--incomplete-epochs", "20",
+                                   *(["--full"] if full else [])),
+        "`face32` generator (d = 20, σ = 0.3, 10 warm-started Langevin steps of δ = 0.3, Adam 1e-3); CPU: 32² "
+        "faces, 650 (+ mirror images) to train, 50 for early stopping, 100 held out, 60 epochs; full: 64², the "
+        "`face` net",
+        [Row("ABP: reconstruction of held-out faces against PCA at the same d, Han et al. 2017",
+             "ABP's reconstruction error of testing images is below PCA's at the same latent dimension "
+             "(a table; CelebA faces, not comparable in value)",
+             _abp_heldout, lambda o: _existing(o / "complete" / "heldout.png")),
+         Row("ABP: recovery of occluded faces, Han et al. 2017",
+             "recovery errors per mask: salt-and-pepper 50/70/90% and a missing 20²/30² block on 64² "
+             "(a table; CelebA)",
+             _abp_recovery, lambda o: _existing(o / "recovery" / "recovery_pepper_0p7.png",
+                                                o / "recovery" / "recovery_block_15.png")),
+         Row("ABP: learning from incomplete data, Han et al. 2017",
+             "a generator learned from faces with pixels missing recovers them (a table of errors; CelebA)",
+             _abp_incomplete, lambda o: _existing(o / "incomplete_pepper_0p5" / "recovered.png"))]),
+    Job("dynamic-wave", lambda d, full: _py("dynamic_textures", "procedural", "--out", "{out}/dynamic-wave",
+                                            "--frames", "24", "--size", "32", "--iterations", "150",
+                                            "--synth-frames", "48"),
+        "ST net, 24 frames of 32², 150 iterations, 2 chains, 10 steps",
+        [Row("Dynamic texture with a known spectrum (travelling waves), Xie et al. 2017",
+             "(no such experiment: a check that the synthesized video has the observed spatial-temporal "
+             "statistics)", lambda o: _spectrum(o, "spatial-temporal"), lambda o: _first(o, "*_frames.png"))]),
+    Job("dynamic-fire", lambda d, full: _py("dynamic_textures", "fire", "--data", f"{d}/videos/fire_pot.avi",
+                                            "--out", "{out}/dynamic-fire",
+                                            *(["--frames", "70", "--size", "100", "--iterations", "500",
+                                               "--chains", "3", "--steps", "20"] if full else
+                                              ["--frames", "16", "--size", "32", "--iterations", "60",
+                                               "--steps", "10", "--synth-frames", "32"])),
+        "ST net; CPU: 16 frames of 32², 60 iterations, 2 chains, 10 steps; full: the paper's 70 frames of 100², "
+        "500 iterations, 3 chains, 20 steps",
+        [Row("Dynamic texture synthesis (fire pot), Xie et al. 2017",
+             "synthesized videos that look like the observed fire (videos, no number)",
+             lambda o: _spectrum(o, "spatial-temporal"), lambda o: _first(o, "*_frames.png"))]),
+    Job("dynamic-recover", lambda d, full: _py("dynamic_textures", "recover", "--data", f"{d}/videos/fire_pot.avi",
+                                               "--out", "{out}/dynamic-recover", "--mask", "frames:6-9",
+                                               "--frames", "16", "--size", "32", "--iterations", "60",
+                                               "--steps", "10"),
+        "ST net, 16 frames of 32², frames 6–9 missing, 60 iterations, 10 steps",
+        [Row("Recovery of missing frames (fire pot), Xie et al. 2017",
+             "the missing frames are filled in by sampling them only (videos)",
+             _stg_recover, lambda o: _first(o, "*recovered*.png"))]),
+    Job("sound", lambda d, full: _py("dynamic_textures", "sound", "--out", "{out}/sound", "--iterations", "200",
+                                     "--chains", "3", "--steps", "20", "--samples", "8000",
+                                     *(["--data", str(SOUND_ICONS)] if SOUND_ICONS.exists() else [])),
+        "the 1-D sound net; half a second of a canary's song (Debian sound-icons; a synthesized tone if absent), "
+        "200 iterations, 3 chains, 20 steps",
+        [Row("Sound synthesis, Xie et al. 2017",
+             "synthesized sounds like the observed one (audio, no number)",
+             lambda o: _spectrum(o, "log-power"), lambda o: _existing(o / "spectrograms.png"))]),
+    Job("multigrid", lambda d, full: [*_py("multigrid_faces", f"{d}/faces64", "--out", "{out}/multigrid",
+                                           "--overwrite"),
+                                      *(["--faces", "700", "--iterations", "3000", "--width", "1", "--steps", "30",
+                                         "--batch", "100"] if full else [])],
+        "`authors` preset (des4/des16/des64, batch norm, no noise, 0..255); CPU: 160 faces, nets at 1/8 of the "
+        "authors' widths, 15 steps per grid, 120 iterations",
+        [Row("Multi-grid synthesis of 64² faces from 1×1 starts, Gao et al. 2018",
+             "realistic 64² samples (pictures; Inception scores on CIFAR-10)",
+             _multigrid, lambda o: _existing(o / "multigrid" / "fresh_samples.png",
+                                             o / "singlegrid" / "fresh_samples.png")),
+         Row("Multi-grid inpainting, Gao et al. 2018",
+             "occluded faces completed by sampling the missing pixels (pictures)",
+             _multigrid_inpaint, lambda o: _existing(o / "inpaint" / "recovered.png"))]),
+    Job("coop", lambda d, full: _py("coop_training", "--data", f"{d}/faces64", "--out", "{out}/coop",
+                                    *(["--image-size", "64", "--iterations", "3000", "--chains", "100",
+                                       "--width", "64"] if full else
+                                      ["--image-size", "32", "--limit", "200", "--lr", "5e-4", "--gen-lr", "1e-3"])),
+        "CoopNets (σ_d = 0.016, δ = 0.002, 15 revision steps, σ_g = 0.3); CPU: 200 faces at 32², nets of width "
+        "32, 16 proposals, 150 iterations, descriptor Adam 5e-4 (the authors' 0.007 diverges here), generator 1e-3",
+        [Row("Cooperative training on faces, Xie et al. 2018",
+             "the descriptor's revision improves the generator's proposals; both nets' samples (pictures)",
+             _coop, lambda o: _existing(o / "proposals.png", o / "revised.png"))]),
+]
+
+
+def _command(job: Job, data: str, out: Path, full: bool) -> List[str]:
+    """The job's arguments, paths relative to the project (the commands run there)."""
+    out_arg = os.path.relpath(out, ROOT)
+    argv = [a.replace("{out}", out_arg) for a in job.argv(os.path.relpath(Path(data).resolve(), ROOT), full)]
+    if "--out" not in argv:
+        argv += ["--out", f"{out_arg}/{job.name}"]
+    return argv
+
+
+def run_job(job: Job, data: str, out: Path, full: bool) -> Dict:
+    argv = _command(job, data, out, full)
+    job_out = out / job.name
+    if job_out.exists():
+        shutil.rmtree(job_out)  # a stale summary must not stand for this run
+    print(f"== {job.name}: python {' '.join(argv)}", flush=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    (out / f"{job.name}.log").write_text(proc.stdout + proc.stderr)
+    record = {"command": "python " + " ".join(argv), "seconds": round(seconds, 1), "returncode": proc.returncode,
+              "finished": time.strftime("%Y-%m-%d %H:%M"), "rows": []}
+    if proc.returncode != 0:
+        record["error"] = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return record
+    for row in job.rows:
+        try:
+            record["rows"].append({"ours": row.measure(job_out),
+                                   "pictures": [str(p) for p in row.pictures(job_out)]})
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            record["rows"].append({"ours": None, "error": f"{type(err).__name__}: {err}", "pictures": []})
+    return record
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(results: Dict, report: Path, full: bool) -> str:
+    """The markdown report; pictures are copied next to it."""
+    pictures_dir = report.parent / "results" / "reproduction"
+    lines = [
+        "# Reproduction: the papers' experiments, run here",
+        "",
+        "Generated by `python -m experiments.reproduce --data ../shared/data"
+        + (" --full" if full else "") + "` (see its docstring); every row below is a real run of the command "
+        "in its section, its numbers read back from the run's `summary.json`.",
+        "",
+        f"Machine: {results.get('machine', 'unknown')}.",
+        "",
+        "The papers report pictures for most experiments and numbers on data we do not have (CelebA, "
+        "CIFAR-10); the paper column says what they show, our column what we measured, with a baseline for "
+        "scale where there is one. Errors are in [0, 1] intensity units.",
+        "",
+        "| experiment | the paper | here | time |",
+        "|---|---|---|---|",
+    ]
+    sections = []
+    for job in JOBS:
+        rec = results.get("jobs", {}).get(job.name)
+        if rec is None:
+            lines.append(f"| {job.rows[0].experiment} | {job.rows[0].paper} | **not run yet** | |")
+            continue
+        for i, row in enumerate(job.rows):
+            got = rec["rows"][i] if i < len(rec["rows"]) else {"ours": None, "error": rec.get("error", "failed")}
+            ours = got["ours"] if got.get("ours") else f"**failed**: {got.get('error', rec.get('error'))}"
+            anchor = job.name
+            lines.append(f"| {_cell(row.experiment)} | {_cell(row.paper)} | {_cell(ours)} | "
+                         f"[{rec['seconds']:.0f} s](#{anchor}) |")
+        body = [f"### {job.name}", "", f"    {rec['command']}", "", f"Settings: {job.settings}. "
+                f"Run time {rec['seconds']:.0f} s (finished {rec['finished']}).", ""]
+        for i, row in enumerate(job.rows):
+            got = rec["rows"][i] if i < len(rec["rows"]) else {"pictures": []}
+            for j, pic in enumerate(got.get("pictures", [])):
+                src = Path(pic)
+                if not src.exists():
+                    continue
+                pictures_dir.mkdir(parents=True, exist_ok=True)
+                dest = pictures_dir / f"{job.name}_{i}_{j}{src.suffix}"
+                shutil.copyfile(src, dest)
+                body.append(f"![{row.experiment}: {src.name}]({dest.relative_to(report.parent).as_posix()})")
+        sections += body + [""]
+    return "\n".join(lines + ["", "## The runs", ""] + sections) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data", required=True, help="the papers' data folder (textures/, objects/, codebook/, "
+                                                  "videos/, faces64/)")
+    ap.add_argument("--out", type=Path, default=Path("runs/reproduction"), help="where the runs go")
+    ap.add_argument("--report", type=Path, default=ROOT / "experiments" / "REPRODUCTION.md")
+    ap.add_argument("--full", action="store_true", help="the papers' sizes (a GPU)")
+    ap.add_argument("--only", nargs="*", choices=[j.name for j in JOBS], help="run only these jobs")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the report from results.json")
+    args = ap.parse_args(argv)
+
+    missing = [p for p in ("textures/ivy.jpg", "objects/egret", "codebook/rose", "videos/fire_pot.avi", "faces64")
+               if not (Path(args.data) / p).exists()]
+    if missing and not args.render_only:
+        raise SystemExit(f"--data {args.data!r} lacks {', '.join(missing)}: give the folder that holds the "
+                         "papers' data (../shared/data).")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"jobs": {}}
+    if not args.render_only:
+        import jax  # only to name the device in the report
+
+        results["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
+                              f"{jax.devices()[0].device_kind}")
+        todo = [j for j in JOBS if not args.only or j.name in args.only]
+        for job in todo:
+            if job.needs and job.needs not in results["jobs"]:
+                raise SystemExit(f"job {job.name!r} reads the output of {job.needs!r}: run that one first.")
+            record = run_job(job, args.data, out, args.full)
+            results["jobs"][job.name] = record
+            results_path.write_text(json.dumps(results, indent=2))
+            status = "ok" if record["returncode"] == 0 else f"FAILED: {record.get('error')}"
+            print(f"   {record['seconds']:.0f} s, {status}", flush=True)
+    args.report.write_text(render(results, args.report, args.full))
+    print(f"report: {args.report}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The reproduction report: every row is a measured result, a failure, or
+marked as not run; none is filled in."""
+
+import json
+
+import numpy as np
+
+from experiments import reproduce
+from gcnjax import data as gdata
+
+
+def test_report_shows_measured_failed_and_missing_jobs(tmp_path):
+    out = tmp_path / "runs"
+    (out / "cd").mkdir(parents=True)
+    (out / "cd" / "summary.json").write_text(json.dumps(
+        {"autoencoding_error_initial": 1.0, "autoencoding_error_learned": 0.2491, "chain_moved": 0.185}))
+    gdata.save_image_grid(out / "cd" / "reconstruction.png", np.zeros((2, 8, 8, 3)))
+    cd = next(j for j in reproduce.JOBS if j.name == "cd")
+    measured = {"command": "python experiments/contrastive_divergence.py ...", "seconds": 12.0, "returncode": 0,
+                "finished": "2026-01-01 00:00",
+                "rows": [{"ours": r.measure(out / "cd"), "pictures": [str(p) for p in r.pictures(out / "cd")]}
+                         for r in cd.rows]}
+    failed = {"command": "python experiments/object_synthesis.py ...", "seconds": 3.0, "returncode": 1,
+              "finished": "2026-01-01 00:00", "rows": [], "error": "ValueError: no images"}
+    report = tmp_path / "REPRODUCTION.md"
+    text = reproduce.render({"jobs": {"cd": measured, "object": failed}, "machine": "test"}, report, full=False)
+    assert "CD-learned 0.249" in text
+    assert "**failed**: ValueError: no images" in text
+    assert text.count("**not run yet**") == len(reproduce.JOBS) - 2
+    copied = tmp_path / "results" / "reproduction" / "cd_0_0.png"
+    assert copied.exists() and "results/reproduction/cd_0_0.png" in text
+
+
+def test_incomplete_data_rows_name_their_masks(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"complete": {}, "incomplete_pepper_0p5": {"recovery_error": 0.0756},
+         "incomplete_block_20": {"recovery_error": 0.09}}))
+    text = reproduce._abp_incomplete(tmp_path)
+    assert text == ("pepper 0.5 missing in training: recovery MAE 0.0756; "
+                    "block 20 missing in training: recovery MAE 0.0900")
