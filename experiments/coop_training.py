@@ -32,6 +32,8 @@ def main():
     parser.add_argument("--lr", type=float, default=0.007, help="descriptor learning rate (Adam)")
     parser.add_argument("--gen-lr", type=float, default=5e-4)
     parser.add_argument("--infer-steps", type=int, default=0)
+    parser.add_argument("--gen-norm", choices=["none", "layer"], default="none",
+                        help="normalisation in the generator (the authors use batch norm; layer norm is per example)")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
@@ -46,7 +48,7 @@ def main():
                             langevin=dataclasses.replace(config.descriptor.langevin, n_steps=args.steps))
     g = dataclasses.replace(config.generator, learning_rate=args.gen_lr,
                             langevin=dataclasses.replace(config.generator.langevin, n_steps=args.infer_steps))
-    config = dataclasses.replace(config, descriptor=d, generator=g)
+    config = dataclasses.replace(config, descriptor=d, generator=g, generator_norm=args.gen_norm)
     result = coop.learn_coop(config, images, args.out, title=f"CoopNets: {args.data}", source=args.data,
                              overwrite=not args.resume, resume=args.resume)
     h = result["history"]

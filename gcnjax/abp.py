@@ -215,9 +215,9 @@ def recover_images(key, config, net, params, scale: ObservationScale, observatio
 # ---------------------------------------------------------------- runs
 
 
-def _save_grid(path: Path, images, scale: ObservationScale):
+def _save_grid(path: Path, images, scale: ObservationScale, n_cols: Optional[int] = None):
     if scale.pixels is not None:
-        gdata.save_image_grid(path, np.asarray(images)[:64])
+        gdata.save_image_grid(path, np.asarray(images)[:64], n_cols=n_cols)
 
 
 def _masked_view(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -472,7 +472,7 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
                    test_abp_minus_pca=paired(mode_err), test_abp_fit_minus_pca=paired(fit_err))
     write_npy(out_dir / "heldout_errors.npy", errors)
     k = min(16, test_observations.shape[0])
-    _save_grid(out_dir / "heldout.png", np.concatenate([test_observations[:k], fit[:k], pca[:k]]), scale)
+    _save_grid(out_dir / "heldout.png", np.concatenate([test_observations[:k], fit[:k], pca[:k]]), scale, n_cols=k)
 
     def row(name, e):
         diff, se = paired(e)
@@ -553,7 +553,7 @@ def recover_run(run_dir, observations: np.ndarray, out, mask_specs: Sequence[str
         results[spec] = float(out_i["errors"].mean())
         name = "recovery_" + spec.replace(":", "_").replace(".", "p") + ".png"
         _save_grid(run.path / name, np.concatenate([observations[:k], _masked_view(observations[:k], mask[:k]),
-                                                    out_i["recovered"][:k]]), scale)
+                                                    out_i["recovered"][:k]]), scale, n_cols=k)
         lines.append(f"| {gmasks.describe(spec)} | {results[spec]:.4f} | ![{spec}]({name}) |")
     if not mask_specs:
         generated, _ = reconstruct_images(key, config, net, params, scale.to_model(observations), rounds=rounds)

@@ -270,7 +270,8 @@ def cmd_abp_train(args) -> int:
         config = G.GeneratorConfig.from_dict(saved["config"])
     else:
         spec = dict(spec=args.data, net=args.net, size=args.image_size, channels=1 if args.gray else None,
-                    limit=args.limit, holdout=args.holdout, mask=args.mask, seed=args.seed or 0)
+                    limit=args.limit, holdout=args.holdout, validation=args.validation, mask=args.mask,
+                    seed=args.seed or 0)
         n_steps, delta = args.steps or 30, args.delta or 0.3
         every = max(1, args.log_every)
         config = G.GeneratorConfig(
@@ -283,13 +284,22 @@ def cmd_abp_train(args) -> int:
     data, rate = load_generator_data(spec["spec"], spec["net"], size=spec["size"], channels=spec["channels"],
                                      limit=spec["limit"])
     holdout = spec["holdout"] or 0
+    for flag, value in (("--holdout", holdout), ("--validation", spec.get("validation") or 0)):
+        if value < 0:
+            raise ValueError(f"{flag} must be a number of examples >= 0, got {value}.")
     if holdout >= data.shape[0]:
         raise ValueError(f"--holdout {holdout} leaves no training examples of the {data.shape[0]} loaded; "
                          "hold out fewer.")
     train, test = (data[:-holdout], data[-holdout:]) if holdout else (data, None)
+    n_validation = spec.get("validation") or 0
+    if n_validation >= train.shape[0]:
+        raise ValueError(f"--validation {n_validation} leaves no training examples of the {train.shape[0]} "
+                         "left after --holdout; set aside fewer.")
+    train, validation = (train[:-n_validation], train[-n_validation:]) if n_validation else (train, None)
     mask = None if not spec["mask"] else masks.from_spec(spec["mask"], train.shape, seed=spec["seed"])
     result = abp.learn_generator(config, train, args.out, mask=mask, mask_spec=spec["mask"],
-                                 test_observations=test, title=f"Generator ({spec['net']}): {Path(spec['spec']).name}",
+                                 test_observations=test, validation_observations=validation,
+                                 title=f"Generator ({spec['net']}): {Path(spec['spec']).name}",
                                  source=spec["spec"], data_spec=spec, sample_rate=rate, overwrite=args.overwrite,
                                  resume=args.resume, quiet=args.quiet)
     print(f"learned in {result['seconds']:.0f} s; training reconstruction MSE {result['train_mse']:.5f}")
@@ -693,6 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="use only the first N examples")
     p.add_argument("--holdout", type=int, default=0,
                    help="keep the last N examples out of training; report their reconstruction against PCA")
+    p.add_argument("--validation", type=int, default=0,
+                   help="early stopping: set the N examples before the held-out ones aside, measure their "
+                        "reconstruction every --image-every iterations, keep the params that do best")
     p.add_argument("--mask", help="learn from incomplete data: pepper:FRACTION or block:SIZE missing per image")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=int, default=10)

@@ -181,11 +181,13 @@ def test_abp_commands_end_to_end(tmp_path, capsys):
     folder = _image_folder(tmp_path / "bars", _digits(10, seed=4))
     run = tmp_path / "run"
     argv = ["abp", "train", "--data", str(folder), "--net", "digit", "--latent-dim", "3", "--epochs", "1",
-            "--batch-size", "4", "--steps", "2", "--holdout", "2", "--out", str(run), "--quiet"]
+            "--batch-size", "4", "--steps", "2", "--holdout", "2", "--validation", "2", "--log-every", "1", "--image-every", "1",
+            "--out", str(run), "--quiet"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "held-out reconstruction MSE" in printed
-    assert json.loads((run / "config.json").read_text())["observed_shape"] == [8, 28, 28, 1]
+    assert json.loads((run / "config.json").read_text())["observed_shape"] == [6, 28, 28, 1]
+    assert [r["iteration"] for r in json.loads((run / "validation.json").read_text())["rows"]] == [1, 2]
     assert cli.main(["abp", "inpaint", "--run", str(run), "--data", str(folder), "--mask", "pepper:0.5",
                      "--mask", "block:8", "--rounds", "1", "--out", str(tmp_path / "inpaint")]) == 0
     results = json.loads((tmp_path / "inpaint" / "results.json").read_text())
@@ -202,3 +204,5 @@ def test_abp_commands_end_to_end(tmp_path, capsys):
     assert cli.main(["abp", "inpaint", "--run", str(run), "--data", str(folder), "--mask", "holes:3",
                      "--out", str(tmp_path / "y")]) == 2
     assert "pepper:FRACTION" in capsys.readouterr().err
+    assert cli.main(argv[:-3] + ["--validation", "8", "--out", str(tmp_path / "z"), "--quiet"]) == 2
+    assert "--validation 8 leaves no training examples" in capsys.readouterr().err
