@@ -32,6 +32,8 @@ def main():
     parser.add_argument("--lr", type=float, default=0.007, help="descriptor learning rate (Adam)")
     parser.add_argument("--gen-lr", type=float, default=5e-4)
     parser.add_argument("--infer-steps", type=int, default=0)
+    parser.add_argument("--clip", action="store_true",
+                        help="keep the revised images in the data range [-1, 1] (the chains are clipped each step)")
     parser.add_argument("--gen-norm", choices=["none", "layer"], default="none",
                         help="normalisation in the generator (the authors use batch norm; layer norm is per example)")
     parser.add_argument("--resume", action="store_true")
@@ -45,7 +47,8 @@ def main():
         images = images[: args.limit]
     config = coop.coop_config(size, channels, width=args.width, n_iterations=args.iterations)
     d = dataclasses.replace(config.descriptor, n_chains=args.chains, batch_size=args.chains, learning_rate=args.lr,
-                            langevin=dataclasses.replace(config.descriptor.langevin, n_steps=args.steps))
+                            langevin=dataclasses.replace(config.descriptor.langevin, n_steps=args.steps,
+                                                         clip=(-1.0, 1.0) if args.clip else None))
     g = dataclasses.replace(config.generator, learning_rate=args.gen_lr,
                             langevin=dataclasses.replace(config.generator.langevin, n_steps=args.infer_steps))
     config = dataclasses.replace(config, descriptor=d, generator=g, generator_norm=args.gen_norm)

@@ -168,6 +168,21 @@ def run_fire(args):
         "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
                                             for n in noise]),
     }
+    # Copies or new videos? The persistent chains against the observed video,
+    # and each frame of the videos synthesized from noise against its nearest
+    # observed frame (pixel values 0..255; consecutive observed frames differ
+    # by the mean given for scale).
+    obs = np.asarray(observed, np.float64).reshape((-1,) + tuple(observed.shape[-4:]))[0]
+    summary["chains_mae_to_observed"] = float(np.abs(np.asarray(synthesized, np.float64) - obs).mean())
+    summary["observed_consecutive_frames_mae"] = float(np.abs(np.diff(obs, axis=0)).mean())
+    if "longer_pixels" in result:
+        longer = np.asarray(result["longer_pixels"], np.float64)
+        nearest = [[np.abs(frame - obs).mean(axis=(1, 2, 3)).min() for frame in video] for video in longer]
+        summary["longer_frames"] = int(longer.shape[1])
+        summary["longer_nearest_observed_frame_mae"] = float(np.mean(nearest))
+        summary["longer_between_videos_mae"] = float(np.abs(longer[0] - longer[-1]).mean()) if len(longer) > 1 else None
+        summary["spectrum_distance_longer_first_frames"] = np.mean(
+            [metrics.spatiotemporal_spectrum_distance(observed, v[None, : obs.shape[0]]) for v in longer])
     _finish(args, summary)
 
 
