@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -161,6 +161,9 @@ class DescriptorNet(nn.Module):
       init_scheme: ``"normal"`` (N(0, init_std²) kernels, zero biases) or
         ``"torch"`` (PyTorch's default for Conv2d, U(±1/sqrt(fan_in)) for
         kernels and biases, as in the short-run authors' code).
+      space_to_depth: compute strided layers as stride-1 convolutions of
+        the space-to-depth input (:func:`conv_space_to_depth`): the same f,
+        a faster gradient in x on XLA:CPU.
     """
 
     layers: Sequence[ConvSpec] = TEXTURE_LAYERS
@@ -171,6 +174,7 @@ class DescriptorNet(nn.Module):
     dtype: jnp.dtype = jnp.float32
     activate_last: bool = True
     init_scheme: str = "normal"
+    space_to_depth: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -198,7 +202,7 @@ class DescriptorNet(nn.Module):
                     key, shape, dtype, -b, b)
             else:
                 kernel_init, bias_init = nn.initializers.normal(self.init_std), nn.initializers.zeros
-            h = nn.Conv(
+            h = Conv(
                 spec.features,
                 spec.kernel_for(n_axes),
                 strides=spec.stride_for(n_axes),
@@ -206,6 +210,7 @@ class DescriptorNet(nn.Module):
                 kernel_init=kernel_init,
                 bias_init=bias_init,
                 dtype=self.dtype,
+                space_to_depth=self.space_to_depth,
                 name=f"conv{i + 1}",
             )(h)
             # Recorded only when applied with mutable=["intermediates"]: the
@@ -333,6 +338,123 @@ def _same_transpose_padding(kernel: int, stride: int) -> Tuple[int, int]:
     pad_len = kernel + stride - 2
     before = kernel - 1 if stride > kernel - 1 else -(-pad_len // 2)
     return before, pad_len - before
+
+
+def _resolve_padding(padding, in_sizes, kernel, strides):
+    """Per-axis ``(before, after)`` pads of a ``"SAME"``, ``"VALID"`` or
+    ``"CIRCULAR"`` conv (as Flax's ``Conv``: CIRCULAR wraps
+    ``((k − 1) // 2, k // 2)`` values whatever the stride), or the explicit
+    pairs as given."""
+    if isinstance(padding, str):
+        if padding == "VALID":
+            return tuple((0, 0) for _ in in_sizes)
+        if padding == "CIRCULAR":
+            return tuple(((k - 1) // 2, k // 2) for k in kernel)
+        pads = []
+        for n, k, s in zip(in_sizes, kernel, strides):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def conv_space_to_depth(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> jax.Array:
+    """A strided convolution (channels last, kernel ``(*k, in, out)``, as
+    Flax's ``Conv``) computed as a stride-1 convolution of the
+    space-to-depth rearranged input.
+
+    With ``k' = ceil(k / s)`` taps per axis,
+    ``y[o] = Σ_{j<k} x[s·o + j] K[j] = Σ_{q<k'} Σ_{r<s} x[s·(o + q) + r] K[s·q + r]``:
+    the ``s`` phases ``r`` of the padded input become channels and the
+    kernel, zero-padded to ``s·k'`` taps, is rearranged the same way. The
+    value is the strided convolution's, to rounding; what changes is the
+    gradient with respect to ``x``: it is a stride-1 convolution too,
+    instead of a convolution of the input-dilated output gradient, which
+    XLA:CPU runs on a slow generic path for 3-D kernels (the FC_S net's
+    7³ stride-2 layer: 12.5 s against 0.04 s for the forward pass;
+    experiments/benchmarks/RESULTS.md).
+
+    ``padding``: ``"SAME"``, ``"VALID"``, ``"CIRCULAR"`` or per-axis
+    ``(before, after)`` pairs.
+    """
+    n_spatial = kernel.ndim - 2
+    strides = tuple(int(s) for s in strides)
+    spatial = "DHW"[-n_spatial:] if 1 <= n_spatial <= 3 else None
+    if spatial is None or x.ndim != n_spatial + 2 or len(strides) != n_spatial:
+        raise ValueError(f"conv_space_to_depth takes (N, *spatial, C) inputs with 1 to 3 spatial axes and a "
+                         f"(*kernel, in, out) kernel; got x {x.shape}, kernel {kernel.shape}, strides {strides}.")
+    in_sizes, ksizes = x.shape[1:-1], kernel.shape[:n_spatial]
+    pads = _resolve_padding(padding, in_sizes, ksizes, strides)
+    if padding == "CIRCULAR":
+        x = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap")
+        pads, in_sizes = tuple((0, 0) for _ in pads), x.shape[1:-1]
+    taps = [-(-k // s) for k, s in zip(ksizes, strides)]
+    out = [(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(in_sizes, pads, ksizes, strides)]
+    if min(out) < 1:
+        raise ValueError(f"the input {tuple(in_sizes)} is smaller than the kernel {tuple(ksizes)} after padding.")
+    # Pad (or crop) each axis to s·(out − 1 + k') values: the phases then hold
+    # out − 1 + k' positions each, and the stride-1 VALID conv gives `out`.
+    config = [(0, 0, 0)]
+    for n, (lo, hi), s, t, o in zip(in_sizes, pads, strides, taps, out):
+        config.append((lo, s * (o - 1 + t) - n - lo, 0))
+    config.append((0, 0, 0))
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), config)
+    kernel = jnp.pad(kernel, tuple((0, s * t - k) for k, s, t in zip(ksizes, strides, taps)) + ((0, 0), (0, 0)))
+
+    def to_depth(a, lengths, lead):
+        # (lead, q_1·s_1, …, q_n·s_n, C) -> (lead, q_1, …, q_n, s_1, …, s_n, C) -> (lead, q…, s…·C)
+        shape = a.shape[:lead]
+        for q, s in zip(lengths, strides):
+            shape += (q, s)
+        a = a.reshape(shape + a.shape[lead + n_spatial:])
+        order = list(range(lead)) + [lead + 2 * i for i in range(n_spatial)] + \
+            [lead + 2 * i + 1 for i in range(n_spatial)] + list(range(lead + 2 * n_spatial, a.ndim))
+        a = a.transpose(order)
+        return a.reshape(a.shape[:lead + n_spatial] + (-1,) + a.shape[lead + 2 * n_spatial + 1:])
+
+    lengths = [o - 1 + t for o, t in zip(out, taps)]
+    xs = to_depth(x, lengths, 1)  # (N, q…, s…·C)
+    ks = to_depth(kernel, taps, 0)  # (k'…, s…·C_in, C_out)
+    numbers = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    return jax.lax.conv_general_dilated(xs, ks, (1,) * n_spatial, "VALID", dimension_numbers=numbers)
+
+
+class Conv(nn.Module):
+    """``flax.linen.Conv``'s parameters (``kernel`` ``(*k, in, out)``,
+    ``bias``) and value; with ``space_to_depth`` strided layers run as
+    :func:`conv_space_to_depth`, so that their input gradient, which
+    Langevin dynamics takes at every step, avoids XLA:CPU's slow path for
+    some dilated 3-D convolutions."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int]
+    padding: Any
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+    dtype: jnp.dtype = jnp.float32
+    space_to_depth: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features),
+                            jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        n_spatial = len(self.kernel_size)
+        if self.space_to_depth and any(int(s) > 1 for s in self.strides):
+            y = conv_space_to_depth(x, kernel, self.strides, self.padding)
+        else:
+            padding = self.padding
+            if padding == "CIRCULAR":
+                pads = _resolve_padding(padding, x.shape[1:-1], self.kernel_size, self.strides)
+                x = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap")
+                padding = "VALID"
+            spatial = "DHW"[-n_spatial:]
+            y = jax.lax.conv_general_dilated(x, kernel, tuple(self.strides), padding,
+                                             dimension_numbers=("N" + spatial + "C", spatial + "IO",
+                                                                "N" + spatial + "C"))
+        return y + bias
 
 
 def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> jax.Array:
