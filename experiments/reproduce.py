@@ -269,7 +269,8 @@ JOBS: List[Job] = [
         "authors' widths, 15 steps per grid, 120 iterations",
         [Row("Multi-grid synthesis of 64² faces from 1×1 starts, Gao et al. 2018",
              "realistic 64² samples (pictures; Inception scores on CIFAR-10)",
-             _multigrid, lambda o: _existing(o / "multigrid" / "fresh_samples.png",
+             _multigrid, lambda o: _existing(o / "multigrid" / "images" / "pyramid_final.png",
+                                             o / "multigrid" / "fresh_samples.png",
                                              o / "singlegrid" / "fresh_samples.png")),
          Row("Multi-grid inpainting, Gao et al. 2018",
              "occluded faces completed by sampling the missing pixels (pictures)",
@@ -330,8 +331,25 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(results: Dict, report: Path, full: bool) -> str:
-    """The markdown report; pictures are copied next to it."""
+READING = "## Reading of the results"
+
+
+def kept_reading(report: Path) -> str:
+    """The hand-written reading section of an existing report (from its
+    heading to the next ``## ``), kept when the report is written again."""
+    if not report.exists():
+        return ""
+    text = report.read_text()
+    start = text.find(READING)
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + len(READING))
+    return text[start:end if end >= 0 else len(text)].rstrip() + "\n"
+
+
+def render(results: Dict, report: Path, full: bool, reading: str = "") -> str:
+    """The markdown report; pictures are copied next to it. ``reading``: a
+    hand-written section placed after the table (see :func:`kept_reading`)."""
     pictures_dir = report.parent / "results" / "reproduction"
     lines = [
         "# Reproduction: the papers' experiments, run here",
@@ -374,7 +392,8 @@ def render(results: Dict, report: Path, full: bool) -> str:
                 shutil.copyfile(src, dest)
                 body.append(f"![{row.experiment}: {src.name}]({dest.relative_to(report.parent).as_posix()})")
         sections += body + [""]
-    return "\n".join(lines + ["", "## The runs", ""] + sections) + "\n"
+    middle = ["", reading.rstrip(), ""] if reading else []
+    return "\n".join(lines + middle + ["", "## The runs", ""] + sections) + "\n"
 
 
 def main(argv=None):
@@ -418,7 +437,7 @@ def main(argv=None):
         if job is not None and record["returncode"] == 0 and (out / name).is_dir():
             record["rows"] = measure(job, out / name)
     results_path.write_text(json.dumps(results, indent=2))
-    args.report.write_text(render(results, args.report, args.full))
+    args.report.write_text(render(results, args.report, args.full, kept_reading(args.report)))
     print(f"report: {args.report}")
 
 

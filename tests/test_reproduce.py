@@ -38,3 +38,13 @@ def test_incomplete_data_rows_name_their_masks(tmp_path):
     text = reproduce._abp_incomplete(tmp_path)
     assert text == ("pepper 0.5 missing in training: recovery MAE 0.0756; "
                     "block 20 missing in training: recovery MAE 0.0900")
+
+
+def test_the_hand_written_reading_survives_a_new_report(tmp_path):
+    report = tmp_path / "REPRODUCTION.md"
+    report.write_text("# old\n\n| table |\n\n## Reading of the results\n\nThe egrets are egrets.\n\n## The runs\n\nold runs\n")
+    reading = reproduce.kept_reading(report)
+    assert reading == "## Reading of the results\n\nThe egrets are egrets.\n"
+    text = reproduce.render({"jobs": {}, "machine": "test"}, report, full=False, reading=reading)
+    assert text.index("The egrets are egrets.") < text.index("## The runs")
+    assert "old runs" not in text
