@@ -49,28 +49,33 @@ def adam_close(new_jax, new_torch, old, grad, lr):
     np.testing.assert_allclose(np.abs(new_jax - old)[meaningful], lr, rtol=5e-2)
 
 
-@pytest.mark.parametrize("layers,size,sigma,activation,activate_last", [
+@pytest.mark.parametrize("layers,shape,sigma,activation,activate_last,space_to_depth", [
     # the short-run net (stride-2 4×4 SAME convs, LeakyReLU, linear VALID top)
-    (presets.shortrun_layers(4), 32, None, "leaky_relu", False),
+    (presets.shortrun_layers(4), (32, 32), None, "leaky_relu", False, False),
     # the texture net: 15×15 stride-3 SAME convs, asymmetric padding at 20×20
-    (nets.TEXTURE_LAYERS, 20, 1.0, "relu", True),
+    (nets.TEXTURE_LAYERS, (20, 20), 1.0, "relu", True, False),
+    # the spatial-temporal ST net on a 8×16×16 video (3-D convs, stride 7 then 3)
+    (nets.stg_layers("st"), (8, 16, 16), 1.0, "relu", True, False),
+    # FC_S: integer paddings (2, 0, 0), a spatially full kernel, gcnjax's space-to-depth convs
+    (nets.stg_layers("fc_s", 12), (6, 12, 12), 1.0, "relu", True, True),
 ])
-def test_langevin_steps_match(layers, size, sigma, activation, activate_last):
+def test_langevin_steps_match(layers, shape, sigma, activation, activate_last, space_to_depth):
     net = nets.DescriptorNet(layers=layers, activation=activation, activate_last=activate_last,
-                             init_scheme="torch")
-    params = net.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))
+                             init_scheme="torch", space_to_depth=space_to_depth)
+    params = net.init(jax.random.key(0), jnp.zeros((1,) + shape + (3,)))
     n_chains, n_steps, a, b = 3, 2, 0.05, 0.1
-    x0 = jax.random.uniform(jax.random.key(1), (n_chains, size, size, 3), minval=-1, maxval=1)
+    x0 = jax.random.uniform(jax.random.key(1), (n_chains,) + shape + (3,), minval=-1, maxval=1)
     key = jax.random.key(2)
     x_jax, _ = langevin.sample(key, D.make_energy_fn(net.apply, params, sigma), x0, n_steps=n_steps,
                                step_size=a, noise_scale=b)
 
-    twin = T.descriptor_from_jax(T.DescriptorTwin(layers, 3, (size, size), activation, activate_last), params)
+    twin = T.descriptor_from_jax(T.DescriptorTwin(layers, 3, shape, activation, activate_last), params)
     f_jax = net.apply(params, x0)
     np.testing.assert_allclose(twin(T.nhwc_to_nchw(x0)).detach().numpy(), np.asarray(f_jax), rtol=1e-4, atol=1e-4)
     noises = [T.nhwc_to_nchw(n) for n in chain_noises(key, n_steps, n_chains, x0.shape[1:])]
     x_torch = T.langevin(lambda x: T.descriptor_energy(twin, x, sigma), T.nhwc_to_nchw(x0), n_steps, a, b, noises)
-    np.testing.assert_allclose(x_torch.permute(0, 2, 3, 1).numpy(), np.asarray(x_jax), atol=2e-5, rtol=0)
+    channels_last = (0,) + tuple(range(2, x_torch.ndim)) + (1,)
+    np.testing.assert_allclose(x_torch.permute(*channels_last).numpy(), np.asarray(x_jax), atol=2e-5, rtol=0)
     # the steps moved the chains well beyond the tolerance
     assert float(jnp.max(jnp.abs(x_jax - x0))) > 0.05
 

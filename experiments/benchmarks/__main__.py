@@ -44,11 +44,13 @@ from gcnjax import langevin, nets, presets
 
 
 def descriptor_flops(layers, image_size, channels=3) -> float:
-    """FLOPs of one forward pass of a DescriptorNet on one image (2 per MAC)."""
+    """FLOPs of one forward pass of a DescriptorNet on one image, video or
+    sound (2 per MAC)."""
     c = channels
     total = 0.0
-    for spec, (h, w) in zip(layers, nets.layer_output_sizes(layers, image_size)):
-        total += 2.0 * h * w * spec.features * spec.kernel * spec.kernel * c
+    n_axes = len(image_size)
+    for spec, out in zip(layers, nets.layer_output_sizes(layers, image_size)):
+        total += 2.0 * float(np.prod(out)) * spec.features * float(np.prod(spec.kernel_for(n_axes))) * c
         c = spec.features
     return total
 
@@ -192,14 +194,59 @@ def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
     return Case(f"abp_train {net_name} {shape[0]}x{shape[1]}", n_chains, n_steps, flops, True, jax_call, twin_call)
 
 
-# (workload builder, kwargs, chain counts) per mode. The 3-D spatial-temporal
-# descriptor's training step goes here as one more builder when it lands.
+def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) -> Case:
+    """(d) one training iteration of the spatial-temporal descriptor
+    (``stg.stg_config``): K Langevin steps of the persistent video chains,
+    then one Adam step."""
+    from gcnjax import stg
+
+    config = stg.stg_config(variant, frames=frames, image_size=size, channels=3, n_chains=n_chains,
+                            langevin=langevin.LangevinConfig.from_delta(0.3, n_steps))
+    shape = (frames, size, size, 3)
+    net = D.make_net(config)
+    data = 30.0 * jax.random.normal(jax.random.key(seed), (1,) + shape)
+    holder = {"state": D.init_state(jax.random.key(seed + 1), config, net, data)}
+    step = D.make_train_step(config, net.apply, D.make_optimizer(config, holder["state"].params, shape[:-1]))
+
+    def jax_call():
+        holder["state"], metrics = step(holder["state"], data)
+        _block(metrics)
+
+    twin_call = None
+    if twin_mod is not None:
+        T, torch = twin_mod
+        dev = T.device()
+        twin = T.descriptor_from_jax(T.DescriptorTwin(config.layers, 3, shape[:-1], "relu", True),
+                                     holder["state"].params).to(dev)
+        opt = T.adam(twin.parameters(), lr=config.learning_rate, b1=config.beta1)
+        tdata = T.nhwc_to_nchw(data).to(dev)
+        chains = {"x": T.nhwc_to_nchw(holder["state"].chains).to(dev)}
+        a, b = config.langevin.step_size, config.langevin.noise_scale
+        gen = torch.Generator(device=dev).manual_seed(seed)
+
+        def twin_call():
+            for p in twin.parameters():
+                p.requires_grad_(False)  # the chains need ∂/∂x only
+            chains["x"] = T.langevin(lambda x: T.descriptor_energy(twin, x, config.sigma), chains["x"], n_steps,
+                                     a, b, generator=gen)
+            for p in twin.parameters():
+                p.requires_grad_(True)
+            T.descriptor_learning_step(twin, opt, chains["x"], tdata)
+            T.synchronize()
+
+    f = descriptor_flops(config.layers, shape[:-1])
+    flops = n_chains * n_steps * 2 * f + (n_chains + 1) * 3 * f
+    return Case(f"stg_train {variant} {frames}x{size}x{size}", n_chains, n_steps, flops, True, jax_call, twin_call)
+
+
+# (workload builder, kwargs, chain counts) per mode.
 MODES: Dict[str, List] = {
     "quick": [
         (shortrun_case, dict(n_steps=10, n_filters=16), (4, 16)),
         (texture_case, dict(n_steps=5, size=32), (1, 4)),
         (abp_case, dict(n_steps=5, net_name="face32"), (4, 16)),
         (abp_case, dict(n_steps=2, net_name="face"), (1, 4)),
+        (stg_case, dict(n_steps=5, frames=8, size=32), (1, 3)),
     ],
     "default": [
         (shortrun_case, dict(n_steps=20, n_filters=64), (4, 16)),
@@ -207,6 +254,8 @@ MODES: Dict[str, List] = {
         (texture_case, dict(n_steps=5, size=128), (1, 4)),
         (abp_case, dict(n_steps=10, net_name="face32"), (8, 32)),
         (abp_case, dict(n_steps=5, net_name="face"), (2, 8)),
+        (stg_case, dict(n_steps=10, frames=16, size=32), (1, 3)),
+        (stg_case, dict(n_steps=10, frames=16, size=32, variant="fc_s"), (1, 3)),
     ],
     "full": [
         (shortrun_case, dict(n_steps=100, n_filters=64), (8, 64)),
@@ -214,6 +263,7 @@ MODES: Dict[str, List] = {
         (texture_case, dict(n_steps=10, size=128), (1, 8)),
         (abp_case, dict(n_steps=30, net_name="face32"), (8, 100)),
         (abp_case, dict(n_steps=30, net_name="face"), (8, 100)),
+        (stg_case, dict(n_steps=20, frames=70, size=100), (1, 3)),
     ],
 }
 

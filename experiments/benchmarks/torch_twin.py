@@ -42,36 +42,46 @@ def same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
 
 
 class DescriptorTwin(tnn.Module):
-    """``f(x)`` of :class:`gcnjax.nets.DescriptorNet` (top ``"sum"``) on NCHW images.
+    """``f(x)`` of :class:`gcnjax.nets.DescriptorNet` (top ``"sum"``) on
+    channels-first data: NCL sounds, NCHW images, NCDHW videos.
 
-    ``layers`` are gcnjax ``ConvSpec``s; ``image_size`` fixes the SAME
-    paddings (asymmetric ones are applied with ``F.pad``).
+    ``layers`` are gcnjax ``ConvSpec``s (an int or one entry per axis for
+    kernels, strides and integer paddings); ``image_size`` (one entry per
+    axis) fixes the SAME paddings (asymmetric ones are applied with
+    ``F.pad``).
     """
 
-    def __init__(self, layers, in_channels: int, image_size: Tuple[int, int], activation: str = "relu",
+    def __init__(self, layers, in_channels: int, image_size: Sequence[int], activation: str = "relu",
                  activate_last: bool = True):
         super().__init__()
+        sizes = [int(n) for n in image_size]
+        n_axes = len(sizes)
+        conv_cls = {1: tnn.Conv1d, 2: tnn.Conv2d, 3: tnn.Conv3d}[n_axes]
         self.convs = tnn.ModuleList()
         self.pads = []
-        h, w = image_size
         c = in_channels
         for spec in layers:
-            self.convs.append(tnn.Conv2d(c, spec.features, spec.kernel, stride=spec.stride))
+            kernel, stride = spec.kernel_for(n_axes), spec.stride_for(n_axes)
+            self.convs.append(conv_cls(c, spec.features, kernel, stride=stride))
             if spec.padding == "SAME":
-                ph, pw = same_padding(h, spec.kernel, spec.stride), same_padding(w, spec.kernel, spec.stride)
-                self.pads.append((pw[0], pw[1], ph[0], ph[1]))
-                h, w = -(-h // spec.stride), -(-w // spec.stride)
+                pairs = [same_padding(n, k, s_) for n, k, s_ in zip(sizes, kernel, stride)]
+            elif spec.padding == "VALID":
+                pairs = [(0, 0)] * n_axes
+            elif isinstance(spec.padding, str):
+                raise ValueError(f"DescriptorTwin has no {spec.padding} padding (SAME, VALID or integers).")
             else:
+                pairs = list(spec.flax_padding(n_axes))
+            sizes = [(n + lo + hi - k) // s_ + 1 for n, (lo, hi), k, s_ in zip(sizes, pairs, kernel, stride)]
+            if all(lo == hi for lo, hi in pairs):
+                # Symmetric paddings go into the conv itself (PyTorch's fast path).
+                self.convs[-1].padding = tuple(lo for lo, _ in pairs)
                 self.pads.append(None)
-                h, w = (h - spec.kernel) // spec.stride + 1, (w - spec.kernel) // spec.stride + 1
+            else:
+                # F.pad takes the last axis first: (w_before, w_after, h_before, h_after, ...).
+                self.pads.append(tuple(v for lo, hi in reversed(pairs) for v in (lo, hi)))
             c = spec.features
         self.leaky = activation == "leaky_relu"
         self.activate_last = activate_last
-        # Symmetric paddings go into the conv itself (PyTorch's fast path).
-        for conv, pad in zip(self.convs, self.pads):
-            if pad is not None and pad[0] == pad[1] == pad[2] == pad[3]:
-                conv.padding = (pad[0], pad[0])
-        self.pads = [None if (p is None or p[0] == p[1] == p[2] == p[3]) else p for p in self.pads]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = len(self.convs)
@@ -81,7 +91,7 @@ class DescriptorTwin(tnn.Module):
             x = conv(x)
             if self.activate_last or i < n - 1:
                 x = F.leaky_relu(x, 0.2) if self.leaky else F.relu(x)
-        return x.sum(dim=(1, 2, 3))
+        return x.sum(dim=tuple(range(1, x.ndim)))
 
 
 class GeneratorTwin(tnn.Module):
@@ -127,10 +137,12 @@ def _t(a) -> torch.Tensor:
 
 @torch.no_grad()
 def descriptor_from_jax(twin: DescriptorTwin, params) -> DescriptorTwin:
-    """Copy a DescriptorNet's params: kernel HWIO → OIHW."""
+    """Copy a DescriptorNet's params: kernel (*k, I, O) → (O, I, *k), e.g. HWIO → OIHW."""
     p = params["params"]
     for i, conv in enumerate(twin.convs):
-        conv.weight.copy_(_t(p[f"conv{i + 1}"]["kernel"]).permute(3, 2, 0, 1))
+        k = _t(p[f"conv{i + 1}"]["kernel"])
+        n = k.ndim - 2
+        conv.weight.copy_(k.permute(n + 1, n, *range(n)))
         conv.bias.copy_(_t(p[f"conv{i + 1}"]["bias"]))
     return twin
 
@@ -150,7 +162,9 @@ def generator_from_jax(twin: GeneratorTwin, params) -> GeneratorTwin:
 
 
 def nhwc_to_nchw(x) -> torch.Tensor:
-    return _t(x).permute(0, 3, 1, 2).contiguous()
+    """Channels last (gcnjax) → channels first (PyTorch), for data of any rank."""
+    t = _t(x)
+    return t.permute(0, t.ndim - 1, *range(1, t.ndim - 1)).contiguous()
 
 
 # ---------------------------------------------------------------- Langevin and learning
@@ -160,7 +174,7 @@ def descriptor_energy(f: Callable, x: torch.Tensor, sigma: Optional[float]) -> t
     """Per-image ``E(x) = ||x||²/(2σ²) − f(x)`` (``−f`` when σ is None)."""
     if sigma is None:
         return -f(x)
-    return x.square().sum(dim=(1, 2, 3)) / (2.0 * sigma**2) - f(x)
+    return x.square().sum(dim=tuple(range(1, x.ndim))) / (2.0 * sigma**2) - f(x)
 
 
 def langevin(energy: Callable, x: torch.Tensor, n_steps: int, step_size: float, noise_scale: Optional[float],
