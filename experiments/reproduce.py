@@ -262,11 +262,11 @@ JOBS: List[Job] = [
              "synthesized sounds like the observed one (audio, no number)",
              lambda o: _spectrum(o, "log-power"), lambda o: _existing(o / "spectrograms.png"))]),
     Job("multigrid", lambda d, full: [*_py("multigrid_faces", f"{d}/faces64", "--out", "{out}/multigrid",
-                                           "--overwrite"),
+                                           "--overwrite", *([] if full else ["--iterations", "480"])),
                                       *(["--faces", "700", "--iterations", "3000", "--width", "1", "--steps", "30",
                                          "--batch", "100"] if full else [])],
         "`authors` preset (des4/des16/des64, batch norm, no noise, 0..255); CPU: 160 faces, nets at 1/8 of the "
-        "authors' widths, 15 steps per grid, 120 iterations",
+        "authors' widths, 15 steps per grid, 480 iterations",
         [Row("Multi-grid synthesis of 64² faces from 1×1 starts, Gao et al. 2018",
              "realistic 64² samples (pictures; Inception scores on CIFAR-10)",
              _multigrid, lambda o: _existing(o / "multigrid" / "images" / "pyramid_final.png",
