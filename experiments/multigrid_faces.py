@@ -8,9 +8,10 @@ authors' widths, few Langevin steps per grid. Writes two run directories
 (multigrid/, singlegrid/), an inpainting run (inpaint/), and summary.json
 with the comparison numbers; --results copies small PNGs for RESULTS.md.
 
-The comparison statistic is a stand-in until a shared Fréchet metric
-exists: the Fréchet distance between Gaussians fitted to the features of a
-FIXED RANDOM conv net (seeded, never trained; 3 conv layers 5×5 stride 2,
+The comparison statistic: gcnjax.metrics' Fréchet distance between
+Gaussians fitted to the features of a FIXED RANDOM conv net (the library's
+trained extractor, the FCD classifier, knows Fashion-MNIST, not faces; an
+Inception-v3 port needs weights on disk) (seeded, never trained; 3 conv layers 5×5 stride 2,
 ReLU, global average pooling, 32 features), plus the log power-spectrum
 distance of gcnjax.metrics. Both are computed against the training faces,
 with two references: held-out real faces (what a perfect model would
@@ -30,10 +31,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 
 from gcnjax import data as gdata
-from gcnjax import masks
+from gcnjax import masks, metrics
 from gcnjax import multigrid as M
 from gcnjax import presets
 from gcnjax.metrics import log_spectrum_distance
@@ -49,16 +49,13 @@ class RandomFeatures(nn.Module):
 
 
 def random_feature_frechet(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
-    """Fréchet distance ||μa − μb||² + tr(Σa + Σb − 2(ΣaΣb)^½) between
-    Gaussians fitted to random-conv features of two image sets (pixels
-    0..255, scaled to [−1, 1] first)."""
+    """Fréchet distance (:func:`gcnjax.metrics.frechet_distance_from_features`)
+    between Gaussians fitted to random-conv features of two image sets
+    (pixels 0..255, scaled to [−1, 1] first)."""
     net = RandomFeatures()
     params = net.init(jax.random.key(seed), jnp.zeros((1,) + a.shape[1:]))
     feats = [np.asarray(jax.jit(net.apply)(params, jnp.asarray(x / 127.5 - 1.0)), np.float64) for x in (a, b)]
-    mu = [f.mean(axis=0) for f in feats]
-    cov = [np.cov(f, rowvar=False) for f in feats]
-    root = scipy.linalg.sqrtm(cov[0] @ cov[1]).real
-    return float(np.sum((mu[0] - mu[1]) ** 2) + np.trace(cov[0] + cov[1] - 2.0 * root))
+    return metrics.frechet_distance_from_features(feats[0], feats[1])
 
 
 def main():
