@@ -104,7 +104,6 @@ def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
         holder["state"], metrics = step(holder["state"], data)
         _block(metrics)
 
-    twin_call = None
     if twin_mod is not None:
         T, torch = twin_mod
         dev = T.device()
@@ -117,6 +116,8 @@ def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
         def twin_call():
             T.shortrun_iteration(twin, opt, tdata, n_steps=n_steps, n_chains=n_chains, generator=gen)
             T.synchronize()
+    else:
+        twin_call = None
 
     f = descriptor_flops(config.layers, (32, 32))
     flops = n_chains * n_steps * 2 * f + 2 * n_chains * 3 * f
@@ -138,7 +139,6 @@ def texture_case(n_chains, n_steps, size, twin_mod, seed=0) -> Case:
         counter[0] += 1
         _block(run(jax.random.key(counter[0]), x0))
 
-    twin_call = None
     if twin_mod is not None:
         T, torch = twin_mod
         dev = T.device()
@@ -152,6 +152,8 @@ def texture_case(n_chains, n_steps, size, twin_mod, seed=0) -> Case:
             T.langevin(lambda x: T.descriptor_energy(twin, x, config.sigma), tx0, n_steps, sampler.step_size,
                        sampler.noise_scale, generator=gen)
             T.synchronize()
+    else:
+        twin_call = None
 
     flops = n_chains * n_steps * 2 * descriptor_flops(config.layers, (size, size))
     return Case(f"texture_langevin {size}x{size}", n_chains, n_steps, flops, False, jax_call, twin_call)
@@ -172,7 +174,6 @@ def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
         holder["state"], metrics = step(holder["state"], (indices, x))
         _block(metrics)
 
-    twin_call = None
     if twin_mod is not None:
         T, torch = twin_mod
         dev = T.device()
@@ -188,6 +189,8 @@ def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
             tz["z"], _ = T.abp_iteration(twin, opt, tx, tz["z"], sigma=config.sigma, n_steps=n_steps,
                                          step_size=a, noise_scale=b, generator=gen)
             T.synchronize()
+    else:
+        twin_call = None
 
     f = generator_flops(net, config.latent_dim)
     flops = n_chains * n_steps * 2 * f + n_chains * 3 * f
@@ -212,7 +215,6 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
         holder["state"], metrics = step(holder["state"], data)
         _block(metrics)
 
-    twin_call = None
     if twin_mod is not None:
         T, torch = twin_mod
         dev = T.device()
@@ -233,6 +235,8 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
                 p.requires_grad_(True)
             T.descriptor_learning_step(twin, opt, chains["x"], tdata)
             T.synchronize()
+    else:
+        twin_call = None
 
     f = descriptor_flops(config.layers, shape[:-1])
     flops = n_chains * n_steps * 2 * f + (n_chains + 1) * 3 * f
