@@ -358,7 +358,8 @@ def render(results: Dict, report: Path, full: bool, reading: str = "") -> str:
         + (" --full" if full else "") + "` (see its docstring); every row below is a real run of the command "
         "in its section, its numbers read back from the run's `summary.json`.",
         "",
-        f"Machine: {results.get('machine', 'unknown')}.",
+        f"Machine: {results.get('machine', 'unknown')}; the jobs' run times add up to "
+        f"{sum(r['seconds'] for r in results.get('jobs', {}).values()) / 60:.0f} min.",
         "",
         "The papers report pictures for most experiments and numbers on data we do not have (CelebA, "
         "CIFAR-10); the paper column says what they show, our column what we measured, with a baseline for "
