@@ -590,7 +590,8 @@ def cmd_coop(args) -> int:
         raise ValueError("--out is required: the run directory to write.")
     if args.resume:
         given = [f"--{n.replace('_', '-')}" for n in ("data", "image_size", "gray", "iterations", "chains", "steps",
-                                                       "delta", "lr", "gen_lr", "infer_steps", "latent_dim", "seed")
+                                                       "delta", "lr", "gen_lr", "infer_steps", "latent_dim", "seed",
+                                                       "clip")
                  if getattr(args, n, None) not in (None, False)]
         if given:
             raise ValueError(f"--resume continues a run with its own saved settings; drop {', '.join(given)}.")
@@ -616,6 +617,8 @@ def cmd_coop(args) -> int:
                                                                           args.steps or old.n_steps))
         if args.lr:
             d = dataclasses.replace(d, learning_rate=args.lr)
+        if args.clip:
+            d = dataclasses.replace(d, langevin=dataclasses.replace(d.langevin, clip=(-1.0, 1.0)))
         if args.gen_lr:
             g = dataclasses.replace(g, learning_rate=args.gen_lr)
         if args.infer_steps is not None:
@@ -778,6 +781,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, help="descriptor learning rate (Adam, 0.007)")
     p.add_argument("--gen-lr", type=_positive_float, help="generator learning rate (Adam, 1e-4)")
     p.add_argument("--infer-steps", type=int, help="latent inference steps of the generator from z (0)")
+    p.add_argument("--clip", action="store_true",
+                   help="clip the revised images to the data range [-1, 1] at every Langevin step; keeps the "
+                        "descriptor's f from running away at the authors' learning rate on short CPU runs")
     p.add_argument("--latent-dim", type=_positive_int, help="dimension of z (100)")
     p.add_argument("--seed", type=int, help="random seed")
     p.set_defaults(func=cmd_coop)

@@ -1,6 +1,7 @@
 """Cooperative training: one jit'd step for the pair, the revision, both updates."""
 
 import dataclasses
+import json
 import shutil
 
 import flax.linen as nn
@@ -194,8 +195,10 @@ def test_coop_cli_on_a_folder(tmp_path, capsys):
         Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "run"
     argv = ["coop", "--data", str(folder), "--out", str(out), "--image-size", "16", "--iterations", "2",
-            "--chains", "3", "--steps", "2", "--latent-dim", "4", "--quiet"]
+            "--chains", "3", "--steps", "2", "--latent-dim", "4", "--clip", "--quiet"]
     assert cli.main(argv) == 0
+    saved = json.loads((out / "config.json").read_text())["config"]["descriptor"]["langevin"]
+    assert tuple(saved["clip"]) == (-1.0, 1.0)
     assert str(out / "report.md") in capsys.readouterr().out
     assert (out / "revised.png").is_file() and (out / "proposals.png").is_file()
     assert cli.main(["coop", "--out", str(out), "--resume", "--quiet"]) == 0
