@@ -89,20 +89,29 @@ def _block(x):
     jax.block_until_ready(x)
 
 
+def _descriptor_training(config, data, seed):
+    """gcnjax's side of a descriptor training workload: the state holder and
+    one timed call of ``descriptor.make_train_step``."""
+    net = D.make_net(config)
+    holder = {"state": D.init_state(jax.random.key(seed + 1), config, net, data)}
+    step = D.make_train_step(config, net.apply,
+                             D.make_optimizer(config, holder["state"].params, data.shape[1:-1]))
+
+    def jax_call():
+        holder["state"], metrics = step(holder["state"], data)
+        _block(metrics)
+
+    return holder, jax_call
+
+
 def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
     """(a) one short-run training iteration (presets.shortrun, make_train_step)."""
     import dataclasses as dc
 
     config = dc.replace(presets.shortrun(n_filters), n_chains=n_chains, batch_size=n_chains,
                         langevin=dc.replace(presets.shortrun().langevin, n_steps=n_steps))
-    net = D.make_net(config)
     data = jax.random.uniform(jax.random.key(seed), (n_chains, 32, 32, 3), minval=-1, maxval=1)
-    holder = {"state": D.init_state(jax.random.key(seed + 1), config, net, data)}
-    step = D.make_train_step(config, net.apply, D.make_optimizer(config, holder["state"].params, (32, 32)))
-
-    def jax_call():
-        holder["state"], metrics = step(holder["state"], data)
-        _block(metrics)
+    holder, jax_call = _descriptor_training(config, data, seed)
 
     if twin_mod is not None:
         T, torch = twin_mod
@@ -206,14 +215,8 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
     config = stg.stg_config(variant, frames=frames, image_size=size, channels=3, n_chains=n_chains,
                             langevin=langevin.LangevinConfig.from_delta(0.3, n_steps))
     shape = (frames, size, size, 3)
-    net = D.make_net(config)
     data = 30.0 * jax.random.normal(jax.random.key(seed), (1,) + shape)
-    holder = {"state": D.init_state(jax.random.key(seed + 1), config, net, data)}
-    step = D.make_train_step(config, net.apply, D.make_optimizer(config, holder["state"].params, shape[:-1]))
-
-    def jax_call():
-        holder["state"], metrics = step(holder["state"], data)
-        _block(metrics)
+    holder, jax_call = _descriptor_training(config, data, seed)
 
     if twin_mod is not None:
         T, torch = twin_mod
@@ -227,13 +230,8 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
         gen = torch.Generator(device=dev).manual_seed(seed)
 
         def twin_call():
-            for p in twin.parameters():
-                p.requires_grad_(False)  # the chains need ∂/∂x only
-            chains["x"] = T.langevin(lambda x: T.descriptor_energy(twin, x, config.sigma), chains["x"], n_steps,
-                                     a, b, generator=gen)
-            for p in twin.parameters():
-                p.requires_grad_(True)
-            T.descriptor_learning_step(twin, opt, chains["x"], tdata)
+            chains["x"], _ = T.persistent_iteration(twin, opt, tdata, chains["x"], sigma=config.sigma,
+                                                    n_steps=n_steps, step_size=a, noise_scale=b, generator=gen)
             T.synchronize()
     else:
         twin_call = None

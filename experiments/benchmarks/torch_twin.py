@@ -215,6 +215,21 @@ def shortrun_iteration(net: DescriptorTwin, opt, data: torch.Tensor, *, n_steps:
     return descriptor_learning_step(net, opt, samples, data)
 
 
+def persistent_iteration(net: DescriptorTwin, opt, data: torch.Tensor, chains: torch.Tensor, *, sigma,
+                         n_steps: int, step_size: float, noise_scale: Optional[float], generator=None):
+    """One maximum-likelihood iteration with persistent chains (the
+    spatial-temporal descriptor's ``descriptor.make_train_step``): K Langevin
+    steps of the chains on ``E = ||x||²/(2σ²) − f``, then one optimizer step.
+    Returns ``(chains, loss)``."""
+    for p in net.parameters():
+        p.requires_grad_(False)  # the chains need ∂/∂x only
+    chains = langevin(lambda x: descriptor_energy(net, x, sigma), chains, n_steps, step_size, noise_scale,
+                      generator=generator)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return chains, descriptor_learning_step(net, opt, chains, data)
+
+
 def latent_energy(g: tnn.Module, z: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Per-example ``E(z | x) = ||x − g(z)||²/(2σ²) + ||z||²/2``."""
     return (x - g(z)).square().sum(dim=(1, 2, 3)) / (2.0 * sigma**2) + 0.5 * z.square().sum(dim=1)
