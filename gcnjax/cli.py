@@ -140,7 +140,8 @@ def _add_run_flags(p: argparse.ArgumentParser):
     p.add_argument("--out", type=Path, help="run directory to write (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint, with its own settings")
+                   help="continue the run in --out from its last checkpoint, with its own settings "
+                        "(--iterations may extend it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -170,11 +171,20 @@ def _learn(config, data_spec, out, title, args):
     return 0
 
 
+def _extended(config, args):
+    """``config`` run to ``--iterations`` when given: a resumed run may be
+    extended (or cut short), nothing else about it may change."""
+    if getattr(args, "iterations", None):
+        return dataclasses.replace(config, n_iterations=args.iterations)
+    return config
+
+
 def _resume(args):
     """Continue the run in ``args.out`` with its own saved settings."""
     from gcnjax.descriptor import DescriptorConfig
 
-    given = [f"--{name.replace('_', '-')}" for name in _MODEL_FLAGS if getattr(args, name, None) is not None]
+    given = [f"--{name.replace('_', '-')}" for name in _MODEL_FLAGS
+             if name != "iterations" and getattr(args, name, None) is not None]
     if given or getattr(args, "gray", False):
         raise ValueError(
             f"--resume continues a run with its own saved settings; drop {', '.join(given) or '--gray'}."
@@ -186,6 +196,7 @@ def _resume(args):
         config = DescriptorConfig.from_dict(saved["config"])
     except (TypeError, KeyError) as err:
         raise ValueError(f"{str(args.out)!r} is not a descriptor run ({err}); cannot resume it here.") from None
+    config = _extended(config, args)
     spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["data_spec"].items()}
     return _learn(config, spec, args.out, saved.get("title", "Descriptor"), args)
 
@@ -547,7 +558,7 @@ def cmd_multigrid(args) -> int:
         from gcnjax.train import RunDir
 
         given = [f"--{n.replace('_', '-')}" for n in _MODEL_FLAGS + ("width", "norm", "grids")
-                 if getattr(args, n, None) is not None]
+                 if n != "iterations" and getattr(args, n, None) is not None]
         if given:
             raise ValueError(f"--resume continues a run with its own saved settings; drop {', '.join(given)}.")
         if args.out is None:
@@ -557,6 +568,7 @@ def cmd_multigrid(args) -> int:
             config = MultigridConfig.from_dict(saved["config"])
         except (TypeError, KeyError) as err:
             raise ValueError(f"{str(args.out)!r} is not a multi-grid run ({err}); cannot resume it here.") from None
+        config = _extended(config, args)
         spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.get("data_spec", {}).items()}
         if not spec:
             raise ValueError(f"{str(args.out)!r} does not record how its data was loaded, so it cannot be resumed.")
@@ -589,7 +601,7 @@ def cmd_coop(args) -> int:
     if args.out is None:
         raise ValueError("--out is required: the run directory to write.")
     if args.resume:
-        given = [f"--{n.replace('_', '-')}" for n in ("data", "image_size", "gray", "iterations", "chains", "steps",
+        given = [f"--{n.replace('_', '-')}" for n in ("data", "image_size", "gray", "chains", "steps",
                                                        "delta", "lr", "gen_lr", "infer_steps", "latent_dim", "seed",
                                                        "clip")
                  if getattr(args, n, None) not in (None, False)]
@@ -600,6 +612,7 @@ def cmd_coop(args) -> int:
             config = coop.CoopConfig.from_dict(saved["config"])
         except (TypeError, KeyError) as err:
             raise ValueError(f"{str(args.out)!r} is not a cooperative run ({err}); cannot resume it here.") from None
+        config = _extended(config, args)
         spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["data_spec"].items()}
     else:
         if args.data is None:

@@ -187,6 +187,11 @@ class RunConfig:
             raise ValueError(f"RunConfig.max_retries must be >= 0, got {self.max_retries!r}.")
 
 
+# Config fields that say how long a run is, not what it learns: a resumed run
+# may change them (see RunDir.load_for_resume).
+RUN_LENGTH_FIELDS = ("n_iterations", "n_epochs")
+
+
 class RunDir:
     """A run's directory: ``config.json``, ``metrics.csv``, ``images/``,
     ``checkpoints/``, ``report.md``.
@@ -231,18 +236,23 @@ class RunDir:
 
     def load_for_resume(self, config, *, observed_shape, **recorded) -> Dict[str, Any]:
         """The saved ``config.json`` of the run being resumed, after checking
-        that it is a run of ``config`` (every field but ``run``, which a
-        resumed run may change) on data of ``observed_shape`` and with the
-        other ``recorded`` entries (e.g. its mask) as given; a ValueError
-        naming what differs otherwise."""
+        that it is a run of ``config`` on data of ``observed_shape`` and with
+        the other ``recorded`` entries (e.g. its mask) as given; a ValueError
+        naming what differs otherwise.
+
+        A resumed run may change ``run`` (logging and checkpoints) and its
+        length (:data:`RUN_LENGTH_FIELDS`): a finished run is extended by
+        resuming it with more iterations. Such changes are written back to
+        ``config.json``, so that the next resume continues to the new end."""
         saved = self.load_config()
         kind = type(config).__name__
         try:
             saved_config = type(config).from_dict(saved["config"])
         except (TypeError, KeyError, ValueError) as err:
             raise ValueError(f"{str(self.path)!r} is not a {kind} run ({err}); cannot resume it here.") from None
+        changeable = ("run",) + RUN_LENGTH_FIELDS
         differ = [f.name for f in dataclasses.fields(config)
-                  if f.name != "run" and getattr(config, f.name) != getattr(saved_config, f.name)]
+                  if f.name not in changeable and getattr(config, f.name) != getattr(saved_config, f.name)]
         if list(observed_shape) != saved.get("observed_shape"):
             differ.append(f"observed data {list(observed_shape)} vs {saved.get('observed_shape')}")
         differ += [name for name, value in recorded.items() if saved.get(name) != value]
@@ -252,6 +262,9 @@ class RunDir:
                 f"({', '.join(differ)} differ); resume with the run's own settings (--resume and no other "
                 "options) or start a new --out."
             )
+        if config != saved_config:
+            saved["config"] = _jsonable(config)
+            write_atomic(self.path / "config.json", json.dumps(saved, indent=2, sort_keys=True))
         return saved
 
     def save_config(self, config, **extra) -> Path:

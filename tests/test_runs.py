@@ -169,6 +169,28 @@ def test_resume_from_a_different_model_is_refused(tmp_path, capsys):
     assert "drop --lr" in capsys.readouterr().err
 
 
+def test_a_finished_run_is_extended_by_resuming_with_more_iterations(tmp_path, capsys):
+    full = learn_descriptor(_tiny_config(), _images(), tmp_path / "full", quiet=True)
+    short = tmp_path / "short"
+    learn_descriptor(_tiny_config(n_iterations=4), _images(), short, quiet=True)
+    extended = learn_descriptor(_tiny_config(), _images(), short, resume=True, quiet=True)
+    for a, b in zip(jax.tree_util.tree_leaves(full["state"].params),
+                    jax.tree_util.tree_leaves(extended["state"].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The new length is recorded, so a plain resume continues to it.
+    saved = json.loads((short / "config.json").read_text())
+    assert D.DescriptorConfig.from_dict(saved["config"]).n_iterations == 8
+    # At the CLI, --iterations is the one option a resume takes.
+    demo = tmp_path / "demo"
+    args = ["demo", "--image-size", "40", "--chains", "2", "--steps", "2", "--checkpoint-every", "2", "--quiet"]
+    assert cli.main(args + ["--iterations", "2", "--out", str(demo)]) == 0
+    assert cli.main(["demo", "--resume", "--out", str(demo), "--iterations", "4", "--quiet"]) == 0
+    capsys.readouterr()
+    saved = json.loads((demo / "config.json").read_text())
+    assert D.DescriptorConfig.from_dict(saved["config"]).n_iterations == 4
+    assert max(_steps(demo / "checkpoints")) == 4
+
+
 def test_run_config_rejects_bad_values():
     for kw in (dict(log_every=0), dict(checkpoint_every=-1), dict(on_divergence="pray"),
                dict(retry_step_factor=1.5), dict(max_retries=-1)):
