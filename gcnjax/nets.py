@@ -161,9 +161,9 @@ class DescriptorNet(nn.Module):
       init_scheme: ``"normal"`` (N(0, init_std²) kernels, zero biases) or
         ``"torch"`` (PyTorch's default for Conv2d, U(±1/sqrt(fan_in)) for
         kernels and biases, as in the short-run authors' code).
-      space_to_depth: compute strided layers as stride-1 convolutions of
-        the space-to-depth input (:func:`conv_space_to_depth`): the same f,
-        a faster gradient in x on XLA:CPU.
+      conv: how the conv layers are computed (:data:`CONV_IMPLS`, see
+        :class:`Conv`): the same f, a faster gradient in x on XLA:CPU for
+        some nets.
     """
 
     layers: Sequence[ConvSpec] = TEXTURE_LAYERS
@@ -174,7 +174,7 @@ class DescriptorNet(nn.Module):
     dtype: jnp.dtype = jnp.float32
     activate_last: bool = True
     init_scheme: str = "normal"
-    space_to_depth: bool = False
+    conv: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -210,7 +210,7 @@ class DescriptorNet(nn.Module):
                 kernel_init=kernel_init,
                 bias_init=bias_init,
                 dtype=self.dtype,
-                space_to_depth=self.space_to_depth,
+                impl=self.conv,
                 name=f"conv{i + 1}",
             )(h)
             # Recorded only when applied with mutable=["intermediates"]: the
@@ -419,12 +419,65 @@ def conv_space_to_depth(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
     return jax.lax.conv_general_dilated(xs, ks, (1,) * n_spatial, "VALID", dimension_numbers=numbers)
 
 
+def conv_fold_time(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> jax.Array:
+    """A 3-D convolution (``x`` ``(N, T, H, W, C)``, kernel
+    ``(kt, kh, kw, C, O)`` as Flax's ``Conv``) computed as ONE 2-D
+    convolution, with the temporal taps folded into the channels.
+
+    ``y[n, t] = Σ_{d<kt} conv2d(x[n, s_t·t + d], K[d]) = conv2d(X[n, t], K')``
+    where ``X[n, t] = concat_d x[n, s_t·t + d]`` (``kt·C`` channels) and
+    ``K' = concat_d K[d]`` along its input channels; the ``N·T'`` output
+    frames are the 2-D conv's batch. The value is the 3-D conv's, to
+    rounding; the work is the same, but XLA:CPU runs 2-D convolutions and
+    their gradients on its fast path and some 3-D ones (the FC_S video
+    net's: a 7³ stride-2 layer, then a kernel spanning the whole frame) on
+    a slow generic one: its gradient in x is 5–7× faster this way than
+    with :func:`conv_space_to_depth` (experiments/benchmarks/RESULTS.md).
+    The input is held ``kt / s_t`` times over.
+
+    ``padding``: ``"SAME"``, ``"VALID"``, ``"CIRCULAR"`` or per-axis
+    ``(before, after)`` pairs.
+    """
+    strides = tuple(int(s) for s in strides)
+    if x.ndim != 5 or kernel.ndim != 5 or len(strides) != 3:
+        raise ValueError(f"conv_fold_time takes (N, T, H, W, C) videos and a (kt, kh, kw, in, out) kernel; got x "
+                         f"{x.shape}, kernel {kernel.shape}, strides {strides}.")
+    kt, kh, kw, c_in, c_out = kernel.shape
+    pads = _resolve_padding(padding, x.shape[1:-1], kernel.shape[:3], strides)
+    if padding == "CIRCULAR":
+        x = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap")
+        pads = ((0, 0),) * 3
+    (t_lo, t_hi), h_pad, w_pad = pads
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (t_lo, t_hi, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0)])
+    s_t = strides[0]
+    t_out = (x.shape[1] - kt) // s_t + 1
+    if t_out < 1:
+        raise ValueError(f"the input's {x.shape[1]} frames (after padding) are fewer than the kernel's {kt}.")
+    taps = [jax.lax.slice_in_dim(x, d, d + s_t * (t_out - 1) + 1, s_t, axis=1) for d in range(kt)]
+    folded = jnp.concatenate(taps, axis=-1)  # (N, T', H, W, kt·C), tap-major channels
+    n = folded.shape[0]
+    folded = folded.reshape((n * t_out,) + folded.shape[2:])
+    kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * c_in, c_out)
+    y = jax.lax.conv_general_dilated(folded, kernel2d, strides[1:], (h_pad, w_pad),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y.reshape((n, t_out) + y.shape[1:])
+
+
+# How a Conv layer computes its convolution: XLA's own conv, the stride-1
+# conv of the space-to-depth input, or (3-D) one 2-D conv with the temporal
+# taps folded into channels.
+CONV_IMPLS = ("xla", "space_to_depth", "fold_time")
+
+
 class Conv(nn.Module):
     """``flax.linen.Conv``'s parameters (``kernel`` ``(*k, in, out)``,
-    ``bias``) and value; with ``space_to_depth`` strided layers run as
-    :func:`conv_space_to_depth`, so that their input gradient, which
-    Langevin dynamics takes at every step, avoids XLA:CPU's slow path for
-    some dilated 3-D convolutions."""
+    ``bias``) and value, computed by ``impl`` (:data:`CONV_IMPLS`):
+    ``"xla"`` (``lax.conv_general_dilated``), ``"space_to_depth"``
+    (strided layers as :func:`conv_space_to_depth`) or ``"fold_time"``
+    (3-D layers as :func:`conv_fold_time`; other layers as ``"xla"``). The
+    same function and gradients either way; the choice is made per net by
+    measurement, because the gradient in x, which Langevin dynamics takes
+    at every step, runs on slow XLA:CPU paths for some 3-D convolutions."""
 
     features: int
     kernel_size: Sequence[int]
@@ -433,17 +486,21 @@ class Conv(nn.Module):
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros_init()
     dtype: jnp.dtype = jnp.float32
-    space_to_depth: bool = False
+    impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.impl not in CONV_IMPLS:
+            raise ValueError(f"Conv.impl must be one of {CONV_IMPLS}, got {self.impl!r}.")
         kernel = self.param("kernel", self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features),
                             jnp.float32)
         bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
         x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
         n_spatial = len(self.kernel_size)
-        if self.space_to_depth and any(int(s) > 1 for s in self.strides):
+        if self.impl == "space_to_depth" and any(int(s) > 1 for s in self.strides):
             y = conv_space_to_depth(x, kernel, self.strides, self.padding)
+        elif self.impl == "fold_time" and n_spatial == 3:
+            y = conv_fold_time(x, kernel, self.strides, self.padding)
         else:
             padding = self.padding
             if padding == "CIRCULAR":

@@ -1,12 +1,17 @@
-"""Strided convs as stride-1 convs of the space-to-depth input.
+"""The other ways of computing a conv layer: strided convs as stride-1 convs
+of the space-to-depth input, 3-D convs as 2-D convs with the temporal taps
+folded into channels.
 
-:func:`gcnjax.nets.conv_space_to_depth` (and the ``Conv`` layer of the
-descriptor nets) must give Flax's ``Conv`` value and gradients, in x and in
-the kernel, for 1-, 2- and 3-D data, every padding the ConvSpecs take, and
-kernels longer, equal to and shorter than the stride.
+:func:`gcnjax.nets.conv_space_to_depth` and :func:`gcnjax.nets.conv_fold_time`
+(through the ``Conv`` layer of the descriptor nets) must give Flax's ``Conv``
+value and gradients, in x and in the kernel, for every padding the ConvSpecs
+take, and kernels longer, equal to and shorter than the stride; space to
+depth in 1-, 2- and 3-D.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -16,6 +21,15 @@ import pytest
 
 from gcnjax import descriptor as D
 from gcnjax import nets, stg
+
+
+CASES_3D = [
+    ((1, 16, 20, 20, 3), (7, 7, 7), (2, 2, 2), "SAME"),   # the FC_S net's first layer
+    ((1, 8, 10, 10, 4), (5, 10, 10), (2, 2, 2), ((2, 2), (0, 0), (0, 0))),  # FC_S's second: explicit padding
+    ((2, 7, 9, 8, 2), (2, 3, 3), (1, 2, 2), "SAME"),      # the ST net's last layer
+    ((1, 9, 10, 11, 2), (3, 5, 4), (2, 3, 1), "CIRCULAR"),  # periodic, a different stride per axis
+    ((2, 10, 8, 8, 1), (2, 3, 3), (3, 1, 1), "VALID"),    # temporal kernel shorter than its stride
+]
 
 
 @pytest.mark.parametrize("shape,kernel,stride,padding", [
@@ -28,12 +42,21 @@ from gcnjax import nets, stg
     ((1, 8, 10, 10, 4), (5, 10, 10), (2, 2, 2), ((2, 2), (0, 0), (0, 0))),  # FC_S's second: explicit padding
     ((2, 50, 1), (16,), (4,), "SAME"),                    # a sound net's 1-D layer
 ])
-def test_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
+def test_space_to_depth_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
+    _check_against_flax(shape, kernel, stride, padding, "space_to_depth")
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", CASES_3D)
+def test_fold_time_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
+    _check_against_flax(shape, kernel, stride, padding, "fold_time")
+
+
+def _check_against_flax(shape, kernel, stride, padding, impl):
     x = jax.random.normal(jax.random.key(0), shape)
     reference = nn.Conv(5, kernel, strides=stride, padding=padding)
     params = reference.init(jax.random.key(1), x)
     params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape), params)
-    ours = nets.Conv(5, kernel, stride, padding, space_to_depth=True)
+    ours = nets.Conv(5, kernel, stride, padding, impl=impl)
     y_ref, y = reference.apply(params, x), ours.apply(params, x)
     assert y.shape == y_ref.shape
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-4, rtol=1e-4)  # float32 sums in another order
@@ -47,11 +70,12 @@ def test_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
-def test_the_fc_s_net_is_the_same_function_either_way():
+@pytest.mark.parametrize("impl", ["fold_time", "space_to_depth"])
+def test_the_fc_s_net_is_the_same_function_either_way(impl):
     config = stg.stg_config("fc_s", frames=8, image_size=16, channels=3)
-    assert config.space_to_depth and not stg.stg_config("st").space_to_depth
-    fast = D.make_net(config)
-    plain = D.make_net(config.__class__(**{**config.__dict__, "space_to_depth": False}))
+    assert config.conv == "fold_time" and stg.stg_config("st").conv == "xla"
+    fast = D.make_net(dataclasses.replace(config, conv=impl))
+    plain = D.make_net(dataclasses.replace(config, conv="xla"))
     x = jax.random.normal(jax.random.key(0), (2, 8, 16, 16, 3))
     params = fast.init(jax.random.key(1), x)
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(plain.init(jax.random.key(1), x))
@@ -64,3 +88,16 @@ def test_the_fc_s_net_is_the_same_function_either_way():
 def test_too_small_an_input_is_a_clear_error():
     with pytest.raises(ValueError, match="smaller than the kernel"):
         nets.conv_space_to_depth(jnp.zeros((1, 3, 3, 1)), jnp.zeros((5, 5, 1, 2)), (2, 2), "VALID")
+    with pytest.raises(ValueError, match="fewer than the kernel"):
+        nets.conv_fold_time(jnp.zeros((1, 3, 8, 8, 1)), jnp.zeros((5, 3, 3, 1, 2)), (1, 1, 1), "VALID")
+    with pytest.raises(ValueError, match="videos"):
+        nets.conv_fold_time(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 2)), (1, 1), "VALID")
+    with pytest.raises(ValueError, match="DescriptorConfig.conv"):
+        dataclasses.replace(stg.stg_config("st"), conv="fast")
+
+
+def test_runs_saved_with_the_old_space_to_depth_flag_still_load():
+    saved = stg.stg_config("fc_s", frames=8, image_size=16).to_dict()
+    del saved["conv"]
+    for flag, impl in ((True, "space_to_depth"), (False, "xla")):
+        assert D.DescriptorConfig.from_dict({**saved, "space_to_depth": flag}).conv == impl

@@ -49,19 +49,19 @@ def adam_close(new_jax, new_torch, old, grad, lr):
     np.testing.assert_allclose(np.abs(new_jax - old)[meaningful], lr, rtol=5e-2)
 
 
-@pytest.mark.parametrize("layers,shape,sigma,activation,activate_last,space_to_depth", [
+@pytest.mark.parametrize("layers,shape,sigma,activation,activate_last,conv", [
     # the short-run net (stride-2 4×4 SAME convs, LeakyReLU, linear VALID top)
-    (presets.shortrun_layers(4), (32, 32), None, "leaky_relu", False, False),
+    (presets.shortrun_layers(4), (32, 32), None, "leaky_relu", False, "xla"),
     # the texture net: 15×15 stride-3 SAME convs, asymmetric padding at 20×20
-    (nets.TEXTURE_LAYERS, (20, 20), 1.0, "relu", True, False),
+    (nets.TEXTURE_LAYERS, (20, 20), 1.0, "relu", True, "xla"),
     # the spatial-temporal ST net on a 8×16×16 video (3-D convs, stride 7 then 3)
-    (nets.stg_layers("st"), (8, 16, 16), 1.0, "relu", True, False),
-    # FC_S: integer paddings (2, 0, 0), a spatially full kernel, gcnjax's space-to-depth convs
-    (nets.stg_layers("fc_s", 12), (6, 12, 12), 1.0, "relu", True, True),
+    (nets.stg_layers("st"), (8, 16, 16), 1.0, "relu", True, "xla"),
+    # FC_S: integer paddings (2, 0, 0), a spatially full kernel, gcnjax's time-folded convs
+    (nets.stg_layers("fc_s", 12), (6, 12, 12), 1.0, "relu", True, "fold_time"),
 ])
-def test_langevin_steps_match(layers, shape, sigma, activation, activate_last, space_to_depth):
+def test_langevin_steps_match(layers, shape, sigma, activation, activate_last, conv):
     net = nets.DescriptorNet(layers=layers, activation=activation, activate_last=activate_last,
-                             init_scheme="torch", space_to_depth=space_to_depth)
+                             init_scheme="torch", conv=conv)
     params = net.init(jax.random.key(0), jnp.zeros((1,) + shape + (3,)))
     n_chains, n_steps, a, b = 3, 2, 0.05, 0.1
     x0 = jax.random.uniform(jax.random.key(1), (n_chains,) + shape + (3,), minval=-1, maxval=1)
