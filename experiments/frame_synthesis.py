@@ -5,6 +5,8 @@ Only the top weights on a frozen Gabor/DoG filter bank are learned
 
     python experiments/frame_synthesis.py --data skimage:brick --kind texture --gray --out runs/frame/brick
     python experiments/frame_synthesis.py --data ../shared/data/textures/ivy.jpg --kind texture --out runs/frame/ivy
+    python experiments/frame_synthesis.py --data ../shared/data/textures/ivy.jpg --thresholds 0 0.5 0.8 0.95 \
+        --colour opponent --out runs/frame/ivy-potentials
     python experiments/frame_synthesis.py --data ../shared/data/objects/egret --kind object --out runs/frame/egret
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from gcnjax import frame
 from gcnjax.cli import load_data
+from gcnjax.data import PixelScale
 
 
 def main():
@@ -32,6 +35,11 @@ def main():
     parser.add_argument("--nonlinearity", choices=frame.NONLINEARITIES, default="abs")
     parser.add_argument("--orientations", type=int, default=6)
     parser.add_argument("--sizes", type=int, nargs="+", default=[7, 11, 15])
+    parser.add_argument("--thresholds", type=float, nargs="+", metavar="Q",
+                        help="threshold each response at these quantiles of the observed responses (e.g. 0 0.5 0.8 "
+                             "0.95): a piecewise-linear potential per filter instead of one weight")
+    parser.add_argument("--colour", choices=frame.COLOURS, default="rgb",
+                        help="filter R, G, B, or the opponent channels (luminance, red-green, yellow-blue)")
     args = parser.parse_args()
 
     channels = 1 if args.gray else 3
@@ -51,8 +59,10 @@ def main():
 
         overrides["langevin"] = LangevinConfig.from_delta(0.3, args.steps)
     config = frame.frame_config(args.kind, **overrides)
+    model_scale = PixelScale(config.pixel_scale).fit(images).to_model(images)
     net = frame.filter_bank_net(args.top or config.top, sizes=tuple(args.sizes), n_orientations=args.orientations,
-                                nonlinearity=args.nonlinearity)
+                                nonlinearity=args.nonlinearity, colour=args.colour,
+                                threshold_quantiles=args.thresholds, images=model_scale)
     t0 = time.perf_counter()
     result = frame.learn_frame(config, net, images, args.out, title=f"FRAME {args.kind}: {args.data}",
                                source=args.data, overwrite=True)

@@ -11,7 +11,10 @@ bank of filters followed by a fixed nonlinearity; only the top weights
 * ``top="dense"``: one weight per filter per position,
   ``f(x) = Σ_k Σ_positions w_{k,pos} φ_k(x)_pos`` (object patterns);
 * ``top="sum"`` (stationary, the texture model): one weight per filter,
-  ``f(x) = Σ_k w_k Σ_positions φ_k(x)_pos``.
+  ``f(x) = Σ_k w_k Σ_positions φ_k(x)_pos``; on :func:`thresholded`
+  features, ``f(x) = Σ_k Σ_positions λ_k(φ_k(x)_pos)`` with a learned
+  piecewise-linear potential ``λ_k`` per filter (the original FRAME's
+  potentials, matching each filter's response histogram).
 
 FRAME is the descriptor of :mod:`gcnjax.descriptor` with a particular net:
 :class:`FrameNet` looks like a Flax module to the descriptor code
@@ -55,11 +58,15 @@ PyTree = Any
 
 __all__ = [
     "NONLINEARITIES",
+    "COLOURS",
+    "OPPONENT",
     "gabor_kernel",
     "dog_kernel",
     "filter_bank_kernels",
     "FilterBank",
     "frozen",
+    "thresholded",
+    "response_quantiles",
     "FrameTop",
     "FrameNet",
     "filter_bank_net",
@@ -72,6 +79,10 @@ __all__ = [
 ]
 
 NONLINEARITIES = ("abs", "relu", "identity")
+COLOURS = ("rgb", "opponent")
+# Rows: luminance, red−green, yellow−blue; orthonormal.
+OPPONENT = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]], np.float64)
+OPPONENT = (OPPONENT / np.linalg.norm(OPPONENT, axis=1, keepdims=True)).astype(np.float32)
 
 
 # ---------------------------------------------------------------- filter bank
@@ -173,6 +184,14 @@ class FilterBank(nn.Module):
     ``"relu"`` or ``"identity"``. The kernels are the module's one param
     ``kernel``, initialised to the bank (no randomness); freeze it with
     :func:`frozen`.
+
+    ``colour="opponent"`` filters RGB images in the opponent colour space
+    ``(R+G+B)/√3, (R−G)/√2, (R+G−2B)/√6`` (:data:`OPPONENT`, an orthogonal
+    map, so the isotropic Gaussian reference is unchanged) instead of R, G
+    and B: the filters are still applied to each channel on its own, but
+    colour channels that are independent in the model are the luminance and
+    two colour contrasts, whose statistics in natural images are nearly
+    independent, rather than R, G and B, which are strongly correlated.
     """
 
     sizes: Sequence[int] = (7, 11, 15)
@@ -181,13 +200,21 @@ class FilterBank(nn.Module):
     nonlinearity: str = "abs"
     padding: str = "SAME"
     stride: int = 1
+    colour: str = "rgb"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.nonlinearity not in NONLINEARITIES:
             raise ValueError(f"FilterBank.nonlinearity must be one of {NONLINEARITIES}, got {self.nonlinearity!r}.")
+        if self.colour not in COLOURS:
+            raise ValueError(f"FilterBank.colour must be one of {COLOURS}, got {self.colour!r}.")
         bank, _ = filter_bank_kernels(self.sizes, self.n_orientations, self.dog)
         kernel = self.param("kernel", lambda key, shape: jnp.asarray(bank), bank.shape)
+        if self.colour == "opponent":
+            if x.shape[-1] != 3:
+                raise ValueError(f"colour='opponent' needs RGB images (3 channels), got {x.shape[-1]}; "
+                                 "use colour='rgb' for gray images.")
+            x = x.astype(jnp.float32) @ jnp.asarray(OPPONENT.T)
         n, height, width, channels = x.shape
         k = bank.shape[0]
         per_size = 2 * int(self.n_orientations) + (1 if self.dog else 0)
@@ -237,6 +264,53 @@ def frozen(module: nn.Module, params: PyTree) -> Callable[[jax.Array], jax.Array
         return module.apply(jax.lax.stop_gradient(params), x)
 
     return extract
+
+
+def thresholded(extract: Callable[[jax.Array], jax.Array], thresholds) -> Callable[[jax.Array], jax.Array]:
+    """Features ``max(φ_k(x) − b_{t,k}, 0)`` for every threshold row ``t``.
+
+    ``thresholds``: ``(T, K)`` for the ``K`` features of ``extract`` (or
+    ``(T,)``, the same for every feature). The result has ``T·K`` feature
+    maps, threshold-major. On these features FRAME's stationary energy is
+
+        f(x) = Σ_k Σ_positions λ_k(φ_k(x)_pos),
+        λ_k(r) = Σ_t w_{t,k} max(r − b_{t,k}, 0),
+
+    a continuous piecewise-linear potential per filter with knots at the
+    thresholds: the potential functions of the original FRAME model, where a
+    single weight per filter gives only a linear λ_k. Its maximum-likelihood
+    gradient matches ``E[max(φ_k − b, 0)]`` at every knot, the tail
+    integrals that pin down the marginal distribution (histogram) of each
+    filter's response, not just its mean. Choose the thresholds from the
+    observed responses with :func:`response_quantiles`.
+    """
+    b = np.asarray(thresholds, np.float32)
+    if b.ndim == 1:
+        b = b[:, None]
+    if b.ndim != 2 or b.shape[0] < 1:
+        raise ValueError(f"thresholds must be (T,) or (T, K) with T >= 1, got shape {b.shape}.")
+    b = jnp.asarray(b)
+
+    def extract_thresholded(x):
+        h = extract(x)
+        if b.shape[1] not in (1, h.shape[-1]):
+            raise ValueError(f"thresholds have {b.shape[1]} columns but the extractor gives {h.shape[-1]} "
+                             "features; compute them with response_quantiles on the same extractor.")
+        t = nn.relu(h[..., None, :] - b)  # (..., T, K)
+        return t.reshape(h.shape[:-1] + (-1,))
+
+    return extract_thresholded
+
+
+def response_quantiles(extract: Callable[[jax.Array], jax.Array], images, quantiles: Sequence[float]) -> np.ndarray:
+    """``(T, K)``: the ``quantiles`` (in [0, 1]) of each feature of
+    ``extract`` over all positions of ``images`` (in the model's scale), the
+    thresholds of :func:`thresholded`."""
+    q = np.asarray(quantiles, np.float64)
+    if q.ndim != 1 or q.size < 1 or np.any((q < 0) | (q > 1)):
+        raise ValueError(f"quantiles must be numbers in [0, 1], got {quantiles!r}.")
+    h = np.asarray(jax.jit(extract)(jnp.asarray(images, jnp.float32)))
+    return np.quantile(h.reshape(-1, h.shape[-1]), q, axis=0).astype(np.float32)
 
 
 class FrameTop(nn.Module):
@@ -297,12 +371,26 @@ class FrameNet:
 
 
 def filter_bank_net(top: str = "dense", *, sizes=(7, 11, 15), n_orientations: int = 6, dog: bool = True,
-                    nonlinearity: str = "abs", padding: str = "SAME", stride: int = 1) -> FrameNet:
-    """FRAME on a :class:`FilterBank` (its kernels frozen)."""
+                    nonlinearity: str = "abs", padding: str = "SAME", stride: int = 1, colour: str = "rgb",
+                    threshold_quantiles: Optional[Sequence[float]] = None, images=None) -> FrameNet:
+    """FRAME on a :class:`FilterBank` (its kernels frozen).
+
+    With ``threshold_quantiles`` (e.g. ``(0, 0.5, 0.8, 0.95)``) the features
+    are :func:`thresholded` at those quantiles of the bank's responses to
+    ``images`` (the observed images in the model's scale, e.g. 0..255 minus
+    the mean): piecewise-linear potentials instead of one weight per filter.
+    """
     bank = FilterBank(sizes=tuple(sizes), n_orientations=n_orientations, dog=dog, nonlinearity=nonlinearity,
-                      padding=padding, stride=stride)
-    params = bank.init(jax.random.key(0), jnp.zeros((1, max(sizes), max(sizes), 1), jnp.float32))
-    return FrameNet(frozen(bank, params), top=top)
+                      padding=padding, stride=stride, colour=colour)
+    channels = 3 if colour == "opponent" else 1
+    params = bank.init(jax.random.key(0), jnp.zeros((1, max(sizes), max(sizes), channels), jnp.float32))
+    extract = frozen(bank, params)
+    if threshold_quantiles is not None:
+        if images is None:
+            raise ValueError("threshold_quantiles needs images: the observed images whose response quantiles "
+                             "become the thresholds.")
+        extract = thresholded(extract, response_quantiles(extract, images, threshold_quantiles))
+    return FrameNet(extract, top=top)
 
 
 # ---------------------------------------------------------------- VGG-16
