@@ -6,6 +6,11 @@ data, narrower nets (width 32), 16 proposals per iteration.
 
     python experiments/coop_training.py --data ../shared/data/faces64 --image-size 32 --limit 200 --out runs/coop/faces
     python experiments/coop_training.py --data fashion-mnist:1000 --out runs/coop/fashion
+
+With --limit below the folder's size, the images past the limit are held
+out, and summary.json gets the random-feature Fréchet distance of the
+generator's and the revised samples to the training images, next to that of
+the held-out real images (the floor) and of per-pixel noise.
 """
 
 import argparse
@@ -13,10 +18,31 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from gcnjax import coop
+from gcnjax import coop, metrics
 from gcnjax.cli import load_data
+from gcnjax.data import PixelScale
+
+
+def sample_quality(config, state, train, held_out, seed=0):
+    """Random-feature Fréchet distance (gcnjax.metrics) to the training images
+    of as many generator samples, revised samples, held-out real images and
+    images of per-pixel Gaussian noise (the training images' mean and std)
+    as there are held-out images: equal N, so the values compare."""
+    n = len(held_out)
+    des_net, gen_net = coop.make_nets(config)
+    sampler = coop.make_sampler(config, des_net.apply, gen_net.apply)
+    key = jax.random.key(seed)
+    z = jax.random.normal(key, (n, config.generator.latent_dim), jnp.float32)
+    proposals, revised = sampler(state, z, jax.random.fold_in(key, 1))
+    scale = PixelScale("unit")
+    noise = np.random.default_rng(seed).normal(train.mean(0), train.std(0), (n,) + train.shape[1:]).clip(0, 255)
+    sets = {"generator": scale.to_pixels(np.asarray(proposals)), "revised": scale.to_pixels(np.asarray(revised)),
+            "held_out_real": held_out, "pixel_gaussian": noise}
+    return {"n": n, **{name: metrics.random_feature_frechet(x, train) for name, x in sets.items()}}
 
 
 def main():
@@ -43,6 +69,7 @@ def main():
     channels = 1 if fashion else 3
     size = args.image_size or (28 if fashion else 64)
     images = load_data(args.data, size=(size, size), channels=channels)
+    held_out = images[args.limit:] if args.limit else images[:0]
     if args.limit:
         images = images[: args.limit]
     config = coop.coop_config(size, channels, width=args.width, n_iterations=args.iterations)
@@ -59,6 +86,9 @@ def main():
                "revision_lowered_energy": int((h["revision_drop"] > 0).sum()),
                "logged_iterations": len(h["revision_drop"]),
                "mean_revision_drop": float(np.mean(h["revision_drop"]))}
+    if len(held_out) >= 50:
+        summary["frechet"] = sample_quality(config, result["state"], images, held_out)
+        print("random-feature Fréchet distance to the training images:", summary["frechet"])
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{result['seconds']:.0f} s; revision lowered the energy in {int((h['revision_drop'] > 0).sum())} of "
           f"{len(h['revision_drop'])} logged iterations; report: {result['report']}")

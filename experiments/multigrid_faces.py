@@ -27,7 +27,6 @@ import shutil
 import time
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,24 +37,6 @@ from gcnjax import multigrid as M
 from gcnjax import presets
 from gcnjax.metrics import log_spectrum_distance
 from gcnjax.train import RunConfig
-
-
-class RandomFeatures(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        for features in (16, 32, 32):
-            x = nn.relu(nn.Conv(features, (5, 5), strides=(2, 2), padding="SAME")(x))
-        return jnp.mean(x, axis=(1, 2))
-
-
-def random_feature_frechet(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
-    """Fréchet distance (:func:`gcnjax.metrics.frechet_distance_from_features`)
-    between Gaussians fitted to random-conv features of two image sets
-    (pixels 0..255, scaled to [−1, 1] first)."""
-    net = RandomFeatures()
-    params = net.init(jax.random.key(seed), jnp.zeros((1,) + a.shape[1:]))
-    feats = [np.asarray(jax.jit(net.apply)(params, jnp.asarray(x / 127.5 - 1.0)), np.float64) for x in (a, b)]
-    return metrics.frechet_distance_from_features(feats[0], feats[1])
 
 
 def main():
@@ -120,7 +101,7 @@ def main():
     for label, images in (("held-out real faces", held), ("start: flat mean colours", flat),
                           ("multi-grid samples", results["multigrid"]["samples"]),
                           ("single-grid samples", results["singlegrid"]["samples"])):
-        distances[label] = {"random_feature_frechet": random_feature_frechet(images, train),
+        distances[label] = {"random_feature_frechet": metrics.random_feature_frechet(images, train),
                             "log_spectrum_distance": log_spectrum_distance(images, train)}
     summary["distances_to_training_faces"] = distances
     summary["seconds"] = {k: v["seconds"] for k, v in results.items()}

@@ -14,13 +14,14 @@ from __future__ import annotations
 import weakref
 from typing import Callable, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
     "power_spectrum", "log_spectrum_distance", "recovery_error",
-    "feature_statistics", "frechet_distance", "frechet_distance_from_features",
+    "feature_statistics", "frechet_distance", "frechet_distance_from_features", "random_feature_frechet",
     "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
     "filter_responses", "gram_matrices", "gram_distance", "mse", "psnr",
@@ -141,6 +142,37 @@ def frechet_distance_from_features(features1, features2) -> float:
     if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
         raise ValueError(f"feature sets must be (N, D) with one D, got shapes {f1.shape} and {f2.shape}.")
     return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
+
+
+class _RandomFeatures(nn.Module):
+    """The random conv net of :func:`random_feature_frechet`."""
+
+    @nn.compact
+    def __call__(self, x):
+        for features in (16, 32, 32):
+            x = nn.relu(nn.Conv(features, (5, 5), strides=(2, 2), padding="SAME")(x))
+        return jnp.mean(x, axis=(1, 2))
+
+
+def random_feature_frechet(images_a, images_b, seed: int = 0) -> float:
+    """Fréchet distance between Gaussians fitted to the features of a FIXED
+    RANDOM conv net (seeded, never trained: 3 conv layers 5×5 stride 2 of
+    16, 32, 32 channels, ReLU, global average pooling: 32 features) of two
+    image sets ``(N, H, W, C)`` in pixels 0..255 (scaled to [−1, 1] first).
+
+    A sample-quality statistic for data no trained extractor here knows
+    (faces): it compares low-level statistics (colour, contrast, edges at
+    a few scales), not semantics. Compare values at equal N; the reference
+    is the distance of held-out real images to the same set.
+    """
+    a, b = (np.asarray(x, np.float32) for x in (images_a, images_b))
+    if a.ndim != 4 or b.ndim != 4 or a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"image sets must be (N, H, W, C) of one image shape, got {a.shape} and {b.shape}.")
+    net = _RandomFeatures()
+    params = net.init(jax.random.key(seed), jnp.zeros((1,) + a.shape[1:]))
+    apply = jax.jit(net.apply)
+    feats = [np.asarray(apply(params, jnp.asarray(x / 127.5 - 1.0)), np.float64) for x in (a, b)]
+    return frechet_distance_from_features(feats[0], feats[1])
 
 
 # ---------------------------------------------------------------------- kernel MMD

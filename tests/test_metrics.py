@@ -63,6 +63,21 @@ def test_frechet_distance_matches_scipy(d, condition):
     assert metrics.frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-8 * np.trace(c1))
 
 
+def test_random_feature_frechet_orders_image_sets():
+    rng = np.random.default_rng(3)
+    texture = lambda n, shift=0.0: np.clip(rng.normal(128 + shift, 40, (n, 16, 16, 3)), 0, 255)
+    a, b = texture(200), texture(200)
+    assert metrics.random_feature_frechet(a, a) == pytest.approx(0.0, abs=1e-8)
+    same = metrics.random_feature_frechet(a, b)
+    assert same == metrics.random_feature_frechet(a, b)  # a fixed, seeded net
+    # brighter images and blurred images are farther than a second draw of the same ones
+    assert metrics.random_feature_frechet(a, texture(200, 60.0)) > 10 * same
+    smooth = (b + np.roll(b, 1, 1) + np.roll(b, 1, 2) + np.roll(b, (1, 1), (1, 2))) / 4
+    assert metrics.random_feature_frechet(a, smooth) > 10 * same
+    with pytest.raises(ValueError, match="image shape"):
+        metrics.random_feature_frechet(a, a[:, :8])
+
+
 def test_frechet_distance_singular_covariances_from_few_features():
     # Fewer samples than dimensions: rank-deficient covariances; the distance stays finite, >= 0, and agrees
     # with scipy on the identical-set case (0) and with itself computed from statistics.
