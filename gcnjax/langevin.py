@@ -79,14 +79,16 @@ class LangevinState(NamedTuple):
 class LangevinInfo(NamedTuple):
     """What one step did, per chain.
 
-    energy: E(x) after the step.
-    grad_norm: the Euclidean norm of ∇E(x) after the step (all leaves).
+    energy: E(x) after the step (from :func:`sample` without MALA: E(x)
+        where the step started; see there).
+    grad_norm: the Euclidean norm of ∇E(x) at the same point (all leaves).
     acceptance_rate: the Metropolis–Hastings acceptance probability of the
         proposal (1 for unadjusted Langevin).
     is_accepted: whether the proposal was taken (always True unadjusted).
-    is_finite: whether the position, energy and gradient after the step are
-        all finite. A False here means the chain diverged: its state is no
-        longer usable, and :func:`raise_if_diverged` turns it into an error.
+    is_finite: whether the position after the step, and the energy and
+        gradient recorded, are all finite. A False here means the chain
+        diverged: its state is no longer usable, and
+        :func:`raise_if_diverged` turns it into an error.
     """
 
     energy: jax.Array
@@ -252,6 +254,27 @@ def step(
     return new_state, info
 
 
+def _unadjusted_move(key, position, energy_fn, step_size, noise_scale, clip):
+    """One unadjusted Langevin move of ONE chain from ``position``, with E and
+    ∇E evaluated once, at the start: ``(new_position, info)``, ``info``
+    describing the start. The same noise as :func:`step` for the same key."""
+    if noise_scale is None:
+        noise_scale = jnp.sqrt(2.0 * jnp.asarray(step_size, jnp.float32))
+    energy, grad = jax.value_and_grad(energy_fn)(position)
+    noise = _noise_like(jax.random.fold_in(key, 0), position)
+    new = jax.tree_util.tree_map(lambda x, g, n: x - step_size * g + noise_scale * n, position, grad, noise)
+    if clip is not None:
+        new = jax.tree_util.tree_map(lambda x: jnp.clip(x, clip[0], clip[1]), new)
+    info = LangevinInfo(
+        energy=energy,
+        grad_norm=jnp.sqrt(_sum_sq(grad)),
+        acceptance_rate=jnp.ones((), jnp.float32),
+        is_accepted=jnp.ones((), bool),
+        is_finite=_all_finite((new, energy, grad)),
+    )
+    return new, info
+
+
 def sample(
     key: jax.Array,
     energy_fn: EnergyFn,
@@ -297,7 +320,14 @@ def sample(
       ``(x_final, info)``: positions after the last step, and a
       :class:`LangevinInfo` whose fields have shape ``(n_steps, n_chains)``.
       Diverged chains are flagged in ``info.is_finite``; see
-      :func:`raise_if_diverged`.
+      :func:`raise_if_diverged`. Without MALA the chain evaluates ∇E once
+      per step, where the step starts (K evaluations for K steps, as the
+      PyTorch code of the papers does), and ``info.energy[k]`` and
+      ``info.grad_norm[k]`` are those of the position step ``k`` started
+      from, ``x_k``; the final positions' energy is not computed (callers
+      that need f of the samples evaluate it with their learning step).
+      With MALA, which needs E and ∇E at both ends of every move (K + 1
+      evaluations), they are those of the position after step ``k``.
 
     Example:
       >>> energy = lambda x: 0.5 * jnp.sum(x ** 2)          # N(0, I)
@@ -318,10 +348,14 @@ def sample(
             f"got shapes {[jnp.shape(l) for l in leaves]}. For one chain use x0[None]."
         )
 
-    state = jax.vmap(init, in_axes=(0, None))(x0, energy_fn)
-    one_step = jax.vmap(
-        lambda k, s: step(k, s, energy_fn, step_size, noise_scale, mala, clip)
-    )
+    if mala:
+        state = jax.vmap(init, in_axes=(0, None))(x0, energy_fn)
+        one_step = jax.vmap(lambda k, s: step(k, s, energy_fn, step_size, noise_scale, mala, clip))
+        final_position = lambda s: s.position
+    else:
+        state = x0
+        one_step = jax.vmap(lambda k, x: _unadjusted_move(k, x, energy_fn, step_size, noise_scale, clip))
+        final_position = lambda x: x
 
     def body(state, step_key):
         keys = jax.random.split(step_key, n_chains)
@@ -333,11 +367,12 @@ def sample(
         if chunk < 1:
             raise ValueError(f"chunk must be an integer >= 1 (steps per unrolled block), got {chunk}.")
     if chunk is not None and 1 < chunk < n_steps:
-        return _sample_chunked(body, state, step_keys, chunk)
+        state, info = _sample_chunked(body, state, step_keys, chunk)
+        return final_position(state), info
     if unroll is not True:
         unroll = max(1, min(int(unroll), max(n_steps, 1)))
     state, info = jax.lax.scan(body, state, step_keys, unroll=unroll)
-    return state.position, info
+    return final_position(state), info
 
 
 def _sample_chunked(body, state, step_keys, chunk):
@@ -363,7 +398,7 @@ def _sample_chunked(body, state, step_keys, chunk):
     if rest:
         state, info_rest = jax.lax.scan(body, state, step_keys[n_blocks * chunk:], unroll=True)
         info = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), info, info_rest)
-    return state.position, info
+    return state, info
 
 
 def raise_if_diverged(info: LangevinInfo, *, step_size=None, what: str = "Langevin chain") -> None:

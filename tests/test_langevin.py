@@ -377,12 +377,13 @@ def test_zero_noise_is_gradient_descent():
         n_steps=n_steps, step_size=a, noise_scale=0.0,
     )
     M = np.eye(2) - a * PREC
-    # closed-form iterates mu + (I - aA)^k (x0 - mu), and their energies
-    iterates = np.stack([MU + (x0 - MU) @ np.linalg.matrix_power(M, k).T for k in range(1, n_steps + 1)])
+    # closed-form iterates mu + (I - aA)^k (x0 - mu), k = 0..K, and their energies
+    iterates = np.stack([MU + (x0 - MU) @ np.linalg.matrix_power(M, k).T for k in range(0, n_steps + 1)])
     energies = 0.5 * np.einsum("kni,ij,knj->kn", iterates - MU, PREC, iterates - MU)
     np.testing.assert_allclose(_f64(x), iterates[-1], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(_f64(info.energy), energies, rtol=1e-4, atol=1e-6)
-    grad_norm = np.linalg.norm((iterates - MU) @ PREC, axis=-1)
+    # unadjusted: info describes the position each step starts from, x_0 .. x_{K-1}
+    np.testing.assert_allclose(_f64(info.energy), energies[:-1], rtol=1e-4, atol=1e-6)
+    grad_norm = np.linalg.norm((iterates[:-1] - MU) @ PREC, axis=-1)
     np.testing.assert_allclose(_f64(info.grad_norm), grad_norm, rtol=1e-4, atol=1e-6)
     assert np.all(np.diff(_f64(info.energy), axis=0) < 0)  # a < 1/lambda_max: monotone
     assert bool(jnp.all(info.is_accepted)) and bool(jnp.all(info.acceptance_rate == 1))
@@ -537,13 +538,14 @@ def test_divergence_is_reported():
     assert isinstance(err.value, FloatingPointError)
     assert f"{n_chains} chain(s)" in str(err.value)
 
-    # noise-free: the first non-finite step is that of the float32 recursion
+    # noise-free: the first non-finite step is that of the float32 recursion;
+    # unadjusted, step k checks E(x_k) where it starts and the position x_{k+1}
     _, info_gd = jsample(jax.random.key(0), quadratic_energy, x0, n_steps=n_steps, step_size=a, noise_scale=0.0)
     x, first = np.float32(1.0), None
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(n_steps):
-            x = np.float32(x - np.float32(a) * x)
             e = np.float32(0.5) * (x * x + x * x)  # energy of two equal coordinates
+            x = np.float32(x - np.float32(a) * x)
             if not (np.isfinite(x) and np.isfinite(e)):
                 first = k
                 break
@@ -650,13 +652,16 @@ def test_info_shapes_and_values(mala):
     for name, field in zip(info._fields, info):
         assert field.shape == (n_steps, n_chains), name
     assert info.is_accepted.dtype == jnp.bool_ and info.is_finite.dtype == jnp.bool_
-    # energy and grad_norm are those of the returned positions
-    d = _f64(x) - MU
+    # with MALA, energy and grad_norm are those of the returned positions;
+    # unadjusted, of the positions the steps started from (the first: x0 = 0;
+    # all of them: test_zero_noise_is_gradient_descent)
+    d = _f64(x) - MU if mala else np.broadcast_to(-MU, (n_chains, 2))
+    row = -1 if mala else 0
     np.testing.assert_allclose(
-        _f64(info.energy[-1]), 0.5 * np.einsum("ni,ij,nj->n", d, PREC, d), rtol=1e-5, atol=1e-6
+        _f64(info.energy[row]), 0.5 * np.einsum("ni,ij,nj->n", d, PREC, d), rtol=1e-5, atol=1e-6
     )
     np.testing.assert_allclose(
-        _f64(info.grad_norm[-1]), np.linalg.norm(d @ PREC, axis=1), rtol=1e-5, atol=1e-6
+        _f64(info.grad_norm[row]), np.linalg.norm(d @ PREC, axis=1), rtol=1e-5, atol=1e-6
     )
     if mala:
         assert 0 < float(info.is_accepted.mean()) < 1
