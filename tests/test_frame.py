@@ -98,6 +98,20 @@ def _config(**kw):
     return D.DescriptorConfig(**base)
 
 
+def _learned_weights(cfg, net, data, iterations, average_from, seed=0):
+    """Learn ``net``'s top weights from ``data`` with the descriptor's own ML
+    step; the mean of the weights over iterations ``average_from`` onwards
+    (averaging out the chains' noise)."""
+    state = D.init_state(jax.random.key(seed), cfg, net, data)
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    ws = []
+    for i in range(iterations):
+        state, _ = step(state, data)
+        if i >= average_from:
+            ws.append(np.asarray(state.params["params"]["w"], np.float64))
+    return np.mean(ws, axis=0)
+
+
 @pytest.mark.parametrize("top", ["dense", "sum"])
 def test_frozen_extractor_params_stay_bit_identical_while_the_top_learns(top):
     module = SmallExtractor()
@@ -138,15 +152,9 @@ def test_frame_with_identity_features_learns_the_closed_form_mean():
                   learning_rate=0.5, image_size=(2, 2))
     module = Identity()
     net = F.FrameNet(F.frozen(module, module.init(jax.random.key(0), data[:1])), top="dense")
-    state = D.init_state(jax.random.key(0), cfg, net, data)
-    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
-    ws = []
-    for i in range(300):
-        state, _ = step(state, data)
-        if i >= 200:
-            ws.append(np.asarray(state.params["params"]["w"]))
+    w = _learned_weights(cfg, net, data, 300, 200)
     tol = 5 * sigma / np.sqrt(n_chains)
-    np.testing.assert_allclose(sigma**2 * np.mean(ws, axis=0), np.asarray(data.mean(axis=0)), atol=tol)
+    np.testing.assert_allclose(sigma**2 * w, np.asarray(data.mean(axis=0)), atol=tol)
 
 
 def test_stationary_top_with_identity_features_learns_the_pooled_mean():
@@ -157,15 +165,9 @@ def test_stationary_top_with_identity_features_learns_the_pooled_mean():
     cfg = _config(sigma=sigma, n_chains=1000, langevin=langevin.LangevinConfig(n_steps=4, step_size=0.25),
                   learning_rate=0.1, image_size=(2, 2))
     net = F.FrameNet(lambda x: x, top="sum")
-    state = D.init_state(jax.random.key(3), cfg, net, data)
-    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
-    ws = []
-    for i in range(300):
-        state, _ = step(state, data)
-        if i >= 200:
-            ws.append(float(state.params["params"]["w"][0]))
+    w = _learned_weights(cfg, net, data, 300, 200, seed=3)
     tol = 5 * sigma / np.sqrt(1000 * 4)
-    np.testing.assert_allclose(sigma**2 * np.mean(ws), float(data.mean()), atol=tol)
+    np.testing.assert_allclose(sigma**2 * w[0], float(data.mean()), atol=tol)
 
 
 def test_thresholded_features_are_a_piecewise_linear_potential_per_feature():
@@ -213,15 +215,7 @@ def test_frame_potential_on_thresholds_recovers_a_known_model():
     # moments by ~0.07, and ML learning would fit the biased chains.
     cfg = _config(sigma=1.0, n_chains=4000, langevin=langevin.LangevinConfig.from_delta(0.25, 10),
                   optimizer="adam", learning_rate=0.02, image_size=(1, 1))
-    data = jnp.asarray(data_np, jnp.float32)
-    state = D.init_state(jax.random.key(5), cfg, net, data)
-    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
-    ws = []
-    for i in range(600):
-        state, _ = step(state, data)
-        if i >= 400:
-            ws.append(np.asarray(state.params["params"]["w"], np.float64))
-    w = np.mean(ws, axis=0)
+    w = _learned_weights(cfg, net, jnp.asarray(data_np, jnp.float32), 600, 400, seed=5)
     np.testing.assert_allclose(w, w_true, atol=0.3)
     data_moments = np.maximum(data_np.reshape(-1, 1) - knots[None, :], 0.0).mean(axis=0)
     np.testing.assert_allclose(density(w) @ tails, data_moments, atol=0.02)
