@@ -2,10 +2,14 @@
 
 The generator proposes, the descriptor revises by Langevin dynamics, both
 learn from the revised images (gcnjax.coop). CPU-sized runs: a subset of the
-data, narrower nets (width 32), 16 proposals per iteration.
+data, narrower nets (width 32). The settings that give faces and garments here
+(experiments/RESULTS.md): the authors' rates, 64 proposals, the revision
+clipped to the data range:
 
-    python experiments/coop_training.py --data ../shared/data/faces64 --image-size 32 --limit 200 --out runs/coop/faces
-    python experiments/coop_training.py --data fashion-mnist:1000 --out runs/coop/fashion
+    python experiments/coop_training.py --data ../shared/data/faces64 --image-size 32 --limit 700 --chains 64 \
+        --iterations 4000 --gen-lr 1e-4 --clip --out runs/coop/faces
+    python experiments/coop_training.py --data fashion-mnist:2000 --limit 1900 --chains 64 --iterations 2000 \
+        --gen-lr 1e-4 --clip --out runs/coop/fashion
 
 With --limit below the folder's size, the images past the limit are held
 out, and summary.json gets the random-feature Fréchet distance of the
