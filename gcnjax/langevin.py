@@ -287,6 +287,7 @@ def sample(
     unroll: int = 1,
     clip: Optional[Tuple[float, float]] = None,
     chunk: Optional[int] = None,
+    chain_batch: Optional[int] = None,
 ) -> Tuple[PyTree, LangevinInfo]:
     """Run a batch of Langevin chains for ``n_steps`` steps.
 
@@ -315,6 +316,14 @@ def sample(
         (or ``chunk >= n_steps``) leaves ``unroll`` in charge. The numbers
         are the same as those of the plain loop: the same key gives the
         same samples whatever ``chunk`` and ``unroll`` are.
+      chain_batch: how many chains each step computes at once. ``None``
+        (the default): all of them, one ``jax.vmap``; ``g``: groups of
+        ``g`` chains, vmapped within a group, the groups in a loop
+        (``jax.lax.map(..., batch_size=g)``). A speed knob for nets whose
+        convolutions gain nothing from a batch on the device (XLA:CPU's
+        3-D convs: the ST video net's gradient for 3 chains took 30 ms
+        batched, 24 ms one chain at a time; experiments/benchmarks/RESULTS.md).
+        The same key gives the same samples whatever it is.
 
     Returns:
       ``(x_final, info)``: positions after the last step, and a
@@ -348,13 +357,21 @@ def sample(
             f"got shapes {[jnp.shape(l) for l in leaves]}. For one chain use x0[None]."
         )
 
+    if chain_batch is not None and (isinstance(chain_batch, bool) or int(chain_batch) < 1):
+        raise ValueError(f"chain_batch must be None or an integer >= 1 (chains computed at once), got {chain_batch!r}.")
+
+    def over_chains(move):
+        if chain_batch is None or int(chain_batch) >= n_chains:
+            return jax.vmap(move)
+        return lambda *args: jax.lax.map(lambda a: move(*a), args, batch_size=int(chain_batch))
+
     if mala:
-        state = jax.vmap(init, in_axes=(0, None))(x0, energy_fn)
-        one_step = jax.vmap(lambda k, s: step(k, s, energy_fn, step_size, noise_scale, mala, clip))
+        state = over_chains(lambda x: init(x, energy_fn))(x0)
+        one_step = over_chains(lambda k, s: step(k, s, energy_fn, step_size, noise_scale, mala, clip))
         final_position = lambda s: s.position
     else:
         state = x0
-        one_step = jax.vmap(lambda k, x: _unadjusted_move(k, x, energy_fn, step_size, noise_scale, clip))
+        one_step = over_chains(lambda k, x: _unadjusted_move(k, x, energy_fn, step_size, noise_scale, clip))
         final_position = lambda x: x
 
     def body(state, step_key):
@@ -435,6 +452,8 @@ class LangevinConfig:
     chains, whose fully unrolled program would take too long to compile.
     ``chunk=k`` runs a loop over blocks of ``k`` unrolled steps instead
     (see :func:`sample`); same numbers, another speed/compile-time trade.
+    ``chain_batch=g`` computes the chains in groups of ``g`` (see
+    :func:`sample`); same numbers, a speed knob per net.
     """
 
     n_steps: int = 10
@@ -444,6 +463,7 @@ class LangevinConfig:
     unroll: Union[int, bool, None] = None
     clip: Optional[Tuple[float, float]] = None
     chunk: Optional[int] = None
+    chain_batch: Optional[int] = None
 
     @classmethod
     def from_delta(cls, delta: float, n_steps: int, *, noise: bool = True, **kwargs) -> "LangevinConfig":
@@ -460,6 +480,9 @@ class LangevinConfig:
         if self.chunk is not None and (isinstance(self.chunk, bool) or int(self.chunk) < 1):
             raise ValueError(f"LangevinConfig.chunk must be None or an integer >= 1 (steps per unrolled block), "
                              f"got {self.chunk!r}.")
+        if self.chain_batch is not None and (isinstance(self.chain_batch, bool) or int(self.chain_batch) < 1):
+            raise ValueError(f"LangevinConfig.chain_batch must be None or an integer >= 1 (chains computed at "
+                             f"once), got {self.chain_batch!r}.")
         if self.clip is not None and not (len(self.clip) == 2 and self.clip[0] < self.clip[1]):
             raise ValueError(f"LangevinConfig.clip must be (lo, hi) with lo < hi, got {self.clip!r}.")
 
@@ -491,4 +514,5 @@ class LangevinConfig:
             unroll=self.resolved_unroll,
             clip=None if self.clip is None else tuple(self.clip),
             chunk=self.chunk,
+            chain_batch=self.chain_batch,
         )

@@ -74,6 +74,9 @@ def _check_against_flax(shape, kernel, stride, padding, impl):
 def test_the_fc_s_net_is_the_same_function_either_way(impl):
     config = stg.stg_config("fc_s", frames=8, image_size=16, channels=3)
     assert config.conv == "fold_time" and stg.stg_config("st").conv == "xla"
+    # and on the CPU the ST net's chains are computed one at a time (a speed knob: same numbers)
+    assert config.langevin.chain_batch is None
+    assert stg.stg_config("st").langevin.chain_batch == (1 if jax.default_backend() == "cpu" else None)
     fast = D.make_net(dataclasses.replace(config, conv=impl))
     plain = D.make_net(dataclasses.replace(config, conv="xla"))
     x = jax.random.normal(jax.random.key(0), (2, 8, 16, 16, 3))

@@ -737,3 +737,31 @@ def test_config_rejects_bad_chunk():
         LangevinConfig(n_steps=10, chunk=0)
     with pytest.raises(ValueError, match="chunk"):
         sample(jax.random.key(0), lambda x: jnp.sum(x**2), jnp.zeros((2, 1)), n_steps=3, step_size=0.1, chunk=0)
+
+
+@pytest.mark.parametrize("mala,chain_batch", [(False, 1), (False, 2), (True, 4)])
+def test_chains_in_groups_are_the_same_chains(mala, chain_batch):
+    # Computing the chains in groups (a loop over vmapped groups; 6 chains in
+    # groups of 4 leave a remainder) changes the program, not the chains:
+    # same keys, same samples and per-step info as one vmap over all.
+    energy = lambda x: 0.25 * jnp.sum(x**4) + 0.5 * jnp.sum(x**2)
+    x0 = jax.random.normal(jax.random.key(0), (6, 3))
+    kwargs = dict(n_steps=5, step_size=0.3, mala=mala)
+    x_all, info_all = sample(jax.random.key(1), energy, x0, **kwargs)
+    x_grouped, info_grouped = sample(jax.random.key(1), energy, x0, chain_batch=chain_batch, **kwargs)
+    np.testing.assert_allclose(np.asarray(x_grouped), np.asarray(x_all), rtol=1e-6, atol=1e-6)
+    for a, b in zip(info_grouped, info_all):
+        assert a.shape == b.shape == (5, 6)
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(x_all - x0))) > 0.1
+    config = LangevinConfig(n_steps=5, step_size=0.3, mala=mala, chain_batch=chain_batch)
+    assert LangevinConfig.from_dict(dataclasses.asdict(config)) == config
+    x_config, _ = config.run(jax.random.key(1), energy, x0)
+    np.testing.assert_allclose(np.asarray(x_config), np.asarray(x_all), rtol=1e-6, atol=1e-6)
+
+
+def test_config_rejects_bad_chain_batch():
+    with pytest.raises(ValueError, match="chain_batch"):
+        LangevinConfig(n_steps=10, chain_batch=0)
+    with pytest.raises(ValueError, match="chain_batch"):
+        sample(jax.random.key(0), lambda x: jnp.sum(x**2), jnp.zeros((2, 1)), n_steps=3, step_size=0.1, chain_batch=-1)
