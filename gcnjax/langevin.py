@@ -181,6 +181,23 @@ def _noise_like(key, tree):
     return jax.tree_util.tree_unflatten(treedef, noise)
 
 
+def _resolved_noise(step_size, noise_scale):
+    """``b``, with ``None`` meaning exact Langevin ``sqrt(2a)``."""
+    if noise_scale is None:
+        return jnp.sqrt(2.0 * jnp.asarray(step_size, jnp.float32))
+    return noise_scale
+
+
+def _propose(key, position, grad, step_size, noise_scale, clip):
+    """``x − a∇E(x) + bξ`` (clipped to ``clip`` when given), ξ drawn from
+    ``fold_in(key, 0)``."""
+    noise = _noise_like(jax.random.fold_in(key, 0), position)
+    proposal = jax.tree_util.tree_map(lambda x, g, n: x - step_size * g + noise_scale * n, position, grad, noise)
+    if clip is not None:
+        proposal = jax.tree_util.tree_map(lambda x: jnp.clip(x, clip[0], clip[1]), proposal)
+    return proposal
+
+
 def _log_proposal(to_pos, from_pos, from_grad, step_size, noise_scale):
     """log q(to | from) up to a constant: −||to − from + a∇E(from)||² / (2b²)."""
     diff = jax.tree_util.tree_map(
@@ -209,19 +226,10 @@ def step(
     ``q(x' | x) = N(x'; x − a∇E(x), b² I)``. A proposal with a non-finite
     energy is rejected under MALA.
     """
-    if noise_scale is None:
-        noise_scale = jnp.sqrt(2.0 * jnp.asarray(step_size, jnp.float32))
     if mala and clip is not None:
         raise ValueError("clip cannot be combined with mala=True: the clipped proposal has no density.")
-    noise = _noise_like(jax.random.fold_in(key, 0), state.position)
-    proposal = jax.tree_util.tree_map(
-        lambda x, g, n: x - step_size * g + noise_scale * n,
-        state.position,
-        state.grad,
-        noise,
-    )
-    if clip is not None:
-        proposal = jax.tree_util.tree_map(lambda x: jnp.clip(x, clip[0], clip[1]), proposal)
+    noise_scale = _resolved_noise(step_size, noise_scale)
+    proposal = _propose(key, state.position, state.grad, step_size, noise_scale, clip)
     energy, grad = jax.value_and_grad(energy_fn)(proposal)
     new_state = LangevinState(proposal, energy, grad)
 
@@ -257,14 +265,9 @@ def step(
 def _unadjusted_move(key, position, energy_fn, step_size, noise_scale, clip):
     """One unadjusted Langevin move of ONE chain from ``position``, with E and
     ∇E evaluated once, at the start: ``(new_position, info)``, ``info``
-    describing the start. The same noise as :func:`step` for the same key."""
-    if noise_scale is None:
-        noise_scale = jnp.sqrt(2.0 * jnp.asarray(step_size, jnp.float32))
+    describing the start. The same move as :func:`step`'s for the same key."""
     energy, grad = jax.value_and_grad(energy_fn)(position)
-    noise = _noise_like(jax.random.fold_in(key, 0), position)
-    new = jax.tree_util.tree_map(lambda x, g, n: x - step_size * g + noise_scale * n, position, grad, noise)
-    if clip is not None:
-        new = jax.tree_util.tree_map(lambda x: jnp.clip(x, clip[0], clip[1]), new)
+    new = _propose(key, position, grad, step_size, _resolved_noise(step_size, noise_scale), clip)
     info = LangevinInfo(
         energy=energy,
         grad_norm=jnp.sqrt(_sum_sq(grad)),
