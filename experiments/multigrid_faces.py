@@ -8,12 +8,11 @@ authors' widths, few Langevin steps per grid. Writes two run directories
 (multigrid/, singlegrid/), an inpainting run (inpaint/), and summary.json
 with the comparison numbers; --results copies small PNGs for RESULTS.md.
 
-The comparison statistic: gcnjax.metrics' Fréchet distance between
-Gaussians fitted to the features of a FIXED RANDOM conv net (the library's
-trained extractor, the FCD classifier, knows Fashion-MNIST, not faces; an
-Inception-v3 port needs weights on disk) (seeded, never trained; 3 conv layers 5×5 stride 2,
-ReLU, global average pooling, 32 features), plus the log power-spectrum
-distance of gcnjax.metrics. Both are computed against the training faces,
+The comparison statistic: gcnjax.metrics.random_feature_frechet, the
+Fréchet distance between Gaussians fitted to the features of a fixed,
+seeded random conv net (the library's trained extractor, the FCD
+classifier, knows Fashion-MNIST, not faces, and an Inception-v3 port needs
+weights on disk), plus the log power-spectrum distance of gcnjax.metrics. Both are computed against the training faces,
 with two references: held-out real faces (what a perfect model would
 score) and the chains' start (each face's mean colour, flat images).
 """

@@ -6,7 +6,7 @@ command, the settings and the run time.
     python -m experiments.reproduce --data ../shared/data --full     # the papers' sizes (a GPU)
     python -m experiments.reproduce --data ../shared/data --only abp coop   # rerun some jobs
 
-The default size fits the 2-core CPU (about 50 minutes in all); ``--full``
+The default size fits the 2-core CPU (about 85 minutes in all); ``--full``
 passes ``--full`` (or the papers' settings) to every experiment. Each job is
 one experiment script run as a subprocess, so every row's command can be
 rerun by hand; its numbers are read back from the ``summary.json`` it writes

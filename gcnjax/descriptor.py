@@ -137,6 +137,9 @@ class DescriptorConfig:
     data_noise: float = 0.0
     conv: str = "xla"
 
+    # The same f, computed another way: a resumed run may change it.
+    SPEED_FIELDS = ("conv",)
+
     def __post_init__(self):
         def positive(name, value, allow_none=False):
             if value is None and allow_none:

@@ -468,6 +468,10 @@ class LangevinConfig:
     chunk: Optional[int] = None
     chain_batch: Optional[int] = None
 
+    # How the chain is computed, not what it computes (the same samples):
+    # a resumed run may change these (gcnjax.train.RunDir.load_for_resume).
+    SPEED_FIELDS = ("unroll", "chunk", "chain_batch")
+
     @classmethod
     def from_delta(cls, delta: float, n_steps: int, *, noise: bool = True, **kwargs) -> "LangevinConfig":
         """``x ← x − (δ²/2)∇E(x) + δξ`` (``noise=False``: without the ``δξ`` term)."""

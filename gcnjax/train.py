@@ -192,6 +192,18 @@ class RunConfig:
 RUN_LENGTH_FIELDS = ("n_iterations", "n_epochs")
 
 
+def _what_is_computed(value):
+    """``value`` with the fields that only say HOW it is computed left out:
+    a config class lists them in ``SPEED_FIELDS`` (the chain's unrolling,
+    the conv implementation, ...: the same numbers either way), at any depth
+    of nested configs. Two runs that differ only there are the same run."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        speed = getattr(type(value), "SPEED_FIELDS", ())
+        return tuple((f.name, _what_is_computed(getattr(value, f.name)))
+                     for f in dataclasses.fields(value) if f.name not in speed)
+    return value
+
+
 class RunDir:
     """A run's directory: ``config.json``, ``metrics.csv``, ``images/``,
     ``checkpoints/``, ``report.md``.
@@ -240,19 +252,22 @@ class RunDir:
         the other ``recorded`` entries (e.g. its mask) as given; a ValueError
         naming what differs otherwise.
 
-        A resumed run may change ``run`` (logging and checkpoints) and its
-        length (:data:`RUN_LENGTH_FIELDS`): a finished run is extended by
-        resuming it with more iterations. Such changes are written back to
-        ``config.json``, so that the next resume continues to the new end."""
+        A resumed run may change ``run`` (logging and checkpoints), its
+        length (:data:`RUN_LENGTH_FIELDS`: a finished run is extended by
+        resuming it with more iterations) and the speed-only settings of its
+        configs (``SPEED_FIELDS``, e.g. a run begun on a CPU resumed on a
+        GPU). Such changes are written back to ``config.json``, so that the
+        next resume continues with them."""
         saved = self.load_config()
         kind = type(config).__name__
         try:
             saved_config = type(config).from_dict(saved["config"])
         except (TypeError, KeyError, ValueError) as err:
             raise ValueError(f"{str(self.path)!r} is not a {kind} run ({err}); cannot resume it here.") from None
-        changeable = ("run",) + RUN_LENGTH_FIELDS
+        changeable = ("run",) + RUN_LENGTH_FIELDS + tuple(getattr(type(config), "SPEED_FIELDS", ()))
         differ = [f.name for f in dataclasses.fields(config)
-                  if f.name not in changeable and getattr(config, f.name) != getattr(saved_config, f.name)]
+                  if f.name not in changeable
+                  and _what_is_computed(getattr(config, f.name)) != _what_is_computed(getattr(saved_config, f.name))]
         if list(observed_shape) != saved.get("observed_shape"):
             differ.append(f"observed data {list(observed_shape)} vs {saved.get('observed_shape')}")
         differ += [name for name, value in recorded.items() if saved.get(name) != value]
