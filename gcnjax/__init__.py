@@ -4,8 +4,13 @@ Pure functions for energies, Langevin sampling and learning; Flax modules
 for the papers' nets; Optax for every update.
 """
 
-from gcnjax import data, descriptor, generator, langevin, nets, train
+from gcnjax import xla_flags
+
+# Before any submodule can start a jax backend: XLA reads XLA_FLAGS once.
+xla_flags.apply_cpu_defaults()
+
+from gcnjax import data, descriptor, generator, langevin, nets, train  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "descriptor", "generator", "langevin", "nets", "train", "__version__"]
+__all__ = ["data", "descriptor", "generator", "langevin", "nets", "train", "xla_flags", "__version__"]

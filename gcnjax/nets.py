@@ -514,11 +514,29 @@ class Conv(nn.Module):
         return y + bias
 
 
-def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> jax.Array:
+# Below this many output channels conv_transpose_subpixel computes its phases
+# as one conv (``fused``): on XLA:CPU the face nets' RGB layer (64 -> 3
+# channels) ran 2-3x faster that way, their 64-channel and wider layers
+# 10-50% slower (experiments/benchmarks/RESULTS.md).
+FUSED_PHASES_BELOW_CHANNELS = 16
+
+
+def _phase_taps(kernel_size: int, stride: int):
+    """Per output phase ``r`` of one axis: ``(c_r, j₀, L_r)`` (see
+    :func:`conv_transpose_subpixel`)."""
+    before, _ = _same_transpose_padding(kernel_size, stride)
+    phases = []
+    for r in range(stride):
+        j0 = (before - r) % stride
+        phases.append(((r + j0 - before) // stride, j0, len(range(j0, kernel_size, stride))))
+    return phases
+
+
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                            fused: Optional[bool] = None) -> jax.Array:
     """``lax.conv_transpose(x, kernel, strides, "SAME")`` (channels last,
     kernel ``(*k, in, out)`` applied unflipped, as Flax's ConvTranspose) as
-    ``prod(strides)`` ordinary stride-1 convolutions, one per output phase,
-    interleaved.
+    ordinary stride-1 convolutions, one per output phase, interleaved.
 
     Output position ``o = s·q + r`` (phase ``r``) only meets the kernel taps
     ``j ≡ p − r (mod s)`` (``p`` the SAME padding before the dilated
@@ -528,6 +546,14 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[i
     ``K[j₀::s]`` of ``L_r`` taps. No multiply-add touches the zeros of the
     dilated input; on XLA:CPU the face32 generator's latent gradient ran 4.5×
     faster than with ``lax.conv_transpose`` (experiments/benchmarks/RESULTS.md).
+
+    ``fused``: compute the ``prod(s)`` phases as ONE convolution over the
+    window ``x[q + min_r c_r + u]`` that covers every phase's taps, each
+    sub-kernel zero-padded to that window and the phases side by side in
+    the output channels, then interleave them (a pixel shuffle). It does
+    more multiply-adds (36 taps instead of 25 for k = 5, s = 2) in one
+    larger convolution, which pays when the layer has few output channels.
+    None: fused below :data:`FUSED_PHASES_BELOW_CHANNELS` output channels.
     """
     n_spatial = kernel.ndim - 2
     strides = tuple(int(s) for s in strides)
@@ -537,32 +563,46 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[i
                          f"(*kernel, in, out) kernel; got x {x.shape}, kernel {kernel.shape}, strides {strides}.")
     numbers = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
     in_sizes = x.shape[1:-1]
+    c_out = kernel.shape[-1]
+    if fused is None:
+        fused = c_out < FUSED_PHASES_BELOW_CHANNELS
+    axes = [_phase_taps(kernel.shape[axis], strides[axis]) for axis in range(n_spatial)]
+    # The window common to the phases with taps, per axis: x[q + lo + u], u < width.
+    windows = []
+    for phases in axes:
+        used = [(c, n_taps) for c, _, n_taps in phases if n_taps] or [(0, 1)]
+        lo = min(c for c, _ in used)
+        windows.append((lo, max(c + n_taps for c, n_taps in used) - lo))
     phases = []
     for phase in itertools.product(*(range(s) for s in strides)):
-        pads, taps = [], []
-        for axis, r in enumerate(phase):
-            k, s = kernel.shape[axis], strides[axis]
-            before, _ = _same_transpose_padding(k, s)
-            j0 = (before - r) % s
-            n_taps = len(range(j0, k, s))
-            c = (r + j0 - before) // s
-            pads.append((-c, c + n_taps - 1, 0))
-            taps.append(slice(j0, None, s))
-        sub = kernel[tuple(taps)]
-        out_shape = (x.shape[0],) + tuple(in_sizes) + (kernel.shape[-1],)
-        if 0 in sub.shape[:n_spatial]:  # a kernel shorter than the stride misses this phase
-            phases.append(jnp.zeros(out_shape, jnp.result_type(x, kernel)))
-            continue
-        xp = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple(pads) + ((0, 0, 0),))
-        phases.append(jax.lax.conv_general_dilated(xp, sub, (1,) * n_spatial, "VALID", dimension_numbers=numbers))
+        taps = tuple(axes[axis][r] for axis, r in enumerate(phase))
+        sub = kernel[tuple(slice(j0, None, s) for (_, j0, _), s in zip(taps, strides))]
+        if fused and 0 in sub.shape[:n_spatial]:  # a kernel shorter than the stride misses this phase
+            phases.append(jnp.zeros(tuple(width for _, width in windows) + kernel.shape[-2:], kernel.dtype))
+        elif fused:
+            offsets = [c - lo for (c, _, _), (lo, _) in zip(taps, windows)]
+            phases.append(jnp.pad(sub, [(o, width - o - n) for o, (_, width), (_, _, n) in
+                                        zip(offsets, windows, taps)] + [(0, 0), (0, 0)]))
+        elif 0 in sub.shape[:n_spatial]:
+            phases.append(jnp.zeros((x.shape[0],) + tuple(in_sizes) + (c_out,), jnp.result_type(x, kernel)))
+        else:
+            pads = [(-c, c + n - 1) for c, _, n in taps]
+            phases.append(jax.lax.conv_general_dilated(x, sub, (1,) * n_spatial, pads, dimension_numbers=numbers))
+    if fused:
+        # (N, q_1, …, q_n, s_1·…·s_n·C), phase-major channels -> (s_1, …, s_n, N, q_1, …, q_n, C)
+        y = jax.lax.conv_general_dilated(x, jnp.concatenate(phases, axis=-1), (1,) * n_spatial,
+                                         [(-lo, lo + width - 1) for lo, width in windows], dimension_numbers=numbers)
+        y = y.reshape(y.shape[:-1] + strides + (c_out,))
+        y = jnp.moveaxis(y, tuple(range(n_spatial + 1, 2 * n_spatial + 1)), tuple(range(n_spatial)))
+    else:
+        y = jnp.stack(phases).reshape(strides + phases[0].shape)
     # (s_1, …, s_n, N, q_1, …, q_n, C) -> (N, q_1, s_1, …, q_n, s_n, C) -> (N, q_1·s_1, …, C)
-    y = jnp.stack(phases).reshape(strides + phases[0].shape)
     order = [n_spatial]
     for axis in range(n_spatial):
         order += [n_spatial + 1 + axis, axis]
     order.append(2 * n_spatial + 1)
     y = jnp.transpose(y, order)
-    return y.reshape((x.shape[0],) + tuple(int(n) * s for n, s in zip(in_sizes, strides)) + (kernel.shape[-1],))
+    return y.reshape((x.shape[0],) + tuple(int(n) * s for n, s in zip(in_sizes, strides)) + (c_out,))
 
 
 class SubpixelConvTranspose(nn.Module):

@@ -24,15 +24,23 @@ from gcnjax import nets
     ((25,), (4,), (6,)),        # the sound net's 1-D kernel 25, stride 4
     ((2,), (3,), (5,)),         # kernel shorter than the stride: some output phases have no taps
 ])
-def test_matches_lax_conv_transpose(kernel, stride, size):
+@pytest.mark.parametrize("fused", [False, True])
+def test_matches_lax_conv_transpose(kernel, stride, size, fused):
     n = len(kernel)
     x = jax.random.normal(jax.random.key(0), (2,) + size + (3,))
     k = jax.random.normal(jax.random.key(1), kernel + (3, 4))
     numbers = ("N" + "HW"[-n:] + "C", "HW"[-n:] + "IO", "N" + "HW"[-n:] + "C") if n == 2 else ("NWC", "WIO", "NWC")
     ref = jax.lax.conv_transpose(x, k, stride, "SAME", dimension_numbers=numbers)
-    out = nets.conv_transpose_subpixel(x, k, stride)
+    out = nets.conv_transpose_subpixel(x, k, stride, fused=fused)
     assert out.shape == ref.shape == (2,) + tuple(a * b for a, b in zip(size, stride)) + (4,)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    # and its gradients in x and in the kernel are the transposed conv's
+    ct = jax.random.normal(jax.random.key(2), ref.shape)
+    grads = jax.vjp(lambda x, k: nets.conv_transpose_subpixel(x, k, stride, fused=fused), x, k)[1](ct)
+    ref_grads = jax.vjp(lambda x, k: jax.lax.conv_transpose(x, k, stride, "SAME", dimension_numbers=numbers),
+                        x, k)[1](ct)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("make", [

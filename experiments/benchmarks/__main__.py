@@ -30,7 +30,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import jax
 import jax.numpy as jnp
@@ -82,11 +82,28 @@ class Case:
     flops: float  # per call
     is_training: bool
     jax_call: Callable[[], None]
-    twin_call: Optional[Callable[[], None]]
+    # The twin's timed calls by variant: "torch" (eager) and, with
+    # --torch-compile, "compile" (the twin's net through torch.compile).
+    twin_calls: Dict[str, Callable[[], None]]
 
 
 def _block(x):
     jax.block_until_ready(x)
+
+
+def _twin_calls(twin_mod, build) -> Dict[str, Callable[[], None]]:
+    """The twin's timed calls: ``build(compiled)`` makes a fresh twin (its
+    own params, optimizer and chains) and returns its timed call; with
+    ``compiled`` its net runs through ``torch.compile`` (the user's one-line
+    change; the Langevin loop and the optimizer stay eager Python)."""
+    if twin_mod is None:
+        return {}
+    T, torch, variants = twin_mod
+    return {name: build(name == "compile") for name in variants}
+
+
+def _maybe_compile(torch, module, compiled: bool):
+    return torch.compile(module) if compiled else module
 
 
 def _descriptor_training(config, data, seed):
@@ -113,24 +130,25 @@ def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
     data = jax.random.uniform(jax.random.key(seed), (n_chains, 32, 32, 3), minval=-1, maxval=1)
     holder, jax_call = _descriptor_training(config, data, seed)
 
-    if twin_mod is not None:
-        T, torch = twin_mod
+    def build_twin(compiled):
+        T, torch, _ = twin_mod
         dev = T.device()
         twin = T.descriptor_from_jax(T.DescriptorTwin(config.layers, 3, (32, 32), "leaky_relu", False),
                                      holder["state"].params).to(dev)
+        net = _maybe_compile(torch, twin, compiled)
         opt = T.adam(twin.parameters(), lr=config.learning_rate, b1=config.beta1)
         tdata = T.nhwc_to_nchw(data).to(dev)
         gen = torch.Generator(device=dev).manual_seed(seed)
 
         def twin_call():
-            T.shortrun_iteration(twin, opt, tdata, n_steps=n_steps, n_chains=n_chains, generator=gen)
+            T.shortrun_iteration(net, opt, tdata, n_steps=n_steps, n_chains=n_chains, generator=gen)
             T.synchronize()
-    else:
-        twin_call = None
+        return twin_call
 
     f = descriptor_flops(config.layers, (32, 32))
     flops = n_chains * n_steps * 2 * f + 2 * n_chains * 3 * f
-    return Case(f"shortrun_train nf{n_filters}", n_chains, n_steps, flops, True, jax_call, twin_call)
+    return Case(f"shortrun_train nf{n_filters}", n_chains, n_steps, flops, True, jax_call,
+                _twin_calls(twin_mod, build_twin))
 
 
 def texture_case(n_chains, n_steps, size, twin_mod, seed=0) -> Case:
@@ -148,24 +166,25 @@ def texture_case(n_chains, n_steps, size, twin_mod, seed=0) -> Case:
         counter[0] += 1
         _block(run(jax.random.key(counter[0]), x0))
 
-    if twin_mod is not None:
-        T, torch = twin_mod
+    def build_twin(compiled):
+        T, torch, _ = twin_mod
         dev = T.device()
         twin = T.descriptor_from_jax(T.DescriptorTwin(config.layers, 3, (size, size), "relu", True), params).to(dev)
         for p in twin.parameters():
             p.requires_grad_(False)
+        net = _maybe_compile(torch, twin, compiled)
         tx0 = T.nhwc_to_nchw(x0).to(dev)
         gen = torch.Generator(device=dev).manual_seed(seed)
 
         def twin_call():
-            T.langevin(lambda x: T.descriptor_energy(twin, x, config.sigma), tx0, n_steps, sampler.step_size,
+            T.langevin(lambda x: T.descriptor_energy(net, x, config.sigma), tx0, n_steps, sampler.step_size,
                        sampler.noise_scale, generator=gen)
             T.synchronize()
-    else:
-        twin_call = None
+        return twin_call
 
     flops = n_chains * n_steps * 2 * descriptor_flops(config.layers, (size, size))
-    return Case(f"texture_langevin {size}x{size}", n_chains, n_steps, flops, False, jax_call, twin_call)
+    return Case(f"texture_langevin {size}x{size}", n_chains, n_steps, flops, False, jax_call,
+                _twin_calls(twin_mod, build_twin))
 
 
 def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
@@ -183,11 +202,12 @@ def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
         holder["state"], metrics = step(holder["state"], (indices, x))
         _block(metrics)
 
-    if twin_mod is not None:
-        T, torch = twin_mod
+    def build_twin(compiled):
+        T, torch, _ = twin_mod
         dev = T.device()
         twin = T.generator_from_jax(T.GeneratorTwin(config.latent_dim, net.start, net.channels),
                                     holder["state"].params).to(dev)
+        g = _maybe_compile(torch, twin, compiled)
         opt = T.adam(twin.parameters(), lr=config.learning_rate, b1=config.beta1)
         tx = T.nhwc_to_nchw(x).to(dev)
         tz = {"z": T._t(z0).to(dev)}
@@ -195,15 +215,15 @@ def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
         gen = torch.Generator(device=dev).manual_seed(seed)
 
         def twin_call():
-            tz["z"], _ = T.abp_iteration(twin, opt, tx, tz["z"], sigma=config.sigma, n_steps=n_steps,
+            tz["z"], _ = T.abp_iteration(g, opt, tx, tz["z"], sigma=config.sigma, n_steps=n_steps,
                                          step_size=a, noise_scale=b, generator=gen)
             T.synchronize()
-    else:
-        twin_call = None
+        return twin_call
 
     f = generator_flops(net, config.latent_dim)
     flops = n_chains * n_steps * 2 * f + n_chains * 3 * f
-    return Case(f"abp_train {net_name} {shape[0]}x{shape[1]}", n_chains, n_steps, flops, True, jax_call, twin_call)
+    return Case(f"abp_train {net_name} {shape[0]}x{shape[1]}", n_chains, n_steps, flops, True, jax_call,
+                _twin_calls(twin_mod, build_twin))
 
 
 def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) -> Case:
@@ -218,11 +238,12 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
     data = 30.0 * jax.random.normal(jax.random.key(seed), (1,) + shape)
     holder, jax_call = _descriptor_training(config, data, seed)
 
-    if twin_mod is not None:
-        T, torch = twin_mod
+    def build_twin(compiled):
+        T, torch, _ = twin_mod
         dev = T.device()
         twin = T.descriptor_from_jax(T.DescriptorTwin(config.layers, 3, shape[:-1], "relu", True),
                                      holder["state"].params).to(dev)
+        net = _maybe_compile(torch, twin, compiled)
         opt = T.adam(twin.parameters(), lr=config.learning_rate, b1=config.beta1)
         tdata = T.nhwc_to_nchw(data).to(dev)
         chains = {"x": T.nhwc_to_nchw(holder["state"].chains).to(dev)}
@@ -230,15 +251,15 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
         gen = torch.Generator(device=dev).manual_seed(seed)
 
         def twin_call():
-            chains["x"], _ = T.persistent_iteration(twin, opt, tdata, chains["x"], sigma=config.sigma,
+            chains["x"], _ = T.persistent_iteration(net, opt, tdata, chains["x"], sigma=config.sigma,
                                                     n_steps=n_steps, step_size=a, noise_scale=b, generator=gen)
             T.synchronize()
-    else:
-        twin_call = None
+        return twin_call
 
     f = descriptor_flops(config.layers, shape[:-1])
     flops = n_chains * n_steps * 2 * f + (n_chains + 1) * 3 * f
-    return Case(f"stg_train {variant} {frames}x{size}x{size}", n_chains, n_steps, flops, True, jax_call, twin_call)
+    return Case(f"stg_train {variant} {frames}x{size}x{size}", n_chains, n_steps, flops, True, jax_call,
+                _twin_calls(twin_mod, build_twin))
 
 
 # (workload builder, kwargs, chain counts) per mode.
@@ -293,32 +314,31 @@ def timed(fn) -> float:
 
 
 def measure(case: Case, repeats: int) -> Dict:
+    """Times gcnjax and each twin variant: one first call each (compile /
+    warm-up), then ``repeats`` rounds, the order within a round rotating so
+    that no framework always runs first; medians. Keys per twin variant
+    ``v`` ("twin" for eager torch, "compiled" for torch.compile)."""
     row = {"workload": case.workload, "chains": case.chains, "steps": case.steps}
-    row["jax_first_s"] = timed(case.jax_call)
-    row["twin_first_s"] = timed(case.twin_call) if case.twin_call else float("nan")
-    tj, tt = [], []
+    calls = [("jax", case.jax_call)] + [({"torch": "twin", "compile": "compiled"}[name], fn)
+                                         for name, fn in case.twin_calls.items()]
+    times = {key: [] for key, _ in calls}
+    for key, fn in calls:
+        row[f"{key}_first_s"] = timed(fn)
     for r in range(repeats):
-        order = [(case.jax_call, tj), (case.twin_call, tt)]
-        if r % 2:
-            order.reverse()
-        for fn, out in order:
-            if fn is not None:
-                out.append(timed(fn))
-    mj = statistics.median(tj)
-    mt = statistics.median(tt) if tt else float("nan")
-    row.update(
-        jax_s=mj, twin_s=mt,
-        jax_chain_steps_s=case.chains * case.steps / mj,
-        twin_chain_steps_s=case.chains * case.steps / mt,
-        ratio=mt / mj,
-        jax_it_s=1.0 / mj if case.is_training else float("nan"),
-        twin_it_s=1.0 / mt if case.is_training else float("nan"),
-        gflop_per_call=case.flops / 1e9,
-        jax_gflops=case.flops / mj / 1e9,
-        twin_gflops=case.flops / mt / 1e9,
-    )
+        for key, fn in calls[r % len(calls):] + calls[:r % len(calls)]:
+            times[key].append(timed(fn))
+    for key in ("jax", "twin", "compiled"):
+        median = statistics.median(times[key]) if times.get(key) else float("nan")
+        row[f"{key}_s"] = median
+        row[f"{key}_chain_steps_s"] = case.chains * case.steps / median
+        row[f"{key}_it_s"] = 1.0 / median if case.is_training else float("nan")
+        row[f"{key}_gflops"] = case.flops / median / 1e9
+        row.setdefault(f"{key}_first_s", float("nan"))
+    row["ratio"] = row["twin_s"] / row["jax_s"]
+    row["ratio_compiled"] = row["compiled_s"] / row["jax_s"]
+    row["gflop_per_call"] = case.flops / 1e9
     # The compile time is the first call less one steady call.
-    row["jax_compile_s"] = row["jax_first_s"] - mj
+    row["jax_compile_s"] = row["jax_first_s"] - row["jax_s"]
     return row
 
 
@@ -330,13 +350,23 @@ COLUMNS = [
     ("jax_gflops", "gcnjax GFLOP/s", "{:.1f}"), ("jax_peak_frac", "of peak", "{:.0%}"),
     ("twin_gflops", "torch GFLOP/s", "{:.1f}"),
 ]
+# With --torch-compile: the compiled twin's throughput, the ratio to it and
+# its first call (torch.compile's compile time is in it).
+COMPILED_COLUMNS = [
+    ("compiled_chain_steps_s", "torch.compile chain-steps/s", "{:.1f}"),
+    ("ratio_compiled", "gcnjax / torch.compile", "{:.2f}"),
+    ("compiled_first_s", "torch.compile 1st call s", "{:.1f}"),
+]
 
 
 def markdown(rows) -> str:
-    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    columns = COLUMNS
+    if any(not np.isnan(row.get("compiled_s", float("nan"))) for row in rows):
+        columns = COLUMNS[:6] + COMPILED_COLUMNS + COLUMNS[6:]
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
-        for key, _, fmt in COLUMNS:
+        for key, _, fmt in columns:
             v = row.get(key)
             cells.append("–" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v))
         lines.append("| " + " | ".join(cells) + " |")
@@ -371,6 +401,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
     parser.add_argument("--no-twin", action="store_true", help="gcnjax only (no torch)")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="also time the twin with its net through torch.compile (a third column set)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the twin (default: torch's own choice, one per core). "
                              "On an oversubscribed CPU 1 thread ran 13x faster than 2 (RESULTS.md)")
@@ -383,7 +415,8 @@ def main(argv=None):
             import torch
 
             from experiments.benchmarks import torch_twin as T
-            twin_mod, torch_version = (T, torch), torch.__version__
+            variants = ("torch", "compile") if args.torch_compile else ("torch",)
+            twin_mod, torch_version = (T, torch, variants), torch.__version__
             if args.torch_threads:
                 torch.set_num_threads(args.torch_threads)
         except ImportError:
@@ -408,8 +441,11 @@ def main(argv=None):
             row["jax_peak_frac"] = row["jax_gflops"] / peak
             row["load"] = load()
             rows.append(row)
+            compiled = (f", torch.compile {row['compiled_chain_steps_s']:.1f} (ratio {row['ratio_compiled']:.2f})"
+                        if args.torch_compile else "")
             print(f"{case.workload} ×{n}: gcnjax {row['jax_chain_steps_s']:.1f} chain-steps/s, torch "
-                  f"{row['twin_chain_steps_s']:.1f}, ratio {row['ratio']:.2f} (load {row['load']})", flush=True)
+                  f"{row['twin_chain_steps_s']:.1f}, ratio {row['ratio']:.2f}{compiled} (load {row['load']})",
+                  flush=True)
     # The peak is measured again at the end and the larger kept: under load
     # either measurement alone can catch a busy moment.
     peak_end = matmul_peak()
