@@ -4,9 +4,10 @@
 
 For each workload and chain count both frameworks are built and called once
 (the compile / warm-up time, reported apart), then timed ``--repeats``
-times, the repetitions of the two INTERLEAVED (alternating which goes
-first) so that load from other processes hits both alike; the table holds
-medians. Throughput is chain-steps per second (a chain-step is one
+times, each time a block of consecutive calls filling ``--min-block-s``
+(steady-state throughput, :func:`measure`), the blocks of the frameworks
+INTERLEAVED (rotating which goes first) so that load from other processes
+hits both alike; the table holds medians. Throughput is chain-steps per second (a chain-step is one
 Langevin step of one chain), plus training iterations per second for the
 training steps. GFLOP/s come from a FLOP count of the nets' layer shapes
 (:func:`net_flops`; 2 FLOPs per multiply-add): a Langevin step costs the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import math
 import os
 import platform
 import statistics
@@ -307,26 +309,37 @@ def matmul_peak(n=2048, repeats=5) -> float:
     return 2.0 * n**3 / min(times) / 1e9
 
 
-def timed(fn) -> float:
+def timed(fn, calls: int = 1) -> float:
+    """Seconds per call of ``calls`` consecutive calls."""
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
 
 
-def measure(case: Case, repeats: int) -> Dict:
+def measure(case: Case, repeats: int, min_block_s: float = 0.5) -> Dict:
     """Times gcnjax and each twin variant: one first call each (compile /
-    warm-up), then ``repeats`` rounds, the order within a round rotating so
-    that no framework always runs first; medians. Keys per twin variant
-    ``v`` ("twin" for eager torch, "compiled" for torch.compile)."""
+    warm-up) and one more to size the blocks, then ``repeats`` rounds of one
+    block per framework, the order within a round rotating so that no
+    framework always runs first; medians of the blocks' time per call.
+
+    A block is as many consecutive calls as fill ``min_block_s`` (at most
+    100): steady-state throughput, what a long run sees. Timing single calls
+    measures each framework right after the other, with the other's thread
+    pool still spinning and its own asleep: on the 2-core CPU a 12 ms ABP
+    step then took 17–35 ms. Keys per twin variant ``v`` ("twin" for eager
+    torch, "compiled" for torch.compile)."""
     row = {"workload": case.workload, "chains": case.chains, "steps": case.steps}
     calls = [("jax", case.jax_call)] + [({"torch": "twin", "compile": "compiled"}[name], fn)
                                          for name, fn in case.twin_calls.items()]
     times = {key: [] for key, _ in calls}
+    block = {}
     for key, fn in calls:
         row[f"{key}_first_s"] = timed(fn)
+        block[key] = max(1, min(100, math.ceil(min_block_s / timed(fn))))
     for r in range(repeats):
         for key, fn in calls[r % len(calls):] + calls[:r % len(calls)]:
-            times[key].append(timed(fn))
+            times[key].append(timed(fn, block[key]))
     for key in ("jax", "twin", "compiled"):
         median = statistics.median(times[key]) if times.get(key) else float("nan")
         row[f"{key}_s"] = median
@@ -334,6 +347,7 @@ def measure(case: Case, repeats: int) -> Dict:
         row[f"{key}_it_s"] = 1.0 / median if case.is_training else float("nan")
         row[f"{key}_gflops"] = case.flops / median / 1e9
         row.setdefault(f"{key}_first_s", float("nan"))
+        row[f"{key}_calls_per_block"] = block.get(key, 0)
     row["ratio"] = row["twin_s"] / row["jax_s"]
     row["ratio_compiled"] = row["compiled_s"] / row["jax_s"]
     row["gflop_per_call"] = case.flops / 1e9
@@ -399,6 +413,9 @@ def main(argv=None):
     parser.add_argument("--device", default=None, help="label of the machine in the table (default: jax's device)")
     parser.add_argument("--out", default=None, help="directory for bench.csv and bench.md")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-block-s", type=float, default=0.5,
+                        help="each timing is a block of consecutive calls lasting at least this long (at most 100 "
+                             "calls); 0 times single calls")
     parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
     parser.add_argument("--no-twin", action="store_true", help="gcnjax only (no torch)")
     parser.add_argument("--torch-compile", action="store_true",
@@ -437,7 +454,7 @@ def main(argv=None):
             case = builder(n, twin_mod=twin_mod, **kwargs)
             if args.only and args.only not in case.workload:
                 continue
-            row = measure(case, args.repeats)
+            row = measure(case, args.repeats, args.min_block_s)
             row["jax_peak_frac"] = row["jax_gflops"] / peak
             row["load"] = load()
             rows.append(row)

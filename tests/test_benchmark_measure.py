@@ -1,0 +1,78 @@
+"""The benchmark's arithmetic: blocks of consecutive calls, medians, ratios
+and the table's columns, on a fake clock that each call advances by a known
+time (so nothing here depends on the machine's speed)."""
+
+import math
+
+import pytest
+
+from experiments.benchmarks import __main__ as bench
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(bench.time, "perf_counter", fake)
+    return fake
+
+
+def _call(clock, seconds, first=None, log=None, name=None):
+    state = {"n": 0}
+
+    def fn():
+        clock.now += first if (first is not None and state["n"] == 0) else seconds
+        state["n"] += 1
+        if log is not None:
+            log.append(name)
+    return fn, state
+
+
+def test_blocks_medians_and_ratios(clock):
+    log = []
+    # binary fractions of a second, so that the clock's sums are exact
+    jax_call, jax_n = _call(clock, 2**-6, first=3.0, log=log, name="jax")
+    twin_call, twin_n = _call(clock, 2**-4, first=0.5, log=log, name="torch")
+    compiled_call, _ = _call(clock, 2**-5, first=9.0, log=log, name="compile")
+    case = bench.Case("w", chains=8, steps=10, flops=4e9, is_training=True, jax_call=jax_call,
+                      twin_calls={"torch": twin_call, "compile": compiled_call})
+    row = bench.measure(case, repeats=3, min_block_s=0.5)
+    # blocks fill 0.5 s: 32 calls of 1/64 s, 8 of 1/16 s, 16 of 1/32 s
+    assert (row["jax_calls_per_block"], row["twin_calls_per_block"], row["compiled_calls_per_block"]) == (32, 8, 16)
+    assert jax_n["n"] == 2 + 3 * 32 and twin_n["n"] == 2 + 3 * 8
+    assert row["jax_s"] == pytest.approx(2**-6) and row["twin_s"] == pytest.approx(2**-4)
+    assert row["ratio"] == pytest.approx(4.0) and row["ratio_compiled"] == pytest.approx(2.0)
+    assert row["jax_chain_steps_s"] == pytest.approx(80 * 64) and row["jax_it_s"] == pytest.approx(64.0)
+    assert row["jax_gflops"] == pytest.approx(4 * 64)
+    assert row["jax_compile_s"] == pytest.approx(3.0 - 2**-6) and row["compiled_first_s"] == pytest.approx(9.0)
+    # the rounds rotate which framework's block runs first
+    timed_log = log[6:]
+    firsts = [timed_log[0], timed_log[32 + 8 + 16], timed_log[2 * (32 + 8 + 16)]]
+    assert firsts == ["jax", "torch", "compile"]
+
+
+def test_single_calls_and_gcnjax_alone(clock):
+    jax_call, jax_n = _call(clock, 2.0)
+    case = bench.Case("w", chains=4, steps=5, flops=1e9, is_training=False, jax_call=jax_call, twin_calls={})
+    row = bench.measure(case, repeats=3, min_block_s=0.5)
+    assert row["jax_calls_per_block"] == 1 and jax_n["n"] == 5
+    assert math.isnan(row["ratio"]) and math.isnan(row["jax_it_s"])
+    table = bench.markdown([row])
+    assert "torch.compile" not in table and "| w | 4 | 5 | 10.0 | – | – |" in table
+
+
+def test_compiled_columns_appear_with_a_compiled_twin(clock):
+    calls = {name: _call(clock, t)[0] for name, t in (("torch", 0.2), ("compile", 0.1))}
+    case = bench.Case("w", chains=1, steps=1, flops=1e9, is_training=False, jax_call=_call(clock, 0.1)[0],
+                      twin_calls=calls)
+    table = bench.markdown([bench.measure(case, repeats=1)])
+    header = table.splitlines()[0]
+    assert "gcnjax / torch.compile" in header and "torch.compile 1st call s" in header
+    assert "| 2.00 | 10.0 | 1.00 |" in table  # gcnjax / torch, then torch.compile's rate and ratio
