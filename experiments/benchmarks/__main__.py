@@ -105,7 +105,13 @@ def _twin_calls(twin_mod, build) -> Dict[str, Callable[[], None]]:
 
 
 def _maybe_compile(torch, module, compiled: bool):
-    return torch.compile(module) if compiled else module
+    if not compiled:
+        return module
+    # Dynamo keeps its compiled graphs per code object, so the twins of the
+    # earlier rows (other nets, other shapes) count against its recompile
+    # limit (8) for this one's forward: past it, torch runs eager, silently.
+    torch._dynamo.reset()
+    return torch.compile(module)
 
 
 def _descriptor_training(config, data, seed):
