@@ -100,8 +100,10 @@ def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, 
         # then a kernel spanning the frame) and their input gradients on a
         # slow generic path (12 s per Langevin step at 16×32×32); as 2-D
         # convs with the temporal taps in the channels they take 0.05 s. The
-        # ST net is fastest with XLA's own 3-D conv.
-        conv="xla" if variant == "st" else "fold_time",
+        # ST net is fastest with XLA's own 3-D conv, except for its first
+        # layer's value on the CPU (3 channels, 15 taps: 3.2x faster
+        # time-folded, the gradient in x 22% faster in all).
+        conv=("fold_time_forward" if jax.default_backend() == "cpu" else "xla") if variant == "st" else "fold_time",
     )
     return dataclasses.replace(config, **overrides)
 

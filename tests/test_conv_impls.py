@@ -1,6 +1,6 @@
 """The other ways of computing a conv layer: strided convs as stride-1 convs
 of the space-to-depth input, 3-D convs as 2-D convs with the temporal taps
-folded into channels.
+folded into channels (their value only, or value and gradients).
 
 :func:`gcnjax.nets.conv_space_to_depth` and :func:`gcnjax.nets.conv_fold_time`
 (through the ``Conv`` layer of the descriptor nets) must give Flax's ``Conv``
@@ -51,6 +51,24 @@ def test_fold_time_matches_flax_conv_with_gradients(shape, kernel, stride, paddi
     _check_against_flax(shape, kernel, stride, padding, "fold_time")
 
 
+@pytest.mark.parametrize("shape,kernel,stride,padding", CASES_3D + [
+    ((1, 16, 20, 20, 3), (15, 15, 15), (7, 7, 7), "SAME"),  # the ST net's first layer
+])
+def test_fold_time_forward_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
+    """The time-folded value with XLA's gradients (a custom VJP): every case
+    here has fewer than FOLD_TIME_FORWARD_BELOW_CHANNELS input channels, so
+    the custom VJP is the path under test."""
+    assert shape[-1] < nets.FOLD_TIME_FORWARD_BELOW_CHANNELS
+    _check_against_flax(shape, kernel, stride, padding, "fold_time_forward")
+
+
+def test_fold_time_forward_value_is_the_time_folded_conv():
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 8, 3))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 3, 3, 4))
+    np.testing.assert_array_equal(np.asarray(nets.conv_fold_time_forward(x, k, (2, 1, 1), "SAME")),
+                                  np.asarray(nets.conv_fold_time(x, k, (2, 1, 1), "SAME")))
+
+
 def _check_against_flax(shape, kernel, stride, padding, impl):
     x = jax.random.normal(jax.random.key(0), shape)
     reference = nn.Conv(5, kernel, strides=stride, padding=padding)
@@ -70,10 +88,11 @@ def _check_against_flax(shape, kernel, stride, padding, impl):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("impl", ["fold_time", "space_to_depth"])
+@pytest.mark.parametrize("impl", ["fold_time", "space_to_depth", "fold_time_forward"])
 def test_the_fc_s_net_is_the_same_function_either_way(impl):
     config = stg.stg_config("fc_s", frames=8, image_size=16, channels=3)
-    assert config.conv == "fold_time" and stg.stg_config("st").conv == "xla"
+    assert config.conv == "fold_time"
+    assert stg.stg_config("st").conv == ("fold_time_forward" if jax.default_backend() == "cpu" else "xla")
     # and on the CPU the ST net's chains are computed one at a time (a speed knob: same numbers)
     assert config.langevin.chain_batch is None
     assert stg.stg_config("st").langevin.chain_batch == (1 if jax.default_backend() == "cpu" else None)
