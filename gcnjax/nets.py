@@ -498,11 +498,69 @@ def _fold_time_forward_bwd(strides, padding, residuals, cotangent):
 
 conv_fold_time_forward.defvjp(_fold_time_forward_fwd, _fold_time_forward_bwd)
 
+def _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads, out_sizes):
+    """δ per axis such that the input gradient of a strided conv is
+    ``z[δ : δ + n]`` with ``z = conv_transpose(g, flip(K)ᵀ, s, "SAME")``
+    (see :func:`conv_subpixel_grad`), or None where that window leaves z."""
+    shifts = []
+    for n, k, s, (lo, _), o in zip(in_sizes, kernel_sizes, strides, pads, out_sizes):
+        delta = lo + _same_transpose_padding(k, s)[0] - (k - 1)
+        if delta < 0 or delta + n > s * o:
+            return None
+        shifts.append(delta)
+    return tuple(shifts)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Tuple[int, ...], padding) -> jax.Array:
+    """A strided 1-D or 2-D convolution (XLA's, as Flax's ``Conv``) whose
+    gradient in ``x`` is computed by :func:`conv_transpose_subpixel`.
+
+    The input gradient of ``y[o] = Σ_j x[s·o + j − lo] K[j]`` is
+    ``dx[i] = Σ_{s·o + j − lo = i} g[o] K[j]ᵀ``, which is
+    ``z[i + δ]`` with ``z = conv_transpose(g, K', s, "SAME")``,
+    ``K'[j] = K[k − 1 − j]ᵀ`` and ``δ = lo + p − (k − 1)`` (``p`` the
+    transposed conv's SAME padding before the dilated input). XLA:CPU
+    computes that gradient as a conv of the zero-dilated ``g``; the
+    sub-pixel form skips the zeros: the short-run net's stride-2 layers,
+    16 chains, 4.0 → 2.9, 3.0 → 2.5 and 5.0 → 2.9 ms
+    (experiments/benchmarks/RESULTS.md). The kernel's gradient is XLA's.
+    Where the window ``z[δ : δ + n]`` leaves ``z`` (some VALID convs whose
+    kernel is longer than the stride) the input gradient is XLA's too.
+
+    ``strides``: a tuple; ``padding``: ``"SAME"``, ``"VALID"`` or a tuple of
+    ``(before, after)`` pairs (static)."""
+    return _xla_conv(x, kernel, strides, padding)
+
+
+def _subpixel_grad_fwd(x, kernel, strides, padding):
+    return _xla_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _subpixel_grad_bwd(strides, padding, residuals, cotangent):
+    x, kernel = residuals
+    n_spatial = kernel.ndim - 2
+    in_sizes, kernel_sizes = x.shape[1:-1], kernel.shape[:n_spatial]
+    pads = _resolve_padding(padding, in_sizes, kernel_sizes, strides)
+    shifts = _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads, cotangent.shape[1:-1])
+    if shifts is None:
+        (dx,) = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding), x)[1](cotangent)
+    else:
+        flipped = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n_spatial))), -1, -2)
+        z = conv_transpose_subpixel(cotangent, flipped, strides)
+        dx = z[(slice(None),) + tuple(slice(d, d + n) for d, n in zip(shifts, in_sizes))]
+    (dk,) = jax.vjp(lambda k: _xla_conv(x, k, strides, padding), kernel)[1](cotangent)
+    return dx.astype(x.dtype), dk
+
+
+conv_subpixel_grad.defvjp(_subpixel_grad_fwd, _subpixel_grad_bwd)
+
 # How a Conv layer computes its convolution: XLA's own conv, the stride-1
 # conv of the space-to-depth input, (3-D) one 2-D conv with the temporal
-# taps folded into channels, or (3-D, few input channels) the time-folded
-# value with XLA's gradients.
-CONV_IMPLS = ("xla", "space_to_depth", "fold_time", "fold_time_forward")
+# taps folded into channels, (3-D, few input channels) the time-folded
+# value with XLA's gradients, or (strided 1-D/2-D) XLA's conv with the
+# sub-pixel input gradient.
+CONV_IMPLS = ("xla", "space_to_depth", "fold_time", "fold_time_forward", "subpixel_grad")
 # "fold_time_forward" applies to 3-D layers with fewer input channels than
 # this (a video net's first layer); the ST net's deeper layers (40 and 120
 # channels) were 10-15% slower that way.
@@ -517,7 +575,9 @@ class Conv(nn.Module):
     (3-D layers as :func:`conv_fold_time`; other layers as ``"xla"``) or
     ``"fold_time_forward"`` (3-D layers with fewer than
     :data:`FOLD_TIME_FORWARD_BELOW_CHANNELS` input channels as
-    :func:`conv_fold_time_forward`; other layers as ``"xla"``). The
+    :func:`conv_fold_time_forward`; other layers as ``"xla"``) or
+    ``"subpixel_grad"`` (strided 1-D and 2-D layers as
+    :func:`conv_subpixel_grad`; other layers as ``"xla"``). The
     same function and gradients either way; the choice is made per net by
     measurement, because the gradient in x, which Langevin dynamics takes
     at every step, runs on slow XLA:CPU paths for some 3-D convolutions."""
@@ -550,10 +610,12 @@ class Conv(nn.Module):
             x = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap")
             padding = "VALID"
         strides = tuple(int(s) for s in self.strides)
+        static = padding if isinstance(padding, str) else tuple((int(lo), int(hi)) for lo, hi in padding)
         if (self.impl == "fold_time_forward" and n_spatial == 3
                 and x.shape[-1] < FOLD_TIME_FORWARD_BELOW_CHANNELS):
-            static = padding if isinstance(padding, str) else tuple((int(lo), int(hi)) for lo, hi in padding)
             return conv_fold_time_forward(x, kernel, strides, static) + bias
+        if self.impl == "subpixel_grad" and n_spatial <= 2 and max(strides) > 1:
+            return conv_subpixel_grad(x, kernel, strides, static) + bias
         return _xla_conv(x, kernel, strides, padding) + bias
 
 

@@ -31,6 +31,9 @@ def texture() -> DescriptorConfig:
         layers=TEXTURE_LAYERS,
         top="sum",
         sigma=1.0,
+        # The strided first layer's gradient in x by sub-pixel convs: the
+        # Langevin chain 12-25% faster on XLA:CPU (the same f and gradients).
+        conv="subpixel_grad",
         langevin=LangevinConfig.from_delta(0.3, 10),
         n_chains=4,
         chain_init="zeros",
@@ -125,6 +128,9 @@ def shortrun(n_filters: int = 64) -> DescriptorConfig:
     return DescriptorConfig(
         layers=shortrun_layers(n_filters),
         top="sum",
+        # The stride-2 layers' gradients in x by sub-pixel convs: the
+        # training step 15-18% faster on XLA:CPU (the same f and gradients).
+        conv="subpixel_grad",
         activation="leaky_relu",
         activate_last=False,
         init_scheme="torch",

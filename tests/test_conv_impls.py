@@ -62,6 +62,30 @@ def test_fold_time_forward_matches_flax_conv_with_gradients(shape, kernel, strid
     _check_against_flax(shape, kernel, stride, padding, "fold_time_forward")
 
 
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((2, 16, 16, 3), (4, 4), (2, 2), "SAME"),             # the short-run net's stride-2 layers
+    ((2, 9, 11, 3), (4, 4), (2, 2), "SAME"),              # odd sizes
+    ((2, 9, 11, 3), (4, 4), (2, 2), "VALID"),             # the window leaves z: XLA's gradient
+    ((2, 16, 16, 2), (15, 15), (3, 3), "SAME"),           # the texture net's first layer
+    ((2, 13, 12, 3), (5, 5), (2, 3), "CIRCULAR"),         # periodic, a different stride per axis
+    ((2, 10, 10, 2), (2, 2), (3, 3), "VALID"),            # kernel shorter than the stride
+    ((2, 12, 12, 2), (3, 3), (2, 2), ((2, 0), (1, 1))),   # explicit, asymmetric padding
+    ((2, 50, 1), (16,), (4,), "SAME"),                    # a sound net's 1-D layer
+])
+def test_subpixel_grad_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
+    _check_against_flax(shape, kernel, stride, padding, "subpixel_grad")
+
+
+def test_subpixel_grad_takes_the_subpixel_path_where_it_fits():
+    """The cases above must exercise the sub-pixel input gradient, not only
+    its fall-back: δ per axis for the short-run net's layers is 0, for the
+    texture net's first layer 1 (a window inside z), and None for a VALID
+    4×4 stride-2 conv of 9 rows (its window leaves z)."""
+    assert nets._subpixel_input_gradient_shift((32, 32), (4, 4), (2, 2), ((1, 1), (1, 1)), (16, 16)) == (0, 0)
+    assert nets._subpixel_input_gradient_shift((64,), (15,), (3,), ((7, 7),), (22,)) == (1,)
+    assert nets._subpixel_input_gradient_shift((9,), (4,), (2,), ((0, 0),), (3,)) is None
+
+
 def test_fold_time_forward_value_is_the_time_folded_conv():
     x = jax.random.normal(jax.random.key(0), (2, 9, 8, 8, 3))
     k = jax.random.normal(jax.random.key(1), (3, 3, 3, 3, 4))
