@@ -470,33 +470,34 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) 
                                         dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_fold_time_forward(x: jax.Array, kernel: jax.Array, strides: Tuple[int, ...], padding) -> jax.Array:
-    """A 3-D convolution whose value is computed by :func:`conv_fold_time`
-    and whose gradients (in ``x`` and in the kernel) by XLA's own 3-D
-    convolution: a linear map's gradients do not depend on how its value
-    was computed, so each direction takes the faster path. On XLA:CPU the ST
-    net's first layer (15³ kernel, stride 7, 3 channels) runs forward in
-    0.9 ms time-folded against 3.0 ms, while its input gradient is 8.1 ms
-    time-folded against 6.0 ms (experiments/benchmarks/RESULTS.md).
+def _conv_with_gradients(value_fn, input_gradient_fn):
+    """A convolution ``(x, kernel, strides, padding) -> y`` (a custom VJP;
+    ``strides`` and ``padding`` static) whose value is ``value_fn``'s, whose
+    gradient in ``x`` is ``input_gradient_fn(cotangent, x, kernel, strides,
+    padding)`` and whose gradient in the kernel is XLA's. A linear map's
+    gradients do not depend on how its value was computed, so each
+    direction can take its faster path."""
 
-    ``strides``: a tuple; ``padding``: ``"SAME"``, ``"VALID"`` or a tuple of
-    ``(before, after)`` pairs (hashable: they are static)."""
-    return conv_fold_time(x, kernel, strides, padding)
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def conv(x, kernel, strides, padding):
+        return value_fn(x, kernel, strides, padding)
+
+    def forward(x, kernel, strides, padding):
+        return value_fn(x, kernel, strides, padding), (x, kernel)
+
+    def backward(strides, padding, residuals, cotangent):
+        x, kernel = residuals
+        (dk,) = jax.vjp(lambda k: _xla_conv(x, k, strides, padding), kernel)[1](cotangent)
+        return input_gradient_fn(cotangent, x, kernel, strides, padding).astype(x.dtype), dk
+
+    conv.defvjp(forward, backward)
+    return conv
 
 
-def _fold_time_forward_fwd(x, kernel, strides, padding):
-    return conv_fold_time(x, kernel, strides, padding), (x, kernel)
-
-
-def _fold_time_forward_bwd(strides, padding, residuals, cotangent):
-    x, kernel = residuals
+def _xla_input_gradient(cotangent, x, kernel, strides, padding):
     (dx,) = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding), x)[1](cotangent)
-    (dk,) = jax.vjp(lambda k: _xla_conv(x, k, strides, padding), kernel)[1](cotangent)
-    return dx, dk
+    return dx
 
-
-conv_fold_time_forward.defvjp(_fold_time_forward_fwd, _fold_time_forward_bwd)
 
 def _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads, out_sizes):
     """δ per axis such that the input gradient of a strided conv is
@@ -511,8 +512,36 @@ def _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads, out_si
     return tuple(shifts)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Tuple[int, ...], padding) -> jax.Array:
+def _subpixel_input_gradient(cotangent, x, kernel, strides, padding):
+    n_spatial = kernel.ndim - 2
+    in_sizes, kernel_sizes = x.shape[1:-1], kernel.shape[:n_spatial]
+    pads = _resolve_padding(padding, in_sizes, kernel_sizes, strides)
+    shifts = _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads, cotangent.shape[1:-1])
+    if shifts is None:
+        return _xla_input_gradient(cotangent, x, kernel, strides, padding)
+    flipped = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n_spatial))), -1, -2)
+    z = conv_transpose_subpixel(cotangent, flipped, strides)
+    return z[(slice(None),) + tuple(slice(d, d + n) for d, n in zip(shifts, in_sizes))]
+
+
+_fold_time_value = _conv_with_gradients(conv_fold_time, _xla_input_gradient)
+_subpixel_gradient = _conv_with_gradients(_xla_conv, _subpixel_input_gradient)
+
+
+def conv_fold_time_forward(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> jax.Array:
+    """A 3-D convolution whose value is computed by :func:`conv_fold_time`
+    and whose gradients (in ``x`` and in the kernel) by XLA's own 3-D
+    convolution. On XLA:CPU the ST net's first layer (15³ kernel, stride 7,
+    3 channels) runs forward in 0.9 ms time-folded against 3.0 ms, while
+    its input gradient is 8.1 ms time-folded against 6.0 ms
+    (experiments/benchmarks/RESULTS.md).
+
+    ``padding``: ``"SAME"``, ``"VALID"`` or a tuple of ``(before, after)``
+    pairs (hashable: it is static)."""
+    return _fold_time_value(x, kernel, tuple(int(s) for s in strides), padding)
+
+
+def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> jax.Array:
     """A strided 1-D or 2-D convolution (XLA's, as Flax's ``Conv``) whose
     gradient in ``x`` is computed by :func:`conv_transpose_subpixel`.
 
@@ -528,32 +557,10 @@ def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Tuple[int, ...]
     Where the window ``z[δ : δ + n]`` leaves ``z`` (some VALID convs whose
     kernel is longer than the stride) the input gradient is XLA's too.
 
-    ``strides``: a tuple; ``padding``: ``"SAME"``, ``"VALID"`` or a tuple of
-    ``(before, after)`` pairs (static)."""
-    return _xla_conv(x, kernel, strides, padding)
+    ``padding``: ``"SAME"``, ``"VALID"`` or a tuple of ``(before, after)``
+    pairs (hashable: it is static)."""
+    return _subpixel_gradient(x, kernel, tuple(int(s) for s in strides), padding)
 
-
-def _subpixel_grad_fwd(x, kernel, strides, padding):
-    return _xla_conv(x, kernel, strides, padding), (x, kernel)
-
-
-def _subpixel_grad_bwd(strides, padding, residuals, cotangent):
-    x, kernel = residuals
-    n_spatial = kernel.ndim - 2
-    in_sizes, kernel_sizes = x.shape[1:-1], kernel.shape[:n_spatial]
-    pads = _resolve_padding(padding, in_sizes, kernel_sizes, strides)
-    shifts = _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads, cotangent.shape[1:-1])
-    if shifts is None:
-        (dx,) = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding), x)[1](cotangent)
-    else:
-        flipped = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n_spatial))), -1, -2)
-        z = conv_transpose_subpixel(cotangent, flipped, strides)
-        dx = z[(slice(None),) + tuple(slice(d, d + n) for d, n in zip(shifts, in_sizes))]
-    (dk,) = jax.vjp(lambda k: _xla_conv(x, k, strides, padding), kernel)[1](cotangent)
-    return dx.astype(x.dtype), dk
-
-
-conv_subpixel_grad.defvjp(_subpixel_grad_fwd, _subpixel_grad_bwd)
 
 # How a Conv layer computes its convolution: XLA's own conv, the stride-1
 # conv of the space-to-depth input, (3-D) one 2-D conv with the temporal
@@ -572,15 +579,14 @@ class Conv(nn.Module):
     ``bias``) and value, computed by ``impl`` (:data:`CONV_IMPLS`):
     ``"xla"`` (``lax.conv_general_dilated``), ``"space_to_depth"``
     (strided layers as :func:`conv_space_to_depth`), ``"fold_time"``
-    (3-D layers as :func:`conv_fold_time`; other layers as ``"xla"``) or
-    ``"fold_time_forward"`` (3-D layers with fewer than
-    :data:`FOLD_TIME_FORWARD_BELOW_CHANNELS` input channels as
-    :func:`conv_fold_time_forward`; other layers as ``"xla"``) or
-    ``"subpixel_grad"`` (strided 1-D and 2-D layers as
-    :func:`conv_subpixel_grad`; other layers as ``"xla"``). The
-    same function and gradients either way; the choice is made per net by
-    measurement, because the gradient in x, which Langevin dynamics takes
-    at every step, runs on slow XLA:CPU paths for some 3-D convolutions."""
+    (3-D layers as :func:`conv_fold_time`), ``"fold_time_forward"`` (3-D
+    layers with fewer than :data:`FOLD_TIME_FORWARD_BELOW_CHANNELS` input
+    channels as :func:`conv_fold_time_forward`) or ``"subpixel_grad"``
+    (strided 1-D and 2-D layers as :func:`conv_subpixel_grad`); the layers
+    an implementation does not cover as ``"xla"``. The same function and
+    gradients either way; the choice is made per net by measurement,
+    because the gradient in x, which Langevin dynamics takes at every step,
+    runs on slow XLA:CPU paths for some convolutions."""
 
     features: int
     kernel_size: Sequence[int]

@@ -69,6 +69,7 @@ def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, 
     ``overrides`` replace any field."""
     if variant not in STG_VARIANTS:
         raise ValueError(f"variant must be one of {STG_VARIANTS}, got {variant!r}.")
+    st_on_cpu = variant == "st" and jax.default_backend() == "cpu"
     config = D.DescriptorConfig(
         layers=stg_layers(variant, image_size),
         top="sum",
@@ -79,7 +80,7 @@ def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, 
         # net's training step is 1.13× faster with the chains one at a time
         # (the FC nets' time-folded 2-D convs are 3× slower that way).
         langevin=LangevinConfig.from_delta(
-            0.3, 20, chain_batch=1 if variant == "st" and jax.default_backend() == "cpu" else None),
+            0.3, 20, chain_batch=1 if st_on_cpu else None),
         n_chains=3,
         chain_init="noise",
         init_scale=1.0,
@@ -103,7 +104,7 @@ def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, 
         # ST net is fastest with XLA's own 3-D conv, except for its first
         # layer's value on the CPU (3 channels, 15 taps: 3.2x faster
         # time-folded, the gradient in x 22% faster in all).
-        conv=("fold_time_forward" if jax.default_backend() == "cpu" else "xla") if variant == "st" else "fold_time",
+        conv="fold_time_forward" if st_on_cpu else "xla" if variant == "st" else "fold_time",
     )
     return dataclasses.replace(config, **overrides)
 

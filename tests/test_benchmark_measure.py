@@ -42,7 +42,7 @@ def test_blocks_medians_and_ratios(clock):
     twin_call, twin_n = _call(clock, 2**-4, first=0.5, log=log, name="torch")
     compiled_call, _ = _call(clock, 2**-5, first=9.0, log=log, name="compile")
     case = bench.Case("w", chains=8, steps=10, flops=4e9, is_training=True, jax_call=jax_call,
-                      twin_calls={"torch": twin_call, "compile": compiled_call})
+                      twin_calls={"twin": twin_call, "compiled": compiled_call})
     row = bench.measure(case, repeats=3, min_block_s=0.5)
     # blocks fill 0.5 s: 32 calls of 1/64 s, 8 of 1/16 s, 16 of 1/32 s
     assert (row["jax_calls_per_block"], row["twin_calls_per_block"], row["compiled_calls_per_block"]) == (32, 8, 16)
@@ -69,7 +69,7 @@ def test_single_calls_and_gcnjax_alone(clock):
 
 
 def test_compiled_columns_appear_with_a_compiled_twin(clock):
-    calls = {name: _call(clock, t)[0] for name, t in (("torch", 0.2), ("compile", 0.1))}
+    calls = {name: _call(clock, t)[0] for name, t in (("twin", 0.2), ("compiled", 0.1))}
     case = bench.Case("w", chains=1, steps=1, flops=1e9, is_training=False, jax_call=_call(clock, 0.1)[0],
                       twin_calls=calls)
     table = bench.markdown([bench.measure(case, repeats=1)])

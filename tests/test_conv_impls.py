@@ -1,6 +1,7 @@
 """The other ways of computing a conv layer: strided convs as stride-1 convs
 of the space-to-depth input, 3-D convs as 2-D convs with the temporal taps
-folded into channels (their value only, or value and gradients).
+folded into channels (their value only, or value and gradients), strided
+convs with a sub-pixel input gradient.
 
 :func:`gcnjax.nets.conv_space_to_depth` and :func:`gcnjax.nets.conv_fold_time`
 (through the ``Conv`` layer of the descriptor nets) must give Flax's ``Conv``

@@ -7,8 +7,9 @@ For each workload and chain count both frameworks are built and called once
 times, each time a block of consecutive calls filling ``--min-block-s``
 (steady-state throughput, :func:`measure`), the blocks of the frameworks
 INTERLEAVED (rotating which goes first) so that load from other processes
-hits both alike; the table holds medians. Throughput is chain-steps per second (a chain-step is one
-Langevin step of one chain), plus training iterations per second for the
+hits both alike; the table holds medians. Throughput is chain-steps per
+second (a chain-step is one Langevin step of one chain), plus training
+iterations per second for the
 training steps. GFLOP/s come from a FLOP count of the nets' layer shapes
 (:func:`net_flops`; 2 FLOPs per multiply-add): a Langevin step costs the
 forward pass plus the gradient with respect to the input (2× the forward),
@@ -84,8 +85,8 @@ class Case:
     flops: float  # per call
     is_training: bool
     jax_call: Callable[[], None]
-    # The twin's timed calls by variant: "torch" (eager) and, with
-    # --torch-compile, "compile" (the twin's net through torch.compile).
+    # The twin's timed calls by variant: "twin" (eager) and, with
+    # --torch-compile, "compiled" (the twin's net through torch.compile).
     twin_calls: Dict[str, Callable[[], None]]
 
 
@@ -100,8 +101,7 @@ def _twin_calls(twin_mod, build) -> Dict[str, Callable[[], None]]:
     change; the Langevin loop and the optimizer stay eager Python)."""
     if twin_mod is None:
         return {}
-    T, torch, variants = twin_mod
-    return {name: build(name == "compile") for name in variants}
+    return {name: build(name == "compiled") for name in twin_mod[2]}
 
 
 def _maybe_compile(torch, module, compiled: bool):
@@ -336,8 +336,7 @@ def measure(case: Case, repeats: int, min_block_s: float = 0.5) -> Dict:
     step then took 17–35 ms. Keys per twin variant ``v`` ("twin" for eager
     torch, "compiled" for torch.compile)."""
     row = {"workload": case.workload, "chains": case.chains, "steps": case.steps}
-    calls = [("jax", case.jax_call)] + [({"torch": "twin", "compile": "compiled"}[name], fn)
-                                         for name, fn in case.twin_calls.items()]
+    calls = [("jax", case.jax_call)] + list(case.twin_calls.items())
     times = {key: [] for key, _ in calls}
     block = {}
     for key, fn in calls:
@@ -438,7 +437,7 @@ def main(argv=None):
             import torch
 
             from experiments.benchmarks import torch_twin as T
-            variants = ("torch", "compile") if args.torch_compile else ("torch",)
+            variants = ("twin", "compiled") if args.torch_compile else ("twin",)
             twin_mod, torch_version = (T, torch, variants), torch.__version__
             if args.torch_threads:
                 torch.set_num_threads(args.torch_threads)
