@@ -68,12 +68,14 @@ class DescriptorConfig:
         short-run net: a linear last conv, PyTorch's default init).
       conv: how the conv layers are computed (:data:`gcnjax.nets.CONV_IMPLS`:
         ``"xla"``, ``"space_to_depth"``, ``"fold_time"``,
-        ``"fold_time_forward"``, ``"subpixel_grad"``): the same f; chosen
-        per net by measurement (on XLA:CPU, ``"fold_time"`` makes the FC_S
-        video net's gradient in x 6× faster than ``"space_to_depth"``, which
-        was 57× faster than ``"xla"``; ``"fold_time_forward"`` makes the ST
-        net's 22% faster; ``"subpixel_grad"`` the texture and short-run
-        nets' 12–25%).
+        ``"fold_time_forward"``, ``"subpixel_grad"``, ``"unfold"``): the
+        same f; chosen per net by measurement (on XLA:CPU, ``"fold_time"``
+        makes the FC_S video net's gradient in x 6× faster than
+        ``"space_to_depth"``, which was 57× faster than ``"xla"``;
+        ``"unfold"`` makes the ST net's training step with 3 chains 1.7×
+        faster than ``"fold_time_forward"``, which was 1.2× faster than
+        ``"xla"``; ``"subpixel_grad"`` the texture and short-run nets'
+        12–25%).
       sigma: σ of the Gaussian reference; ``None`` drops the ``||x||²/2σ²``
         term (short-run and multi-grid code do).
     Sampling:

@@ -464,19 +464,81 @@ def conv_fold_time(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padd
     return y.reshape((n, t_out) + y.shape[1:])
 
 
+def _unfold_axis(x: jax.Array, axis: int, kernel: int, stride: int, n_out: int) -> jax.Array:
+    """``x`` (padded) with ``axis`` replaced by ``(n_out, kernel)`` axes
+    holding ``P[o, j] = x[s·o + j]``. With ``j = s·q + r``,
+    ``x[s·o + j] = X[o + q, r]`` where ``X`` is ``x`` reshaped to
+    ``(n_out + q_max − 1, s)``: the patches are ``ceil(k / s)`` shifted
+    slices of ``X``, so neither they nor their transpose (pads and adds)
+    gather or scatter."""
+    n_taps = -(-kernel // stride)
+    rows = n_out + n_taps - 1
+    length, need = x.shape[axis], stride * rows
+    if length < need:
+        config = [(0, 0, 0)] * x.ndim
+        config[axis] = (0, need - length, 0)
+        x = jax.lax.pad(x, jnp.zeros((), x.dtype), config)
+    x = jax.lax.slice_in_dim(x, 0, need, axis=axis)
+    x = x.reshape(x.shape[:axis] + (rows, stride) + x.shape[axis + 1:])
+    patches = jnp.stack([jax.lax.slice_in_dim(x, q, q + n_out, axis=axis) for q in range(n_taps)], axis=axis + 1)
+    patches = patches.reshape(patches.shape[:axis] + (n_out, n_taps * stride) + patches.shape[axis + 3:])
+    return jax.lax.slice_in_dim(patches, 0, kernel, axis=axis + 1)
+
+
+def conv_unfold(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> jax.Array:
+    """A convolution (channels last, kernel ``(*k, in, out)``, as Flax's
+    ``Conv``; 1 to 3 spatial axes) computed as the input's patches times
+    the kernel: ``y[n, o] = Σ_{j, c} P[n, o, j, c] K[j, c, :]`` with
+    ``P[n, o, j] = x[n, s·o + j]`` (``o``, ``j``, ``s`` per axis), one
+    matmul of ``(N·Π o) × (Π k · C)`` by ``(Π k · C) × O``.
+
+    The patches are cut axis by axis as ``ceil(k / s)`` shifted slices of
+    the reshaped axis (no gather), so the gradients that autodiff derives
+    are a matmul and pads and adds. Worth it where the kernel is large and
+    the stride long, as in the ST video net's first two layers (15³
+    stride 7, 7³ stride 3): there XLA:CPU's own 3-D conv computes the
+    gradients 2–3× slower, and gains nothing from a batch of videos
+    (experiments/benchmarks/RESULTS.md). The patches take ``Π k / Π s``
+    times the input's memory.
+
+    ``padding``: ``"SAME"``, ``"VALID"``, ``"CIRCULAR"`` or per-axis
+    ``(before, after)`` pairs.
+    """
+    n_spatial = kernel.ndim - 2
+    strides = tuple(int(s) for s in strides)
+    if not 1 <= n_spatial <= 3 or x.ndim != n_spatial + 2 or len(strides) != n_spatial:
+        raise ValueError(f"conv_unfold takes (N, *spatial, C) inputs with 1 to 3 spatial axes and a "
+                         f"(*kernel, in, out) kernel; got x {x.shape}, kernel {kernel.shape}, strides {strides}.")
+    ksizes = kernel.shape[:n_spatial]
+    pads = _resolve_padding(padding, x.shape[1:-1], ksizes, strides)
+    mode = "wrap" if padding == "CIRCULAR" else "constant"
+    x = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode=mode)
+    out = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], ksizes, strides)]
+    if min(out) < 1:
+        raise ValueError(f"the input {x.shape[1:-1]} (after padding) is smaller than the kernel {tuple(ksizes)}.")
+    for axis, (k, s, o) in enumerate(zip(ksizes, strides, out)):
+        x = _unfold_axis(x, 1 + 2 * axis, k, s, o)
+    # x: (N, o_1, k_1, …, o_n, k_n, C)
+    letters_o, letters_k = "abc"[:n_spatial], "ijk"[:n_spatial]
+    patches = "n" + "".join(o + k for o, k in zip(letters_o, letters_k)) + "z"
+    return jnp.einsum(f"{patches},{letters_k}zy->n{letters_o}y", x, kernel)
+
+
 def _xla_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> jax.Array:
     spatial = "DHW"[-(kernel.ndim - 2):]
     return jax.lax.conv_general_dilated(x, kernel, tuple(strides), padding,
                                         dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
 
 
-def _conv_with_gradients(value_fn, input_gradient_fn):
+def _conv_with_gradients(value_fn, input_gradient_fn, kernel_gradient_fn=None):
     """A convolution ``(x, kernel, strides, padding) -> y`` (a custom VJP;
     ``strides`` and ``padding`` static) whose value is ``value_fn``'s, whose
     gradient in ``x`` is ``input_gradient_fn(cotangent, x, kernel, strides,
-    padding)`` and whose gradient in the kernel is XLA's. A linear map's
-    gradients do not depend on how its value was computed, so each
+    padding)`` and whose gradient in the kernel is
+    ``kernel_gradient_fn``'s (same arguments; XLA's by default). A linear
+    map's gradients do not depend on how its value was computed, so each
     direction can take its faster path."""
+    kernel_gradient_fn = kernel_gradient_fn or _xla_kernel_gradient
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
     def conv(x, kernel, strides, padding):
@@ -487,16 +549,30 @@ def _conv_with_gradients(value_fn, input_gradient_fn):
 
     def backward(strides, padding, residuals, cotangent):
         x, kernel = residuals
-        (dk,) = jax.vjp(lambda k: _xla_conv(x, k, strides, padding), kernel)[1](cotangent)
-        return input_gradient_fn(cotangent, x, kernel, strides, padding).astype(x.dtype), dk
+        dx = input_gradient_fn(cotangent, x, kernel, strides, padding)
+        dk = kernel_gradient_fn(cotangent, x, kernel, strides, padding)
+        return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
     conv.defvjp(forward, backward)
     return conv
 
 
-def _xla_input_gradient(cotangent, x, kernel, strides, padding):
-    (dx,) = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding), x)[1](cotangent)
-    return dx
+def _input_gradient(conv_fn):
+    def gradient(cotangent, x, kernel, strides, padding):
+        (dx,) = jax.vjp(lambda x: conv_fn(x, kernel, strides, padding), x)[1](cotangent)
+        return dx
+    return gradient
+
+
+def _kernel_gradient(conv_fn):
+    def gradient(cotangent, x, kernel, strides, padding):
+        (dk,) = jax.vjp(lambda k: conv_fn(x, k, strides, padding), kernel)[1](cotangent)
+        return dk
+    return gradient
+
+
+_xla_input_gradient = _input_gradient(_xla_conv)
+_xla_kernel_gradient = _kernel_gradient(_xla_conv)
 
 
 def _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads, out_sizes):
@@ -525,6 +601,8 @@ def _subpixel_input_gradient(cotangent, x, kernel, strides, padding):
 
 
 _fold_time_value = _conv_with_gradients(conv_fold_time, _xla_input_gradient)
+_fold_time_value_unfold_gradients = _conv_with_gradients(conv_fold_time, _input_gradient(conv_unfold),
+                                                         _kernel_gradient(conv_unfold))
 _subpixel_gradient = _conv_with_gradients(_xla_conv, _subpixel_input_gradient)
 
 
@@ -565,12 +643,12 @@ def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Sequence[int], 
 # How a Conv layer computes its convolution: XLA's own conv, the stride-1
 # conv of the space-to-depth input, (3-D) one 2-D conv with the temporal
 # taps folded into channels, (3-D, few input channels) the time-folded
-# value with XLA's gradients, or (strided 1-D/2-D) XLA's conv with the
-# sub-pixel input gradient.
-CONV_IMPLS = ("xla", "space_to_depth", "fold_time", "fold_time_forward", "subpixel_grad")
-# "fold_time_forward" applies to 3-D layers with fewer input channels than
-# this (a video net's first layer); the ST net's deeper layers (40 and 120
-# channels) were 10-15% slower that way.
+# value with XLA's gradients, (strided 1-D/2-D) XLA's conv with the
+# sub-pixel input gradient, or the unfolded patches times the kernel.
+CONV_IMPLS = ("xla", "space_to_depth", "fold_time", "fold_time_forward", "subpixel_grad", "unfold")
+# "fold_time_forward", and "unfold" for its value, time-fold 3-D layers with
+# fewer input channels than this (a video net's first layer); the ST net's
+# deeper layers (40 and 120 channels) were 10-15% slower that way.
 FOLD_TIME_FORWARD_BELOW_CHANNELS = 8
 
 
@@ -581,9 +659,12 @@ class Conv(nn.Module):
     (strided layers as :func:`conv_space_to_depth`), ``"fold_time"``
     (3-D layers as :func:`conv_fold_time`), ``"fold_time_forward"`` (3-D
     layers with fewer than :data:`FOLD_TIME_FORWARD_BELOW_CHANNELS` input
-    channels as :func:`conv_fold_time_forward`) or ``"subpixel_grad"``
-    (strided 1-D and 2-D layers as :func:`conv_subpixel_grad`); the layers
-    an implementation does not cover as ``"xla"``. The same function and
+    channels as :func:`conv_fold_time_forward`), ``"subpixel_grad"``
+    (strided 1-D and 2-D layers as :func:`conv_subpixel_grad`) or
+    ``"unfold"`` (every layer as :func:`conv_unfold`, except the value of
+    3-D layers with fewer than :data:`FOLD_TIME_FORWARD_BELOW_CHANNELS`
+    input channels, which is :func:`conv_fold_time`'s); the layers an
+    implementation does not cover as ``"xla"``. The same function and
     gradients either way; the choice is made per net by measurement,
     because the gradient in x, which Langevin dynamics takes at every step,
     runs on slow XLA:CPU paths for some convolutions."""
@@ -620,6 +701,10 @@ class Conv(nn.Module):
         if (self.impl == "fold_time_forward" and n_spatial == 3
                 and x.shape[-1] < FOLD_TIME_FORWARD_BELOW_CHANNELS):
             return conv_fold_time_forward(x, kernel, strides, static) + bias
+        if self.impl == "unfold":
+            if n_spatial == 3 and x.shape[-1] < FOLD_TIME_FORWARD_BELOW_CHANNELS:
+                return _fold_time_value_unfold_gradients(x, kernel, strides, static) + bias
+            return conv_unfold(x, kernel, strides, static) + bias
         if self.impl == "subpixel_grad" and n_spatial <= 2 and max(strides) > 1:
             return conv_subpixel_grad(x, kernel, strides, static) + bias
         return _xla_conv(x, kernel, strides, padding) + bias

@@ -76,11 +76,7 @@ def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, 
         activation="relu",
         init_std=0.001,
         sigma=1.0,
-        # XLA:CPU's 3-D convs gain nothing from a batch of chains: the ST
-        # net's training step is 1.13× faster with the chains one at a time
-        # (the FC nets' time-folded 2-D convs are 3× slower that way).
-        langevin=LangevinConfig.from_delta(
-            0.3, 20, chain_batch=1 if st_on_cpu else None),
+        langevin=LangevinConfig.from_delta(0.3, 20),
         n_chains=3,
         chain_init="noise",
         init_scale=1.0,
@@ -101,10 +97,10 @@ def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, 
         # then a kernel spanning the frame) and their input gradients on a
         # slow generic path (12 s per Langevin step at 16×32×32); as 2-D
         # convs with the temporal taps in the channels they take 0.05 s. The
-        # ST net is fastest with XLA's own 3-D conv, except for its first
-        # layer's value on the CPU (3 channels, 15 taps: 3.2x faster
-        # time-folded, the gradient in x 22% faster in all).
-        conv="fold_time_forward" if st_on_cpu else "xla" if variant == "st" else "fold_time",
+        # ST net's long-strided 15³ and 7³ layers are faster as patches
+        # times kernel (their gradients 2-3x, with a batch of chains), the
+        # first layer's value time-folded (nets.Conv, "unfold").
+        conv="unfold" if st_on_cpu else "xla" if variant == "st" else "fold_time",
     )
     return dataclasses.replace(config, **overrides)
 

@@ -1,7 +1,8 @@
 """The other ways of computing a conv layer: strided convs as stride-1 convs
 of the space-to-depth input, 3-D convs as 2-D convs with the temporal taps
 folded into channels (their value only, or value and gradients), strided
-convs with a sub-pixel input gradient.
+convs with a sub-pixel input gradient, convs as unfolded patches times the
+kernel.
 
 :func:`gcnjax.nets.conv_space_to_depth` and :func:`gcnjax.nets.conv_fold_time`
 (through the ``Conv`` layer of the descriptor nets) must give Flax's ``Conv``
@@ -77,6 +78,50 @@ def test_subpixel_grad_matches_flax_conv_with_gradients(shape, kernel, stride, p
     _check_against_flax(shape, kernel, stride, padding, "subpixel_grad")
 
 
+UNFOLD_CASES = [
+    ((2, 9, 11, 3), (3, 3), (1, 1), "SAME"),              # stride 1
+    ((2, 9, 11, 3), (4, 4), (2, 2), "VALID"),             # the short-run net's 4×4 stride 2
+    ((2, 13, 12, 3), (5, 5), (2, 3), "CIRCULAR"),         # periodic, a different stride per axis
+    ((2, 10, 10, 2), (2, 2), (3, 3), "VALID"),            # kernel shorter than the stride
+    ((2, 12, 12, 2), (3, 3), (2, 2), ((2, 0), (1, 1))),   # explicit, asymmetric padding
+    ((2, 50, 1), (16,), (4,), "SAME"),                    # a sound net's 1-D layer
+    ((2, 3, 5, 5, 9), (7, 7, 7), (3, 3, 3), "SAME"),      # the ST net's second layer (>= 8 channels)
+    ((1, 8, 10, 10, 8), (5, 10, 10), (2, 2, 2), ((2, 2), (0, 0), (0, 0))),  # FC_S's second layer
+]
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", UNFOLD_CASES + CASES_3D + [
+    ((1, 16, 20, 20, 3), (15, 15, 15), (7, 7, 7), "SAME"),  # the ST net's first layer
+])
+def test_unfold_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
+    """Through the layer: the 3-D cases with fewer than
+    FOLD_TIME_FORWARD_BELOW_CHANNELS input channels take the time-folded
+    value with the unfolded patches' gradients (a custom VJP), the others
+    :func:`conv_unfold` and its autodiff gradients."""
+    _check_against_flax(shape, kernel, stride, padding, "unfold")
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", CASES_3D)
+def test_conv_unfold_matches_xla_with_gradients(shape, kernel, stride, padding):
+    """The function itself on the 3-D cases whose value the layer takes
+    from :func:`conv_fold_time`."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    k = jax.random.normal(jax.random.key(1), kernel + (shape[-1], 4)) / np.sqrt(np.prod(kernel) * shape[-1])
+    pads = nets._resolve_padding(padding, shape[1:-1], kernel, stride)
+    if padding == "CIRCULAR":
+        reference = lambda x, k: nets._xla_conv(jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap"), k,
+                                                stride, "VALID")
+    else:
+        reference = lambda x, k: nets._xla_conv(x, k, stride, pads)
+    ours = lambda x, k: nets.conv_unfold(x, k, stride, padding)
+    y, y_ref = ours(x, k), reference(x, k)
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-4, rtol=1e-4)
+    grads = [jax.grad(lambda x, k, f=f: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1))(x, k) for f in (ours, reference)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
+
+
 def test_subpixel_grad_takes_the_subpixel_path_where_it_fits():
     """The cases above must exercise the sub-pixel input gradient, not only
     its fall-back: δ per axis for the short-run net's layers is 0, for the
@@ -113,14 +158,13 @@ def _check_against_flax(shape, kernel, stride, padding, impl):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("impl", ["fold_time", "space_to_depth", "fold_time_forward"])
-def test_the_fc_s_net_is_the_same_function_either_way(impl):
-    config = stg.stg_config("fc_s", frames=8, image_size=16, channels=3)
-    assert config.conv == "fold_time"
-    assert stg.stg_config("st").conv == ("fold_time_forward" if jax.default_backend() == "cpu" else "xla")
-    # and on the CPU the ST net's chains are computed one at a time (a speed knob: same numbers)
+@pytest.mark.parametrize("variant,impl", [("fc_s", "fold_time"), ("fc_s", "space_to_depth"),
+                                          ("fc_s", "fold_time_forward"), ("fc_s", "unfold"), ("st", "unfold")])
+def test_the_video_nets_are_the_same_function_either_way(variant, impl):
+    config = stg.stg_config(variant, frames=8, image_size=16, channels=3)
+    assert stg.stg_config("fc_s").conv == "fold_time"
+    assert stg.stg_config("st").conv == ("unfold" if jax.default_backend() == "cpu" else "xla")
     assert config.langevin.chain_batch is None
-    assert stg.stg_config("st").langevin.chain_batch == (1 if jax.default_backend() == "cpu" else None)
     fast = D.make_net(dataclasses.replace(config, conv=impl))
     plain = D.make_net(dataclasses.replace(config, conv="xla"))
     x = jax.random.normal(jax.random.key(0), (2, 8, 16, 16, 3))
@@ -139,6 +183,10 @@ def test_too_small_an_input_is_a_clear_error():
         nets.conv_fold_time(jnp.zeros((1, 3, 8, 8, 1)), jnp.zeros((5, 3, 3, 1, 2)), (1, 1, 1), "VALID")
     with pytest.raises(ValueError, match="videos"):
         nets.conv_fold_time(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 2)), (1, 1), "VALID")
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        nets.conv_unfold(jnp.zeros((1, 3, 3, 1)), jnp.zeros((5, 5, 1, 2)), (2, 2), "VALID")
+    with pytest.raises(ValueError, match="spatial axes"):
+        nets.conv_unfold(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 3, 1, 2)), (1, 1, 1), "VALID")
     with pytest.raises(ValueError, match="DescriptorConfig.conv"):
         dataclasses.replace(stg.stg_config("st"), conv="fast")
 
