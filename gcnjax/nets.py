@@ -518,10 +518,13 @@ def conv_unfold(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding
         raise ValueError(f"the input {x.shape[1:-1]} (after padding) is smaller than the kernel {tuple(ksizes)}.")
     for axis, (k, s, o) in enumerate(zip(ksizes, strides, out)):
         x = _unfold_axis(x, 1 + 2 * axis, k, s, o)
-    # x: (N, o_1, k_1, …, o_n, k_n, C)
-    letters_o, letters_k = "abc"[:n_spatial], "ijk"[:n_spatial]
-    patches = "n" + "".join(o + k for o, k in zip(letters_o, letters_k)) + "z"
-    return jnp.einsum(f"{patches},{letters_k}zy->n{letters_o}y", x, kernel)
+    # (N, o_1, k_1, …, o_n, k_n, C) -> (N, o_1, …, o_n, k_1, …, k_n, C): one
+    # 2-D matmul (faster on XLA:CPU than the same contraction left to einsum).
+    order = (0,) + tuple(range(1, 2 * n_spatial, 2)) + tuple(range(2, 2 * n_spatial + 1, 2)) + (x.ndim - 1,)
+    x = jnp.transpose(x, order)
+    lead = x.shape[:1 + n_spatial]
+    y = jnp.dot(x.reshape(math.prod(lead), -1), kernel.reshape(-1, kernel.shape[-1]))
+    return y.reshape(lead + (kernel.shape[-1],))
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> jax.Array:
