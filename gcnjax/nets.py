@@ -713,11 +713,11 @@ class Conv(nn.Module):
         return _xla_conv(x, kernel, strides, padding) + bias
 
 
-# Below this many output channels conv_transpose_subpixel computes its phases
-# as one conv (``fused``): on XLA:CPU the face nets' RGB layer (64 -> 3
-# channels) ran 2-3x faster that way, their 64-channel and wider layers
-# 10-50% slower (experiments/benchmarks/RESULTS.md).
-FUSED_PHASES_BELOW_CHANNELS = 16
+# Below this many output channels the generators' transposed convs are
+# computed by conv_transpose_unfold: on XLA:CPU the face nets' RGB layer (64
+# -> 3 channels) ran 1.4-6x faster that way (value and both gradients), their
+# 64-channel and wider layers slower (experiments/benchmarks/RESULTS.md).
+UNFOLD_TRANSPOSE_BELOW_CHANNELS = 16
 
 
 def _phase_taps(kernel_size: int, stride: int):
@@ -731,8 +731,7 @@ def _phase_taps(kernel_size: int, stride: int):
     return phases
 
 
-def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
-                            fused: Optional[bool] = None) -> jax.Array:
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> jax.Array:
     """``lax.conv_transpose(x, kernel, strides, "SAME")`` (channels last,
     kernel ``(*k, in, out)`` applied unflipped, as Flax's ConvTranspose) as
     ordinary stride-1 convolutions, one per output phase, interleaved.
@@ -745,14 +744,6 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[i
     ``K[j₀::s]`` of ``L_r`` taps. No multiply-add touches the zeros of the
     dilated input; on XLA:CPU the face32 generator's latent gradient ran 4.5×
     faster than with ``lax.conv_transpose`` (experiments/benchmarks/RESULTS.md).
-
-    ``fused``: compute the ``prod(s)`` phases as ONE convolution over the
-    window ``x[q + min_r c_r + u]`` that covers every phase's taps, each
-    sub-kernel zero-padded to that window and the phases side by side in
-    the output channels, then interleave them (a pixel shuffle). It does
-    more multiply-adds (36 taps instead of 25 for k = 5, s = 2) in one
-    larger convolution, which pays when the layer has few output channels.
-    None: fused below :data:`FUSED_PHASES_BELOW_CHANNELS` output channels.
     """
     n_spatial = kernel.ndim - 2
     strides = tuple(int(s) for s in strides)
@@ -763,38 +754,17 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[i
     numbers = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
     in_sizes = x.shape[1:-1]
     c_out = kernel.shape[-1]
-    if fused is None:
-        fused = c_out < FUSED_PHASES_BELOW_CHANNELS
     axes = [_phase_taps(kernel.shape[axis], strides[axis]) for axis in range(n_spatial)]
-    # The window common to the phases with taps, per axis: x[q + lo + u], u < width.
-    windows = []
-    for phases in axes:
-        used = [(c, n_taps) for c, _, n_taps in phases if n_taps] or [(0, 1)]
-        lo = min(c for c, _ in used)
-        windows.append((lo, max(c + n_taps for c, n_taps in used) - lo))
     phases = []
     for phase in itertools.product(*(range(s) for s in strides)):
         taps = tuple(axes[axis][r] for axis, r in enumerate(phase))
         sub = kernel[tuple(slice(j0, None, s) for (_, j0, _), s in zip(taps, strides))]
-        if fused and 0 in sub.shape[:n_spatial]:  # a kernel shorter than the stride misses this phase
-            phases.append(jnp.zeros(tuple(width for _, width in windows) + kernel.shape[-2:], kernel.dtype))
-        elif fused:
-            offsets = [c - lo for (c, _, _), (lo, _) in zip(taps, windows)]
-            phases.append(jnp.pad(sub, [(o, width - o - n) for o, (_, width), (_, _, n) in
-                                        zip(offsets, windows, taps)] + [(0, 0), (0, 0)]))
-        elif 0 in sub.shape[:n_spatial]:
+        if 0 in sub.shape[:n_spatial]:  # a kernel shorter than the stride misses this phase
             phases.append(jnp.zeros((x.shape[0],) + tuple(in_sizes) + (c_out,), jnp.result_type(x, kernel)))
         else:
             pads = [(-c, c + n - 1) for c, _, n in taps]
             phases.append(jax.lax.conv_general_dilated(x, sub, (1,) * n_spatial, pads, dimension_numbers=numbers))
-    if fused:
-        # (N, q_1, …, q_n, s_1·…·s_n·C), phase-major channels -> (s_1, …, s_n, N, q_1, …, q_n, C)
-        y = jax.lax.conv_general_dilated(x, jnp.concatenate(phases, axis=-1), (1,) * n_spatial,
-                                         [(-lo, lo + width - 1) for lo, width in windows], dimension_numbers=numbers)
-        y = y.reshape(y.shape[:-1] + strides + (c_out,))
-        y = jnp.moveaxis(y, tuple(range(n_spatial + 1, 2 * n_spatial + 1)), tuple(range(n_spatial)))
-    else:
-        y = jnp.stack(phases).reshape(strides + phases[0].shape)
+    y = jnp.stack(phases).reshape(strides + phases[0].shape)
     # (s_1, …, s_n, N, q_1, …, q_n, C) -> (N, q_1, s_1, …, q_n, s_n, C) -> (N, q_1·s_1, …, C)
     order = [n_spatial]
     for axis in range(n_spatial):
@@ -804,11 +774,44 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, strides: Sequence[i
     return y.reshape((x.shape[0],) + tuple(int(n) * s for n, s in zip(in_sizes, strides)) + (c_out,))
 
 
+def conv_transpose_unfold(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> jax.Array:
+    """``lax.conv_transpose(x, kernel, strides, "SAME")`` (channels last,
+    kernel ``(*k, in, out)`` applied unflipped, as Flax's ConvTranspose) as
+    the transpose of :func:`conv_unfold`: one matmul of ``x``
+    ``(N·Π n) × C_in`` by the kernel ``C_in × (Π k · C_out)``, then the
+    overlap-add of those patches (pads and adds).
+
+    A SAME transposed conv is the input gradient of the strided conv
+    ``y[o] = Σ_j u[s·o + j − lo] K'[j]`` of a ``u`` of ``s·n`` positions,
+    with ``K'[j] = K[k − 1 − j]ᵀ`` and ``lo = k − 1 − p`` (``p`` the
+    transposed conv's padding before the dilated input): its transpose.
+    Every multiply-add is one of the kernel's (the sub-pixel phases pad
+    the kernel to ``s·ceil(k / s)`` taps per axis); on XLA:CPU the face
+    generators' RGB layer (64 → 3 channels, 5×5, stride 2) ran its value
+    and gradients 1.4–6× faster this way (experiments/benchmarks/RESULTS.md).
+    """
+    n_spatial = kernel.ndim - 2
+    strides = tuple(int(s) for s in strides)
+    if not 1 <= n_spatial <= 3 or x.ndim != n_spatial + 2 or len(strides) != n_spatial:
+        raise ValueError(f"conv_transpose_unfold takes (N, *spatial, C) inputs with 1 to 3 spatial axes and a "
+                         f"(*kernel, in, out) kernel; got x {x.shape}, kernel {kernel.shape}, strides {strides}.")
+    pads = []
+    for k, s in zip(kernel.shape[:n_spatial], strides):
+        lo = k - 1 - _same_transpose_padding(k, s)[0]
+        pads.append((lo, max(0, k - s - lo)))  # any hi in [k − s − lo, k − 1 − lo] gives n outputs
+    adjoint = jnp.swapaxes(jnp.flip(kernel, tuple(range(n_spatial))), -1, -2)
+    out_shape = (x.shape[0],) + tuple(n * s for n, s in zip(x.shape[1:-1], strides)) + (kernel.shape[-1],)
+    conv = functools.partial(conv_unfold, kernel=adjoint, strides=strides, padding=tuple(pads))
+    (y,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(out_shape, jnp.result_type(x, kernel)))(x)
+    return y
+
+
 class SubpixelConvTranspose(nn.Module):
     """A drop-in for ``nn.ConvTranspose(features, kernel_size, strides,
     padding="SAME")``: the same params (``kernel`` ``(*k, in, out)``,
     ``bias``), initialised alike, the same function, computed by
-    :func:`conv_transpose_subpixel`."""
+    :func:`conv_transpose_subpixel`, or by :func:`conv_transpose_unfold`
+    below :data:`UNFOLD_TRANSPOSE_BELOW_CHANNELS` output channels."""
 
     features: int
     kernel_size: Tuple[int, ...]
@@ -822,7 +825,11 @@ class SubpixelConvTranspose(nn.Module):
                             jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        if self.features < UNFOLD_TRANSPOSE_BELOW_CHANNELS:
+            return conv_transpose_unfold(x, kernel, self.strides) + bias
         return conv_transpose_subpixel(x, kernel, self.strides) + bias
+
+
 
 
 def _check_generator_fields(name, channels, norm, output, kernel, stride, deconv="subpixel"):

@@ -1,10 +1,12 @@
-"""The sub-pixel transposed conv is ``lax.conv_transpose(..., "SAME")``.
+"""The sub-pixel and the unfolded transposed convs are
+``lax.conv_transpose(..., "SAME")``.
 
 :func:`gcnjax.nets.conv_transpose_subpixel` splits a stride-s transposed
-conv into s^n ordinary convs; checked against ``lax.conv_transpose`` (Flax's
-ConvTranspose) for 1-D and 2-D, kernels longer, equal to and shorter than
-the stride, odd and even, and through whole generators (same params, same
-outputs and latent gradients).
+conv into s^n ordinary convs, :func:`gcnjax.nets.conv_transpose_unfold` is
+a matmul and the overlap-add of its patches; both checked against
+``lax.conv_transpose`` (Flax's ConvTranspose) for 1-D and 2-D, kernels
+longer, equal to and shorter than the stride, odd and even, and through
+whole generators that use each (same params, same outputs and gradients).
 """
 
 from __future__ import annotations
@@ -24,19 +26,19 @@ from gcnjax import nets
     ((25,), (4,), (6,)),        # the sound net's 1-D kernel 25, stride 4
     ((2,), (3,), (5,)),         # kernel shorter than the stride: some output phases have no taps
 ])
-@pytest.mark.parametrize("fused", [False, True])
-def test_matches_lax_conv_transpose(kernel, stride, size, fused):
+@pytest.mark.parametrize("conv_transpose", [nets.conv_transpose_subpixel, nets.conv_transpose_unfold])
+def test_matches_lax_conv_transpose(kernel, stride, size, conv_transpose):
     n = len(kernel)
     x = jax.random.normal(jax.random.key(0), (2,) + size + (3,))
     k = jax.random.normal(jax.random.key(1), kernel + (3, 4))
     numbers = ("N" + "HW"[-n:] + "C", "HW"[-n:] + "IO", "N" + "HW"[-n:] + "C") if n == 2 else ("NWC", "WIO", "NWC")
     ref = jax.lax.conv_transpose(x, k, stride, "SAME", dimension_numbers=numbers)
-    out = nets.conv_transpose_subpixel(x, k, stride, fused=fused)
+    out = conv_transpose(x, k, stride)
     assert out.shape == ref.shape == (2,) + tuple(a * b for a, b in zip(size, stride)) + (4,)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
     # and its gradients in x and in the kernel are the transposed conv's
     ct = jax.random.normal(jax.random.key(2), ref.shape)
-    grads = jax.vjp(lambda x, k: nets.conv_transpose_subpixel(x, k, stride, fused=fused), x, k)[1](ct)
+    grads = jax.vjp(lambda x, k: conv_transpose(x, k, stride), x, k)[1](ct)
     ref_grads = jax.vjp(lambda x, k: jax.lax.conv_transpose(x, k, stride, "SAME", dimension_numbers=numbers),
                         x, k)[1](ct)
     for a, b in zip(grads, ref_grads):
@@ -44,10 +46,13 @@ def test_matches_lax_conv_transpose(kernel, stride, size, fused):
 
 
 @pytest.mark.parametrize("make", [
-    lambda **kw: nets.GeneratorNet(start=(2, 2), channels=(8, 4, 3), **kw),
-    lambda **kw: nets.SoundGeneratorNet(start=4, channels=(8, 4, 1), kernel=9, stride=4, **kw),
+    lambda **kw: nets.GeneratorNet(start=(2, 2), channels=(8, 16, 3), **kw),
+    lambda **kw: nets.SoundGeneratorNet(start=4, channels=(8, 16, 1), kernel=9, stride=4, **kw),
 ])
 def test_generators_agree_with_flax_conv_transpose(make):
+    """The first transposed conv (16 channels out) is sub-pixel, the last
+    (3 or 1) unfolded."""
+    assert nets.UNFOLD_TRANSPOSE_BELOW_CHANNELS == 16
     fast, ref = make(), make(deconv="xla")
     z = jax.random.normal(jax.random.key(2), (3, 6))
     params = fast.init(jax.random.key(3), z)
