@@ -324,8 +324,10 @@ def sample(
         ``g`` chains, vmapped within a group, the groups in a loop
         (``jax.lax.map(..., batch_size=g)``). A speed knob for nets whose
         convolutions gain nothing from a batch on the device (XLA:CPU's
-        3-D convs: the ST video net's gradient for 3 chains took 30 ms
-        batched, 24 ms one chain at a time; experiments/benchmarks/RESULTS.md).
+        own 3-D convs: the ST video net's gradient for 3 chains took 30 ms
+        batched, 24 ms one chain at a time; computed as patches times
+        kernel, ``conv="unfold"``, the batch is the faster again;
+        experiments/benchmarks/RESULTS.md).
         The same key gives the same samples whatever it is.
 
     Returns:

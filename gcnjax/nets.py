@@ -31,7 +31,10 @@ __all__ = [
     "SOUND_LAYERS",
     "GENERATOR_NORMS",
     "GENERATOR_DECONVS",
+    "conv_transpose",
     "conv_transpose_subpixel",
+    "conv_transpose_unfold",
+    "conv_unfold",
     "SubpixelConvTranspose",
     "GeneratorNet",
     "SoundGeneratorNet",
@@ -599,7 +602,7 @@ def _subpixel_input_gradient(cotangent, x, kernel, strides, padding):
     if shifts is None:
         return _xla_input_gradient(cotangent, x, kernel, strides, padding)
     flipped = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n_spatial))), -1, -2)
-    z = conv_transpose_subpixel(cotangent, flipped, strides)
+    z = conv_transpose(cotangent, flipped, strides)
     return z[(slice(None),) + tuple(slice(d, d + n) for d, n in zip(shifts, in_sizes))]
 
 
@@ -624,7 +627,8 @@ def conv_fold_time_forward(x: jax.Array, kernel: jax.Array, strides: Sequence[in
 
 def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> jax.Array:
     """A strided 1-D or 2-D convolution (XLA's, as Flax's ``Conv``) whose
-    gradient in ``x`` is computed by :func:`conv_transpose_subpixel`.
+    gradient in ``x`` is computed by :func:`conv_transpose` (sub-pixel, or
+    unfolded where the layer has few input channels).
 
     The input gradient of ``y[o] = Σ_j x[s·o + j − lo] K[j]`` is
     ``dx[i] = Σ_{s·o + j − lo = i} g[o] K[j]ᵀ``, which is
@@ -713,10 +717,11 @@ class Conv(nn.Module):
         return _xla_conv(x, kernel, strides, padding) + bias
 
 
-# Below this many output channels the generators' transposed convs are
-# computed by conv_transpose_unfold: on XLA:CPU the face nets' RGB layer (64
-# -> 3 channels) ran 1.4-6x faster that way (value and both gradients), their
-# 64-channel and wider layers slower (experiments/benchmarks/RESULTS.md).
+# Below this many output channels conv_transpose takes conv_transpose_unfold:
+# on XLA:CPU the face nets' RGB layer (64 -> 3 channels) ran 1.4-6x faster
+# that way (value and both gradients), and the texture net's first-layer
+# input gradient (100 -> 3) 3-5x; the 64-channel and wider layers were slower
+# (experiments/benchmarks/RESULTS.md).
 UNFOLD_TRANSPOSE_BELOW_CHANNELS = 16
 
 
@@ -806,12 +811,22 @@ def conv_transpose_unfold(x: jax.Array, kernel: jax.Array, strides: Sequence[int
     return y
 
 
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> jax.Array:
+    """``lax.conv_transpose(x, kernel, strides, "SAME")`` (kernel
+    ``(*k, in, out)`` applied unflipped, as Flax's ConvTranspose), computed
+    by :func:`conv_transpose_unfold` below
+    :data:`UNFOLD_TRANSPOSE_BELOW_CHANNELS` output channels and by
+    :func:`conv_transpose_subpixel` otherwise."""
+    if kernel.shape[-1] < UNFOLD_TRANSPOSE_BELOW_CHANNELS:
+        return conv_transpose_unfold(x, kernel, strides)
+    return conv_transpose_subpixel(x, kernel, strides)
+
+
 class SubpixelConvTranspose(nn.Module):
     """A drop-in for ``nn.ConvTranspose(features, kernel_size, strides,
     padding="SAME")``: the same params (``kernel`` ``(*k, in, out)``,
     ``bias``), initialised alike, the same function, computed by
-    :func:`conv_transpose_subpixel`, or by :func:`conv_transpose_unfold`
-    below :data:`UNFOLD_TRANSPOSE_BELOW_CHANNELS` output channels."""
+    :func:`conv_transpose`."""
 
     features: int
     kernel_size: Tuple[int, ...]
@@ -825,9 +840,7 @@ class SubpixelConvTranspose(nn.Module):
                             jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
-        if self.features < UNFOLD_TRANSPOSE_BELOW_CHANNELS:
-            return conv_transpose_unfold(x, kernel, self.strides) + bias
-        return conv_transpose_subpixel(x, kernel, self.strides) + bias
+        return conv_transpose(x, kernel, self.strides) + bias
 
 
 
@@ -914,7 +927,7 @@ class GeneratorNet(nn.Module):
         (DCGAN's 0.02); ``None`` for Flax's default (LeCun normal).
       dtype: compute dtype; params and the output stay float32.
       deconv: how the transposed convs are computed: ``"subpixel"``
-        (:func:`conv_transpose_subpixel`, the default: faster on XLA:CPU)
+        (:func:`conv_transpose`, the default: faster on XLA:CPU)
         or ``"xla"`` (``flax.linen.ConvTranspose``). The same params and,
         to float32 rounding, the same function either way.
     """
