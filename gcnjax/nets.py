@@ -719,9 +719,9 @@ class Conv(nn.Module):
 
 # Below this many output channels conv_transpose takes conv_transpose_unfold:
 # on XLA:CPU the face nets' RGB layer (64 -> 3 channels) ran 1.4-6x faster
-# that way (value and both gradients), and the texture net's first-layer
-# input gradient (100 -> 3) 3-5x; the 64-channel and wider layers were slower
-# (experiments/benchmarks/RESULTS.md).
+# that way (value and both gradients) than as sub-pixel phases, and the
+# texture net's first-layer input gradient (100 -> 3) 5-6x; the 64-channel
+# and wider layers were slower (experiments/benchmarks/RESULTS.md).
 UNFOLD_TRANSPOSE_BELOW_CHANNELS = 16
 
 
@@ -841,7 +841,6 @@ class SubpixelConvTranspose(nn.Module):
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
         return conv_transpose(x, kernel, self.strides) + bias
-
 
 
 
