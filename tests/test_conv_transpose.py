@@ -73,3 +73,9 @@ def test_generators_agree_with_flax_conv_transpose(make):
 def test_bad_deconv_is_refused():
     with pytest.raises(ValueError, match="deconv"):
         nets.GeneratorNet(start=(2, 2), channels=(4, 3), deconv="fft").init(jax.random.key(0), jnp.zeros((1, 2)))
+
+
+def test_bad_shapes_are_clear_errors():
+    for conv_transpose in (nets.conv_transpose_subpixel, nets.conv_transpose_unfold):
+        with pytest.raises(ValueError, match="spatial axes"):
+            conv_transpose(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 3, 2, 2)), (2, 2, 2))
