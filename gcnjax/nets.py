@@ -32,6 +32,7 @@ __all__ = [
     "GENERATOR_NORMS",
     "GENERATOR_DECONVS",
     "conv_transpose",
+    "cpu_conv",
     "conv_transpose_subpixel",
     "conv_transpose_unfold",
     "conv_unfold",
@@ -626,9 +627,11 @@ def conv_fold_time_forward(x: jax.Array, kernel: jax.Array, strides: Sequence[in
 
 
 def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> jax.Array:
-    """A strided 1-D or 2-D convolution (XLA's, as Flax's ``Conv``) whose
+    """A 1-D or 2-D convolution (XLA's, as Flax's ``Conv``) whose
     gradient in ``x`` is computed by :func:`conv_transpose` (sub-pixel, or
-    unfolded where the layer has few input channels).
+    unfolded where the layer has few input channels; the ``Conv`` layer
+    takes it for strided layers and for stride-1 layers with fewer than
+    :data:`UNFOLD_TRANSPOSE_BELOW_CHANNELS` input channels).
 
     The input gradient of ``y[o] = Σ_j x[s·o + j − lo] K[j]`` is
     ``dx[i] = Σ_{s·o + j − lo = i} g[o] K[j]ᵀ``, which is
@@ -638,7 +641,10 @@ def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Sequence[int], 
     computes that gradient as a conv of the zero-dilated ``g``; the
     sub-pixel form skips the zeros: the short-run net's stride-2 layers,
     16 chains, 4.0 → 2.9, 3.0 → 2.5 and 5.0 → 2.9 ms
-    (experiments/benchmarks/RESULTS.md). The kernel's gradient is XLA's.
+    (experiments/benchmarks/RESULTS.md). A stride-1 layer with few input
+    channels, the short-run net's first (3 → 64, 3×3), gets its input
+    gradient unfolded: 16 chains, 3.4 → 0.7 ms. The kernel's gradient is
+    XLA's.
     Where the window ``z[δ : δ + n]`` leaves ``z`` (some VALID convs whose
     kernel is longer than the stride) the input gradient is XLA's too.
 
@@ -650,13 +656,23 @@ def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Sequence[int], 
 # How a Conv layer computes its convolution: XLA's own conv, the stride-1
 # conv of the space-to-depth input, (3-D) one 2-D conv with the temporal
 # taps folded into channels, (3-D, few input channels) the time-folded
-# value with XLA's gradients, (strided 1-D/2-D) XLA's conv with the
-# sub-pixel input gradient, or the unfolded patches times the kernel.
+# value with XLA's gradients, (1-D/2-D, strided or with few input
+# channels) XLA's conv with the sub-pixel or unfolded input gradient, or the unfolded patches times the kernel.
 CONV_IMPLS = ("xla", "space_to_depth", "fold_time", "fold_time_forward", "subpixel_grad", "unfold")
 # "fold_time_forward", and "unfold" for its value, time-fold 3-D layers with
 # fewer input channels than this (a video net's first layer); the ST net's
 # deeper layers (40 and 120 channels) were 10-15% slower that way.
 FOLD_TIME_FORWARD_BELOW_CHANNELS = 8
+
+
+def cpu_conv(impl: str) -> str:
+    """``impl`` (a ``Conv`` implementation chosen by measurement on
+    XLA:CPU, where XLA's own gradients of strided convs are slow) on the
+    CPU, XLA's own convs (cuDNN's on a GPU) elsewhere. The CPU choices also
+    hold more memory: the texture chain at 64² needs 3.6 GB of temporaries
+    for 1000 chains with ``"subpixel_grad"`` against 1.3 GB with ``"xla"``
+    (experiments/benchmarks/RESULTS.md)."""
+    return impl if jax.default_backend() == "cpu" else "xla"
 
 
 class Conv(nn.Module):
@@ -667,7 +683,9 @@ class Conv(nn.Module):
     (3-D layers as :func:`conv_fold_time`), ``"fold_time_forward"`` (3-D
     layers with fewer than :data:`FOLD_TIME_FORWARD_BELOW_CHANNELS` input
     channels as :func:`conv_fold_time_forward`), ``"subpixel_grad"``
-    (strided 1-D and 2-D layers as :func:`conv_subpixel_grad`) or
+    (1-D and 2-D layers, strided or with fewer than
+    :data:`UNFOLD_TRANSPOSE_BELOW_CHANNELS` input channels, as
+    :func:`conv_subpixel_grad`) or
     ``"unfold"`` (every layer as :func:`conv_unfold`, except the value of
     3-D layers with fewer than :data:`FOLD_TIME_FORWARD_BELOW_CHANNELS`
     input channels, which is :func:`conv_fold_time`'s); the layers an
@@ -712,7 +730,8 @@ class Conv(nn.Module):
             if n_spatial == 3 and x.shape[-1] < FOLD_TIME_FORWARD_BELOW_CHANNELS:
                 return _fold_time_value_unfold_gradients(x, kernel, strides, static) + bias
             return conv_unfold(x, kernel, strides, static) + bias
-        if self.impl == "subpixel_grad" and n_spatial <= 2 and max(strides) > 1:
+        if self.impl == "subpixel_grad" and n_spatial <= 2 and (
+                max(strides) > 1 or x.shape[-1] < UNFOLD_TRANSPOSE_BELOW_CHANNELS):
             return conv_subpixel_grad(x, kernel, strides, static) + bias
         return _xla_conv(x, kernel, strides, padding) + bias
 

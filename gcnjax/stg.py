@@ -40,7 +40,7 @@ from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax import metrics
 from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import SOUND_LAYERS, STG_VARIANTS, stg_layers
+from gcnjax.nets import SOUND_LAYERS, STG_VARIANTS, cpu_conv, stg_layers
 from gcnjax.train import RunConfig, RunDir, fit, write_atomic
 
 __all__ = [
@@ -69,7 +69,6 @@ def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, 
     ``overrides`` replace any field."""
     if variant not in STG_VARIANTS:
         raise ValueError(f"variant must be one of {STG_VARIANTS}, got {variant!r}.")
-    st_on_cpu = variant == "st" and jax.default_backend() == "cpu"
     config = D.DescriptorConfig(
         layers=stg_layers(variant, image_size),
         top="sum",
@@ -100,7 +99,7 @@ def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, 
         # ST net's long-strided 15³ and 7³ layers are faster as patches
         # times kernel (their gradients 2-3x, with a batch of chains), the
         # first layer's value time-folded (nets.Conv, "unfold").
-        conv="unfold" if st_on_cpu else "xla" if variant == "st" else "fold_time",
+        conv=cpu_conv("unfold") if variant == "st" else "fold_time",
     )
     return dataclasses.replace(config, **overrides)
 

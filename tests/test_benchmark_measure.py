@@ -76,3 +76,36 @@ def test_compiled_columns_appear_with_a_compiled_twin(clock):
     header = table.splitlines()[0]
     assert "gcnjax / torch.compile" in header and "torch.compile 1st call s" in header
     assert "| 2.00 | 10.0 | 1.00 |" in table  # gcnjax / torch, then torch.compile's rate and ratio
+
+
+def test_compiled_bytes_counts_arguments_outputs_and_donations():
+    """``--memory``: a 1000-float32 map holds its argument and its output
+    (8000 bytes), or one buffer when the output reuses the donated
+    argument; a case without a gcnjax function has no figure."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.zeros((1000,), jnp.float32)
+    kept = bench.Case("w", 1, 1, 1.0, False, lambda: None, {}, jax_fn=jax.jit(lambda x: 2 * x),
+                      jax_args=lambda: (x,))
+    donated = bench.Case("w", 1, 1, 1.0, False, lambda: None, {},
+                         jax_fn=jax.jit(lambda x: 2 * x, donate_argnums=0), jax_args=lambda: (x,))
+    assert bench.compiled_bytes(kept) == 8000
+    assert bench.compiled_bytes(donated) == 4000
+    assert math.isnan(bench.compiled_bytes(bench.Case("w", 1, 1, 1.0, False, lambda: None, {})))
+
+
+def test_memory_column_and_count_options(clock):
+    case = bench.Case("w", chains=1, steps=1, flops=1e9, is_training=False, jax_call=_call(clock, 0.5)[0],
+                      twin_calls={})
+    row = bench.measure(case, repeats=1)
+    assert "gcnjax MiB" not in bench.markdown([row])
+    row["jax_mib"] = 1536.0
+    table = bench.markdown([row])
+    assert table.splitlines()[0].endswith("| gcnjax MiB |") and table.splitlines()[2].endswith("| 1536 |")
+    assert bench._counts("1,100,10000") == [1, 100, 10000] and bench._positive("7") == 7
+    for bad in ("0", "1,x", ""):
+        with pytest.raises(Exception, match="positive integers"):
+            bench._counts(bad)
+    with pytest.raises(Exception, match="positive integer"):
+        bench._positive("-3")

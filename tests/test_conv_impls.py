@@ -73,9 +73,28 @@ def test_fold_time_forward_matches_flax_conv_with_gradients(shape, kernel, strid
     ((2, 10, 10, 2), (2, 2), (3, 3), "VALID"),            # kernel shorter than the stride
     ((2, 12, 12, 2), (3, 3), (2, 2), ((2, 0), (1, 1))),   # explicit, asymmetric padding
     ((2, 50, 1), (16,), (4,), "SAME"),                    # a sound net's 1-D layer
+    ((2, 9, 11, 3), (3, 3), (1, 1), "SAME"),              # the short-run net's first layer: stride 1, 3 channels
+    ((2, 9, 10, 2), (4, 3), (1, 1), "SAME"),              # stride 1, even kernel: asymmetric SAME padding
+    ((2, 9, 11, 3), (3, 3), (1, 1), "VALID"),             # stride 1, VALID: XLA's gradient
+    ((2, 30, 2), (5,), (1,), "CIRCULAR"),                 # stride 1, 1-D, periodic: XLA's gradient
 ])
 def test_subpixel_grad_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
     _check_against_flax(shape, kernel, stride, padding, "subpixel_grad")
+
+
+def test_subpixel_grad_covers_strided_layers_and_stride_one_layers_with_few_channels():
+    """Which layers take the custom input gradient: a stride-1 layer with
+    few input channels does (its input gradient is then not XLA's
+    transposed conv in the jaxpr), a stride-1 layer with many does not."""
+    def custom_vjp_calls(channels, stride):
+        layer = nets.Conv(4, (3, 3), (stride, stride), "SAME", impl="subpixel_grad")
+        x = jnp.zeros((1, 8, 8, channels))
+        params = layer.init(jax.random.key(0), x)
+        return str(jax.make_jaxpr(lambda x: layer.apply(params, x))(x)).count("custom_vjp_call")
+
+    assert custom_vjp_calls(3, 1) == 1
+    assert custom_vjp_calls(nets.UNFOLD_TRANSPOSE_BELOW_CHANNELS, 1) == 0
+    assert custom_vjp_calls(nets.UNFOLD_TRANSPOSE_BELOW_CHANNELS, 2) == 1
 
 
 UNFOLD_CASES = [
@@ -196,3 +215,17 @@ def test_runs_saved_with_the_old_space_to_depth_flag_still_load():
     del saved["conv"]
     for flag, impl in ((True, "space_to_depth"), (False, "xla")):
         assert D.DescriptorConfig.from_dict({**saved, "space_to_depth": flag}).conv == impl
+
+
+def test_presets_take_the_cpu_convs_only_on_the_cpu(monkeypatch):
+    """The sub-pixel and unfolded gradients were chosen on XLA:CPU; on other
+    backends the presets keep XLA's own convs."""
+    from gcnjax import presets
+
+    assert jax.default_backend() == "cpu"
+    assert presets.texture().conv == presets.shortrun().conv == "subpixel_grad"
+    assert stg.stg_config("st").conv == "unfold"
+    monkeypatch.setattr(nets.jax, "default_backend", lambda: "gpu")
+    assert nets.cpu_conv("subpixel_grad") == "xla"
+    assert presets.texture().conv == presets.shortrun().conv == presets.demo().conv == "xla"
+    assert stg.stg_config("st").conv == "xla" and stg.stg_config("fc_s").conv == "fold_time"

@@ -33,7 +33,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -88,6 +88,23 @@ class Case:
     # The twin's timed calls by variant: "twin" (eager) and, with
     # --torch-compile, "compiled" (the twin's net through torch.compile).
     twin_calls: Dict[str, Callable[[], None]]
+    # gcnjax's timed function and its arguments, for --memory.
+    jax_fn: Optional[Callable] = None
+    jax_args: Callable[[], tuple] = tuple
+
+
+def compiled_bytes(case: Case) -> float:
+    """Device memory one gcnjax call needs, from XLA's buffer assignment
+    of the compiled call (arguments, outputs and temporaries, less the
+    outputs that reuse donated arguments); NaN where the backend does not
+    report it."""
+    if case.jax_fn is None:
+        return float("nan")
+    analysis = case.jax_fn.lower(*case.jax_args()).compile().memory_analysis()
+    if analysis is None:
+        return float("nan")
+    return float(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+                 + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
 
 
 def _block(x):
@@ -126,7 +143,7 @@ def _descriptor_training(config, data, seed):
         holder["state"], metrics = step(holder["state"], data)
         _block(metrics)
 
-    return holder, jax_call
+    return holder, jax_call, dict(jax_fn=step, jax_args=lambda: (holder["state"], data))
 
 
 def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
@@ -136,7 +153,7 @@ def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
     config = dc.replace(presets.shortrun(n_filters), n_chains=n_chains, batch_size=n_chains,
                         langevin=dc.replace(presets.shortrun().langevin, n_steps=n_steps))
     data = jax.random.uniform(jax.random.key(seed), (n_chains, 32, 32, 3), minval=-1, maxval=1)
-    holder, jax_call = _descriptor_training(config, data, seed)
+    holder, jax_call, memory = _descriptor_training(config, data, seed)
 
     def build_twin(compiled):
         T, torch, _ = twin_mod
@@ -156,7 +173,7 @@ def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
     f = descriptor_flops(config.layers, (32, 32))
     flops = n_chains * n_steps * 2 * f + 2 * n_chains * 3 * f
     return Case(f"shortrun_train nf{n_filters}", n_chains, n_steps, flops, True, jax_call,
-                _twin_calls(twin_mod, build_twin))
+                _twin_calls(twin_mod, build_twin), **memory)
 
 
 def texture_case(n_chains, n_steps, size, twin_mod, seed=0) -> Case:
@@ -192,7 +209,7 @@ def texture_case(n_chains, n_steps, size, twin_mod, seed=0) -> Case:
 
     flops = n_chains * n_steps * 2 * descriptor_flops(config.layers, (size, size))
     return Case(f"texture_langevin {size}x{size}", n_chains, n_steps, flops, False, jax_call,
-                _twin_calls(twin_mod, build_twin))
+                _twin_calls(twin_mod, build_twin), jax_fn=run, jax_args=lambda: (jax.random.key(0), x0))
 
 
 def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
@@ -231,7 +248,7 @@ def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
     f = generator_flops(net, config.latent_dim)
     flops = n_chains * n_steps * 2 * f + n_chains * 3 * f
     return Case(f"abp_train {net_name} {shape[0]}x{shape[1]}", n_chains, n_steps, flops, True, jax_call,
-                _twin_calls(twin_mod, build_twin))
+                _twin_calls(twin_mod, build_twin), jax_fn=step, jax_args=lambda: (holder["state"], (indices, x)))
 
 
 def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) -> Case:
@@ -244,7 +261,7 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
                             langevin=langevin.LangevinConfig.from_delta(0.3, n_steps))
     shape = (frames, size, size, 3)
     data = 30.0 * jax.random.normal(jax.random.key(seed), (1,) + shape)
-    holder, jax_call = _descriptor_training(config, data, seed)
+    holder, jax_call, memory = _descriptor_training(config, data, seed)
 
     def build_twin(compiled):
         T, torch, _ = twin_mod
@@ -267,7 +284,7 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
     f = descriptor_flops(config.layers, shape[:-1])
     flops = n_chains * n_steps * 2 * f + (n_chains + 1) * 3 * f
     return Case(f"stg_train {variant} {frames}x{size}x{size}", n_chains, n_steps, flops, True, jax_call,
-                _twin_calls(twin_mod, build_twin))
+                _twin_calls(twin_mod, build_twin), **memory)
 
 
 # (workload builder, kwargs, chain counts) per mode.
@@ -290,7 +307,9 @@ MODES: Dict[str, List] = {
     ],
     "full": [
         (shortrun_case, dict(n_steps=100, n_filters=64), (8, 64)),
-        (texture_case, dict(n_steps=10, size=64), (1, 8)),
+        # The 64² texture chain from one chain to 10,000 in one call: where
+        # throughput stops growing with the chains, the device is full.
+        (texture_case, dict(n_steps=10, size=64), (1, 8, 100, 1000, 10000)),
         (texture_case, dict(n_steps=10, size=128), (1, 8)),
         (abp_case, dict(n_steps=30, net_name="face32"), (8, 100)),
         (abp_case, dict(n_steps=30, net_name="face"), (8, 100)),
@@ -378,10 +397,16 @@ COMPILED_COLUMNS = [
 ]
 
 
+# With --memory: what one gcnjax call holds on the device.
+MEMORY_COLUMN = ("jax_mib", "gcnjax MiB", "{:.0f}")
+
+
 def markdown(rows) -> str:
     columns = COLUMNS
     if any(not np.isnan(row.get("compiled_s", float("nan"))) for row in rows):
         columns = COLUMNS[:6] + COMPILED_COLUMNS + COLUMNS[6:]
+    if any("jax_mib" in row for row in rows):
+        columns = columns + [MEMORY_COLUMN]
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
@@ -390,6 +415,27 @@ def markdown(rows) -> str:
             cells.append("–" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _counts(text: str) -> List[int]:
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas (e.g. 1,100,10000), "
+                                         f"got {text!r}")
+    return counts
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def load() -> str:
@@ -422,6 +468,14 @@ def main(argv=None):
                         help="each timing is a block of consecutive calls lasting at least this long (at most 100 "
                              "calls); 0 times single calls")
     parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
+    parser.add_argument("--chains", default=None, type=_counts,
+                        help="comma-separated chain counts for every workload run, in place of the mode's "
+                             "(e.g. --only 'texture_langevin 64' --chains 1,100,1000,10000)")
+    parser.add_argument("--steps", default=None, type=_positive,
+                        help="Langevin steps per call (K) for every workload run, in place of the mode's")
+    parser.add_argument("--memory", action="store_true",
+                        help="add the device memory of one gcnjax call (XLA's buffer assignment; one more "
+                             "compile per row)")
     parser.add_argument("--no-twin", action="store_true", help="gcnjax only (no torch)")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time the twin with its net through torch.compile (a third column set)")
@@ -455,12 +509,16 @@ def main(argv=None):
     print(f"float32 matmul peak (jax, 2048²): {peak:.1f} GFLOP/s", flush=True)
     rows = []
     for builder, kwargs, chain_counts in MODES[mode]:
-        for n in chain_counts:
+        if args.steps:
+            kwargs = {**kwargs, "n_steps": args.steps}
+        for n in args.chains or chain_counts:
             case = builder(n, twin_mod=twin_mod, **kwargs)
             if args.only and args.only not in case.workload:
                 continue
             row = measure(case, args.repeats, args.min_block_s)
             row["jax_peak_frac"] = row["jax_gflops"] / peak
+            if args.memory:
+                row["jax_mib"] = compiled_bytes(case) / 2**20
             row["load"] = load()
             rows.append(row)
             compiled = (f", torch.compile {row['compiled_chain_steps_s']:.1f} (ratio {row['ratio_compiled']:.2f})"
