@@ -643,8 +643,8 @@ def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Sequence[int], 
     16 chains, 4.0 → 2.9, 3.0 → 2.5 and 5.0 → 2.9 ms
     (experiments/benchmarks/RESULTS.md). A stride-1 layer with few input
     channels, the short-run net's first (3 → 64, 3×3), gets its input
-    gradient unfolded: 16 chains, 3.4 → 0.7 ms. The kernel's gradient is
-    XLA's.
+    gradient unfolded: 16 chains, 2.9–3.4 → 0.7–1.4 ms. The kernel's
+    gradient is XLA's.
     Where the window ``z[δ : δ + n]`` leaves ``z`` (some VALID convs whose
     kernel is longer than the stride) the input gradient is XLA's too.
 
@@ -657,7 +657,8 @@ def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Sequence[int], 
 # conv of the space-to-depth input, (3-D) one 2-D conv with the temporal
 # taps folded into channels, (3-D, few input channels) the time-folded
 # value with XLA's gradients, (1-D/2-D, strided or with few input
-# channels) XLA's conv with the sub-pixel or unfolded input gradient, or the unfolded patches times the kernel.
+# channels) XLA's conv with the sub-pixel or unfolded input gradient, or
+# the unfolded patches times the kernel.
 CONV_IMPLS = ("xla", "space_to_depth", "fold_time", "fold_time_forward", "subpixel_grad", "unfold")
 # "fold_time_forward", and "unfold" for its value, time-fold 3-D layers with
 # fewer input channels than this (a video net's first layer); the ST net's
