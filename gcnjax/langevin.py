@@ -327,7 +327,11 @@ def sample(
         own 3-D convs: the ST video net's gradient for 3 chains took 30 ms
         batched, 24 ms one chain at a time; computed as patches times
         kernel, ``conv="unfold"``, the batch is the faster again;
-        experiments/benchmarks/RESULTS.md).
+        experiments/benchmarks/RESULTS.md). And a memory bound: a call
+        holds the activations of ``g`` chains at a time (the 64² texture
+        chain, 10,000 chains: 36 GB of temporaries at once, 7 GB in groups
+        of 1000), at the cost of a loop (on XLA:CPU 1024 such chains ran
+        at 201 chain-steps/s at once, 71–74 in groups of 4 to 256).
         The same key gives the same samples whatever it is.
 
     Returns:
@@ -458,7 +462,8 @@ class LangevinConfig:
     ``chunk=k`` runs a loop over blocks of ``k`` unrolled steps instead
     (see :func:`sample`); same numbers, another speed/compile-time trade.
     ``chain_batch=g`` computes the chains in groups of ``g`` (see
-    :func:`sample`); same numbers, a speed knob per net.
+    :func:`sample`); same numbers, a speed knob per net and a bound on
+    memory.
     """
 
     n_steps: int = 10
