@@ -308,7 +308,7 @@ def sample(
         net's chain ran 5.4× faster fully unrolled than with any loop left
         (unroll 1, 10 or 15 of 30 steps all ran at the same slow rate;
         ``experiments/benchmarks/langevin_unroll.py``), at a compile time
-        that grows with ``n_steps``.
+        that grows with ``n_steps``. A single step is never in a loop.
       clip: optional ``(lo, hi)`` box the positions are clipped to.
       chunk: run the chain as a scan loop over blocks of ``chunk`` steps,
         each block unrolled by a Python loop inside the loop body (the
@@ -317,8 +317,9 @@ def sample(
         stays the size of one block while most of the speed of the full
         unroll is kept (``experiments/benchmarks/RESULTS.md``). ``None``
         (or ``chunk >= n_steps``) leaves ``unroll`` in charge. The numbers
-        are the same as those of the plain loop: the same key gives the
-        same samples whatever ``chunk`` and ``unroll`` are.
+        are those of the plain loop: the same key gives the same samples
+        whatever ``chunk`` and ``unroll`` are, to float rounding (XLA may
+        fuse straight-line steps differently from a loop's).
       chain_batch: how many chains each step computes at once. ``None``
         (the default): all of them, one ``jax.vmap``; ``g``: groups of
         ``g`` chains, vmapped within a group, the groups in a loop
@@ -397,8 +398,24 @@ def sample(
         return final_position(state), info
     if unroll is not True:
         unroll = max(1, min(int(unroll), max(n_steps, 1)))
-    state, info = jax.lax.scan(body, state, step_keys, unroll=unroll)
+    if n_steps == 1:
+        # One step as straight-line code: XLA:CPU kept the one-trip loop of
+        # a one-step scan, whatever its unroll, and ran the texture chain's
+        # step 3x slower inside it (13 against 4.5 ms).
+        state, info = _unrolled(body, state, step_keys)
+    else:
+        state, info = jax.lax.scan(body, state, step_keys, unroll=unroll)
     return final_position(state), info
+
+
+def _unrolled(body, state, step_keys):
+    """The steps one after another in Python (as ``lax.scan(body, state,
+    step_keys)``, without its loop): ``(state, info stacked over steps)``."""
+    infos = []
+    for i in range(step_keys.shape[0]):
+        state, info = body(state, step_keys[i])
+        infos.append(info)
+    return state, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *infos)
 
 
 def _sample_chunked(body, state, step_keys, chunk):
@@ -412,17 +429,13 @@ def _sample_chunked(body, state, step_keys, chunk):
     n_blocks, rest = divmod(n_steps, chunk)
 
     def block(state, keys):
-        infos = []
-        for i in range(chunk):
-            state, info = body(state, keys[i])
-            infos.append(info)
-        return state, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *infos)
+        return _unrolled(body, state, keys)
 
     blocked_keys = step_keys[: n_blocks * chunk].reshape((n_blocks, chunk) + step_keys.shape[1:])
     state, info = jax.lax.scan(block, state, blocked_keys)
     info = jax.tree_util.tree_map(lambda a: a.reshape((n_blocks * chunk,) + a.shape[2:]), info)
     if rest:
-        state, info_rest = jax.lax.scan(body, state, step_keys[n_blocks * chunk:], unroll=True)
+        state, info_rest = _unrolled(body, state, step_keys[n_blocks * chunk:])
         info = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), info, info_rest)
     return state, info
 

@@ -685,7 +685,8 @@ def test_config_from_delta_run_equals_sample(mala):
     x0 = jnp.zeros((32, 2))
     key = jax.random.key(80)
     x_cfg, info_cfg = cfg.run(key, gauss_energy, x0)
-    x_ref, info_ref = sample(key, gauss_energy, x0, n_steps=n_steps, step_size=a, noise_scale=b, mala=mala)
+    x_ref, info_ref = sample(key, gauss_energy, x0, n_steps=n_steps, step_size=a, noise_scale=b, mala=mala,
+                             unroll=cfg.resolved_unroll)
     np.testing.assert_array_equal(np.asarray(x_cfg), np.asarray(x_ref))
     for f1, f2 in zip(info_cfg, info_ref):
         np.testing.assert_array_equal(np.asarray(f1), np.asarray(f2))
@@ -708,6 +709,28 @@ def test_temperature_and_config_validate_inputs():
         L.temperature(0.0, 1.0)
     with pytest.raises(ValueError, match="clip"):
         L.LangevinConfig(n_steps=2, step_size=0.1, mala=True, clip=(-1.0, 1.0))
+
+
+@pytest.mark.parametrize("n_steps", [1, 2, 5])
+def test_unrolled_chain_is_the_same_chain(n_steps):
+    """``unroll=True`` (and any ``unroll >= n_steps``) gives the plain
+    loop's chain, step by step, to float rounding; a single step is written
+    out with no loop at all, whatever ``unroll`` is."""
+    energy = lambda x: 0.25 * jnp.sum(x**4) + 0.5 * jnp.sum(x**2)
+    x0 = jax.random.normal(jax.random.key(0), (6, 3))
+    kwargs = dict(n_steps=n_steps, step_size=0.3, mala=True)
+    x_loop, info_loop = sample(jax.random.key(1), energy, x0, **kwargs)
+    for unroll in (True, n_steps, n_steps + 3):
+        x_unrolled, info_unrolled = sample(jax.random.key(1), energy, x0, unroll=unroll, **kwargs)
+        np.testing.assert_allclose(np.asarray(x_unrolled), np.asarray(x_loop), rtol=1e-6, atol=1e-6)
+        for a, b in zip(info_unrolled, info_loop):
+            assert a.shape == b.shape == (n_steps, 6)
+            np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(x_loop - x0))) > 0.1
+    if n_steps == 1:
+        for unroll in (1, True):
+            jaxpr = str(jax.make_jaxpr(lambda x: sample(jax.random.key(1), energy, x, unroll=unroll, **kwargs))(x0))
+            assert "scan" not in jaxpr and "while" not in jaxpr
 
 
 @pytest.mark.parametrize("n_steps,chunk", [(7, 3), (9, 3), (5, 2)])
