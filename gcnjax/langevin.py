@@ -398,14 +398,19 @@ def sample(
         return final_position(state), info
     if unroll is not True:
         unroll = max(1, min(int(unroll), max(n_steps, 1)))
-    if n_steps == 1:
-        # One step as straight-line code: XLA:CPU kept the one-trip loop of
-        # a one-step scan, whatever its unroll, and ran the texture chain's
-        # step 3x slower inside it (13 against 4.5 ms).
-        state, info = _unrolled(body, state, step_keys)
-    else:
-        state, info = jax.lax.scan(body, state, step_keys, unroll=unroll)
+    state, info = _scan(body, state, step_keys, unroll)
     return final_position(state), info
+
+
+def _scan(body, state, xs, unroll=1):
+    """``lax.scan(body, state, xs, unroll=unroll)``, a single iteration
+    written out: XLA:CPU kept the one-trip loop of a one-step scan, whatever
+    its unroll, and ran the texture chain's step 3x slower inside it (13
+    against 4.5 ms)."""
+    if xs.shape[0] == 1:
+        state, out = body(state, xs[0])
+        return state, jax.tree_util.tree_map(lambda a: a[None], out)
+    return jax.lax.scan(body, state, xs, unroll=unroll)
 
 
 def _unrolled(body, state, step_keys):
@@ -432,7 +437,7 @@ def _sample_chunked(body, state, step_keys, chunk):
         return _unrolled(body, state, keys)
 
     blocked_keys = step_keys[: n_blocks * chunk].reshape((n_blocks, chunk) + step_keys.shape[1:])
-    state, info = jax.lax.scan(block, state, blocked_keys)
+    state, info = _scan(block, state, blocked_keys)
     info = jax.tree_util.tree_map(lambda a: a.reshape((n_blocks * chunk,) + a.shape[2:]), info)
     if rest:
         state, info_rest = _unrolled(body, state, step_keys[n_blocks * chunk:])

@@ -731,9 +731,12 @@ def test_unrolled_chain_is_the_same_chain(n_steps):
         for unroll in (1, True):
             jaxpr = str(jax.make_jaxpr(lambda x: sample(jax.random.key(1), energy, x, unroll=unroll, **kwargs))(x0))
             assert "scan" not in jaxpr and "while" not in jaxpr
+    # One block of chunked steps and an unrolled rest: no loop either.
+    jaxpr = str(jax.make_jaxpr(lambda x: sample(jax.random.key(1), energy, x, chunk=3, **{**kwargs, "n_steps": 5}))(x0))
+    assert "scan" not in jaxpr and "while" not in jaxpr
 
 
-@pytest.mark.parametrize("n_steps,chunk", [(7, 3), (9, 3), (5, 2)])
+@pytest.mark.parametrize("n_steps,chunk", [(7, 3), (9, 3), (5, 2), (5, 3)])
 def test_chunked_chain_is_the_same_chain(n_steps, chunk):
     # A scan over unrolled blocks (plus an unrolled remainder) is only a
     # different program for the same chain: same keys, same samples and
