@@ -711,49 +711,59 @@ def test_temperature_and_config_validate_inputs():
         L.LangevinConfig(n_steps=2, step_size=0.1, mala=True, clip=(-1.0, 1.0))
 
 
+def _quartic(x):
+    return 0.25 * jnp.sum(x**4) + 0.5 * jnp.sum(x**2)
+
+
+def _assert_same_chain(x, info, x_loop, info_loop, n_steps):
+    """The same samples and the same per-step info, step by step, as the
+    plain loop, to float rounding."""
+    np.testing.assert_allclose(np.asarray(x), np.asarray(x_loop), rtol=1e-6, atol=1e-6)
+    for a, b in zip(info, info_loop):
+        assert a.shape == b.shape == (n_steps, 6)
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
+
+
+def _has_loop(fn, x0):
+    jaxpr = str(jax.make_jaxpr(fn)(x0))
+    return "scan" in jaxpr or "while" in jaxpr
+
+
+# A non-Gaussian energy with MALA exercises the accept/reject path.
+QUARTIC_CHAIN = dict(step_size=0.3, mala=True)
+
+
 @pytest.mark.parametrize("n_steps", [1, 2, 5])
 def test_unrolled_chain_is_the_same_chain(n_steps):
     """``unroll=True`` (and any ``unroll >= n_steps``) gives the plain
-    loop's chain, step by step, to float rounding; a single step is written
-    out with no loop at all, whatever ``unroll`` is."""
-    energy = lambda x: 0.25 * jnp.sum(x**4) + 0.5 * jnp.sum(x**2)
+    loop's chain; a single step is written out with no loop at all,
+    whatever ``unroll`` is."""
     x0 = jax.random.normal(jax.random.key(0), (6, 3))
-    kwargs = dict(n_steps=n_steps, step_size=0.3, mala=True)
-    x_loop, info_loop = sample(jax.random.key(1), energy, x0, **kwargs)
-    for unroll in (True, n_steps, n_steps + 3):
-        x_unrolled, info_unrolled = sample(jax.random.key(1), energy, x0, unroll=unroll, **kwargs)
-        np.testing.assert_allclose(np.asarray(x_unrolled), np.asarray(x_loop), rtol=1e-6, atol=1e-6)
-        for a, b in zip(info_unrolled, info_loop):
-            assert a.shape == b.shape == (n_steps, 6)
-            np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
+    kwargs = dict(n_steps=n_steps, **QUARTIC_CHAIN)
+    x_loop, info_loop = sample(jax.random.key(1), _quartic, x0, **kwargs)
     assert float(jnp.max(jnp.abs(x_loop - x0))) > 0.1
-    if n_steps == 1:
-        for unroll in (1, True):
-            jaxpr = str(jax.make_jaxpr(lambda x: sample(jax.random.key(1), energy, x, unroll=unroll, **kwargs))(x0))
-            assert "scan" not in jaxpr and "while" not in jaxpr
-    # One block of chunked steps and an unrolled rest: no loop either.
-    jaxpr = str(jax.make_jaxpr(lambda x: sample(jax.random.key(1), energy, x, chunk=3, **{**kwargs, "n_steps": 5}))(x0))
-    assert "scan" not in jaxpr and "while" not in jaxpr
+    for unroll in (True, n_steps, n_steps + 3):
+        _assert_same_chain(*sample(jax.random.key(1), _quartic, x0, unroll=unroll, **kwargs), x_loop, info_loop,
+                           n_steps)
+    for unroll in (1, True):
+        # From two steps on the jaxpr holds a scan (XLA unrolls it or not).
+        assert _has_loop(lambda x: sample(jax.random.key(1), _quartic, x, unroll=unroll, **kwargs), x0) == (n_steps > 1)
 
 
 @pytest.mark.parametrize("n_steps,chunk", [(7, 3), (9, 3), (5, 2), (5, 3)])
 def test_chunked_chain_is_the_same_chain(n_steps, chunk):
-    # A scan over unrolled blocks (plus an unrolled remainder) is only a
-    # different program for the same chain: same keys, same samples and
-    # the same per-step info, step by step, as the plain loop. The chain on
-    # a non-Gaussian energy with MALA exercises the accept/reject path.
-    energy = lambda x: 0.25 * jnp.sum(x**4) + 0.5 * jnp.sum(x**2)
+    """A scan over unrolled blocks (plus an unrolled remainder) is only a
+    different program for the same chain: same keys, same samples and the
+    same per-step info as the plain loop; one block is no loop at all."""
     x0 = jax.random.normal(jax.random.key(0), (6, 3))
-    kwargs = dict(n_steps=n_steps, step_size=0.3, mala=True)
-    x_loop, info_loop = sample(jax.random.key(1), energy, x0, **kwargs)
-    x_chunk, info_chunk = sample(jax.random.key(1), energy, x0, chunk=chunk, **kwargs)
-    np.testing.assert_allclose(np.asarray(x_chunk), np.asarray(x_loop), rtol=1e-6, atol=1e-6)
-    for a, b in zip(info_chunk, info_loop):
-        assert a.shape == b.shape == (n_steps, 6)
-        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
+    kwargs = dict(n_steps=n_steps, **QUARTIC_CHAIN)
+    x_loop, info_loop = sample(jax.random.key(1), _quartic, x0, **kwargs)
     assert float(jnp.max(jnp.abs(x_loop - x0))) > 0.1
-    config = LangevinConfig(n_steps=n_steps, step_size=0.3, mala=True, chunk=chunk)
-    x_config, _ = config.run(jax.random.key(1), energy, x0)
+    _assert_same_chain(*sample(jax.random.key(1), _quartic, x0, chunk=chunk, **kwargs), x_loop, info_loop, n_steps)
+    assert _has_loop(lambda x: sample(jax.random.key(1), _quartic, x, chunk=chunk, **kwargs), x0) == (
+        n_steps // chunk > 1)
+    config = LangevinConfig(n_steps=n_steps, chunk=chunk, **QUARTIC_CHAIN)
+    x_config, _ = config.run(jax.random.key(1), _quartic, x0)
     np.testing.assert_allclose(np.asarray(x_config), np.asarray(x_loop), rtol=1e-6, atol=1e-6)
     assert LangevinConfig.from_dict(dataclasses.asdict(config)) == config
 
