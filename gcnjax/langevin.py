@@ -408,19 +408,18 @@ def _scan(body, state, xs, unroll=1):
     its unroll, and ran the texture chain's step 3x slower inside it (13
     against 4.5 ms)."""
     if xs.shape[0] == 1:
-        state, out = body(state, xs[0])
-        return state, jax.tree_util.tree_map(lambda a: a[None], out)
+        return _unrolled(body, state, xs)
     return jax.lax.scan(body, state, xs, unroll=unroll)
 
 
-def _unrolled(body, state, step_keys):
-    """The steps one after another in Python (as ``lax.scan(body, state,
-    step_keys)``, without its loop): ``(state, info stacked over steps)``."""
-    infos = []
-    for i in range(step_keys.shape[0]):
-        state, info = body(state, step_keys[i])
-        infos.append(info)
-    return state, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *infos)
+def _unrolled(body, state, xs):
+    """``lax.scan(body, state, xs)`` without its loop: the iterations one
+    after another in Python, their outputs stacked."""
+    outs = []
+    for i in range(xs.shape[0]):
+        state, out = body(state, xs[i])
+        outs.append(out)
+    return state, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *outs)
 
 
 def _sample_chunked(body, state, step_keys, chunk):
