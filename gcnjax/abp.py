@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import flax.serialization
 import jax
@@ -34,9 +33,11 @@ from gcnjax import data as gdata
 from gcnjax import generator as G
 from gcnjax import masks as gmasks
 from gcnjax.metrics import recovery_error
-from gcnjax.train import Checkpointer, RunDir, fit, write_atomic, write_npy
+from gcnjax.run import Family, Outputs, Picture, Trainer, learn
+from gcnjax.train import RunDir, write_atomic
 
 __all__ = [
+    "FAMILY",
     "ObservationScale",
     "learn_generator",
     "load_generator_run",
@@ -225,25 +226,152 @@ def _masked_view(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.asarray(images) * np.broadcast_to(mask, images.shape)
 
 
-def learn_generator(
-    config: G.GeneratorConfig,
-    observations: np.ndarray,
-    out,
-    *,
-    mask: Optional[np.ndarray] = None,
-    mask_spec: Optional[str] = None,
-    test_observations: Optional[np.ndarray] = None,
-    test_rounds: int = 10,
-    validation_observations: Optional[np.ndarray] = None,
-    title: str = "Generator (ABP)",
-    source: str = "",
-    data_spec: Optional[Dict[str, object]] = None,
-    sample_rate: Optional[int] = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    quiet: bool = False,
-) -> Dict[str, object]:
-    """Learn a generator by alternating back-propagation and write a run.
+def _check(config: G.GeneratorConfig, observations, inputs) -> np.ndarray:
+    x = check_observations(observations, config, "training data")
+    for name, label in (("test_observations", "held-out data"), ("validation_observations", "validation data")):
+        if inputs.get(name) is not None:
+            inputs[name] = check_observations(inputs[name], config, label)
+    inputs["mask"] = _check_mask(inputs.get("mask"), x)
+    return x
+
+
+def _observed(x_obs: np.ndarray, scale: ObservationScale, inputs) -> Dict[str, Picture]:
+    if scale.pixels is None:
+        return {}
+    pictures = {"observed": Picture(x_obs[:64])}
+    if inputs.get("mask") is not None:
+        pictures["observed_masked"] = Picture(_masked_view(x_obs, inputs["mask"])[:64])
+    return pictures
+
+
+def _trainer(config: G.GeneratorConfig, x: jax.Array, scale: ObservationScale, x_obs: np.ndarray,
+             inputs: Dict[str, Any]) -> Trainer:
+    """Alternating back-propagation: Langevin inference of each example's z
+    (warm-started, observed values only under a mask), then one Optax step
+    on θ; early stopping on validation examples where given."""
+    mask = inputs.get("mask")
+    validation_observations = inputs.get("validation_observations")
+    test_observations = inputs.get("test_observations")
+    rounds = inputs.get("test_rounds", 10)
+    sample_rate = inputs.get("sample_rate")
+    net = G.make_net(config)
+    n = x.shape[0]
+    step = G.make_train_step(config, net.apply, G.make_optimizer(config))
+    generate = jax.jit(net.apply)
+    sample_z = jax.random.normal(jax.random.key(config.seed + 1), (64, config.latent_dim), jnp.float32)
+    pixels = scale.pixels is not None
+
+    def validate(params):  # least-squares reconstruction error of the validation examples
+        fit, _ = reconstruct_images(jax.random.key(config.seed + 3), config, net, params,
+                                    scale.to_model(validation_observations), rounds=rounds, prior_weight=0.0)
+        return float(mean_squared_error(validation_observations, scale.to_data(fit), scale.unit).mean())
+
+    def snapshot(state, it):
+        if not pixels:
+            return {}
+        return {"samples": Picture(scale.to_data(generate(state.params, sample_z))),
+                "reconstructed": Picture(scale.to_data(generate(state.params, state.latents[:64])))}
+
+    def finish(state, params):
+        samples = scale.to_data(generate(params, sample_z))
+        reconstructed = scale.to_data(generate(params, state.latents))
+        pictures, sounds = {}, {}
+        if pixels:
+            pictures.update(samples=Picture(samples), reconstructed=Picture(reconstructed[:64]))
+        elif sample_rate:
+            sounds.update({f"sample_{i}": (samples[i], sample_rate) for i in range(min(8, samples.shape[0]))})
+            sounds.update({f"observed_{i}": (x_obs[i], sample_rate) for i in range(min(4, n))})
+        unit = scale.unit
+        train_mse = mean_squared_error(x_obs if mask is None else x_obs * mask,
+                                       reconstructed if mask is None else reconstructed * mask, unit)
+        if mask is not None:  # observed values only: rescale by the observed fraction
+            train_mse = train_mse / np.mean(np.broadcast_to(mask, x_obs.shape).reshape(n, -1), axis=1)
+        summary = {"net": net, "train_mse": float(np.mean(train_mse))}
+        lines = [
+            f"Training reconstruction error g(z) of the inferred latents (mean squared error per "
+            f"{'observed ' if mask is not None else ''}value, values in [0, 1]): {summary['train_mse']:.5f}.",
+            "",
+        ]
+        if pixels:
+            lines += [
+                "| observed | reconstructed g(z) | samples g(z), z ~ N(0, I) |",
+                "|---|---|---|",
+                "| ![observed](observed.png) | ![reconstructed](reconstructed.png) | ![samples](samples.png) |",
+                "",
+            ]
+        if mask is not None:
+            recovered = np.where(np.broadcast_to(mask, x_obs.shape) != 0, x_obs, reconstructed)
+            summary["train_recovery_error"] = float(np.mean(recovery_error(x_obs / unit, recovered / unit, mask)))
+            if pixels:
+                pictures["recovered"] = Picture(recovered[:64])
+            lines += [
+                "## Learning from incomplete data",
+                "",
+                f"Recovery error of the missing values of the training images (mean absolute error per missing "
+                f"value, values in [0, 1]): **{summary['train_recovery_error']:.4f}**.",
+                "",
+                "| observed (missing in black) | recovered | truth |",
+                "|---|---|---|",
+                "| ![masked](observed_masked.png) | ![recovered](recovered.png) | ![truth](observed.png) |",
+                "",
+            ]
+        arrays = {"latents": np.asarray(state.latents)}
+        if test_observations is not None:
+            held_lines, held, held_pictures, held_arrays = heldout_comparison(
+                config, net, params, scale, np.asarray(x), test_observations, rounds=rounds)
+            summary.update(held)
+            pictures.update(held_pictures)
+            arrays.update(held_arrays)
+            lines += held_lines
+        if sounds:
+            lines += ["Generated sounds: `sounds/sample_*.wav` (observed clips: `sounds/observed_*.wav`).", ""]
+        return Outputs(pictures=pictures, arrays=arrays, sounds=sounds, report=lines, summary=summary)
+
+    mask_j = None if mask is None else jnp.asarray(mask)
+    total = config.total_iterations(n)
+    masked = ""
+    if mask is not None:
+        spec = inputs.get("mask_spec")
+        masked = f" Learned from incomplete data: {spec or 'masked'}" + (f" ({gmasks.describe(spec)})" if spec else "") + "."
+    return Trainer(
+        phase_ends=[total],
+        init=lambda phase: G.init_state(jax.random.key(config.seed), config, net, n, x.shape[1:]),
+        step=lambda phase: step,
+        batches=G.make_batches(x, config.batch_size, seed=config.seed, mask=mask_j),
+        snapshot=snapshot,
+        params=lambda state: state.params,
+        finish=finish,
+        describe=(f"Generator `{config.net}` (norm {config.net_norm}), latent dimension d = {config.latent_dim}, "
+                  f"σ = {config.sigma}; inference: {config.langevin.n_steps} Langevin steps of step size "
+                  f"{config.langevin.step_size:g} (noise {config.langevin.noise_scale}) per iteration, "
+                  f"warm-started; {config.optimizer} lr {config.learning_rate:g}, batch {config.batch_size}, "
+                  f"{config.n_epochs} epochs = {total} iterations." + masked),
+        plot_keys=("loss", "mse"),
+        validate=None if validation_observations is None else validate,
+    )
+
+
+FAMILY = Family(
+    name="generator",
+    config_type=G.GeneratorConfig,
+    check=_check,
+    scale=lambda config, x, inputs: ObservationScale.for_data(config, x),
+    load_scale=ObservationScale.from_dict,
+    trainer=_trainer,
+    observed=_observed,
+    recorded=lambda inputs: {"mask": inputs.get("mask_spec"), "sample_rate": inputs.get("sample_rate")},
+)
+
+
+def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
+                    mask: Optional[np.ndarray] = None, mask_spec: Optional[str] = None,
+                    test_observations: Optional[np.ndarray] = None, test_rounds: int = 10,
+                    validation_observations: Optional[np.ndarray] = None, title: str = "Generator (ABP)",
+                    source: str = "", data_spec: Optional[Dict[str, object]] = None,
+                    sample_rate: Optional[int] = None, overwrite: bool = False, resume: bool = False,
+                    quiet: bool = False) -> Dict[str, object]:
+    """Learn a generator by alternating back-propagation and write a run
+    (:func:`gcnjax.run.learn` with :data:`FAMILY`).
 
     Args:
       config: the model, inference and learning settings.
@@ -261,182 +389,24 @@ def learn_generator(
       validation_observations: examples for early stopping (neither trained
         nor tested on): at every snapshot (``config.run.image_every``) their
         least-squares reconstruction error is logged to ``validation.json``,
-        and the params with the lowest one are the run's ``params.msgpack``
-        (and the ones the held-out comparison uses); the last iteration's
-        params are kept as ``params_final.msgpack``.
+        and the params with the lowest one are the run's ``params.msgpack``,
+        the ones every output is drawn with; the last iteration's params are
+        kept as ``params_final.msgpack``.
       sample_rate: the rate of sound clips (WAVs are written).
-      overwrite / resume / quiet: as :func:`gcnjax.synthesis.learn_descriptor`;
-        a resumed run gives the same result as an uninterrupted one.
+      overwrite / resume / quiet: as :func:`gcnjax.run.learn`; a resumed run
+        gives the same result as an uninterrupted one.
 
-    Returns a summary dict (paths, errors, seconds, final state).
+    Returns the engine's summary, with ``train_mse`` (and the recovery and
+    held-out errors where asked).
     """
-    x_obs = check_observations(observations, config, "training data")
-    if test_observations is not None:
-        test_observations = check_observations(test_observations, config, "held-out data")
-    if validation_observations is not None:
-        validation_observations = check_observations(validation_observations, config, "validation data")
-    mask = _check_mask(mask, x_obs)
-    run = RunDir(out, overwrite=overwrite, resume=resume)
-    scale = ObservationScale.for_data(config, x_obs)
-    if resume:
-        saved = run.load_for_resume(config, observed_shape=x_obs.shape, mask=mask_spec)
-        scale = ObservationScale.from_dict(saved["pixel_scale"])
-    else:
-        run.save_config(config, pixel_scale=scale.to_dict(), source=source, observed_shape=list(x_obs.shape),
-                        data_spec=data_spec or {}, title=title, mask=mask_spec, sample_rate=sample_rate)
-        _save_grid(run.path / "observed.png", x_obs, scale)
-        if mask is not None:
-            _save_grid(run.path / "observed_masked.png", _masked_view(x_obs, mask), scale)
-    x = jnp.asarray(scale.to_model(x_obs))
-    mask_j = None if mask is None else jnp.asarray(mask)
-    net = G.make_net(config)
-    n = x.shape[0]
-    total = config.total_iterations(n)
-    batches = G.make_batches(x, config.batch_size, seed=config.seed, mask=mask_j)
-    step = G.make_train_step(config, net.apply, G.make_optimizer(config))
-    generate = jax.jit(net.apply)
-    sample_z = jax.random.normal(jax.random.key(config.seed + 1), (64, config.latent_dim), jnp.float32)
-
-    validation_path, best_path = run.path / "validation.json", run.path / "params_best.msgpack"
-    validation: Dict[str, object] = {"rows": [], "best_iteration": None, "best_mse": None}
-
-    def validate(params, it):
-        x_val = scale.to_model(validation_observations)
-        fit, _ = reconstruct_images(jax.random.key(config.seed + 3), config, net, params, x_val,
-                                    rounds=test_rounds, prior_weight=0.0)
-        mse = float(mean_squared_error(validation_observations, scale.to_data(fit), scale.unit).mean())
-        validation["rows"].append({"iteration": it, "mse": mse})
-        if validation["best_mse"] is None or mse < validation["best_mse"]:
-            write_atomic(best_path, flax.serialization.to_bytes(jax.device_get(params)))
-            validation.update(best_iteration=it, best_mse=mse)
-        write_atomic(validation_path, json.dumps(validation, indent=1))
-
-    def snapshot(state, it):
-        _save_grid(run.images / f"samples_{it:06d}.png", scale.to_data(generate(state.params, sample_z)), scale)
-        _save_grid(run.images / f"reconstructed_{it:06d}.png",
-                   scale.to_data(generate(state.params, state.latents[:64])), scale)
-        if validation_observations is not None:
-            validate(state.params, it)
-
-    t0 = time.perf_counter()
-    template = G.init_state(jax.random.key(config.seed), config, net, n, x.shape[1:])
-    with Checkpointer(run.checkpoints, keep=config.run.keep_checkpoints) as checkpointer:
-        done = checkpointer.latest_step() if resume else 0
-        if resume and done is None:
-            raise FileNotFoundError(f"cannot resume {str(run.path)!r}: it has no checkpoint yet; start it again.")
-        if resume:
-            run.truncate_metrics(done)
-            state = checkpointer.restore(template, done)
-            if validation_observations is not None and validation_path.exists():
-                # Evaluations after the checkpoint are redone; the best params
-                # file keeps the best one seen, which may be one of them.
-                saved_validation = json.loads(validation_path.read_text())
-                validation["rows"] = [r for r in saved_validation["rows"] if r["iteration"] <= done]
-                if best_path.exists():
-                    validation.update(best_iteration=saved_validation["best_iteration"],
-                                      best_mse=saved_validation["best_mse"])
-        else:
-            state = template
-            checkpointer.save(0, state)
-        if done < total:
-            state, _ = fit(step, state, batches, start=done, end=total, total=total, run_dir=run,
-                           run=config.run, checkpointer=checkpointer, on_snapshot=snapshot, quiet=quiet, desc=title,
-                           step_size=config.langevin.step_size)
-    seconds = time.perf_counter() - t0
-
-    params = state.params
-    if validation["best_iteration"] is not None:
-        write_atomic(run.path / "params_final.msgpack", flax.serialization.to_bytes(jax.device_get(params)))
-        params = flax.serialization.from_bytes(params, best_path.read_bytes())
-    write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(params)))
-    write_npy(run.path / "latents.npy", state.latents)
-    samples = scale.to_data(generate(state.params, sample_z))
-    reconstructed = scale.to_data(generate(state.params, state.latents))
-    _save_grid(run.path / "samples.png", samples, scale)
-    _save_grid(run.path / "reconstructed.png", reconstructed[:64], scale)
-    if scale.pixels is None and sample_rate:
-        for i in range(min(8, samples.shape[0])):
-            gdata.save_wav(run.path / "sounds" / f"sample_{i}.wav", samples[i], sample_rate)
-        for i in range(min(4, x_obs.shape[0])):
-            gdata.save_wav(run.path / "sounds" / f"observed_{i}.wav", x_obs[i], sample_rate)
-
-    summary: Dict[str, object] = {"run_dir": run.path, "seconds": seconds, "state": state, "net": net,
-                                  "scale": scale, "iterations": total}
-    unit = scale.unit
-    train_mse = mean_squared_error(x_obs if mask is None else x_obs * mask,
-                                   reconstructed if mask is None else reconstructed * mask, unit)
-    if mask is not None:  # observed pixels only: rescale by the observed fraction
-        train_mse = train_mse / np.mean(np.broadcast_to(mask, x_obs.shape).reshape(n, -1), axis=1)
-    summary["train_mse"] = float(np.mean(train_mse))
-    if validation["best_iteration"] is not None:
-        summary["validation"] = dict(validation)
-    lines = [
-        f"# {title}",
-        "",
-        f"Source: {source or 'given data'}; {n} training example(s) of shape {tuple(x_obs.shape[1:])}"
-        + (f", {mask_spec or 'masked'} ({gmasks.describe(mask_spec) if mask_spec else ''})" if mask is not None else "")
-        + ".",
-        f"Generator `{config.net}` (norm {config.net_norm}), latent dimension d = {config.latent_dim}, "
-        f"σ = {config.sigma}; inference: {config.langevin.n_steps} Langevin steps of step size "
-        f"{config.langevin.step_size:g} (noise {config.langevin.noise_scale}) per iteration, warm-started; "
-        f"{config.optimizer} lr {config.learning_rate:g}, batch {config.batch_size}, {config.n_epochs} epochs = "
-        f"{total} iterations, {seconds:.0f} s in this session.",
-        "",
-        f"Training reconstruction error (mean squared error per {'observed ' if mask is not None else ''}value, "
-        f"values in [0, 1]): {summary['train_mse']:.5f}.",
-        "",
-    ]
-    if validation["best_iteration"] is not None:
-        curve = ", ".join(f"{r['iteration']}: {r['mse']:.5f}" for r in validation["rows"])
-        lines += [
-            f"Early stopping: {validation_observations.shape[0]} validation examples (not trained on), "
-            "least-squares reconstruction error by iteration: " + curve + ". "
-            f"`params.msgpack` holds the params of iteration {validation['best_iteration']}, the lowest "
-            f"({validation['best_mse']:.5f}); the last iteration's are `params_final.msgpack`.",
-            "",
-        ]
-    if scale.pixels is not None:
-        lines += [
-            "| observed | reconstructed g(z) | samples g(z), z ~ N(0, I) |",
-            "|---|---|---|",
-            "| ![observed](observed.png) | ![reconstructed](reconstructed.png) | ![samples](samples.png) |",
-            "",
-        ]
-    if mask is not None:
-        recovered = np.where(np.broadcast_to(mask, x_obs.shape) != 0, x_obs, reconstructed)
-        errors = recovery_error(x_obs / unit, recovered / unit, mask)
-        summary["train_recovery_error"] = float(np.mean(errors))
-        _save_grid(run.path / "recovered.png", recovered[:64], scale)
-        lines += [
-            "## Learning from incomplete data",
-            "",
-            f"Recovery error of the missing values of the training images (mean absolute error per missing "
-            f"value, values in [0, 1]): **{summary['train_recovery_error']:.4f}**.",
-            "",
-            "| observed (missing in black) | recovered | truth |",
-            "|---|---|---|",
-            "| ![masked](observed_masked.png) | ![recovered](recovered.png) | ![truth](observed.png) |",
-            "",
-        ]
-    if test_observations is not None:
-        held_lines, held = heldout_comparison(config, net, params, scale, np.asarray(x), test_observations,
-                                              run.path, rounds=test_rounds)
-        summary.update(held)
-        lines += held_lines
-    if scale.pixels is None and sample_rate:
-        lines += ["Generated sounds: `sounds/sample_*.wav` (observed clips: `sounds/observed_*.wav`).", ""]
-    lines += ["## Over the iterations", "",
-              *[f"![samples {int(p.stem.split('_')[-1])}](images/{p.name})"
-                for p in sorted(run.images.glob("samples_*.png"))],
-              "", "Per-iteration metrics in `metrics.csv`; config: `config.json`; params: `params.msgpack`; "
-              "latents of the training examples: `latents.npy`."]
-    run.write_report("\n".join(lines) + "\n")
-    summary["report"] = run.path / "report.md"
-    return summary
+    return learn(FAMILY, config, observations, out, title=title, source=source, data_spec=data_spec,
+                 overwrite=overwrite, resume=resume, quiet=quiet, mask=mask, mask_spec=mask_spec,
+                 test_observations=test_observations, test_rounds=test_rounds,
+                 validation_observations=validation_observations, sample_rate=sample_rate)
 
 
 def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "ObservationScale", x_train_model: np.ndarray,
-                       test_observations: np.ndarray, out_dir, *, rounds: int = 10, seed: int = 2):
+                       test_observations: np.ndarray, *, rounds: int = 10, seed: int = 2):
     """Reconstruction of held-out examples by ABP against PCA at the same
     latent dimension (fitted on the training set ``x_train_model``).
 
@@ -444,12 +414,11 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
     steps of gradient descent on z): to the posterior mode (the model's own
     inference, whose prior ``||z||²/2`` shrinks z), and to the least-squares
     fit ``argmin_z ||x − g(z)||²`` (prior weight 0), which is what PCA's
-    projection is for the linear model. Writes ``heldout_errors.npy`` (rows:
-    ABP posterior mode, ABP least-squares, PCA; per-example MSE in [0, 1]
-    units) and ``heldout.png`` (rows: observed, ABP least-squares, PCA) into
-    ``out_dir``; returns the report's lines and a summary dict.
+    projection is for the linear model. Returns the report's lines, a
+    summary dict, the picture ``heldout`` (rows: observed, ABP least-squares,
+    PCA) and the array ``heldout_errors`` (rows: ABP posterior mode, ABP
+    least-squares, PCA; per-example MSE in [0, 1] units).
     """
-    out_dir = Path(out_dir)
     unit = scale.unit
     x_test = scale.to_model(test_observations)
     key = jax.random.key(config.seed + seed)
@@ -470,9 +439,10 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
                    test_abp_better_fraction=float(np.mean(mode_err < pca_err)),
                    test_abp_fit_better_fraction=float(np.mean(fit_err < pca_err)),
                    test_abp_minus_pca=paired(mode_err), test_abp_fit_minus_pca=paired(fit_err))
-    write_npy(out_dir / "heldout_errors.npy", errors)
     k = min(16, test_observations.shape[0])
-    _save_grid(out_dir / "heldout.png", np.concatenate([test_observations[:k], fit[:k], pca[:k]]), scale, n_cols=k)
+    pictures = {}
+    if scale.pixels is not None:
+        pictures["heldout"] = Picture(np.concatenate([test_observations[:k], fit[:k], pca[:k]]), n_cols=k)
 
     def row(name, e):
         diff, se = paired(e)
@@ -500,7 +470,7 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
     ]
     if scale.pixels is not None:
         lines += [f"Rows of {k}: observed, ABP (least-squares fit), PCA.", "", "![held out](heldout.png)", ""]
-    return lines, summary
+    return lines, summary, pictures, {"heldout_errors": errors}
 
 
 def load_generator_run(run_dir):

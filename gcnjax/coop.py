@@ -21,13 +21,12 @@ and each learns from the revised images. One iteration:
 
 Both nets' steps use the parameters from the start of the iteration; the
 whole iteration is one jit'd function (:func:`make_train_step`) run by
-:func:`gcnjax.train.fit`; :func:`learn_coop` writes a run directory.
+:func:`gcnjax.run.learn`; :func:`learn_coop` writes a run directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
@@ -40,12 +39,13 @@ from gcnjax import descriptor as D
 from gcnjax import generator as G
 from gcnjax.langevin import LangevinConfig
 from gcnjax.nets import ConvSpec, DescriptorNet, GeneratorNet
-from gcnjax.train import Checkpointer, RunConfig, RunDir, fit
+from gcnjax.run import Family, Outputs, Picture, Trainer, learn
+from gcnjax.train import RunConfig
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
 
-__all__ = ["CoopConfig", "CoopState", "coop_config", "make_nets", "init_state", "make_train_step",
+__all__ = ["FAMILY", "CoopConfig", "CoopState", "coop_config", "make_nets", "init_state", "make_train_step",
            "make_sampler", "learn_coop"]
 
 
@@ -299,98 +299,72 @@ def _check_images(images, config: CoopConfig) -> np.ndarray:
     return images
 
 
+def _trainer(config: CoopConfig, x: jax.Array, scale: gdata.PixelScale, images: np.ndarray,
+             inputs: Dict[str, Any]) -> Trainer:
+    """Cooperative learning: proposals by the generator, revision by the
+    descriptor's Langevin, both nets learning from the revised images."""
+    des_net, gen_net = make_nets(config)
+    des_opt = D.make_optimizer(config.descriptor, des_net.init(jax.random.key(0), x[:1]), x.shape[1:3])
+    step = make_train_step(config, des_net.apply, gen_net.apply, des_opt, G.make_optimizer(config.generator))
+    sampler = make_sampler(config, des_net.apply, gen_net.apply)
+    k_init, k_pictures = jax.random.split(jax.random.key(config.seed))
+    z_pictures = jax.random.normal(k_pictures, (inputs.get("n_pictures", 36), config.generator.latent_dim),
+                                   jnp.float32)
+
+    def pictures(state, it):
+        proposals, revised = sampler(state, z_pictures, jax.random.fold_in(k_pictures, it))
+        return {"proposals": Picture(scale.to_pixels(np.asarray(proposals))),
+                "revised": Picture(scale.to_pixels(np.asarray(revised)))}
+
+    def finish(state, params):
+        return Outputs(pictures=pictures(state, config.n_iterations), report=[
+            "| observed | generator proposals g(z) | revised by the descriptor |",
+            "|---|---|---|",
+            "| ![observed](observed.png) | ![proposals](proposals.png) | ![revised](revised.png) |",
+            "",
+        ])
+
+    dcfg, gcfg = config.descriptor, config.generator
+    return Trainer(
+        phase_ends=[config.n_iterations],
+        init=lambda phase: init_state(k_init, config, des_net, gen_net),
+        step=lambda phase: step,
+        batches=gdata.shuffled_batches(x, min(dcfg.batch_size, x.shape[0]), config.seed),
+        snapshot=pictures,
+        params=lambda state: {"descriptor": state.des_params, "generator": state.gen_params},
+        finish=finish,
+        describe=(f"{dcfg.n_chains} proposals per iteration revised by {dcfg.langevin.n_steps} Langevin steps "
+                  f"(step {dcfg.langevin.step_size:g}, noise {dcfg.langevin.noise_scale}); σ_d = {dcfg.sigma}, "
+                  f"σ_g = {gcfg.sigma}, {gcfg.langevin.n_steps} latent inference steps."),
+        plot_keys=("energy_data", "energy_proposals", "energy_revised", "revision_drop"),
+    )
+
+
+FAMILY = Family(
+    name="coop",
+    config_type=CoopConfig,
+    check=lambda config, images, inputs: _check_images(images, config),
+    scale=lambda config, images, inputs: gdata.PixelScale("unit"),
+    load_scale=lambda d: gdata.PixelScale("unit") if d is None else gdata.PixelScale.from_dict(d),
+    trainer=_trainer,
+    langevin_path=("descriptor", "langevin"),
+    observed=lambda images, scale, inputs: {"observed": Picture(images[:inputs.get("n_pictures", 36)])},
+)
+
+
 def learn_coop(config: CoopConfig, images: np.ndarray, out, *, title: str = "Cooperative training",
                source: str = "", data_spec: Optional[Dict[str, Any]] = None, overwrite: bool = False,
                resume: bool = False, quiet: bool = False, n_pictures: int = 36) -> Dict[str, Any]:
     """Train a descriptor and a generator cooperatively on ``images``
-    (pixels 0..255, ``(N, H, W, C)``) and write a run directory: config,
-    metrics.csv (one row per logged iteration, the energies of the proposals
-    before and after revision included), grids of the generator's proposals
-    and of the revised images for a fixed set of ``z`` over the iterations,
-    checkpoints (``resume=True`` continues from the last one), an energy
-    plot and report.md. Returns a summary dict."""
-    from gcnjax.synthesis import _batches, plot_metrics
-
-    images = _check_images(images, config)
-    run = RunDir(out, overwrite=overwrite, resume=resume)
-    scale = gdata.PixelScale("unit")
-    if resume:
-        run.load_for_resume(config, observed_shape=images.shape)
-    else:
-        run.save_config(config, source=source, observed_shape=list(images.shape), data_spec=data_spec or {},
-                        title=title)
-        gdata.save_image_grid(run.path / "observed.png", images[:n_pictures])
-    x = jnp.asarray(scale.to_model(images))
-    des_net, gen_net = make_nets(config)
-    des_opt = D.make_optimizer(config.descriptor, des_net.init(jax.random.key(0), x[:1]), x.shape[1:3])
-    gen_opt = G.make_optimizer(config.generator)
-    step = make_train_step(config, des_net.apply, gen_net.apply, des_opt, gen_opt)
-    sampler = make_sampler(config, des_net.apply, gen_net.apply)
-    k_init, k_pictures = jax.random.split(jax.random.key(config.seed))
-    z_pictures = jax.random.normal(k_pictures, (n_pictures, config.generator.latent_dim), jnp.float32)
-
-    def snapshot(state, it):
-        proposals, revised = sampler(state, z_pictures, jax.random.fold_in(k_pictures, it))
-        gdata.save_image_grid(run.images / f"proposals_{it:06d}.png", scale.to_pixels(np.asarray(proposals)))
-        gdata.save_image_grid(run.images / f"revised_{it:06d}.png", scale.to_pixels(np.asarray(revised)))
-
-    t0 = time.perf_counter()
-    batch_size = min(config.descriptor.batch_size, x.shape[0])
-    batches = _batches(x, batch_size, config.seed)
-    with Checkpointer(run.checkpoints, keep=config.run.keep_checkpoints) as checkpointer:
-        state = init_state(k_init, config, des_net, gen_net)
-        done = checkpointer.latest_step() if resume else None
-        if resume:
-            if done is None:
-                raise FileNotFoundError(f"cannot resume {str(run.path)!r}: it has no checkpoint yet; start it again.")
-            state = checkpointer.restore(state, done)
-            run.truncate_metrics(done)
-        else:
-            done = 0
-            checkpointer.save(0, state)
-        if done < config.n_iterations:
-            state, _ = fit(step, state, batches, start=done, end=config.n_iterations, run_dir=run, run=config.run,
-                           checkpointer=checkpointer, on_snapshot=snapshot, quiet=quiet, desc=title,
-                           step_size=config.descriptor.langevin.step_size)
-    seconds = time.perf_counter() - t0
-
-    proposals, revised = sampler(state, z_pictures, jax.random.fold_in(k_pictures, config.n_iterations))
-    gdata.save_image_grid(run.path / "proposals.png", scale.to_pixels(np.asarray(proposals)))
-    gdata.save_image_grid(run.path / "revised.png", scale.to_pixels(np.asarray(revised)))
-    history = run.read_metrics()
-    plot_metrics(history, run.path / "energy.png", keys=("energy_data", "energy_proposals", "energy_revised"))
-    last = {k: float(v[-1]) for k, v in history.items() if v.dtype.kind == "f"}
-    drop = history.get("revision_drop", np.zeros(1))
-    report = [
-        f"# {title}",
-        "",
-        f"Source: {source or 'given images'}; {images.shape[0]} observed image(s) of "
-        f"{images.shape[2]}×{images.shape[1]}×{images.shape[3]}.",
-        f"{config.n_iterations} iterations ({seconds:.0f} s in this session); {config.descriptor.n_chains} "
-        f"proposals per iteration revised by {config.descriptor.langevin.n_steps} Langevin steps "
-        f"(step {config.descriptor.langevin.step_size:g}, noise {config.descriptor.langevin.noise_scale}); "
-        f"σ_d = {config.descriptor.sigma}, σ_g = {config.generator.sigma}, "
-        f"{config.generator.langevin.n_steps} latent inference steps.",
-        "",
-        "| observed | generator proposals g(z) | revised by the descriptor |",
-        "|---|---|---|",
-        "| ![observed](observed.png) | ![proposals](proposals.png) | ![revised](revised.png) |",
-        "",
-        "## Energies",
-        "",
-        "![energies](energy.png)",
-        "",
-        f"Final mean energy: data {last.get('energy_data', float('nan')):.4g}, proposals "
-        f"{last.get('energy_proposals', float('nan')):.4g}, revised {last.get('energy_revised', float('nan')):.4g}. "
-        f"The revision lowered the proposals' mean energy in {int(np.sum(drop > 0))} of {len(drop)} logged "
-        "iterations. Per-iteration values in `metrics.csv`.",
-        "",
-        "## Over the iterations",
-        "",
-        *[f"iteration {int(p.stem.split('_')[-1])}: ![proposals](images/{p.name}) "
-          f"![revised](images/{p.name.replace('proposals', 'revised')})"
-          for p in sorted(run.images.glob("proposals_*.png"))],
-    ]
-    run.write_report("\n".join(report) + "\n")
-    return {"run_dir": run.path, "report": run.path / "report.md", "proposals": run.path / "proposals.png",
-            "revised": run.path / "revised.png", "seconds": seconds, "state": state, "history": history}
+    (pixels 0..255, ``(N, H, W, C)``) and write a run directory
+    (:func:`gcnjax.run.learn` with :data:`FAMILY`): metrics.csv with the
+    energies of the proposals before and after revision, grids of the
+    generator's proposals and of the revised images for ``n_pictures`` fixed
+    ``z`` over the iterations, ``params.msgpack`` (``{"descriptor": w,
+    "generator": θ}``). Returns the engine's summary, with the paths of
+    ``proposals`` and ``revised``."""
+    result = learn(FAMILY, config, images, out, title=title, source=source, data_spec=data_spec,
+                   overwrite=overwrite, resume=resume, quiet=quiet, n_pictures=n_pictures)
+    result["proposals"] = result["run_dir"] / "proposals.png"
+    result["revised"] = result["run_dir"] / "revised.png"
+    return result

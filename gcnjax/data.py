@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 __all__ = [
     "DataError",
+    "shuffled_batches",
     "IMAGE_EXTENSIONS",
     "BUNDLED_TEXTURES",
     "load_image",
@@ -217,6 +218,33 @@ def bundled_photo_tiles(size=32, channels: int = 3, tiles_per_side: int = 4) -> 
     return np.stack(tiles).astype(np.float32)
 
 
+def shuffled_batches(x, batch_size: int, seed: int, *, always_shuffle: bool = False):
+    """``batch(i)``: iteration ``i``'s batch of ``x`` (first axis), every
+    batch of one size, so a learning step is traced once.
+
+    Each epoch visits the examples in a fresh order (a function of ``seed``
+    and the epoch, so a resumed run sees the same batches), and a batch that
+    runs past the end of an epoch wraps to the start of that order. With
+    ``len(x) <= batch_size`` every batch is all of ``x`` in its own order,
+    unless ``always_shuffle``: then batches of ``batch_size`` are cut from
+    the shuffled order all the same (repeating examples where there are
+    fewer).
+    """
+    n = x.shape[0]
+    if n <= batch_size and not always_shuffle:
+        return lambda i: x
+    orders = {}
+
+    def batch(i):
+        epoch, pos = divmod(i * batch_size, n)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        return x[np.take(orders[epoch], np.arange(pos, pos + batch_size), mode="wrap")]
+
+    return batch
+
+
 @dataclasses.dataclass(frozen=True)
 class PixelScale:
     """How pixels 0..255 map to the values a model sees.
@@ -258,6 +286,15 @@ class PixelScale:
         if self.kind == "unit":
             return (np.asarray(x) + 1.0) * 127.5
         return np.asarray(x) + np.asarray(self.mean, np.float32)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """``{"kind": ..., "mean": [...] or None}``, as a run's config.json keeps it."""
+        return {"kind": self.kind, "mean": None if self.mean is None else list(self.mean)}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "PixelScale":
+        """The scale that :meth:`to_dict` wrote."""
+        return cls(d["kind"], None if d.get("mean") is None else tuple(float(m) for m in d["mean"]))
 
     @property
     def range(self) -> Tuple[float, float]:

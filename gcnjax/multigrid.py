@@ -49,7 +49,8 @@ from gcnjax import descriptor as D
 from gcnjax.langevin import LangevinConfig
 from gcnjax.metrics import recovery_error
 from gcnjax.nets import MULTIGRID_NORMS, MultigridNet, multigrid_layers
-from gcnjax.train import Checkpointer, RunConfig, RunDir, fit, write_atomic, write_npy
+from gcnjax.run import Family, Outputs, Picture, Trainer, learn
+from gcnjax.train import RunConfig, RunDir, write_atomic
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -506,22 +507,6 @@ def _check_images(images: np.ndarray, config: MultigridConfig, name: str = "imag
     return images
 
 
-def _batches(x: jax.Array, batch_size: int, seed: int):
-    """Batch ``i``: a fixed-size slice of a per-epoch permutation (wrapping),
-    so that every batch has one shape and a resumed run sees the same ones."""
-    n = x.shape[0]
-    orders = {}
-
-    def batch(i):
-        epoch, pos = divmod(i * batch_size, n)
-        if epoch not in orders:
-            orders.clear()
-            orders[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
-        return x[np.take(orders[epoch], np.arange(pos, pos + batch_size), mode="wrap")]
-
-    return batch
-
-
 def _ordered(samples) -> list:
     """``"start"`` first, then the grids coarse to fine."""
     grids = sorted((k for k in samples if k != "start"), key=lambda k: int(k[4:]))
@@ -542,146 +527,89 @@ def _pyramid_picture(samples: Dict[str, np.ndarray], scale: gdata.PixelScale, si
     return scale.to_pixels(tiles), len(names)
 
 
-def _save_grids(run: RunDir, samples, scale, size, suffix: str):
-    paths = {}
-    for name, x in samples.items():
-        x = np.asarray(x)
-        pixels = scale.to_pixels(np.asarray(upsample(jnp.asarray(x), size)))
-        paths[name] = gdata.save_image_grid(run.images / f"{name}_{suffix}.png", pixels)
+def _pictures(samples, scale: gdata.PixelScale, size: int) -> Dict[str, Picture]:
+    """The chains at each grid (up-sampled to ``size`` for viewing), and the
+    pyramid picture: one row per chain, coarse to fine."""
+    pictures = {name: Picture(scale.to_pixels(np.asarray(upsample(jnp.asarray(np.asarray(x)), size))))
+                for name, x in samples.items()}
     tiles, n_cols = _pyramid_picture(samples, scale, size)
-    paths["pyramid"] = gdata.save_image_grid(run.images / f"pyramid_{suffix}.png", tiles, n_cols=n_cols)
-    return paths
+    pictures["pyramid"] = Picture(tiles, n_cols)
+    return pictures
 
 
-
-
-def learn_multigrid(
-    config: MultigridConfig,
-    images: np.ndarray,
-    out: Union[str, Path],
-    *,
-    title: str = "Multi-grid descriptor",
-    source: str = "",
-    data_spec: Optional[Dict[str, object]] = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    quiet: bool = False,
-) -> Dict[str, object]:
-    """Learn the multi-grid models from observed ``images`` (pixels 0..255,
-    ``N×S×S×C`` with ``S`` the finest grid) and write a run directory:
-    ``config.json``, ``metrics.csv`` (per-grid energies of data and
-    samples), ``images/`` (samples at each grid, from the start upwards, and
-    a pyramid picture per snapshot), ``checkpoints/``, ``params.msgpack``,
-    ``report.md``.
-
-    The run is checkpointed every ``config.run.checkpoint_every``
-    iterations; ``resume=True`` continues the run in ``out`` from its last
-    checkpoint with the same result as an uninterrupted run. Divergence
-    stops the run at the last good checkpoint (:func:`gcnjax.train.fit`).
-    """
-    images = _check_images(images, config)
-    run = RunDir(out, overwrite=overwrite, resume=resume)
-    scale = gdata.PixelScale(config.pixel_scale).fit(images)
-    if resume:
-        saved = run.load_for_resume(config, observed_shape=images.shape)
-        scale = gdata.PixelScale(saved["pixel_scale"]["kind"], tuple(saved["pixel_scale"]["mean"] or ()) or None)
-    x = jnp.asarray(scale.to_model(images))
-    box = scale.range
-    if not resume:
-        run.save_config(config, pixel_scale=scale, source=source, observed_shape=list(images.shape),
-                        data_spec=data_spec or {}, title=title)
-        gdata.save_image_grid(run.path / "observed.png", images[:64])
-
-    nets, optimizer, step, _ = _compiled(_step_key(config), tuple(box))
-    batches = _batches(x, config.batch_size, config.seed)
+def _trainer(config: MultigridConfig, x: jax.Array, scale: gdata.PixelScale, images: np.ndarray,
+             inputs: Dict[str, Any]) -> Trainer:
+    """Multi-grid learning: one descriptor and one Adam per grid in one state,
+    chains coarse to fine from each image's 1×1 mean colour."""
+    nets, optimizer, step, _ = _compiled(_step_key(config), tuple(scale.range))
     size = config.image_size
 
-    def snapshot(state, it):
-        _save_grids(run, jax.device_get(state.samples), scale, size, f"{it:06d}")
+    def finish(state, params):
+        final = {k: np.asarray(v) for k, v in jax.device_get(state.samples).items()}
+        finest = scale.to_pixels(final[grid_key(size)])
+        pictures = {f"images/{name}_final": p for name, p in _pictures(final, scale, size).items()}
+        report = [
+            "## Samples at each grid (final iteration), coarse to fine",
+            "",
+            "Each row is one chain; columns go from its start up to the finest grid "
+            "(coarse grids shown up-sampled by nearest neighbour).",
+            "",
+            "![pyramid](images/pyramid_final.png)",
+            "",
+            *[f"- {_label(k, final[k])}: ![{k}](images/{k}_final.png)" for k in _ordered(final)],
+            "",
+            "| observed | synthesized (finest grid) |",
+            "|---|---|",
+            "| ![observed](observed.png) | ![synthesized](synthesized.png) |",
+            "",
+        ]
+        return Outputs(pictures={"synthesized": Picture(finest[:64]), **pictures}, arrays={"synthesized": finest},
+                       report=report, summary={"nets": nets, "samples": {k: scale.to_pixels(v) for k, v in final.items()}})
 
-    t0 = time.perf_counter()
-    with Checkpointer(run.checkpoints, keep=config.run.keep_checkpoints) as checkpointer:
-        state = init_state(jax.random.key(config.seed), config, nets, optimizer)
-        done = 0
-        if resume:
-            done = checkpointer.latest_step()
-            if done is None:
-                raise FileNotFoundError(f"cannot resume {str(run.path)!r}: it has no checkpoint yet; start it again.")
-            state = checkpointer.restore(state, done)
-            run.truncate_metrics(done)
-        else:
-            checkpointer.save(0, state)  # the start is the first good checkpoint
-        if done < config.n_iterations:
-            state, _ = fit(step, state, batches, start=done, end=config.n_iterations, run_dir=run, run=config.run,
-                           checkpointer=checkpointer, on_snapshot=snapshot, quiet=quiet, desc=title,
-                           step_size=config.langevin.step_size)
-    seconds = time.perf_counter() - t0
-
-    write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(state.params)))
-    final = {k: np.asarray(v) for k, v in jax.device_get(state.samples).items()}
-    finest = scale.to_pixels(final[grid_key(size)])
-    write_npy(run.path / "synthesized.npy", finest)
-    gdata.save_image_grid(run.path / "synthesized.png", finest[:64])
-    final_paths = _save_grids(run, final, scale, size, "final")
-    history = run.read_metrics()
-    from gcnjax.synthesis import plot_metrics
-
-    keys = [f"{kind}_{g}" for g in config.grids for kind in ("energy_data", "energy_samples")]
-    plot_metrics(history, run.path / "energy.png", keys=keys)
-
-    last = {k: float(v[-1]) for k, v in history.items() if v.dtype.kind == "f"}
-    order = _ordered(final)
     sampler = config.langevin
-    rows = "\n".join(
-        f"| {g}×{g} | {last.get(f'energy_data_{g}', float('nan')):.4g} | "
-        f"{last.get(f'energy_samples_{g}', float('nan')):.4g} |" for g in config.grids)
-    report = [
-        f"# {title}",
-        "",
-        f"Source: {source or 'given images'}; {images.shape[0]} observed image(s) of "
-        f"{images.shape[2]}×{images.shape[1]}×{images.shape[3]}.",
-        f"{config.n_iterations} iterations ({seconds:.0f} s in this session), batch {config.batch_size}; "
-        f"grids {' → '.join(f'{g}×{g}' for g in config.grids)} started from "
-        + ("each image's 1×1 mean colour" if config.start == "mean" else "uniform noise")
-        + f"; {sampler.n_steps} Langevin steps per grid of step size {sampler.step_size:g} "
-        f"(noise {sampler.noise_scale}); σ = {config.sigma}; clipped to the pixel range: {config.clip_to_data}; "
-        f"nets des4/16/64 × width {config.width}, norm {config.norm}; Adam lr {config.learning_rate:g}.",
-        "",
-        "## Samples at each grid (final iteration), coarse to fine",
-        "",
-        "Each row is one chain; columns go from its start up to the finest grid "
-        "(coarse grids shown up-sampled by nearest neighbour).",
-        "",
-        f"![pyramid](images/{final_paths['pyramid'].name})",
-        "",
-        *[f"- {_label(k, final[k])}: ![{k}](images/{final_paths[k].name})" for k in order],
-        "",
-        "| observed | synthesized (finest grid) |",
-        "|---|---|",
-        "| ![observed](observed.png) | ![synthesized](synthesized.png) |",
-        "",
-        "## Energies at the last iteration (mean over the batch)",
-        "",
-        "| grid | E(data) | E(samples) |",
-        "|---|---|---|",
-        rows,
-        "",
-        "![energies](energy.png)",
-        "",
-        "Per-iteration values in `metrics.csv`; config `config.json`; params `params.msgpack`.",
-    ]
-    run.write_report("\n".join(report) + "\n")
-    return {
-        "run_dir": run.path,
-        "report": run.path / "report.md",
-        "synthesized": run.path / "synthesized.png",
-        "seconds": seconds,
-        "state": state,
-        "scale": scale,
-        "nets": nets,
-        "history": history,
-        "samples": {k: scale.to_pixels(v) for k, v in final.items()},
-    }
+    return Trainer(
+        phase_ends=[config.n_iterations],
+        init=lambda phase: init_state(jax.random.key(config.seed), config, nets, optimizer),
+        step=lambda phase: step,
+        batches=gdata.shuffled_batches(x, config.batch_size, config.seed, always_shuffle=True),
+        snapshot=lambda state, it: _pictures(jax.device_get(state.samples), scale, size),
+        params=lambda state: state.params,
+        finish=finish,
+        describe=(f"Batch {config.batch_size}; grids {' → '.join(f'{g}×{g}' for g in config.grids)} started from "
+                  + ("each image's 1×1 mean colour" if config.start == "mean" else "uniform noise")
+                  + f"; {sampler.n_steps} Langevin steps per grid of step size {sampler.step_size:g} "
+                  f"(noise {sampler.noise_scale}); σ = {config.sigma}; clipped to the pixel range: "
+                  f"{config.clip_to_data}; nets des4/16/64 × width {config.width}, norm {config.norm}; "
+                  f"Adam lr {config.learning_rate:g}."),
+        plot_keys=tuple(f"{kind}_{g}" for g in config.grids for kind in ("energy_data", "energy_samples")),
+    )
+
+
+FAMILY = Family(
+    name="multigrid",
+    config_type=MultigridConfig,
+    check=lambda config, images, inputs: _check_images(images, config),
+    scale=lambda config, images, inputs: gdata.PixelScale(config.pixel_scale).fit(images),
+    load_scale=gdata.PixelScale.from_dict,
+    trainer=_trainer,
+)
+
+
+def learn_multigrid(config: MultigridConfig, images: np.ndarray, out: Union[str, Path], *,
+                    title: str = "Multi-grid descriptor", source: str = "",
+                    data_spec: Optional[Dict[str, object]] = None, overwrite: bool = False, resume: bool = False,
+                    quiet: bool = False) -> Dict[str, object]:
+    """Learn the multi-grid models from observed ``images`` (pixels 0..255,
+    ``N×S×S×C`` with ``S`` the finest grid) and write a run directory
+    (:func:`gcnjax.run.learn` with :data:`FAMILY`): the samples at each grid
+    from the start upwards and a pyramid picture per snapshot, the per-grid
+    energies of data and samples, ``synthesized.png`` at the finest grid.
+    Returns the engine's summary, with ``nets`` and ``samples`` (pixels at
+    each grid)."""
+    result = learn(FAMILY, config, images, out, title=title, source=source, data_spec=data_spec,
+                   overwrite=overwrite, resume=resume, quiet=quiet)
+    result["synthesized"] = result["run_dir"] / "synthesized.png"
+    return result
 
 
 def load_multigrid_run(run_dir: Union[str, Path]):
@@ -696,8 +624,7 @@ def load_multigrid_run(run_dir: Union[str, Path]):
         config = MultigridConfig.from_dict(payload["config"])
     except (TypeError, KeyError) as err:
         raise ValueError(f"{str(run_dir)!r} is not a multi-grid run ({err}).") from None
-    scale_d = payload["pixel_scale"]
-    scale = gdata.PixelScale(scale_d["kind"], None if scale_d["mean"] is None else tuple(scale_d["mean"]))
+    scale = gdata.PixelScale.from_dict(payload["pixel_scale"])
     nets = make_nets(config)
     template = init_state(jax.random.key(0), config, nets, make_optimizer(config)).params
     params = flax.serialization.from_bytes(template, params_path.read_bytes())

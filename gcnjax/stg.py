@@ -27,7 +27,6 @@ then one learning step on the recovered video (the paper's algorithm).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -41,7 +40,8 @@ from gcnjax import descriptor as D
 from gcnjax import metrics
 from gcnjax.langevin import LangevinConfig
 from gcnjax.nets import SOUND_LAYERS, STG_VARIANTS, cpu_conv, stg_layers
-from gcnjax.train import RunConfig, RunDir, fit, write_atomic
+from gcnjax.run import Family, Outputs, Picture, Trainer, learn, save_video
+from gcnjax.train import RunConfig
 
 __all__ = [
     "STG_VARIANTS",
@@ -155,14 +155,7 @@ def _write_video_outputs(run_path: Path, observed: np.ndarray, synthesized: np.n
                          name: str = "observed_vs_synthesized") -> Dict[str, Path]:
     """GIF and MP4 of the observed video beside each synthesized one, and a
     PNG frame strip (first row observed, then one row per chain)."""
-    paths = {}
-    movie = gdata.side_by_side(observed[0], *synthesized)
-    paths["gif"] = gdata.save_video(run_path / f"{name}.gif", movie, fps=fps)
-    try:
-        even = movie[:, : movie.shape[1] // 2 * 2, : movie.shape[2] // 2 * 2]  # H.264 wants even sizes
-        paths["mp4"] = gdata.save_video(run_path / f"{name}.mp4", even, fps=fps)
-    except Exception as err:  # no ffmpeg: the GIF is enough
-        print(f"MP4 not written ({type(err).__name__}: {err})")
+    paths = save_video(run_path / name, gdata.side_by_side(observed[0], *synthesized), fps)
     # Rows of evenly spaced frames: the observed video (when of the same
     # length), then each synthesized one over its whole length.
     strip = synthesized if observed.shape[1] != synthesized.shape[1] else np.concatenate([observed[:1], synthesized])
@@ -275,10 +268,103 @@ def make_recovery_step(config: D.DescriptorConfig, net, optimizer, observed: jax
     return step
 
 
+def _check_recovery(config: D.DescriptorConfig, video, inputs) -> np.ndarray:
+    from gcnjax.synthesis import check_images
+
+    videos = check_images(_as_batch(video, 5, "video"), config)
+    if videos.shape[0] != 1:
+        raise gdata.DataError(f"recover_video recovers one video at a time, got {videos.shape[0]}.")
+    try:
+        full_mask = np.broadcast_to(np.asarray(inputs["mask"], np.float32), videos.shape)
+    except ValueError:
+        raise ValueError(f"mask of shape {np.shape(inputs['mask'])} does not broadcast to the video's shape "
+                         f"{videos.shape}; build it with gcnjax.masks for this video.") from None
+    if full_mask.min() == 1:
+        raise ValueError("the mask marks every value observed; there is nothing to recover.")
+    if full_mask.max() == 0:
+        raise ValueError("the mask marks every value missing; recovery needs some observed values.")
+    inputs["mask"] = full_mask
+    return videos
+
+
+def _observed_mean_scale(config, videos, inputs) -> gdata.PixelScale:
+    """``minus_mean`` with the mean of the OBSERVED values (the missing ones are unknown)."""
+    mask = inputs["mask"]
+    mean = float(np.where(mask != 0, videos, 0.0).sum() / mask.sum())
+    return gdata.PixelScale("minus_mean", (mean,) * videos.shape[-1])
+
+
+def _recovery_trainer(config: D.DescriptorConfig, x, scale: gdata.PixelScale, videos: np.ndarray, inputs) -> Trainer:
+    """Learning from one incomplete video: Langevin on its missing values
+    (observed ones clamped), then the descriptor's learning step, every
+    iteration (:func:`make_recovery_step`); the state is ``(DescriptorState,
+    filled video)``."""
+    full_mask = inputs["mask"]
+    observed = jnp.where(jnp.asarray(full_mask) != 0, x, 0.0)
+    net = D.make_net(config)
+    cfg = dataclasses.replace(config, n_chains=videos.shape[0])
+
+    def init(phase):
+        return D.init_state(jax.random.key(config.seed), cfg, net, observed), observed
+
+    optimizer = D.make_optimizer(cfg, init(0)[0].params, image_size=videos.shape[1:-1])
+    step = jax.jit(make_recovery_step(cfg, net, optimizer, observed, jnp.asarray(full_mask)))
+    mean = scale.mean[0]
+
+    def recovered_pixels(filled):
+        return np.clip(np.where(full_mask != 0, videos, scale.to_pixels(np.asarray(filled))), 0, 255)
+
+    def finish(state, params):
+        recovered = recovered_pixels(state[1])
+        error = float(metrics.recovery_error(videos, recovered, full_mask).mean())
+        baseline = float(metrics.recovery_error(videos, np.where(full_mask != 0, videos, mean), full_mask).mean())
+        incomplete = np.where(full_mask != 0, videos, 0.0)
+        missing = float(1 - full_mask.mean())
+        summary = {"what": inputs["what"], "recovery_error": error, "mean_fill_error": baseline,
+                   "iterations": config.n_iterations, "missing_fraction": missing,
+                   "recovered": recovered, "filled_model": np.asarray(state[1])}
+        report = [f"{missing:.0%} of the values missing ({inputs['what']}).", "",
+                  f"Mean |error| on missing values (0..255): recovered **{error:.2f}**, filled with the observed "
+                  f"mean {baseline:.2f}.", "", "Rows: incomplete, recovered, true.", "",
+                  "![frames](incomplete_recovered_true.png)", ""]
+        return Outputs(pictures={"incomplete_recovered_true": Picture(np.stack([incomplete[0], recovered[0], videos[0]]))},
+                       videos={"incomplete_recovered_true": (gdata.side_by_side(incomplete[0], recovered[0], videos[0]),
+                                                             inputs["fps"])},
+                       report=report, summary=summary)
+
+    return Trainer(
+        phase_ends=[config.n_iterations],
+        init=init,
+        step=lambda phase: step,
+        batches=lambda i: None,
+        snapshot=lambda state, it: {"recovered": Picture(recovered_pixels(state[1]))},
+        params=lambda state: state[0].params,
+        finish=finish,
+        describe=(f"Each iteration one Langevin run of {config.langevin.n_steps} steps (step size "
+                  f"{config.langevin.step_size:g}) on the missing values, observed ones clamped, then one "
+                  "learning step on the recovered video."),
+        plot_keys=("f_data", "f_samples"),
+        desc=lambda phase: " (recovery)",
+    )
+
+
+RECOVERY = Family(
+    name="video_recovery",
+    config_type=D.DescriptorConfig,
+    check=_check_recovery,
+    scale=_observed_mean_scale,
+    load_scale=gdata.PixelScale.from_dict,
+    trainer=_recovery_trainer,
+    observed=lambda videos, scale, inputs: {},
+    recorded=lambda inputs: {"what": inputs["what"], "missing_fraction": float(1 - np.mean(inputs["mask"]))},
+)
+
+
 def recover_video(config: D.DescriptorConfig, video: np.ndarray, mask: np.ndarray, out, *,
-                  what: str = "missing values", fps: float = 10.0, overwrite: bool = False,
+                  what: str = "missing values", fps: float = 10.0, overwrite: bool = False, resume: bool = False,
                   quiet: bool = False) -> Dict[str, object]:
-    """Learn from an incomplete video and recover its missing values.
+    """Learn from an incomplete video and recover its missing values
+    (:func:`gcnjax.run.learn` with :data:`RECOVERY`).
 
     ``video``: the complete ``(T, H, W, C)`` pixels (used only to score the
     recovery: the learner sees ``video`` where ``mask`` is 1);
@@ -289,55 +375,5 @@ def recover_video(config: D.DescriptorConfig, video: np.ndarray, mask: np.ndarra
     (:func:`gcnjax.metrics.recovery_error`, mean |error| on missing values, in
     0..255 units) against that of filling with the observed mean.
     """
-    from gcnjax.synthesis import check_images
-
-    videos = check_images(_as_batch(video, 5, "video"), config)
-    if videos.shape[0] != 1:
-        raise gdata.DataError(f"recover_video recovers one video at a time, got {videos.shape[0]}.")
-    try:
-        full_mask = np.broadcast_to(np.asarray(mask, np.float32), videos.shape)
-    except ValueError:
-        raise ValueError(f"mask of shape {np.shape(mask)} does not broadcast to the video's shape "
-                         f"{videos.shape}; build it with gcnjax.masks for this video.") from None
-    if full_mask.min() == 1:
-        raise ValueError("the mask marks every value observed; there is nothing to recover.")
-    if full_mask.max() == 0:
-        raise ValueError("the mask marks every value missing; recovery needs some observed values.")
-    observed_only = np.where(full_mask != 0, videos, 0.0)
-    mean = float(observed_only.sum() / full_mask.sum())
-    scale = gdata.PixelScale("minus_mean", (mean,) * videos.shape[-1])
-    run = RunDir(out, overwrite=overwrite)
-    run.save_config(config, pixel_scale=scale, observed_shape=list(videos.shape), title=f"Recovery: {what}",
-                    missing_fraction=float(1 - full_mask.mean()))
-    observed = jnp.asarray(np.where(full_mask != 0, scale.to_model(videos), 0.0), jnp.float32)
-    m = jnp.asarray(full_mask)
-
-    net = D.make_net(config)
-    cfg = dataclasses.replace(config, n_chains=videos.shape[0])
-    state = D.init_state(jax.random.key(config.seed), cfg, net, observed)
-    optimizer = D.make_optimizer(cfg, state.params, image_size=videos.shape[1:-1])
-    step = make_recovery_step(cfg, net, optimizer, observed, m)
-    t0 = time.perf_counter()
-    (state, filled), _ = fit(step, (state, observed), lambda i: None, end=config.n_iterations, run_dir=run,
-                             run=config.run, quiet=quiet, desc="recovery")
-    seconds = time.perf_counter() - t0
-    recovered = np.where(full_mask != 0, videos, scale.to_pixels(np.asarray(filled)))
-    recovered = np.clip(recovered, 0, 255)
-    error = float(metrics.recovery_error(videos, recovered, full_mask).mean())
-    baseline = float(metrics.recovery_error(videos, np.where(full_mask != 0, videos, mean), full_mask).mean())
-    incomplete = np.where(full_mask != 0, videos, 0.0)
-    movie = gdata.side_by_side(incomplete[0], recovered[0], videos[0])
-    gdata.save_video(run.path / "incomplete_recovered_true.gif", movie, fps=fps)
-    gdata.save_frame_strip(run.path / "incomplete_recovered_true.png",
-                           np.stack([incomplete[0], recovered[0], videos[0]]))
-    summary = {"what": what, "recovery_error": error, "mean_fill_error": baseline, "seconds": seconds,
-               "iterations": config.n_iterations, "missing_fraction": float(1 - full_mask.mean())}
-    write_atomic(run.path / "summary.json", json.dumps(summary, indent=2))
-    run.write_report(
-        f"# Recovery: {what}\n\n{summary['missing_fraction']:.0%} of the values missing; learned from the "
-        f"incomplete video for {config.n_iterations} iterations ({seconds:.0f} s), each one Langevin run of "
-        f"{config.langevin.n_steps} steps on the missing values (observed ones clamped) and one learning step.\n\n"
-        f"Mean |error| on missing values (0..255): recovered {error:.2f}, filled with the observed mean "
-        f"{baseline:.2f}.\n\nRows: incomplete, recovered, true.\n\n![frames](incomplete_recovered_true.png)\n"
-    )
-    return {"run_dir": run.path, "recovered": recovered, "filled_model": np.asarray(filled), **summary}
+    return learn(RECOVERY, config, video, out, title=f"Recovery: {what}", overwrite=overwrite, resume=resume,
+                 quiet=quiet, mask=mask, what=what, fps=fps)

@@ -1,19 +1,16 @@
-"""Descriptor runs: learn from images, synthesize, and check the theory.
+"""Descriptor runs: the descriptor as a family of the run engine, and the
+auto-encoding check of a learned model.
 
-These are the paper experiments as library functions (the CLI and the
-scripts in ``experiments/`` call them): each writes a run directory with the
-config, PNG grids of observed and synthesized images over the iterations, a
-CSV of the energies, a plot, the learned params, and a markdown report.
+:data:`FAMILY` is what :func:`gcnjax.run.learn` needs to learn a descriptor
+(texture, object, CD, FRAME, short-run, spatial-temporal, layer-by-layer
+growth); :func:`learn_descriptor` is that call.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import sys
-import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import flax.serialization
 import jax
@@ -22,12 +19,11 @@ import numpy as np
 
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
-from gcnjax.langevin import LangevinConfig
 from gcnjax.nets import layer_output_sizes, receptive_field
-from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic, write_npy
+from gcnjax.run import Family, Outputs, Picture, Trainer, learn
+from gcnjax.train import RunDir, write_atomic
 
-__all__ = ["learn_descriptor", "load_run", "autoencoding_check", "check_run_autoencoding", "check_images",
-           "plot_metrics", "save_picture", "plot_waveforms"]
+__all__ = ["FAMILY", "learn_descriptor", "load_run", "autoencoding_check", "check_run_autoencoding", "check_images"]
 
 
 def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "images") -> np.ndarray:
@@ -84,274 +80,102 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
     return images
 
 
-def save_picture(path: Path, pixels: np.ndarray) -> Path:
-    """A PNG of a batch in pixel units: a grid of images ``(N, H, W, C)``, a
-    strip of frames per video ``(N, T, H, W, C)``
-    (:func:`gcnjax.data.save_frame_strip`), or the waveforms of sounds
-    ``(N, T, C)`` (in the pixel units of :func:`gcnjax.data.sound_to_pixels`,
-    plotted in [−1, 1])."""
-    pixels = np.asarray(pixels)
-    if pixels.ndim == 5:
-        return gdata.save_frame_strip(path, pixels)
-    if pixels.ndim == 3:
-        return plot_waveforms(gdata.pixels_to_sound(pixels), path)
-    return gdata.save_image_grid(path, pixels)
-
-
-def plot_waveforms(sounds: np.ndarray, path: Path) -> Path:
-    """Plot each waveform of ``(N, T, C)`` sounds (first channel) to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sounds = np.asarray(sounds)
-    fig, axes = plt.subplots(len(sounds), 1, figsize=(7, 1.3 * len(sounds) + 0.4), dpi=90, squeeze=False)
-    for ax, wave in zip(axes[:, 0], sounds):
-        ax.plot(wave[:, 0], lw=0.5)
-        ax.set_ylim(-1.05, 1.05)
-        ax.set_yticks([])
-    axes[-1, 0].set_xlabel("sample")
-    fig.tight_layout()
-    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return Path(path)
-
-
-def plot_metrics(history: Dict[str, np.ndarray], path: Path, keys=("f_data", "f_samples")) -> Optional[Path]:
-    """Plot metric curves against iterations to a PNG (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    for k in keys:
-        if k in history:
-            ax.plot(history["iteration"], history[k], label=k)
-    ax.set_xlabel("iteration")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return Path(path)
-
-
-def _batches(x: jax.Array, batch_size: int, seed: int):
-    n = x.shape[0]
-    if n <= batch_size:
-        return lambda i: x
-    orders = {}
-
-    def batch(i):
-        epoch, pos = divmod(i * batch_size, n)
-        if epoch not in orders:
-            orders.clear()
-            orders[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
-        idx = np.take(orders[epoch], np.arange(pos, pos + batch_size), mode="wrap")
-        return x[idx]
-
-    return batch
-
-
-def _stages(config: D.DescriptorConfig):
-    """``[(depth, begin, end)]``: the net depth for iterations begin..end−1."""
+def _stages(config: D.DescriptorConfig) -> List[Tuple[Optional[int], int]]:
+    """``[(depth, end)]``: the net's depth (None: all of ``config.layers``) up
+    to iteration ``end``, one entry per stage of layer-by-layer growth."""
     if not config.grow_iterations:
-        return [(None, 0, config.n_iterations)]
-    stages, begin = [], 0
-    for d, n in enumerate(config.grow_iterations):
+        return [(None, config.n_iterations)]
+    stages, end = [], 0
+    for depth, n in enumerate(config.grow_iterations, start=1):
         if n > 0:
-            stages.append((d + 1, begin, begin + n))
-            begin += n
+            end += n
+            stages.append((depth, end))
     return stages
 
 
-def _smaller_step(sampler, factor: float):
-    """The Langevin settings with the step multiplied by ``factor`` and the
-    noise by sqrt(factor): the same temperature b²/(2a), a smaller move."""
-    noise = None if sampler.noise_scale is None else sampler.noise_scale * float(np.sqrt(factor))
-    return dataclasses.replace(sampler, step_size=sampler.step_size * factor, noise_scale=noise)
-
-
-
-
-def learn_descriptor(
-    config: D.DescriptorConfig,
-    images: np.ndarray,
-    out: str | Path,
-    *,
-    title: str = "Descriptor",
-    source: str = "",
-    data_spec: Optional[Dict[str, object]] = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    quiet: bool = False,
-    net=None,
-) -> Dict[str, object]:
-    """Learn a descriptor from observed ``images`` (pixels 0..255, N×H×W×C)
-    by maximum likelihood (or CD, as ``config`` says) and write a run.
-
-    The run is checkpointed every ``config.run.checkpoint_every`` iterations;
-    ``resume=True`` continues a run in ``out`` from its last checkpoint, with
-    the same result as an uninterrupted run. A diverging chain rolls the run
-    back to its last good checkpoint, then stops with a message or retries
-    with a smaller Langevin step (``config.run.on_divergence``).
-    ``data_spec`` (how the images were loaded) is saved for resuming.
-    ``net`` (anything with Flax's ``init``/``apply``, e.g. a
-    :class:`gcnjax.frame.FrameNet`) replaces the net that ``config.layers``
-    describes (no layer-by-layer growth then).
-    Returns a summary dict (paths and final numbers).
-    """
-    if net is not None and config.grow_iterations:
-        raise ValueError("learn_descriptor: a given net cannot grow layer by layer; set grow_iterations=None.")
-
-    def make_net(depth):
-        return net if net is not None else D.make_net(config, depth=depth)
-
-    images = check_images(images, config)
-    run = RunDir(out, overwrite=overwrite, resume=resume)
-    scale = gdata.PixelScale(config.pixel_scale).fit(images)
-    if resume:
-        saved = run.load_for_resume(config, observed_shape=images.shape)
-        scale = gdata.PixelScale(saved["pixel_scale"]["kind"], tuple(saved["pixel_scale"]["mean"] or ()) or None)
-    x = jnp.asarray(scale.to_model(images))
-    if not resume:
-        run.save_config(config, pixel_scale=scale, source=source, observed_shape=list(images.shape),
-                        data_spec=data_spec or {}, title=title)
-        save_picture(run.path / "observed.png", images)
-
-    t0 = time.perf_counter()
-    batches = _batches(x, config.batch_size, config.seed)
+def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, data: np.ndarray,
+             inputs: Dict[str, Any]) -> Trainer:
+    """The descriptor's maximum-likelihood learning (or CD, as ``config``
+    says), with layer-by-layer growth as one phase per depth."""
+    given_net = inputs.get("net")
+    stages = _stages(config)
+    nets = [given_net if given_net is not None else D.make_net(config, depth=depth) for depth, _ in stages]
     base_key = jax.random.key(config.seed)
 
-    def snapshot(state, it):
-        path = run.images / f"synthesized_{it:06d}.png"
-        save_picture(path, scale.to_pixels(np.asarray(state.chains)))
+    def step(phase):
+        # The optimizer needs the params' structure only.
+        params = jax.eval_shape(nets[phase].init, base_key, jnp.zeros((1,) + tuple(x.shape[1:]), jnp.float32))
+        optimizer = D.make_optimizer(config, params, image_size=x.shape[1:-1])
+        return D.make_train_step(config, nets[phase].apply, optimizer)
 
-    stages = _stages(config)
-    total = stages[-1][2]
+    def init(phase):
+        return D.init_state(jax.random.fold_in(base_key, phase), config, nets[phase], x)
+
+    def enter(state, phase):
+        return D.grow(jax.random.fold_in(base_key, phase), state, config, nets[phase], x)
+
+    def finish(state, params):
+        final = scale.to_pixels(np.asarray(state.chains))
+        return Outputs(pictures={"synthesized": Picture(final)}, arrays={"synthesized": final},
+                       report=[
+                           "| observed | synthesized (final) |",
+                           "|---|---|",
+                           "| ![observed](observed.png) | ![synthesized](synthesized.png) |",
+                           "",
+                       ],
+                       summary={"net": nets[-1]})
+
     sampler = config.langevin
-    retries = 0
-    if resume and saved.get("adjusted_langevin"):  # a divergence retry made the step smaller
-        sampler = LangevinConfig.from_dict(saved["adjusted_langevin"])
-        retries = int(saved.get("retries", 0))
-    with Checkpointer(run.checkpoints, keep=config.run.keep_checkpoints) as checkpointer:
-        done = checkpointer.latest_step() if resume else None
-        if resume and done is None:
-            raise FileNotFoundError(f"cannot resume {str(run.path)!r}: it has no checkpoint yet; start it again.")
-        done = done or 0
-        if resume:
-            run.truncate_metrics(done)
-        state = None
-        index = 0
-        while index < len(stages):
-            depth, begin, end = stages[index]
-            if end <= done:
-                index += 1
-                continue
-            stage_net = make_net(depth)
-            stage_key = jax.random.fold_in(base_key, index)  # the same on resume
-            if state is None:
-                # A state to restore into (or to start from): this stage's
-                # structure, or the previous stage's when the stage begins now.
-                restore_index = index - 1 if (done == begin and index > 0) else index
-                r_net = make_net(stages[restore_index][0])
-                state = D.init_state(jax.random.fold_in(base_key, restore_index), config, r_net, x)
-                if done in checkpointer.all_steps():
-                    state = checkpointer.restore(state, done)
-                else:
-                    checkpointer.save(0, state)  # the start is the first good checkpoint
-                if restore_index != index:
-                    state = D.grow(stage_key, state, config, stage_net, x)
-            elif done == begin and index > 0:
-                state = D.grow(stage_key, state, config, stage_net, x)
-            optimizer = D.make_optimizer(config, state.params, image_size=x.shape[1:-1])
-            step = D.make_train_step(dataclasses.replace(config, langevin=sampler), stage_net.apply, optimizer)
-            try:
-                state, _ = fit(
-                    step, state, batches, start=done, end=end, total=total, run_dir=run, run=config.run,
-                    checkpointer=checkpointer, on_snapshot=snapshot, quiet=quiet,
-                    desc=f"{title}" + (f" (layers 1-{depth})" if depth else ""),
-                    step_size=sampler.step_size, extra_row={"layers": depth or len(config.layers)},
-                )
-            except TrainingDiverged as err:
-                if config.run.on_divergence == "stop" or retries >= config.run.max_retries:
-                    raise
-                retries += 1
-                sampler = _smaller_step(sampler, config.run.retry_step_factor)
-                # Recorded, so that a resumed run goes on with the smaller step.
-                payload = run.load_config()
-                payload.update(adjusted_langevin=dataclasses.asdict(sampler), retries=retries)
-                write_atomic(run.path / "config.json", json.dumps(payload, indent=2, sort_keys=True))
-                done = err.last_good
-                run.truncate_metrics(done)
-                state = None  # restored from the last good checkpoint
-                index = 0
-                if not quiet:
-                    print(f"{err}\nretrying from iteration {done} with Langevin step_size={sampler.step_size:g}",
-                          file=sys.stderr)
-                continue
-            done = end
-            index += 1
-        if state is None:  # resumed after the last checkpoint: only the outputs are left to write
-            template = D.init_state(base_key, config, make_net(stages[-1][0]), x)
-            state = checkpointer.restore(template, done)
-    net = make_net(stages[-1][0])
-    seconds = time.perf_counter() - t0
+    return Trainer(
+        phase_ends=[end for _, end in stages],
+        init=init,
+        enter=enter,
+        step=step,
+        batches=gdata.shuffled_batches(x, config.batch_size, config.seed),
+        snapshot=lambda state, it: {"synthesized": Picture(scale.to_pixels(np.asarray(state.chains)))},
+        params=lambda state: state.params,
+        finish=finish,
+        describe=(f"{config.n_chains} chain(s), {sampler.n_steps} Langevin steps of step size "
+                  f"{sampler.step_size:g} (noise {sampler.noise_scale}) per iteration; σ = {config.sigma}."),
+        plot_keys=("f_data", "f_samples"),
+        row=lambda phase: {"layers": stages[phase][0] or len(config.layers)},
+        desc=lambda phase: f" (layers 1-{stages[phase][0]})" if stages[phase][0] else "",
+    )
 
-    write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(state.params)))
-    final = scale.to_pixels(np.asarray(state.chains))
-    write_npy(run.path / "synthesized.npy", final)
-    save_picture(run.path / "synthesized.png", final)
-    history = run.read_metrics()
-    plot_metrics(history, run.path / "energy.png")
 
-    last = {k: float(v[-1]) for k, v in history.items() if v.dtype.kind == "f"}
-    report = [
-        f"# {title}",
-        "",
-        f"Source: {source or 'given images'}; {images.shape[0]} observed image(s) of "
-        f"{images.shape[2]}×{images.shape[1]}×{images.shape[3]}." if images.ndim == 4 else
-        f"Source: {source or 'given data'}; {images.shape[0]} observed "
-        f"{'video' if images.ndim == 5 else 'sound'}(s) of shape {'×'.join(map(str, images.shape[1:]))}.",
-        f"{done} iterations ({seconds:.0f} s in this session); {config.n_chains} chain(s), "
-        f"{sampler.n_steps} Langevin steps of step size {sampler.step_size:g} "
-        f"(noise {sampler.noise_scale}) per iteration; σ = {config.sigma}."
-        + (f" The step was reduced {retries} time(s) after divergence." if retries else ""),
-        "",
-        "| observed | synthesized (final) |",
-        "|---|---|",
-        "| ![observed](observed.png) | ![synthesized](synthesized.png) |",
-        "",
-        "## Over the iterations",
-        "",
-        *[f"![iteration {int(p.stem.split('_')[-1])}](images/{p.name})" for p in sorted(run.images.glob("synthesized_*.png"))],
-        "",
-        "## Energies",
-        "",
-        "![f of data and samples](energy.png)",
-        "",
-        f"Final mean f: data {last.get('f_data', float('nan')):.4g}, "
-        f"samples {last.get('f_samples', float('nan')):.4g}. Per-iteration values in `metrics.csv`.",
-        "",
-        "Config: `config.json`; params: `params.msgpack`.",
-    ]
-    run.write_report("\n".join(report) + "\n")
-    return {
-        "run_dir": run.path,
-        "report": run.path / "report.md",
-        "synthesized": run.path / "synthesized.png",
-        "seconds": seconds,
-        "state": state,
-        "scale": scale,
-        "net": net,
-        "history": history,
-    }
+def _check(config: D.DescriptorConfig, images, inputs) -> np.ndarray:
+    if inputs.get("net") is not None and config.grow_iterations:
+        raise ValueError("learn_descriptor: a given net cannot grow layer by layer; set grow_iterations=None.")
+    return check_images(images, config)
+
+
+FAMILY = Family(
+    name="descriptor",
+    config_type=D.DescriptorConfig,
+    check=_check,
+    scale=lambda config, images, inputs: gdata.PixelScale(config.pixel_scale).fit(images),
+    load_scale=gdata.PixelScale.from_dict,
+    trainer=_trainer,
+    observed=lambda images, scale, inputs: {"observed": Picture(images)},
+)
+
+
+def learn_descriptor(config: D.DescriptorConfig, images: np.ndarray, out: str | Path, *, title: str = "Descriptor",
+                     source: str = "", data_spec: Optional[Dict[str, object]] = None, overwrite: bool = False,
+                     resume: bool = False, quiet: bool = False, net=None) -> Dict[str, object]:
+    """Learn a descriptor from observed ``images`` (pixels 0..255, N×H×W×C;
+    videos and sounds likewise) by maximum likelihood (or CD, as ``config``
+    says) and write a run: :func:`gcnjax.run.learn` with :data:`FAMILY`.
+
+    ``net`` (anything with Flax's ``init``/``apply``, e.g. a
+    :class:`gcnjax.frame.FrameNet`) replaces the net that ``config.layers``
+    describes (no layer-by-layer growth then). Returns the engine's summary,
+    with ``synthesized`` (the final picture's path) and ``net``.
+    """
+    result = learn(FAMILY, config, images, out, title=title, source=source, data_spec=data_spec,
+                   overwrite=overwrite, resume=resume, quiet=quiet, net=net)
+    result["synthesized"] = result["run_dir"] / "synthesized.png"
+    return result
 
 
 def load_run(run_dir: str | Path):
@@ -363,8 +187,7 @@ def load_run(run_dir: str | Path):
             raise FileNotFoundError(f"{str(p)!r} is missing: is {str(run_dir)!r} a finished descriptor run?")
     payload = json.loads(cfg_path.read_text())
     config = D.DescriptorConfig.from_dict(payload["config"])
-    scale_d = payload["pixel_scale"]
-    scale = gdata.PixelScale(scale_d["kind"], None if scale_d["mean"] is None else tuple(scale_d["mean"]))
+    scale = gdata.PixelScale.from_dict(payload["pixel_scale"])
     net = D.make_net(config)
     shape = payload["observed_shape"]
     template = net.init(jax.random.key(0), jnp.zeros((1, *shape[1:]), jnp.float32))

@@ -1,0 +1,481 @@
+"""The run engine: one function runs any model family into a run directory.
+
+A model family is a :class:`Family`, a small record of pure functions in the
+spirit of BlackJAX's ``SamplingAlgorithm``: how to check its data and fit
+its scale, and, for one config and one data set, a :class:`Trainer`: how to
+start its state, its jit'd learning step, what a snapshot draws, what a
+finished run writes and reports. The family never opens a file or loops over
+iterations; :func:`learn` does both, the same way for every family:
+
+1. check the data, open the run directory (new, ``overwrite`` or ``resume``),
+   fit the scale (or read the saved one), save ``config.json``;
+2. restore the last checkpoint or save step 0, and run the phases (layer-by-
+   layer growth is a sequence of phases) through :func:`gcnjax.train.fit`;
+3. the divergence policy of ``config.run``: ``"stop"`` rolls back to the last
+   good checkpoint and raises; ``"retry"`` rolls back and goes on with the
+   Langevin step × ``retry_step_factor`` and the noise × its square root (the
+   same temperature ``noise² / (2 step)``), recorded in ``config.json`` so
+   that a resumed run keeps it;
+4. early stopping where the family can score its params on validation data;
+5. ``params.msgpack``, the family's outputs (pictures, arrays, sounds),
+   ``metrics.csv`` plotted, and ``report.md``.
+
+A resumed run gives the same result as an uninterrupted one, bit for bit on
+the same machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import flax.serialization
+import jax
+import numpy as np
+
+from gcnjax import data as gdata
+from gcnjax.langevin import LangevinConfig
+from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic, write_npy
+
+__all__ = ["Family", "Trainer", "Outputs", "Picture", "learn", "langevin_of", "with_langevin", "smaller_step",
+           "save_picture", "save_video", "plot_metrics", "plot_waveforms", "load_params"]
+
+
+class Picture(NamedTuple):
+    """A picture in data units: a grid of images ``(N, H, W, C)`` (``n_cols``
+    per row), a frame strip per video ``(N, T, H, W, C)``, or the waveforms of
+    sounds ``(N, T, C)`` (in the pixel units of :func:`gcnjax.data.sound_to_pixels`)."""
+
+    pixels: np.ndarray
+    n_cols: Optional[int] = None
+
+
+class Outputs(NamedTuple):
+    """What a finished run writes besides its params, metrics and report.
+
+    pictures: ``name -> Picture``, written as ``name.png``.
+    arrays: ``name -> array``, written as ``name.npy`` (float32).
+    sounds: ``name -> (samples (T, C) in [−1, 1], rate)``, written as ``sounds/name.wav``.
+    videos: ``name -> (frames (T, H, W, C) pixels, fps)``, written as
+      ``name.gif`` and ``name.mp4`` (where ffmpeg can write it).
+    report: the family's section of ``report.md`` (markdown lines).
+    summary: numbers returned to the caller (and kept in the report's text).
+    """
+
+    pictures: Dict[str, Picture] = {}
+    arrays: Dict[str, np.ndarray] = {}
+    sounds: Dict[str, Tuple[np.ndarray, int]] = {}
+    videos: Dict[str, Tuple[np.ndarray, float]] = {}
+    report: Sequence[str] = ()
+    summary: Dict[str, Any] = {}
+
+
+class Trainer(NamedTuple):
+    """A family's learning, for one config and one data set (model units).
+
+    phase_ends: the iteration at which each phase ends (a single phase for
+      most families; one per depth for layer-by-layer growth).
+    init: ``phase -> state``, the starting state with that phase's structure
+      (its keys derived from the config's seed, so a resumed run rebuilds it).
+    enter: ``(state of phase p − 1, p) -> state of phase p`` (growth).
+    step: ``phase -> step(state, batch) -> (state, metrics)``, jit'd.
+    batches: ``iteration -> batch`` (the same batches on resume).
+    snapshot: ``(state, iteration) -> {name: Picture}``, drawn every
+      ``config.run.image_every`` iterations into ``images/name_ITER.png``.
+    params: ``state -> params``, what ``params.msgpack`` holds.
+    finish: ``(state, params) -> Outputs``; ``params`` are the kept ones
+      (the best on validation data when the run stops early, else the last).
+    describe: one markdown sentence of the settings, for the report.
+    plot_keys: the metrics plotted against the iterations.
+    validate: optional ``params -> score`` on validation data (lower is
+      better), evaluated at every snapshot: the run keeps the best params.
+    row: ``phase -> {column: value}`` added to each metrics row.
+    desc: ``phase -> text`` for the progress bar.
+    """
+
+    phase_ends: Sequence[int]
+    init: Callable[[int], Any]
+    step: Callable[[int], Callable]
+    batches: Callable[[int], Any]
+    snapshot: Callable[[Any, int], Dict[str, Picture]]
+    params: Callable[[Any], Any]
+    finish: Callable[[Any, Any], Outputs]
+    describe: str = ""
+    plot_keys: Sequence[str] = ()
+    enter: Optional[Callable[[Any, int], Any]] = None
+    validate: Optional[Callable[[Any], float]] = None
+    row: Callable[[int], Dict[str, Any]] = lambda phase: {}
+    desc: Callable[[int], str] = lambda phase: ""
+
+
+class Family(NamedTuple):
+    """A model family as the run engine drives it.
+
+    name: saved as ``config.json``'s ``"family"``.
+    config_type: its frozen config dataclass (with ``from_dict``, ``run``,
+      ``seed``).
+    check: ``(config, data, inputs) -> data`` float32, or a
+      :class:`gcnjax.data.DataError` naming the input and the fix.
+    scale: ``(config, data, inputs) -> scale`` with ``to_model``, ``to_dict``.
+    load_scale: ``dict -> scale``, the saved one.
+    trainer: ``(config, x, scale, data, inputs) -> Trainer`` (``x`` in model
+      units on the device; ``inputs`` the family's own keyword arguments to
+      :func:`learn`, e.g. an observation mask).
+    langevin_path: the config fields that lead to the chain's
+      :class:`gcnjax.langevin.LangevinConfig` (the one the retry policy
+      makes smaller), e.g. ``("descriptor", "langevin")``.
+    observed: ``(data, scale, inputs) -> {name: Picture}``, written once at
+      the start of a new run.
+    recorded: ``inputs -> {name: value}`` saved in ``config.json`` and
+      checked on resume (e.g. the mask's spec).
+    """
+
+    name: str
+    config_type: type
+    check: Callable[[Any, np.ndarray, Dict[str, Any]], np.ndarray]
+    scale: Callable[[Any, np.ndarray, Dict[str, Any]], Any]
+    load_scale: Callable[[Any], Any]
+    trainer: Callable[..., Trainer]
+    langevin_path: Tuple[str, ...] = ("langevin",)
+    observed: Callable[[np.ndarray, Any, Dict[str, Any]], Dict[str, Picture]] = (
+        lambda data, scale, inputs: {"observed": Picture(data[:64])})
+    recorded: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda inputs: {}
+
+
+# ---------------------------------------------------------------- chain settings of a config
+
+
+def langevin_of(config, path: Sequence[str]) -> LangevinConfig:
+    """The :class:`LangevinConfig` at ``path`` in a (nested) config."""
+    for name in path:
+        config = getattr(config, name)
+    return config
+
+
+def with_langevin(config, path: Sequence[str], sampler: LangevinConfig):
+    """``config`` with the :class:`LangevinConfig` at ``path`` replaced."""
+    if not path:
+        return sampler
+    head, rest = path[0], path[1:]
+    return dataclasses.replace(config, **{head: with_langevin(getattr(config, head), rest, sampler)})
+
+
+def smaller_step(sampler: LangevinConfig, factor: float) -> LangevinConfig:
+    """The chain with step ``a · factor`` and noise ``b · sqrt(factor)``: the
+    same temperature ``b² / (2a)``, a smaller move. (The exact noise
+    ``noise_scale=None`` follows the step by itself.)"""
+    noise = None if sampler.noise_scale is None else sampler.noise_scale * float(np.sqrt(factor))
+    return dataclasses.replace(sampler, step_size=sampler.step_size * factor, noise_scale=noise)
+
+
+# ---------------------------------------------------------------- pictures and plots
+
+
+def save_picture(path: Path, picture) -> Path:
+    """Write a :class:`Picture` (or a bare pixel array) as a PNG."""
+    pixels, n_cols = (picture.pixels, picture.n_cols) if isinstance(picture, Picture) else (picture, None)
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 5:
+        return gdata.save_frame_strip(path, pixels)
+    if pixels.ndim == 3:
+        return plot_waveforms(gdata.pixels_to_sound(pixels), path)
+    return gdata.save_image_grid(path, pixels, n_cols=n_cols)
+
+
+def save_video(path: Path, frames: np.ndarray, fps: float) -> Dict[str, Path]:
+    """``path.gif``, and ``path.mp4`` where ffmpeg can write it (H.264 wants
+    even sizes: the frames are cut to them), of ``(T, H, W, C)`` pixels."""
+    path = Path(path)
+    paths = {"gif": gdata.save_video(path.with_name(path.name + ".gif"), frames, fps=fps)}
+    try:
+        even = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+        paths["mp4"] = gdata.save_video(path.with_name(path.name + ".mp4"), even, fps=fps)
+    except Exception as err:  # no ffmpeg: the GIF is enough
+        print(f"MP4 not written ({type(err).__name__}: {err})", file=sys.stderr)
+    return paths
+
+
+def _save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return Path(path)
+
+
+def plot_waveforms(sounds: np.ndarray, path: Path) -> Path:
+    """Plot each waveform of ``(N, T, C)`` sounds (first channel) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sounds = np.asarray(sounds)
+    fig, axes = plt.subplots(len(sounds), 1, figsize=(7, 1.3 * len(sounds) + 0.4), dpi=90, squeeze=False)
+    for ax, wave in zip(axes[:, 0], sounds):
+        ax.plot(wave[:, 0], lw=0.5)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_yticks([])
+    axes[-1, 0].set_xlabel("sample")
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def plot_metrics(history: Dict[str, np.ndarray], path: Path, keys=("f_data", "f_samples")) -> Path:
+    """Plot metric curves against the iterations to a PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    for k in keys:
+        if k in history:
+            ax.plot(history["iteration"], history[k], label=k)
+    ax.set_xlabel("iteration")
+    if any(k in history for k in keys):
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def _describe_data(data: np.ndarray, source: str) -> str:
+    shape = data.shape
+    if data.ndim == 4:
+        what = f"image(s) of {shape[2]}×{shape[1]}×{shape[3]}"
+    else:
+        kind = {5: "video", 3: "sound"}.get(data.ndim, "example")
+        what = f"{kind}(s) of shape {'×'.join(map(str, shape[1:]))}"
+    return f"Source: {source or 'given data'}; {shape[0]} observed {what}."
+
+
+def _last_values(history: Dict[str, np.ndarray], keys: Sequence[str]) -> List[str]:
+    shown = [k for k in keys if k in history and len(history[k])]
+    if not shown:
+        return []
+    return ["| metric | last logged value |", "|---|---|",
+            *[f"| {k} | {float(history[k][-1]):.4g} |" for k in shown], ""]
+
+
+# ---------------------------------------------------------------- early stopping
+
+
+class _Validation:
+    """The best params on validation data, kept across a resume in
+    ``validation.json`` and ``params_best.msgpack``."""
+
+    def __init__(self, run: RunDir, score: Optional[Callable[[Any], float]]):
+        self.score = score
+        self.path, self.best_path = run.path / "validation.json", run.path / "params_best.msgpack"
+        self.record: Dict[str, Any] = {"rows": [], "best_iteration": None, "best_mse": None}
+
+    def restore(self, done: int) -> None:
+        """Keep the evaluations up to iteration ``done``; those after it are
+        redone. The best params file keeps the best one seen, which may be one
+        of them."""
+        if self.score is None or not self.path.exists():
+            return
+        saved = json.loads(self.path.read_text())
+        self.record["rows"] = [r for r in saved["rows"] if r["iteration"] <= done]
+        if self.best_path.exists():
+            self.record.update(best_iteration=saved["best_iteration"], best_mse=saved["best_mse"])
+
+    def __call__(self, params, iteration: int) -> None:
+        if self.score is None:
+            return
+        value = float(self.score(params))
+        self.record["rows"].append({"iteration": iteration, "mse": value})
+        if self.record["best_mse"] is None or value < self.record["best_mse"]:
+            write_atomic(self.best_path, flax.serialization.to_bytes(jax.device_get(params)))
+            self.record.update(best_iteration=iteration, best_mse=value)
+        write_atomic(self.path, json.dumps(self.record, indent=1))
+
+    def kept(self, params):
+        """The best params if any were scored, else ``params``."""
+        if self.record["best_iteration"] is None:
+            return params
+        return flax.serialization.from_bytes(params, self.best_path.read_bytes())
+
+    def report(self) -> List[str]:
+        if self.record["best_iteration"] is None:
+            return []
+        curve = ", ".join(f"{r['iteration']}: {r['mse']:.5f}" for r in self.record["rows"])
+        return [
+            "## Early stopping",
+            "",
+            "Validation error (not trained on) by iteration: " + curve + ". "
+            f"`params.msgpack` holds the params of iteration {self.record['best_iteration']}, the lowest "
+            f"({self.record['best_mse']:.5f}), and every output above is drawn with them; the last "
+            "iteration's params are `params_final.msgpack`.",
+            "",
+        ]
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def learn(family: Family, config, data, out, *, title: str = "", source: str = "",
+          data_spec: Optional[Dict[str, Any]] = None, overwrite: bool = False, resume: bool = False,
+          quiet: bool = False, **inputs) -> Dict[str, Any]:
+    """Learn ``family``'s model of ``config`` from ``data`` into the run
+    directory ``out`` (see the module's docstring for the steps).
+
+    ``data`` are observations in data units (pixels 0..255, or what the
+    family takes); ``inputs`` are the family's own keyword arguments.
+    ``resume=True`` continues the run in ``out`` from its last checkpoint;
+    ``overwrite=True`` writes a new run over it. ``data_spec`` (how the data
+    were loaded) is saved for resuming from the command line.
+    Returns a summary: ``run_dir``, ``report``, ``seconds``, ``state``,
+    ``params`` (the kept ones), ``scale``, ``history`` (the metrics), and the
+    family's own ``Outputs.summary``.
+    """
+    title = title or family.name
+    data = family.check(config, data, inputs)
+    run = RunDir(out, overwrite=overwrite, resume=resume)
+    recorded = family.recorded(inputs)
+    scale = family.scale(config, data, inputs)
+    saved: Dict[str, Any] = {}
+    if resume:
+        saved = run.load_for_resume(config, observed_shape=data.shape, **recorded)
+        scale = family.load_scale(saved.get("pixel_scale"))
+    else:
+        run.save_config(config, family=family.name, pixel_scale=scale.to_dict(), source=source,
+                        observed_shape=list(data.shape), data_spec=data_spec or {}, title=title, **recorded)
+        for name, picture in family.observed(data, scale, inputs).items():
+            save_picture(run.path / f"{name}.png", picture)
+    x = jax.numpy.asarray(scale.to_model(data))
+
+    path = family.langevin_path
+    sampler, retries = langevin_of(config, path), 0
+    if saved.get("adjusted_langevin"):  # a divergence retry made the step smaller
+        sampler = LangevinConfig.from_dict(saved["adjusted_langevin"])
+        retries = int(saved.get("retries", 0))
+    trainer = family.trainer(with_langevin(config, path, sampler), x, scale, data, inputs)
+    validation = _Validation(run, trainer.validate)
+
+    def snapshot(state, iteration):
+        for name, picture in trainer.snapshot(state, iteration).items():
+            save_picture(run.images / f"{name}_{iteration:06d}.png", picture)
+        validation(trainer.params(state), iteration)
+
+    t0 = time.perf_counter()
+    ends = list(trainer.phase_ends)
+    begins = [0] + ends[:-1]
+    with Checkpointer(run.checkpoints, keep=config.run.keep_checkpoints) as checkpointer:
+        done = checkpointer.latest_step() if resume else 0
+        if done is None:
+            raise FileNotFoundError(f"cannot resume {str(run.path)!r}: it has no checkpoint yet; start it again.")
+        if resume:
+            run.truncate_metrics(done)
+            validation.restore(done)
+        state, phase = None, 0
+        while phase < len(ends):
+            if ends[phase] <= done:
+                phase += 1
+                continue
+            if state is None:
+                # A state to restore into (or to start from): this phase's
+                # structure, or the previous phase's when this one begins now.
+                restore_phase = phase - 1 if (done == begins[phase] and phase > 0) else phase
+                state = trainer.init(restore_phase)
+                if done in checkpointer.all_steps():
+                    state = checkpointer.restore(state, done)
+                else:
+                    checkpointer.save(0, state)  # the start is the first good checkpoint
+                if restore_phase != phase:
+                    state = trainer.enter(state, phase)
+            elif done == begins[phase] and phase > 0:
+                state = trainer.enter(state, phase)
+            try:
+                state, _ = fit(trainer.step(phase), state, trainer.batches, start=done, end=ends[phase],
+                               total=ends[-1], run_dir=run, run=config.run, checkpointer=checkpointer,
+                               on_snapshot=snapshot, quiet=quiet, desc=title + trainer.desc(phase),
+                               step_size=sampler.step_size, extra_row=trainer.row(phase))
+            except TrainingDiverged as err:
+                if config.run.on_divergence == "stop" or retries >= config.run.max_retries:
+                    raise
+                retries += 1
+                sampler = smaller_step(sampler, config.run.retry_step_factor)
+                # Recorded, so that a resumed run goes on with the smaller step.
+                payload = run.load_config()
+                payload.update(adjusted_langevin=dataclasses.asdict(sampler), retries=retries)
+                write_atomic(run.path / "config.json", json.dumps(payload, indent=2, sort_keys=True))
+                trainer = family.trainer(with_langevin(config, path, sampler), x, scale, data, inputs)
+                validation.score = trainer.validate
+                done = err.last_good
+                run.truncate_metrics(done)
+                validation.restore(done)
+                state, phase = None, 0  # restored from the last good checkpoint
+                if not quiet:
+                    print(f"{err}\nretrying from iteration {done} with Langevin step_size={sampler.step_size:g}",
+                          file=sys.stderr)
+                continue
+            done = ends[phase]
+            phase += 1
+        if state is None:  # resumed after the last checkpoint: only the outputs are left to write
+            state = checkpointer.restore(trainer.init(len(ends) - 1), done)
+    seconds = time.perf_counter() - t0
+
+    last_params = trainer.params(state)
+    params = validation.kept(last_params)
+    if params is not last_params:
+        write_atomic(run.path / "params_final.msgpack", flax.serialization.to_bytes(jax.device_get(last_params)))
+    write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(params)))
+    outputs = trainer.finish(state, params)
+    for name, picture in outputs.pictures.items():
+        save_picture(run.path / f"{name}.png", picture)
+    for name, array in outputs.arrays.items():
+        write_npy(run.path / f"{name}.npy", array)
+    for name, (samples, rate) in outputs.sounds.items():
+        gdata.save_wav(run.path / "sounds" / f"{name}.wav", samples, rate)
+    for name, (frames, fps) in outputs.videos.items():
+        save_video(run.path / name, frames, fps)
+    history = run.read_metrics()
+    plot_metrics(history, run.path / "energy.png", keys=trainer.plot_keys)
+
+    snapshots: Dict[int, List[str]] = {}
+    for p in sorted(run.images.glob("*_[0-9][0-9][0-9][0-9][0-9][0-9].png")):
+        snapshots.setdefault(int(p.stem.rsplit("_", 1)[1]), []).append(f"![{p.stem}](images/{p.name})")
+    lines = [
+        f"# {title}",
+        "",
+        _describe_data(data, source),
+        f"{done} iterations ({seconds:.0f} s in this session). {trainer.describe}"
+        + (f" The Langevin step was reduced {retries} time(s) after divergence, to {sampler.step_size:g}."
+           if retries else ""),
+        "",
+        *outputs.report,
+        *validation.report(),
+        "## Over the iterations",
+        "",
+        *[f"iteration {it}: " + " ".join(pictures) for it, pictures in sorted(snapshots.items())],
+        "",
+        "## Metrics",
+        "",
+        "![metrics](energy.png)",
+        "",
+        *_last_values(history, trainer.plot_keys),
+        "Per-iteration values in `metrics.csv`; config: `config.json`; params: `params.msgpack`.",
+    ]
+    run.write_report("\n".join(lines) + "\n")
+    summary = {"run_dir": run.path, "report": run.path / "report.md", "seconds": seconds, "state": state,
+               "params": params, "scale": scale, "history": history, "iterations": done, "retries": retries,
+               **outputs.summary}
+    if validation.record["best_iteration"] is not None:
+        summary["validation"] = dict(validation.record)
+    return summary
+
+
+def load_params(run_dir, template):
+    """The params of a finished run (``params.msgpack``), with the structure of ``template``."""
+    path = Path(run_dir) / "params.msgpack"
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} is missing: is {str(run_dir)!r} a finished run?")
+    return flax.serialization.from_bytes(template, path.read_bytes())
