@@ -93,46 +93,72 @@ def _positive_float(text: str) -> float:
     return value
 
 
-_MODEL_FLAGS = ("iterations", "image_size", "chains", "steps", "delta", "lr", "seed", "checkpoint_every",
-                "on_divergence", "filters")
+# Shortcut flags: argument dest -> the config field(s) it sets (options.apply_shortcuts).
+_RUN_SHORTCUTS = {"checkpoint_every": ("run", "checkpoint_every"), "on_divergence": ("run", "on_divergence"),
+                  "seed": ("seed",)}
+DESCRIPTOR_SHORTCUTS = {"iterations": ("n_iterations",), "chains": ("n_chains",), "steps": ("langevin", "n_steps"),
+                        "delta": ("langevin",), "lr": ("learning_rate",), **_RUN_SHORTCUTS}
+MULTIGRID_SHORTCUTS = {**DESCRIPTOR_SHORTCUTS, "chains": ("batch_size",), "width": ("width",), "norm": ("norm",)}
+COOP_SHORTCUTS = {"iterations": ("n_iterations",), "chains": [("descriptor", "n_chains"), ("descriptor", "batch_size")],
+                  "steps": ("descriptor", "langevin", "n_steps"), "delta": ("descriptor", "langevin"),
+                  "lr": ("descriptor", "learning_rate"), "gen_lr": ("generator", "learning_rate"),
+                  "infer_steps": ("generator", "langevin", "n_steps"), "latent_dim": ("generator", "latent_dim"),
+                  **_RUN_SHORTCUTS}
+GENERATOR_SHORTCUTS = {"epochs": ("n_epochs",), "steps": ("langevin", "n_steps"), "delta": ("langevin",),
+                       "lr": ("learning_rate",), "latent_dim": ("latent_dim",), "sigma": ("sigma",),
+                       "batch_size": ("batch_size",), "log_every": ("run", "log_every"),
+                       "image_every": ("run", "image_every"), **_RUN_SHORTCUTS}
 
 
-def _apply_overrides(config, args):
-    from gcnjax.langevin import LangevinConfig
+def _given(args, names) -> List[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, False)]
 
-    changes, run = {}, {}
-    if args.image_size:
-        changes["image_size"] = (args.image_size, args.image_size)
-    if args.iterations:
-        changes["n_iterations"] = args.iterations
-        run["image_every"] = max(1, min(config.run.image_every, args.iterations // 6 or 1))
-        run["checkpoint_every"] = max(1, min(config.run.checkpoint_every, args.iterations))
-    if args.chains:
-        changes["n_chains"] = args.chains
-    if args.lr:
-        changes["learning_rate"] = args.lr
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    if getattr(args, "gray", False):
-        changes["channels"] = 1
-    if getattr(args, "filters", None):
-        from gcnjax.presets import shortrun_layers
 
-        if getattr(args, "preset", None) != "shortrun":
-            raise ValueError("--filters sets n_f of the short-run net; use it with --preset shortrun.")
-        changes["layers"] = shortrun_layers(args.filters)
-    if args.delta:
-        old = config.langevin
-        changes["langevin"] = LangevinConfig.from_delta(args.delta, args.steps or old.n_steps, unroll=old.unroll)
-    elif args.steps:  # keep the step and noise as they are (a decoupled chain stays decoupled)
-        changes["langevin"] = dataclasses.replace(config.langevin, n_steps=args.steps)
-    if args.checkpoint_every is not None:
-        run["checkpoint_every"] = args.checkpoint_every
-    if args.on_divergence:
-        run["on_divergence"] = args.on_divergence
-    if run:
-        changes["run"] = dataclasses.replace(config.run, **run)
-    return dataclasses.replace(config, **changes)
+def _with_length(config, args):
+    """A new run of ``--iterations`` draws pictures about six times and
+    checkpoints at least at its end."""
+    n = getattr(args, "iterations", None)
+    if not n or not hasattr(config, "n_iterations"):
+        return config
+    run = dataclasses.replace(config.run, image_every=max(1, min(config.run.image_every, n // 6 or 1)),
+                              checkpoint_every=max(1, min(config.run.checkpoint_every, n)))
+    return dataclasses.replace(config, run=run)
+
+
+def _configure(args, config_type, new_config, shortcuts, data_flags=()):
+    """``(config, saved)``: the config a learning command runs, by one rule
+    for every command.
+
+    A new run: ``new_config()`` (the preset, sized to the data), then every
+    field flag given (``--langevin.step-size``, ...), then the shortcut flags
+    (``--steps``, ``--delta``, ...). A resumed run (``--resume``):
+    the run's saved config and data, changed only by its length
+    (``--iterations`` / ``--epochs``), its logging (``--run.*``,
+    ``--checkpoint-every``) and the speed-only fields; ``saved`` is its
+    ``config.json``."""
+    from gcnjax import options
+
+    saved = None
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs --out: the run directory to continue.")
+        allowed = ("iterations", "epochs", "checkpoint_every", "log_every", "image_every", "on_divergence")
+        refused = options.resume_changes(args, shortcuts, config_type, allowed) + _given(args, data_flags)
+        if refused:
+            raise ValueError(f"--resume continues a run with its own saved settings; drop {', '.join(refused)}.")
+        saved = _saved_run(args.out)
+        try:
+            config = config_type.from_dict(saved["config"])
+        except (TypeError, KeyError, ValueError) as err:
+            kind = config_type.__name__.replace("Config", "").lower()
+            raise ValueError(f"{str(args.out)!r} is not a {kind} run ({err}); cannot resume it here.") from None
+        saved["data_spec"] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["data_spec"].items()}
+    else:
+        config = _with_length(new_config(), args)
+    # Field flags first, then the shortcuts: `--langevin.noise-scale 0.01
+    # --delta 0.1` is a decoupled chain of step δ²/2.
+    config = options.apply_config_flags(config, args)
+    return options.apply_shortcuts(config, args, shortcuts), saved
 
 
 def _add_run_flags(p: argparse.ArgumentParser):
@@ -171,44 +197,31 @@ def _learn(config, data_spec, out, title, args):
     return 0
 
 
-def _extended(config, args):
-    """``config`` run to ``--iterations`` when given: a resumed run may be
-    extended (or cut short), nothing else about it may change."""
-    if getattr(args, "iterations", None):
-        return dataclasses.replace(config, n_iterations=args.iterations)
-    return config
+def _descriptor_preset(name: str, args):
+    """A descriptor preset sized and coloured by ``--image-size`` and ``--gray``."""
+    from gcnjax import presets
 
-
-def _resume(args):
-    """Continue the run in ``args.out`` with its own saved settings."""
-    from gcnjax.descriptor import DescriptorConfig
-
-    given = [f"--{name.replace('_', '-')}" for name in _MODEL_FLAGS
-             if name != "iterations" and getattr(args, name, None) is not None]
-    if given or getattr(args, "gray", False):
-        raise ValueError(
-            f"--resume continues a run with its own saved settings; drop {', '.join(given) or '--gray'}."
-        )
-    if args.out is None:
-        raise ValueError("--resume needs --out: the run directory to continue.")
-    saved = _saved_run(args.out)
-    try:
-        config = DescriptorConfig.from_dict(saved["config"])
-    except (TypeError, KeyError) as err:
-        raise ValueError(f"{str(args.out)!r} is not a descriptor run ({err}); cannot resume it here.") from None
-    config = _extended(config, args)
-    spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["data_spec"].items()}
-    return _learn(config, spec, args.out, saved.get("title", "Descriptor"), args)
+    config = presets.get(name)
+    changes = {}
+    if args.image_size:
+        changes["image_size"] = (args.image_size, args.image_size)
+    if getattr(args, "gray", False):
+        changes["channels"] = 1
+    if getattr(args, "filters", None):
+        if name != "shortrun":
+            raise ValueError("--filters sets n_f of the short-run net; use it with --preset shortrun.")
+        changes["layers"] = presets.shortrun_layers(args.filters)
+    return dataclasses.replace(config, **changes)
 
 
 def cmd_demo(args) -> int:
-    from gcnjax import presets
+    from gcnjax.descriptor import DescriptorConfig
 
-    if args.resume:
-        args.out = args.out or Path("runs") / f"demo-{args.texture}"
-        return _resume(args)
-    config = _apply_overrides(presets.demo(), args)
-    out = args.out or Path("runs") / f"demo-{args.texture}"
+    out = args.out = args.out or Path("runs") / f"demo-{args.texture}"
+    config, saved = _configure(args, DescriptorConfig, lambda: _descriptor_preset("demo", args),
+                               DESCRIPTOR_SHORTCUTS, ("image_size", "gray"))
+    if saved:
+        return _learn(config, saved["data_spec"], out, saved.get("title", "Descriptor"), args)
     side = config.image_size[0]
     print(f"gcnjax demo: learning a texture model from scikit-image's '{args.texture}' "
           f"({side}×{side} crop, {config.n_iterations} iterations) ...")
@@ -220,17 +233,19 @@ def cmd_demo(args) -> int:
 
 
 def cmd_descriptor(args) -> int:
-    from gcnjax import presets
+    from gcnjax.descriptor import DescriptorConfig
 
-    if args.resume:
-        return _resume(args)
-    config = _apply_overrides(presets.get(args.preset), args)
-    if args.data is None and args.preset == "shortrun":
+    preset = args.preset or "texture"
+    config, saved = _configure(args, DescriptorConfig, lambda: _descriptor_preset(preset, args),
+                               DESCRIPTOR_SHORTCUTS, ("preset", "data", "image_size", "gray", "filters"))
+    if saved:
+        return _learn(config, saved["data_spec"], args.out, saved.get("title", "Descriptor"), args)
+    if args.data is None and preset == "shortrun":
         args.data = "skimage:photos"  # bundled: works with no dataset installed
     if args.out is None or args.data is None:
         raise ValueError("--data and --out are required: the images to learn from and the run directory to write.")
     spec = dict(spec=args.data, size=config.image_size, crop=None, channels=config.channels)
-    return _learn(config, spec, args.out, f"Descriptor ({args.preset}): {Path(args.data).name}", args)
+    return _learn(config, spec, args.out, f"Descriptor ({preset}): {Path(args.data).name}", args)
 
 
 def cmd_theory(args) -> int:
@@ -269,29 +284,22 @@ def load_generator_data(spec: str, net: str, *, size=None, channels=None, limit=
 def cmd_abp_train(args) -> int:
     from gcnjax import abp
     from gcnjax import generator as G
-    from gcnjax import masks
-    from gcnjax.langevin import LangevinConfig
-    from gcnjax.train import RunConfig
+    from gcnjax import masks, presets
 
     if args.out is None or (args.data is None and not args.resume):
         raise ValueError("--data and --out are required: the examples to learn from and the run directory to write.")
-    if args.resume:
-        saved = _saved_run(args.out)
+
+    def new_config():
+        return dataclasses.replace(presets.abp(), net=args.net or "face", out_channels=1 if args.gray else None)
+
+    config, saved = _configure(args, G.GeneratorConfig, new_config, GENERATOR_SHORTCUTS,
+                               ("data", "net", "image_size", "gray", "limit", "holdout", "validation", "mask"))
+    if saved:
         spec = saved["data_spec"]
-        config = G.GeneratorConfig.from_dict(saved["config"])
     else:
-        spec = dict(spec=args.data, net=args.net, size=args.image_size, channels=1 if args.gray else None,
+        spec = dict(spec=args.data, net=config.net, size=args.image_size, channels=1 if args.gray else None,
                     limit=args.limit, holdout=args.holdout, validation=args.validation, mask=args.mask,
-                    seed=args.seed or 0)
-        n_steps, delta = args.steps or 30, args.delta or 0.3
-        every = max(1, args.log_every)
-        config = G.GeneratorConfig(
-            net=args.net, latent_dim=args.latent_dim, sigma=args.sigma,
-            langevin=LangevinConfig.from_delta(delta, n_steps), learning_rate=args.lr or 3e-4,
-            batch_size=args.batch_size, n_epochs=args.epochs, seed=args.seed or 0,
-            out_channels=1 if args.gray else None,
-            run=RunConfig(log_every=every, image_every=max(every, args.image_every),
-                          checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else 200))
+                    seed=config.seed)
     data, rate = load_generator_data(spec["spec"], spec["net"], size=spec["size"], channels=spec["channels"],
                                      limit=spec["limit"])
     holdout = spec["holdout"] or 0
@@ -445,52 +453,62 @@ def _video_mask(spec: str, shape):
 def cmd_stgconvnet(args) -> int:
     from gcnjax import data as gdata
     from gcnjax import stg
+    from gcnjax.descriptor import DescriptorConfig
 
-    if args.out is None or args.data is None:
+    if args.out is None or (args.data is None and not args.resume):
         raise ValueError("--data and --out are required: the video (file or folder of frames) or WAV to learn "
                          "from, and the run directory to write.")
-    size = args.image_size
-    overrides = argparse.Namespace(**{**vars(args), "image_size": None})
-    if Path(args.data).suffix.lower() == ".wav":
-        samples, rate = gdata.load_wav(args.data)
-        samples = samples.mean(axis=1, keepdims=True)[: args.samples]  # mono
-        config = _apply_overrides(stg.sound_config(samples.shape[0]), overrides)
-        result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(args.data).name}",
-                                 source=str(args.data), overwrite=args.overwrite, quiet=args.quiet)
+    if args.resume:
+        if args.recover:
+            raise ValueError("--resume continues a learned dynamic texture or sound; a recovery run is started anew.")
+        config, saved = _configure(args, DescriptorConfig, None, DESCRIPTOR_SHORTCUTS,
+                                   ("data", "variant", "frames", "image_size", "gray", "samples"))
+        spec = saved["data_spec"]
+    else:
+        spec = dict(spec=str(args.data), variant=args.variant or "st", frames=args.frames or 70,
+                    image_size=args.image_size, channels=1 if args.gray else 3, samples=args.samples or 8000)
+    if Path(spec["spec"]).suffix.lower() == ".wav":
+        samples, rate = gdata.load_wav(spec["spec"])
+        samples = samples.mean(axis=1, keepdims=True)[: spec["samples"]]  # mono
+        if not args.resume:
+            config, _ = _configure(args, DescriptorConfig, lambda: stg.sound_config(samples.shape[0]),
+                                   DESCRIPTOR_SHORTCUTS)
+        result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(spec['spec']).name}",
+                                 source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
+                                 quiet=args.quiet)
         print(f"learned in {result['seconds']:.0f} s")
         print(f"synthesized sounds: {', '.join(str(p) for p in result['wavs'])}")
         print(f"report:             {result['report']}")
         return 0
-    size = size or (224 if args.variant == "fc_s_large" else 100)
-    channels = 1 if args.gray else 3
-    video = gdata.load_video(args.data, n_frames=args.frames, size=(size, size), channels=channels)
-    config = _apply_overrides(stg.stg_config(args.variant, frames=video.shape[0], image_size=size,
-                                             channels=channels), overrides)
+    size = spec["image_size"] or (224 if spec["variant"] == "fc_s_large" else 100)
+    video = gdata.load_video(spec["spec"], n_frames=spec["frames"], size=(size, size), channels=spec["channels"])
+    if not args.resume:
+        config, _ = _configure(args, DescriptorConfig, lambda: stg.stg_config(
+            spec["variant"], frames=video.shape[0], image_size=size, channels=spec["channels"]), DESCRIPTOR_SHORTCUTS)
     if args.recover:
         mask = _video_mask(args.recover, (1,) + video.shape)
         result = stg.recover_video(config, video, mask, args.out, what=args.recover, fps=args.fps,
                                    overwrite=args.overwrite, quiet=args.quiet)
         print(f"mean |error| on missing values (0..255): recovered {result['recovery_error']:.2f}, "
               f"mean fill {result['mean_fill_error']:.2f}")
-        print(f"report: {result['run_dir'] / 'report.md'}")
+        print(f"report: {result['report']}")
         return 0
     result = stg.learn_dynamic_texture(config, video, args.out, fps=args.fps, synth_frames=args.synth_frames,
-                                       title=f"Dynamic texture ({args.variant}): {Path(args.data).name}",
-                                       source=str(args.data), overwrite=args.overwrite, resume=args.resume,
-                                       quiet=args.quiet)
+                                       title=f"Dynamic texture ({spec['variant']}): {Path(spec['spec']).name}",
+                                       source=spec["spec"], data_spec=spec, overwrite=args.overwrite,
+                                       resume=args.resume, quiet=args.quiet)
     print(f"learned in {result['seconds']:.0f} s")
     print(f"observed vs synthesized: {result['videos']['gif']}")
     print(f"report:                  {result['report']}")
     return 0
 
 
-def _multigrid_config(args):
-    """The preset with the command line's changes (``gcnjax multigrid``)."""
+def _multigrid_preset(args):
+    """The multi-grid preset with the grids of ``--grids`` / ``--image-size``
+    and the channels of ``--gray``."""
     from gcnjax import presets
-    from gcnjax.langevin import LangevinConfig
 
-    config = presets.get_multigrid(args.preset)
-    changes, run = {}, {}
+    config = presets.get_multigrid(args.preset or "authors")
     grids = tuple(config.grids)
     if args.grids:
         try:
@@ -502,36 +520,7 @@ def _multigrid_config(args):
             raise ValueError(f"--image-size {args.image_size} must equal the last of --grids {args.grids}.")
         # The preset's coarser grids that divide the new size, then the size.
         grids = tuple(g for g in grids if g < args.image_size and args.image_size % g == 0) + (args.image_size,)
-    changes["grids"] = grids
-    if args.iterations:
-        changes["n_iterations"] = args.iterations
-        run["image_every"] = max(1, min(config.run.image_every, args.iterations // 4 or 1))
-        run["checkpoint_every"] = max(1, min(config.run.checkpoint_every, args.iterations))
-    if args.chains:
-        changes["batch_size"] = args.chains
-    if args.lr:
-        changes["learning_rate"] = args.lr
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    if args.width:
-        changes["width"] = args.width
-    if args.norm:
-        changes["norm"] = args.norm
-    if getattr(args, "gray", False):
-        changes["channels"] = 1
-    if args.delta or args.steps:
-        old = config.langevin
-        delta = args.delta or (2.0 * old.step_size) ** 0.5
-        steps = args.steps or old.n_steps
-        changes["langevin"] = LangevinConfig.from_delta(delta, steps, noise=old.noise_scale != 0, unroll=old.unroll)
-    if args.checkpoint_every is not None:
-        run["checkpoint_every"] = args.checkpoint_every
-    if args.on_divergence == "retry":
-        raise ValueError("--on-divergence retry is not offered for multi-grid runs; a diverged run stops "
-                         "at its last good checkpoint (lower --delta or --lr and start again).")
-    if run:
-        changes["run"] = dataclasses.replace(config.run, **run)
-    return dataclasses.replace(config, **changes)
+    return dataclasses.replace(config, grids=grids, channels=1 if args.gray else config.channels)
 
 
 def cmd_multigrid(args) -> int:
@@ -554,32 +543,16 @@ def cmd_multigrid(args) -> int:
               f"(mean-colour fill: {result['mean_colour_fill_error']:.2f})")
         print(f"report: {result['report']}")
         return 0
-    if args.resume:
-        from gcnjax.train import RunDir
-
-        given = [f"--{n.replace('_', '-')}" for n in _MODEL_FLAGS + ("width", "norm", "grids")
-                 if n != "iterations" and getattr(args, n, None) is not None]
-        if given:
-            raise ValueError(f"--resume continues a run with its own saved settings; drop {', '.join(given)}.")
-        if args.out is None:
-            raise ValueError("--resume needs --out: the run directory to continue.")
-        saved = RunDir(args.out, resume=True).load_config()
-        try:
-            config = MultigridConfig.from_dict(saved["config"])
-        except (TypeError, KeyError) as err:
-            raise ValueError(f"{str(args.out)!r} is not a multi-grid run ({err}); cannot resume it here.") from None
-        config = _extended(config, args)
-        spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.get("data_spec", {}).items()}
-        if not spec:
-            raise ValueError(f"{str(args.out)!r} does not record how its data was loaded, so it cannot be resumed.")
-        title = saved.get("title", "Multi-grid descriptor")
+    if not args.resume and (args.out is None or args.data is None):
+        raise ValueError("--data and --out are required: the images to learn from and the run directory to write.")
+    config, saved = _configure(args, MultigridConfig, lambda: _multigrid_preset(args), MULTIGRID_SHORTCUTS,
+                               ("preset", "data", "limit", "grids", "image_size", "gray"))
+    if saved:
+        spec, title = dict(saved["data_spec"]), saved.get("title", "Multi-grid descriptor")
     else:
-        if args.out is None or args.data is None:
-            raise ValueError("--data and --out are required: the images to learn from and the run directory to write.")
-        config = _multigrid_config(args)
         spec = dict(spec=args.data, size=(config.image_size, config.image_size), crop=None,
                     channels=config.channels, limit=args.limit)
-        title = f"Multi-grid descriptor ({args.preset}): {Path(args.data).name}"
+        title = f"Multi-grid descriptor ({args.preset or 'authors'}): {Path(args.data).name}"
     limit = spec.pop("limit", None)
     images = load_data(**spec)
     if limit:
@@ -595,58 +568,25 @@ def cmd_multigrid(args) -> int:
 
 def cmd_coop(args) -> int:
     from gcnjax import coop
-    from gcnjax.langevin import LangevinConfig
-    from gcnjax.train import RunDir
+    from gcnjax.options import replace_at
 
     if args.out is None:
         raise ValueError("--out is required: the run directory to write.")
-    if args.resume:
-        given = [f"--{n.replace('_', '-')}" for n in ("data", "image_size", "gray", "chains", "steps",
-                                                       "delta", "lr", "gen_lr", "infer_steps", "latent_dim", "seed",
-                                                       "clip")
-                 if getattr(args, n, None) not in (None, False)]
-        if given:
-            raise ValueError(f"--resume continues a run with its own saved settings; drop {', '.join(given)}.")
-        saved = RunDir(args.out, resume=True).load_config()
-        try:
-            config = coop.CoopConfig.from_dict(saved["config"])
-        except (TypeError, KeyError) as err:
-            raise ValueError(f"{str(args.out)!r} is not a cooperative run ({err}); cannot resume it here.") from None
-        config = _extended(config, args)
-        spec = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["data_spec"].items()}
-    else:
-        if args.data is None:
-            raise ValueError("--data is required: a folder of images, or fashion-mnist[:N].")
-        fashion = args.data.startswith("fashion-mnist")
-        channels = 1 if (args.gray or fashion) else 3
-        size = args.image_size or (28 if fashion else 64)
+    if not args.resume and args.data is None:
+        raise ValueError("--data is required: a folder of images, or fashion-mnist[:N].")
+    fashion = bool(args.data) and args.data.startswith("fashion-mnist")
+    channels = 1 if (args.gray or fashion) else 3
+    size = args.image_size or (28 if fashion else 64)
+
+    def new_config():
         config = coop.coop_config(size, channels)
-        d, g, changes = config.descriptor, config.generator, {}
-        if args.chains:
-            d = dataclasses.replace(d, n_chains=args.chains, batch_size=args.chains)
-        if args.steps or args.delta:
-            old = d.langevin
-            d = dataclasses.replace(d, langevin=LangevinConfig.from_delta(args.delta or old.noise_scale,
-                                                                          args.steps or old.n_steps))
-        if args.lr:
-            d = dataclasses.replace(d, learning_rate=args.lr)
         if args.clip:
-            d = dataclasses.replace(d, langevin=dataclasses.replace(d.langevin, clip=(-1.0, 1.0)))
-        if args.gen_lr:
-            g = dataclasses.replace(g, learning_rate=args.gen_lr)
-        if args.infer_steps is not None:
-            g = dataclasses.replace(g, langevin=dataclasses.replace(g.langevin, n_steps=args.infer_steps))
-        if args.latent_dim:
-            g = dataclasses.replace(g, latent_dim=args.latent_dim)
-        if args.iterations:
-            run = config.run
-            changes["n_iterations"] = args.iterations
-            changes["run"] = dataclasses.replace(run, image_every=max(1, min(run.image_every, args.iterations // 6 or 1)),
-                                                 checkpoint_every=max(1, min(run.checkpoint_every, args.iterations)))
-        if args.seed is not None:
-            changes["seed"] = args.seed
-        config = dataclasses.replace(config, descriptor=d, generator=g, **changes)
-        spec = dict(spec=args.data, size=(size, size), crop=None, channels=channels)
+            config = replace_at(config, ("descriptor", "langevin", "clip"), (-1.0, 1.0))
+        return config
+
+    config, saved = _configure(args, coop.CoopConfig, new_config, COOP_SHORTCUTS,
+                               ("data", "image_size", "gray", "clip"))
+    spec = saved["data_spec"] if saved else dict(spec=args.data, size=(size, size), crop=None, channels=channels)
     images = load_data(**spec)
     result = coop.learn_coop(config, images, args.out, title=f"Cooperative training: {spec['spec']}",
                              source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
@@ -659,35 +599,45 @@ def cmd_coop(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gcnjax.coop import CoopConfig
+    from gcnjax.descriptor import DescriptorConfig
+    from gcnjax.generator import GeneratorConfig
+    from gcnjax.multigrid import MultigridConfig
+    from gcnjax.options import add_config_flags
+
     parser = argparse.ArgumentParser(prog="gcnjax", description="Generative ConvNets in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="learn a texture from a bundled image and synthesize new ones")
     p.add_argument("--texture", default="brick", choices=["brick", "grass", "gravel"])
     _add_common(p)
+    add_config_flags(p, DescriptorConfig)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("descriptor", help="learn a descriptor (texture / object / CD) from images")
-    p.add_argument("--preset", default="texture", choices=["texture", "object", "cd", "demo", "shortrun"])
+    p.add_argument("--preset", choices=["texture", "object", "cd", "demo", "shortrun"],
+                   help="the authors' settings to start from (default: texture)")
     p.add_argument("--data", help="an image file, a folder of images, skimage:brick|grass|gravel, skimage:photos "
                                   "(32×32 tiles of bundled photos; the shortrun default) or fashion-mnist[:N]")
     p.add_argument("--filters", type=_positive_int, help="n_f of the short-run net (--preset shortrun; 64)")
     p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
     _add_common(p)
+    add_config_flags(p, DescriptorConfig)
     p.set_defaults(func=cmd_descriptor)
 
     p = sub.add_parser("stgconvnet", help="learn a dynamic texture (video) or a sound; synthesize or recover")
     p.add_argument("--data", help="a video (AVI/MP4/GIF), a folder of frames, or a WAV file")
-    p.add_argument("--variant", default="st", choices=["st", "fc_s", "fc_s_large"],
+    p.add_argument("--variant", choices=["st", "fc_s", "fc_s_large"],
                    help="st: stationary in space and time; fc_s(_large): spatially fully connected")
-    p.add_argument("--frames", type=_positive_int, default=70, help="use the first N frames (default 70)")
+    p.add_argument("--frames", type=_positive_int, help="use the first N frames (default 70)")
     p.add_argument("--synth-frames", type=_positive_int,
                    help="also synthesize videos of this many frames from noise (may exceed --frames)")
     p.add_argument("--recover", help="recover missing values instead: pepper:FRACTION or frames:A-B")
-    p.add_argument("--samples", type=_positive_int, default=8000, help="sounds: use the first N samples")
+    p.add_argument("--samples", type=_positive_int, help="sounds: use the first N samples (default 8000)")
     p.add_argument("--fps", type=_positive_float, default=10.0, help="frame rate of the written GIF/MP4")
     p.add_argument("--gray", action="store_true", help="learn from gray frames")
     _add_common(p)
+    add_config_flags(p, DescriptorConfig)
     p.set_defaults(func=cmd_stgconvnet)
 
     p = sub.add_parser("theory", help="auto-encoding check: descend E to local minima of a learned model")
@@ -705,29 +655,32 @@ def build_parser() -> argparse.ArgumentParser:
     abp_sub = abp_parser.add_subparsers(dest="command_abp", required=True)
     p = abp_sub.add_parser("train", help="learn a generator from a folder of images (or idx files, or WAVs)")
     p.add_argument("--data", help="a folder of images, fashion-mnist, idx:FOLDER, or (--net sound) WAVs")
-    p.add_argument("--net", default="face", choices=sorted(GENERATOR_NETS),
-                   help="face 64×64×3, face32 32×32×3, digit 28×28×1, sound 1024 samples")
-    p.add_argument("--latent-dim", type=_positive_int, default=100, help="dimension d of z ~ N(0, I_d)")
-    p.add_argument("--sigma", type=_positive_float, default=0.3, help="observation noise σ (images in [−1, 1])")
-    p.add_argument("--epochs", type=_positive_int, default=100)
-    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--net", choices=sorted(GENERATOR_NETS),
+                   help="face 64×64×3 (default), face32 32×32×3, digit 28×28×1, sound 1024 samples")
+    p.add_argument("--latent-dim", type=_positive_int, help="dimension d of z ~ N(0, I_d) (100)")
+    p.add_argument("--sigma", type=_positive_float, help="observation noise σ (images in [−1, 1]; 0.3)")
+    p.add_argument("--epochs", type=_positive_int, help="passes over the training examples (100)")
+    p.add_argument("--batch-size", type=_positive_int, help="examples per iteration (100)")
     p.add_argument("--steps", type=_positive_int, help="Langevin steps of inference per iteration (30)")
     p.add_argument("--delta", type=_positive_float, help="Langevin step δ of inference (0.3)")
     p.add_argument("--lr", type=_positive_float, help="Adam learning rate (3e-4)")
     p.add_argument("--image-size", type=_positive_int, help="resize images to this square size (default: the net's)")
     p.add_argument("--gray", action="store_true", help="learn gray images (one channel)")
     p.add_argument("--limit", type=_positive_int, help="use only the first N examples")
-    p.add_argument("--holdout", type=int, default=0,
-                   help="keep the last N examples out of training; report their reconstruction against PCA")
-    p.add_argument("--validation", type=int, default=0,
+    p.add_argument("--holdout", type=int, help="keep the last N examples out of training; report their "
+                                               "reconstruction against PCA")
+    p.add_argument("--validation", type=int,
                    help="early stopping: set the N examples before the held-out ones aside, measure their "
                         "reconstruction every --image-every iterations, keep the params that do best")
     p.add_argument("--mask", help="learn from incomplete data: pepper:FRACTION or block:SIZE missing per image")
     p.add_argument("--seed", type=int)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--image-every", type=int, default=200)
-    p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (0: none)")
+    p.add_argument("--log-every", type=_positive_int, help="iterations between metric rows (10)")
+    p.add_argument("--image-every", type=_positive_int, help="iterations between pictures (200)")
+    p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (0: none; 200)")
+    p.add_argument("--on-divergence", choices=["stop", "retry"],
+                   help="when inference diverges: stop at the last good checkpoint, or retry with a smaller step")
     _add_run_flags(p)
+    add_config_flags(p, GeneratorConfig)
     p.set_defaults(func=cmd_abp_train)
     for name, text in (("reconstruct", "infer latents of new images with a trained run and regenerate them"),
                        ("inpaint", "recover occluded new images with a trained run")):
@@ -769,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("multigrid", help="multi-grid descriptors (1x1 -> 4x4 -> 16x16 -> 64x64): learn, or inpaint")
     p.add_argument("action", nargs="?", default="learn", choices=["learn", "inpaint"],
                    help="learn models from --data (default), or inpaint --data with the models of --run")
-    p.add_argument("--preset", default="authors", choices=["authors", "paper"],
+    p.add_argument("--preset", choices=["authors", "paper"],
                    help="authors: their code's Langevin (no noise, no reference, 0..255, clipped); "
                         "paper: with noise and the Gaussian reference")
     p.add_argument("--data", help="a folder of images (or one image)")
@@ -781,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, help="inpaint: a finished multi-grid run directory")
     p.add_argument("--mask", default="block:32", help="inpaint: block:SIZE, randblock:SIZE or pepper:FRACTION")
     _add_common(p)
+    add_config_flags(p, MultigridConfig)
     p.set_defaults(func=cmd_multigrid)
     p = sub.add_parser("coop", help="cooperative training of a descriptor and a generator (CoopNets)")
     p.add_argument("--data", help="a folder of images, or fashion-mnist[:N] (the first N training images)")
@@ -799,6 +753,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "descriptor's f from running away at the authors' learning rate on short CPU runs")
     p.add_argument("--latent-dim", type=_positive_int, help="dimension of z (100)")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (0: none)")
+    p.add_argument("--on-divergence", choices=["stop", "retry"],
+                   help="when the revision diverges: stop at the last good checkpoint, or retry with a smaller step")
+    add_config_flags(p, CoopConfig)
     p.set_defaults(func=cmd_coop)
     return parser
 

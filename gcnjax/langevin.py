@@ -502,6 +502,29 @@ class LangevinConfig:
         step_size, noise_scale = coupled_from_delta(delta)
         return cls(n_steps=n_steps, step_size=step_size, noise_scale=noise_scale if noise else 0.0, **kwargs)
 
+    @property
+    def delta(self) -> float:
+        """δ of the coupled form ``x ← x − (δ²/2)∇E(x) + δξ``: ``sqrt(2 · step_size)``."""
+        return math.sqrt(2.0 * self.step_size)
+
+    @property
+    def is_coupled(self) -> bool:
+        """Whether the noise is the exact ``sqrt(2 · step_size)`` (given as ``None`` or as that value)."""
+        return self.noise_scale is None or math.isclose(self.noise_scale, self.delta, rel_tol=1e-6)
+
+    def with_delta(self, delta: float) -> "LangevinConfig":
+        """This chain with step ``δ²/2``, every other setting kept: a coupled
+        chain's noise becomes ``δ`` (it stays exact), a noise-free chain stays
+        noise-free, and a decoupled chain keeps its own ``noise_scale``."""
+        if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
+            raise ValueError(f"delta must be a positive finite number, got {delta!r}.")
+        step_size, coupled_noise = coupled_from_delta(delta)
+        if self.noise_scale is None or self.noise_scale == 0:
+            noise = self.noise_scale
+        else:
+            noise = coupled_noise if self.is_coupled else self.noise_scale
+        return dataclasses.replace(self, step_size=step_size, noise_scale=noise)
+
     def __post_init__(self):
         if int(self.n_steps) < 0:
             raise ValueError(f"LangevinConfig.n_steps must be >= 0, got {self.n_steps}.")

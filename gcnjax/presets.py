@@ -20,7 +20,7 @@ from gcnjax.nets import OBJECT_LAYERS, TEXTURE_LAYERS, ConvSpec, cpu_conv
 from gcnjax.train import RunConfig
 
 __all__ = ["PRESETS", "get", "texture", "object_pattern", "contrastive_divergence", "demo", "shortrun",
-           "shortrun_layers", "MULTIGRID_PRESETS", "get_multigrid", "multigrid_authors", "multigrid_paper"]
+           "shortrun_layers", "MULTIGRID_PRESETS", "get_multigrid", "multigrid_authors", "multigrid_paper", "abp"]
 
 
 def texture() -> DescriptorConfig:
@@ -217,3 +217,21 @@ def get(name: str) -> DescriptorConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     return PRESETS[name]()
+
+
+# ---------------------------------------------------------------- generator (alternating back-propagation)
+
+
+def abp():
+    """The generator of PAPERS §4 as ``gcnjax abp train`` starts it: the face
+    net, d = 100, images in [−1, 1] with σ = 0.3, inference by 30 Langevin
+    steps of δ = 0.3 per iteration (warm-started), Adam lr 3e-4 with
+    β1 = 0.5, batch 100, 100 epochs; pictures and checkpoints every 200
+    iterations."""
+    from gcnjax.generator import GeneratorConfig
+
+    return GeneratorConfig(
+        net="face", latent_dim=100, sigma=0.3, langevin=LangevinConfig.from_delta(0.3, 30), optimizer="adam",
+        learning_rate=3e-4, beta1=0.5, batch_size=100, n_epochs=100,
+        run=RunConfig(log_every=10, image_every=200, checkpoint_every=200),
+    )

@@ -202,7 +202,8 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
 
 
 def learn_sound(config: D.DescriptorConfig, samples: np.ndarray, rate: int, out, *, title: str = "Sound",
-                source: str = "", overwrite: bool = False, quiet: bool = False) -> Dict[str, object]:
+                source: str = "", data_spec=None, overwrite: bool = False, resume: bool = False,
+                quiet: bool = False) -> Dict[str, object]:
     """Learn a 1-D temporal descriptor from a mono waveform ``(T,)`` or
     ``(T, 1)`` in [−1, 1] at ``rate`` Hz; write each chain's synthesized
     sound as ``synthesized_K.wav`` (and the observed one as ``observed.wav``)."""
@@ -214,7 +215,8 @@ def learn_sound(config: D.DescriptorConfig, samples: np.ndarray, rate: int, out,
     if samples.ndim != 2 or samples.shape[1] != 1:
         raise gdata.DataError(f"learn_sound needs a mono waveform (T,) or (T, 1), got shape {samples.shape}.")
     pixels = sound_to_pixels(samples)[None]
-    result = learn_descriptor(config, pixels, out, title=title, source=source, overwrite=overwrite, quiet=quiet)
+    result = learn_descriptor(config, pixels, out, title=title, source=source, data_spec=data_spec,
+                              overwrite=overwrite, resume=resume, quiet=quiet)
     run_path = Path(result["run_dir"])
     sounds = pixels_to_sound(result["scale"].to_pixels(np.asarray(result["state"].chains)))
     gdata.save_wav(run_path / "observed.wav", samples, rate)
