@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from gcnjax import langevin
-from gcnjax.nets import CONV_IMPLS, ConvSpec, DescriptorNet, layer_output_sizes
+from gcnjax.nets import ConvSpec, DescriptorNet, layer_output_sizes
 from gcnjax.train import RunConfig
 
 PyTree = Any
@@ -66,16 +66,6 @@ class DescriptorConfig:
       layers, top, activation, init_std: the net (:class:`DescriptorNet`).
       activate_last, init_scheme: see :class:`gcnjax.nets.DescriptorNet` (the
         short-run net: a linear last conv, PyTorch's default init).
-      conv: how the conv layers are computed (:data:`gcnjax.nets.CONV_IMPLS`:
-        ``"xla"``, ``"space_to_depth"``, ``"fold_time"``,
-        ``"fold_time_forward"``, ``"subpixel_grad"``, ``"unfold"``): the
-        same f; chosen per net by measurement (on XLA:CPU, ``"fold_time"``
-        makes the FC_S video net's gradient in x 6× faster than
-        ``"space_to_depth"``, which was 57× faster than ``"xla"``;
-        ``"unfold"`` makes the ST net's training step with 3 chains 1.7×
-        faster than ``"fold_time_forward"``, which was 1.2× faster than
-        ``"xla"``; ``"subpixel_grad"`` the texture and short-run nets'
-        12–25%).
       sigma: σ of the Gaussian reference; ``None`` drops the ``||x||²/2σ²``
         term (short-run and multi-grid code do).
     Sampling:
@@ -139,10 +129,10 @@ class DescriptorConfig:
     activate_last: bool = True
     init_scheme: str = "normal"
     data_noise: float = 0.0
-    conv: str = "xla"
 
-    # The same f, computed another way: a resumed run may change it.
-    SPEED_FIELDS = ("conv",)
+    # Saved by older runs; how the convs are computed is now chosen when they
+    # are traced (gcnjax.ops), from the backend, and is no part of a run.
+    DROPPED_FIELDS = ("conv", "space_to_depth")
 
     def __post_init__(self):
         def positive(name, value, allow_none=False):
@@ -179,8 +169,6 @@ class DescriptorConfig:
             raise ValueError(f"DescriptorConfig.channels must be 1 or 3, got {self.channels!r}.")
         if self.init_scheme not in ("normal", "torch"):
             raise ValueError(f"DescriptorConfig.init_scheme must be 'normal' or 'torch', got {self.init_scheme!r}.")
-        if self.conv not in CONV_IMPLS:
-            raise ValueError(f"DescriptorConfig.conv must be one of {CONV_IMPLS}, got {self.conv!r}.")
         if not isinstance(self.data_noise, (int, float)) or not np.isfinite(self.data_noise) or self.data_noise < 0:
             raise ValueError(f"DescriptorConfig.data_noise must be a number >= 0 (0: none), got {self.data_noise!r}.")
 
@@ -195,9 +183,7 @@ class DescriptorConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "DescriptorConfig":
-        d = dict(d)
-        if "space_to_depth" in d:  # runs saved before `conv` replaced this flag
-            d["conv"] = "space_to_depth" if d.pop("space_to_depth") else "xla"
+        d = {key: value for key, value in d.items() if key not in cls.DROPPED_FIELDS}
         d["layers"] = tuple(ConvSpec(**l) if isinstance(l, dict) else l for l in d["layers"])
         if isinstance(d["langevin"], dict):
             d["langevin"] = langevin.LangevinConfig.from_dict(d["langevin"])
@@ -373,7 +359,6 @@ def make_net(config: DescriptorConfig, depth: Optional[int] = None, dtype=jnp.fl
         dtype=dtype,
         activate_last=config.activate_last,
         init_scheme=config.init_scheme,
-        conv=config.conv,
     )
 
 
@@ -479,8 +464,8 @@ def descend_to_minimum(apply_fn: ApplyFn, params: PyTree, x0: jax.Array, sigma: 
     minimum; the default step is σ²/2).
 
     The descent runs as jit'd, fully unrolled chunks of ``chunk`` steps
-    called from Python: a long scan loop is several times slower on XLA:CPU,
-    and unrolling hundreds of steps compiles slowly.
+    called from Python: XLA:CPU runs a long scan loop slower than unrolled
+    steps, and unrolling hundreds of steps compiles slowly.
     """
     step_size = 0.5 * sigma**2 if step_size is None else step_size
     energy_fn = make_energy_fn(apply_fn, params, sigma)

@@ -16,7 +16,7 @@ from typing import Callable, Dict
 
 from gcnjax.descriptor import DescriptorConfig
 from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import OBJECT_LAYERS, TEXTURE_LAYERS, ConvSpec, cpu_conv
+from gcnjax.nets import OBJECT_LAYERS, TEXTURE_LAYERS, ConvSpec
 from gcnjax.train import RunConfig
 
 __all__ = ["PRESETS", "get", "texture", "object_pattern", "contrastive_divergence", "demo", "shortrun",
@@ -31,9 +31,6 @@ def texture() -> DescriptorConfig:
         layers=TEXTURE_LAYERS,
         top="sum",
         sigma=1.0,
-        # The strided first layer's gradient in x by sub-pixel convs: the
-        # Langevin chain 12-25% faster on XLA:CPU (the same f and gradients).
-        conv=cpu_conv("subpixel_grad"),
         langevin=LangevinConfig.from_delta(0.3, 10),
         n_chains=4,
         chain_init="zeros",
@@ -128,19 +125,13 @@ def shortrun(n_filters: int = 64) -> DescriptorConfig:
     return DescriptorConfig(
         layers=shortrun_layers(n_filters),
         top="sum",
-        # The stride-2 layers' gradients in x by sub-pixel convs, the first
-        # layer's unfolded: the training step 15-18% and 4-8% faster on
-        # XLA:CPU (the same f and gradients).
-        conv=cpu_conv("subpixel_grad"),
         activation="leaky_relu",
         activate_last=False,
         init_scheme="torch",
         sigma=None,
         # Unrolled whole although K = 100 > FULL_UNROLL_MAX_STEPS: on XLA:CPU
-        # the unrolled chain ran 4.5x faster than the loop (n_f = 32, 8
-        # chains: 141 vs 32 chain-steps/s) for a compile of ~6 instead of
-        # ~1 minute on 2 loaded cores, repaid within the first iterations
-        # (experiments/benchmarks/RESULTS.md).
+        # the unrolled chain runs faster than the loop by more than its longer
+        # compile costs (measured: experiments/benchmarks/RESULTS.md).
         langevin=LangevinConfig(n_steps=100, step_size=1.0, noise_scale=0.01, unroll=True),
         n_chains=64,
         chain_init="uniform",

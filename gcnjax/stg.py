@@ -39,7 +39,7 @@ from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax import metrics
 from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import SOUND_LAYERS, STG_VARIANTS, cpu_conv, stg_layers
+from gcnjax.nets import SOUND_LAYERS, STG_VARIANTS, stg_layers
 from gcnjax.run import Family, Outputs, Picture, Trainer, learn, save_video
 from gcnjax.train import RunConfig
 
@@ -92,14 +92,6 @@ def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, 
         batch_size=1,
         n_iterations=500,
         run=RunConfig(image_every=50, checkpoint_every=50),
-        # XLA:CPU computes the FC variants' 3-D convs (a 7³ stride-2/3 layer,
-        # then a kernel spanning the frame) and their input gradients on a
-        # slow generic path (12 s per Langevin step at 16×32×32); as 2-D
-        # convs with the temporal taps in the channels they take 0.05 s. The
-        # ST net's long-strided 15³ and 7³ layers are faster as patches
-        # times kernel (their gradients 2-3x, with a batch of chains), the
-        # first layer's value time-folded (nets.Conv, "unfold").
-        conv=cpu_conv("unfold") if variant == "st" else "fold_time",
     )
     return dataclasses.replace(config, **overrides)
 

@@ -1,19 +1,16 @@
-"""The other ways of computing a conv layer: strided convs as stride-1 convs
-of the space-to-depth input, 3-D convs as 2-D convs with the temporal taps
-folded into channels (their value only, or value and gradients), strided
-convs with a sub-pixel input gradient, convs as unfolded patches times the
-kernel.
+"""The other ways of computing a conv layer (:mod:`gcnjax.ops`): 3-D convs as
+2-D convs with the temporal taps folded into channels, strided convs with a
+sub-pixel input gradient, convs as unfolded patches times the kernel; and
+which of them a layer takes.
 
-:func:`gcnjax.nets.conv_space_to_depth` and :func:`gcnjax.nets.conv_fold_time`
-(through the ``Conv`` layer of the descriptor nets) must give Flax's ``Conv``
-value and gradients, in x and in the kernel, for every padding the ConvSpecs
-take, and kernels longer, equal to and shorter than the stride; space to
-depth in 1-, 2- and 3-D.
+Each, forced with :func:`gcnjax.ops.conv_impl` through the ``Conv`` layer of
+the descriptor nets, must give Flax's ``Conv`` value and gradients, in x and
+in the kernel, for every padding the ConvSpecs take, and kernels longer,
+equal to and shorter than the stride. The choice is made when a net is
+traced, from the backend, and is no part of a saved config.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import flax.linen as nn
 import jax
@@ -22,7 +19,7 @@ import numpy as np
 import pytest
 
 from gcnjax import descriptor as D
-from gcnjax import nets, stg
+from gcnjax import nets, ops, presets, stg
 
 
 CASES_3D = [
@@ -34,34 +31,9 @@ CASES_3D = [
 ]
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", [
-    ((2, 9, 11, 3), (3, 3), (2, 2), "SAME"),              # odd and even sizes
-    ((2, 9, 11, 3), (4, 4), (2, 2), "VALID"),             # the short-run net's 4×4 stride 2
-    ((2, 16, 16, 2), (15, 15), (3, 3), "SAME"),           # the texture net's first layer
-    ((2, 13, 12, 3), (5, 5), (2, 3), "CIRCULAR"),         # periodic, a different stride per axis
-    ((2, 10, 10, 2), (2, 2), (3, 3), "VALID"),            # kernel shorter than the stride
-    ((1, 16, 20, 20, 3), (7, 7, 7), (2, 2, 2), "SAME"),   # the FC_S net's first layer
-    ((1, 8, 10, 10, 4), (5, 10, 10), (2, 2, 2), ((2, 2), (0, 0), (0, 0))),  # FC_S's second: explicit padding
-    ((2, 50, 1), (16,), (4,), "SAME"),                    # a sound net's 1-D layer
-])
-def test_space_to_depth_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
-    _check_against_flax(shape, kernel, stride, padding, "space_to_depth")
-
-
 @pytest.mark.parametrize("shape,kernel,stride,padding", CASES_3D)
 def test_fold_time_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
     _check_against_flax(shape, kernel, stride, padding, "fold_time")
-
-
-@pytest.mark.parametrize("shape,kernel,stride,padding", CASES_3D + [
-    ((1, 16, 20, 20, 3), (15, 15, 15), (7, 7, 7), "SAME"),  # the ST net's first layer
-])
-def test_fold_time_forward_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
-    """The time-folded value with XLA's gradients (a custom VJP): every case
-    here has fewer than FOLD_TIME_FORWARD_BELOW_CHANNELS input channels, so
-    the custom VJP is the path under test."""
-    assert shape[-1] < nets.FOLD_TIME_FORWARD_BELOW_CHANNELS
-    _check_against_flax(shape, kernel, stride, padding, "fold_time_forward")
 
 
 @pytest.mark.parametrize("shape,kernel,stride,padding", [
@@ -87,14 +59,15 @@ def test_subpixel_grad_covers_strided_layers_and_stride_one_layers_with_few_chan
     few input channels does (its input gradient is then not XLA's
     transposed conv in the jaxpr), a stride-1 layer with many does not."""
     def custom_vjp_calls(channels, stride):
-        layer = nets.Conv(4, (3, 3), (stride, stride), "SAME", impl="subpixel_grad")
+        layer = nets.Conv(4, (3, 3), (stride, stride), "SAME")
         x = jnp.zeros((1, 8, 8, channels))
         params = layer.init(jax.random.key(0), x)
-        return str(jax.make_jaxpr(lambda x: layer.apply(params, x))(x)).count("custom_vjp_call")
+        with ops.conv_impl("subpixel_grad"):
+            return str(jax.make_jaxpr(lambda x: layer.apply(params, x))(x)).count("custom_vjp_call")
 
     assert custom_vjp_calls(3, 1) == 1
-    assert custom_vjp_calls(nets.UNFOLD_TRANSPOSE_BELOW_CHANNELS, 1) == 0
-    assert custom_vjp_calls(nets.UNFOLD_TRANSPOSE_BELOW_CHANNELS, 2) == 1
+    assert custom_vjp_calls(ops.UNFOLD_TRANSPOSE_BELOW_CHANNELS, 1) == 0
+    assert custom_vjp_calls(ops.UNFOLD_TRANSPOSE_BELOW_CHANNELS, 2) == 1
 
 
 UNFOLD_CASES = [
@@ -114,7 +87,7 @@ UNFOLD_CASES = [
 ])
 def test_unfold_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
     """Through the layer: the 3-D cases with fewer than
-    FOLD_TIME_FORWARD_BELOW_CHANNELS input channels take the time-folded
+    FOLD_TIME_VALUE_BELOW_CHANNELS input channels take the time-folded
     value with the unfolded patches' gradients (a custom VJP), the others
     :func:`conv_unfold` and its autodiff gradients."""
     _check_against_flax(shape, kernel, stride, padding, "unfold")
@@ -126,13 +99,13 @@ def test_conv_unfold_matches_xla_with_gradients(shape, kernel, stride, padding):
     from :func:`conv_fold_time`."""
     x = jax.random.normal(jax.random.key(0), shape)
     k = jax.random.normal(jax.random.key(1), kernel + (shape[-1], 4)) / np.sqrt(np.prod(kernel) * shape[-1])
-    pads = nets._resolve_padding(padding, shape[1:-1], kernel, stride)
+    pads = ops._resolve_padding(padding, shape[1:-1], kernel, stride)
     if padding == "CIRCULAR":
-        reference = lambda x, k: nets._xla_conv(jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap"), k,
-                                                stride, "VALID")
+        reference = lambda x, k: ops._xla_conv(jnp.pad(x, ((0, 0),) + pads + ((0, 0),), mode="wrap"), k,
+                                               stride, "VALID")
     else:
-        reference = lambda x, k: nets._xla_conv(x, k, stride, pads)
-    ours = lambda x, k: nets.conv_unfold(x, k, stride, padding)
+        reference = lambda x, k: ops._xla_conv(x, k, stride, pads)
+    ours = lambda x, k: ops.conv_unfold(x, k, stride, padding)
     y, y_ref = ours(x, k), reference(x, k)
     assert y.shape == y_ref.shape
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-4, rtol=1e-4)
@@ -146,16 +119,9 @@ def test_subpixel_grad_takes_the_subpixel_path_where_it_fits():
     its fall-back: δ per axis for the short-run net's layers is 0, for the
     texture net's first layer 1 (a window inside z), and None for a VALID
     4×4 stride-2 conv of 9 rows (its window leaves z)."""
-    assert nets._subpixel_input_gradient_shift((32, 32), (4, 4), (2, 2), ((1, 1), (1, 1)), (16, 16)) == (0, 0)
-    assert nets._subpixel_input_gradient_shift((64,), (15,), (3,), ((7, 7),), (22,)) == (1,)
-    assert nets._subpixel_input_gradient_shift((9,), (4,), (2,), ((0, 0),), (3,)) is None
-
-
-def test_fold_time_forward_value_is_the_time_folded_conv():
-    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 8, 3))
-    k = jax.random.normal(jax.random.key(1), (3, 3, 3, 3, 4))
-    np.testing.assert_array_equal(np.asarray(nets.conv_fold_time_forward(x, k, (2, 1, 1), "SAME")),
-                                  np.asarray(nets.conv_fold_time(x, k, (2, 1, 1), "SAME")))
+    assert ops._subpixel_input_gradient_shift((32, 32), (4, 4), (2, 2), ((1, 1), (1, 1)), (16, 16)) == (0, 0)
+    assert ops._subpixel_input_gradient_shift((64,), (15,), (3,), ((7, 7),), (22,)) == (1,)
+    assert ops._subpixel_input_gradient_shift((9,), (4,), (2,), ((0, 0),), (3,)) is None
 
 
 def _check_against_flax(shape, kernel, stride, padding, impl):
@@ -163,8 +129,10 @@ def _check_against_flax(shape, kernel, stride, padding, impl):
     reference = nn.Conv(5, kernel, strides=stride, padding=padding)
     params = reference.init(jax.random.key(1), x)
     params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape), params)
-    ours = nets.Conv(5, kernel, stride, padding, impl=impl)
-    y_ref, y = reference.apply(params, x), ours.apply(params, x)
+    ours = nets.Conv(5, kernel, stride, padding)
+    y_ref = reference.apply(params, x)
+    with ops.conv_impl(impl):
+        y = ours.apply(params, x)
     assert y.shape == y_ref.shape
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-4, rtol=1e-4)  # float32 sums in another order
 
@@ -172,60 +140,104 @@ def _check_against_flax(shape, kernel, stride, padding, impl):
         return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
 
     g_ref = jax.grad(loss(reference), argnums=(0, 1))(params, x)
-    g = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+    with ops.conv_impl(impl):
+        g = jax.grad(loss(ours), argnums=(0, 1))(params, x)
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("variant,impl", [("fc_s", "fold_time"), ("fc_s", "space_to_depth"),
-                                          ("fc_s", "fold_time_forward"), ("fc_s", "unfold"), ("st", "unfold")])
+@pytest.mark.parametrize("variant,impl", [("fc_s", "fold_time"), ("fc_s", "unfold"), ("st", "unfold"),
+                                          ("st", ops.CPU_RULE), ("fc_s", ops.CPU_RULE)])
 def test_the_video_nets_are_the_same_function_either_way(variant, impl):
     config = stg.stg_config(variant, frames=8, image_size=16, channels=3)
-    assert stg.stg_config("fc_s").conv == "fold_time"
-    assert stg.stg_config("st").conv == ("unfold" if jax.default_backend() == "cpu" else "xla")
     assert config.langevin.chain_batch is None
-    fast = D.make_net(dataclasses.replace(config, conv=impl))
-    plain = D.make_net(dataclasses.replace(config, conv="xla"))
+    net = D.make_net(config)
     x = jax.random.normal(jax.random.key(0), (2, 8, 16, 16, 3))
-    params = fast.init(jax.random.key(1), x)
-    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(plain.init(jax.random.key(1), x))
+    params = net.init(jax.random.key(1), x)
     params = jax.tree_util.tree_map(lambda a: a * 50.0, params)  # past the tiny initial weights
-    np.testing.assert_allclose(fast.apply(params, x), plain.apply(params, x), rtol=1e-4, atol=1e-6)
-    grad = [jax.grad(lambda v, n=n: n.apply(params, v).sum())(x) for n in (fast, plain)]
-    np.testing.assert_allclose(grad[0], grad[1], rtol=1e-4, atol=1e-6 * float(jnp.abs(grad[1]).max()))
+    results = []
+    for chosen in (impl, "xla"):
+        with ops.conv_impl(chosen):
+            results.append((net.apply(params, x), jax.grad(lambda v: net.apply(params, v).sum())(x)))
+    (f, grad), (f_xla, grad_xla) = results
+    np.testing.assert_allclose(f, f_xla, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grad, grad_xla, rtol=1e-4, atol=1e-6 * float(jnp.abs(grad_xla).max()))
 
 
 def test_too_small_an_input_is_a_clear_error():
-    with pytest.raises(ValueError, match="smaller than the kernel"):
-        nets.conv_space_to_depth(jnp.zeros((1, 3, 3, 1)), jnp.zeros((5, 5, 1, 2)), (2, 2), "VALID")
     with pytest.raises(ValueError, match="fewer than the kernel"):
-        nets.conv_fold_time(jnp.zeros((1, 3, 8, 8, 1)), jnp.zeros((5, 3, 3, 1, 2)), (1, 1, 1), "VALID")
+        ops.conv_fold_time(jnp.zeros((1, 3, 8, 8, 1)), jnp.zeros((5, 3, 3, 1, 2)), (1, 1, 1), "VALID")
     with pytest.raises(ValueError, match="videos"):
-        nets.conv_fold_time(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 2)), (1, 1), "VALID")
+        ops.conv_fold_time(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 2)), (1, 1), "VALID")
     with pytest.raises(ValueError, match="smaller than the kernel"):
-        nets.conv_unfold(jnp.zeros((1, 3, 3, 1)), jnp.zeros((5, 5, 1, 2)), (2, 2), "VALID")
+        ops.conv_unfold(jnp.zeros((1, 3, 3, 1)), jnp.zeros((5, 5, 1, 2)), (2, 2), "VALID")
     with pytest.raises(ValueError, match="spatial axes"):
-        nets.conv_unfold(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 3, 1, 2)), (1, 1, 1), "VALID")
-    with pytest.raises(ValueError, match="DescriptorConfig.conv"):
-        dataclasses.replace(stg.stg_config("st"), conv="fast")
+        ops.conv_unfold(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 3, 1, 2)), (1, 1, 1), "VALID")
+    with pytest.raises(ValueError, match="conv_impl"):
+        with ops.conv_impl("fast"):
+            pass
 
 
-def test_runs_saved_with_the_old_space_to_depth_flag_still_load():
-    saved = stg.stg_config("fc_s", frames=8, image_size=16).to_dict()
-    del saved["conv"]
-    for flag, impl in ((True, "space_to_depth"), (False, "xla")):
-        assert D.DescriptorConfig.from_dict({**saved, "space_to_depth": flag}).conv == impl
+def test_saved_configs_hold_no_conv_choice_and_old_ones_still_load():
+    saved = stg.stg_config("st", frames=8, image_size=16).to_dict()
+    assert not {"conv", "space_to_depth"} & set(saved)
+    assert D.DescriptorConfig.from_dict(saved) == stg.stg_config("st", frames=8, image_size=16)
+    for old in ({"conv": "subpixel_grad"}, {"conv": "space_to_depth"}, {"space_to_depth": True}):
+        assert D.DescriptorConfig.from_dict({**saved, **old}) == stg.stg_config("st", frames=8, image_size=16)
 
 
-def test_presets_take_the_cpu_convs_only_on_the_cpu(monkeypatch):
-    """The sub-pixel and unfolded gradients were chosen on XLA:CPU; on other
-    backends the presets keep XLA's own convs."""
-    from gcnjax import presets
+# Per preset net, the implementation of each layer on the CPU.
+CPU_CHOICES = [
+    (presets.texture().layers, 3, ("subpixel_grad", "xla", "xla")),
+    (presets.object_pattern().layers, 3, ("subpixel_grad", "xla", "xla")),
+    (presets.demo().layers, 1, ("subpixel_grad", "xla", "xla")),
+    (presets.shortrun().layers, 3, ("subpixel_grad",) * 4 + ("xla",)),
+    (stg.stg_config("st").layers, 3, ("unfold",) * 3),
+    (stg.stg_config("fc_s").layers, 3, ("fold_time",) * 3),
+]
 
-    assert jax.default_backend() == "cpu"
-    assert presets.texture().conv == presets.shortrun().conv == "subpixel_grad"
-    assert stg.stg_config("st").conv == "unfold"
-    monkeypatch.setattr(nets.jax, "default_backend", lambda: "gpu")
-    assert nets.cpu_conv("subpixel_grad") == "xla"
-    assert presets.texture().conv == presets.shortrun().conv == presets.demo().conv == "xla"
-    assert stg.stg_config("st").conv == "xla" and stg.stg_config("fc_s").conv == "fold_time"
+
+@pytest.mark.parametrize("layers,channels,expected", CPU_CHOICES)
+def test_the_rule_gives_each_preset_its_cpu_kernels_and_xla_elsewhere(layers, channels, expected):
+    n_axes = layers[0].n_axes() or 2  # the 2-D presets give ints, the video nets tuples
+    chosen = {backend: [] for backend in ("cpu", "gpu", "tpu")}
+    for spec in layers:
+        for backend, impls in chosen.items():
+            impls.append(ops.choose_conv_impl(backend, spec.kernel_for(n_axes), spec.stride_for(n_axes), channels))
+        channels = spec.features
+    assert tuple(chosen["cpu"]) == expected
+    assert set(chosen["gpu"]) == set(chosen["tpu"]) == {"xla"}
+
+
+def test_the_kernels_are_chosen_when_traced_from_the_backend(monkeypatch):
+    """The same config, traced as if for a CPU and for a GPU: the texture
+    net's first layer (15×15, stride 3) takes the custom input gradient on
+    the CPU (a transposed conv without zeros: a matmul, no conv of the
+    3-dilated cotangent) and XLA's own gradient elsewhere."""
+    config = presets.texture()
+    net = D.make_net(config)
+    x = jnp.zeros((24, 24, 3))
+    params = net.init(jax.random.key(0), x[None])
+    energy = D.make_energy_fn(net.apply, params, config.sigma)
+    traced = {}
+    for backend in ("cpu", "gpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        # Fresh functions each time: a function traced before keeps its trace.
+        traced[backend] = (str(jax.make_jaxpr(lambda x: energy(x))(x)),
+                           str(jax.make_jaxpr(jax.grad(lambda x: energy(x)))(x)))
+    (cpu_energy, cpu_grad), (gpu_energy, gpu_grad) = traced["cpu"], traced["gpu"]
+    assert cpu_energy.count("custom_vjp_call") == 1 and "custom_vjp_call" not in gpu_energy
+    assert "lhs_dilation=(3, 3)" in gpu_grad and "dot_general" not in gpu_grad
+    assert "lhs_dilation=(3, 3)" not in cpu_grad and "dot_general" in cpu_grad
+
+
+def test_conv_impl_overrides_the_backend_within_its_block_only():
+    layer = nets.Conv(4, (4, 4), (2, 2), "SAME")
+    x = jnp.zeros((1, 8, 8, 3))
+    params = layer.init(jax.random.key(0), x)
+    count = lambda: str(jax.make_jaxpr(lambda x: layer.apply(params, x))(x)).count("custom_vjp_call")
+    with ops.conv_impl("xla"):
+        assert count() == 0
+    with ops.conv_impl(ops.CPU_RULE):
+        assert count() == 1
+    assert count() == (1 if jax.default_backend() == "cpu" else 0)

@@ -192,18 +192,17 @@ def test_a_finished_run_is_extended_by_resuming_with_more_iterations(tmp_path, c
 
 
 def test_a_run_resumes_with_other_speed_settings(tmp_path):
-    # How the chains and convs are computed (unrolling, chain groups, the conv
-    # implementation) is not what the run learns: a run begun with one setting
-    # (say on a CPU) resumes with another (on a GPU), to the same numbers up to
-    # float rounding; the new settings are recorded. The model itself may not change.
+    # How the chains are computed (unrolling, chain groups) is not what the run
+    # learns: a run begun with one setting (say on a CPU) resumes with another
+    # (on a GPU), to the same numbers up to float rounding; the new settings are
+    # recorded. The model itself may not change.
     import dataclasses
 
     full = learn_descriptor(_tiny_config(), _images(), tmp_path / "full", quiet=True)
     part = tmp_path / "part"
     learn_descriptor(_tiny_config(n_iterations=4), _images(), part, quiet=True)
     base = _tiny_config()
-    other = dataclasses.replace(base, conv="space_to_depth",
-                                langevin=dataclasses.replace(base.langevin, chain_batch=1, unroll=1))
+    other = dataclasses.replace(base, langevin=dataclasses.replace(base.langevin, chain_batch=1, unroll=1))
     resumed = learn_descriptor(other, _images(), part, resume=True, quiet=True)
     for a, b in zip(jax.tree_util.tree_leaves(full["state"].params),
                     jax.tree_util.tree_leaves(resumed["state"].params)):

@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 from experiments.benchmarks import torch_twin as T  # noqa: E402
 from gcnjax import descriptor as D  # noqa: E402
 from gcnjax import generator as G  # noqa: E402
-from gcnjax import langevin, nets, presets  # noqa: E402
+from gcnjax import langevin, nets, ops, presets  # noqa: E402
 
 
 torch.set_num_threads(1)
@@ -60,24 +60,27 @@ def adam_close(new_jax, new_torch, old, grad, lr):
     (nets.stg_layers("fc_s", 12), (6, 12, 12), 1.0, "relu", True, "fold_time"),
 ])
 def test_langevin_steps_match(layers, shape, sigma, activation, activate_last, conv):
-    net = nets.DescriptorNet(layers=layers, activation=activation, activate_last=activate_last,
-                             init_scheme="torch", conv=conv)
-    params = net.init(jax.random.key(0), jnp.zeros((1,) + shape + (3,)))
-    n_chains, n_steps, a, b = 3, 2, 0.05, 0.1
-    x0 = jax.random.uniform(jax.random.key(1), (n_chains,) + shape + (3,), minval=-1, maxval=1)
-    key = jax.random.key(2)
-    x_jax, _ = langevin.sample(key, D.make_energy_fn(net.apply, params, sigma), x0, n_steps=n_steps,
-                               step_size=a, noise_scale=b)
+    with ops.conv_impl(conv):  # the kernels each case pins, on any backend
+        net = nets.DescriptorNet(layers=layers, activation=activation, activate_last=activate_last,
+                                 init_scheme="torch")
+        params = net.init(jax.random.key(0), jnp.zeros((1,) + shape + (3,)))
+        n_chains, n_steps, a, b = 3, 2, 0.05, 0.1
+        x0 = jax.random.uniform(jax.random.key(1), (n_chains,) + shape + (3,), minval=-1, maxval=1)
+        key = jax.random.key(2)
+        x_jax, _ = langevin.sample(key, D.make_energy_fn(net.apply, params, sigma), x0, n_steps=n_steps,
+                                   step_size=a, noise_scale=b)
 
-    twin = T.descriptor_from_jax(T.DescriptorTwin(layers, 3, shape, activation, activate_last), params)
-    f_jax = net.apply(params, x0)
-    np.testing.assert_allclose(twin(T.nhwc_to_nchw(x0)).detach().numpy(), np.asarray(f_jax), rtol=1e-4, atol=1e-4)
-    noises = [T.nhwc_to_nchw(n) for n in chain_noises(key, n_steps, n_chains, x0.shape[1:])]
-    x_torch = T.langevin(lambda x: T.descriptor_energy(twin, x, sigma), T.nhwc_to_nchw(x0), n_steps, a, b, noises)
-    channels_last = (0,) + tuple(range(2, x_torch.ndim)) + (1,)
-    np.testing.assert_allclose(x_torch.permute(*channels_last).numpy(), np.asarray(x_jax), atol=2e-5, rtol=0)
-    # the steps moved the chains well beyond the tolerance
-    assert float(jnp.max(jnp.abs(x_jax - x0))) > 0.05
+        twin = T.descriptor_from_jax(T.DescriptorTwin(layers, 3, shape, activation, activate_last), params)
+        f_jax = net.apply(params, x0)
+        np.testing.assert_allclose(twin(T.nhwc_to_nchw(x0)).detach().numpy(), np.asarray(f_jax),
+                                   rtol=1e-4, atol=1e-4)
+        noises = [T.nhwc_to_nchw(n) for n in chain_noises(key, n_steps, n_chains, x0.shape[1:])]
+        x_torch = T.langevin(lambda x: T.descriptor_energy(twin, x, sigma), T.nhwc_to_nchw(x0), n_steps, a, b,
+                             noises)
+        channels_last = (0,) + tuple(range(2, x_torch.ndim)) + (1,)
+        np.testing.assert_allclose(x_torch.permute(*channels_last).numpy(), np.asarray(x_jax), atol=2e-5, rtol=0)
+        # the steps moved the chains well beyond the tolerance
+        assert float(jnp.max(jnp.abs(x_jax - x0))) > 0.05
 
 
 def test_shortrun_train_step_matches():
