@@ -244,6 +244,70 @@ def _observed(x_obs: np.ndarray, scale: ObservationScale, inputs) -> Dict[str, P
     return pictures
 
 
+def _outputs(config: G.GeneratorConfig, net, scale: ObservationScale, x, x_obs: np.ndarray, inputs: Dict[str, Any],
+             sample_z, state, params) -> Outputs:
+    """A finished generator run's outputs, all drawn with ``params``: samples
+    from the prior, the training reconstructions g(z) of the inferred
+    latents, the recovery of missing values, the held-out table against PCA."""
+    mask, sample_rate, n = inputs.get("mask"), inputs.get("sample_rate"), x.shape[0]
+    generate = jax.jit(net.apply)
+    pixels = scale.pixels is not None
+    samples = scale.to_data(generate(params, sample_z))
+    reconstructed = scale.to_data(generate(params, state.latents))
+    pictures, sounds = {}, {}
+    if pixels:
+        pictures.update(samples=Picture(samples), reconstructed=Picture(reconstructed[:64]))
+    elif sample_rate:
+        sounds.update({f"sample_{i}": (samples[i], sample_rate) for i in range(min(8, samples.shape[0]))})
+        sounds.update({f"observed_{i}": (x_obs[i], sample_rate) for i in range(min(4, n))})
+    unit = scale.unit
+    train_mse = mean_squared_error(x_obs if mask is None else x_obs * mask,
+                                   reconstructed if mask is None else reconstructed * mask, unit)
+    if mask is not None:  # observed values only: rescale by the observed fraction
+        train_mse = train_mse / np.mean(np.broadcast_to(mask, x_obs.shape).reshape(n, -1), axis=1)
+    summary = {"net": net, "train_mse": float(np.mean(train_mse))}
+    lines = [
+        f"Training reconstruction error g(z) of the inferred latents (mean squared error per "
+        f"{'observed ' if mask is not None else ''}value, values in [0, 1]): {summary['train_mse']:.5f}.",
+        "",
+    ]
+    if pixels:
+        lines += [
+            "| observed | reconstructed g(z) | samples g(z), z ~ N(0, I) |",
+            "|---|---|---|",
+            "| ![observed](observed.png) | ![reconstructed](reconstructed.png) | ![samples](samples.png) |",
+            "",
+        ]
+    if mask is not None:
+        recovered = np.where(np.broadcast_to(mask, x_obs.shape) != 0, x_obs, reconstructed)
+        summary["train_recovery_error"] = float(np.mean(recovery_error(x_obs / unit, recovered / unit, mask)))
+        if pixels:
+            pictures["recovered"] = Picture(recovered[:64])
+        lines += [
+            "## Learning from incomplete data",
+            "",
+            f"Recovery error of the missing values of the training images (mean absolute error per missing "
+            f"value, values in [0, 1]): **{summary['train_recovery_error']:.4f}**.",
+            "",
+            "| observed (missing in black) | recovered | truth |",
+            "|---|---|---|",
+            "| ![masked](observed_masked.png) | ![recovered](recovered.png) | ![truth](observed.png) |",
+            "",
+        ]
+    arrays = {"latents": np.asarray(state.latents)}
+    if inputs.get("test_observations") is not None:
+        held_lines, held, held_pictures, held_arrays = heldout_comparison(
+            config, net, params, scale, np.asarray(x), inputs["test_observations"],
+            rounds=inputs.get("test_rounds", 10))
+        summary.update(held)
+        pictures.update(held_pictures)
+        arrays.update(held_arrays)
+        lines += held_lines
+    if sounds:
+        lines += ["Generated sounds: `sounds/sample_*.wav` (observed clips: `sounds/observed_*.wav`).", ""]
+    return Outputs(pictures=pictures, arrays=arrays, sounds=sounds, report=lines, summary=summary)
+
+
 def _trainer(config: G.GeneratorConfig, x: jax.Array, scale: ObservationScale, x_obs: np.ndarray,
              inputs: Dict[str, Any]) -> Trainer:
     """Alternating back-propagation: Langevin inference of each example's z
@@ -251,9 +315,7 @@ def _trainer(config: G.GeneratorConfig, x: jax.Array, scale: ObservationScale, x
     on θ; early stopping on validation examples where given."""
     mask = inputs.get("mask")
     validation_observations = inputs.get("validation_observations")
-    test_observations = inputs.get("test_observations")
     rounds = inputs.get("test_rounds", 10)
-    sample_rate = inputs.get("sample_rate")
     net = G.make_net(config)
     n = x.shape[0]
     step = G.make_train_step(config, net.apply, G.make_optimizer(config))
@@ -273,59 +335,7 @@ def _trainer(config: G.GeneratorConfig, x: jax.Array, scale: ObservationScale, x
                 "reconstructed": Picture(scale.to_data(generate(state.params, state.latents[:64])))}
 
     def finish(state, params):
-        samples = scale.to_data(generate(params, sample_z))
-        reconstructed = scale.to_data(generate(params, state.latents))
-        pictures, sounds = {}, {}
-        if pixels:
-            pictures.update(samples=Picture(samples), reconstructed=Picture(reconstructed[:64]))
-        elif sample_rate:
-            sounds.update({f"sample_{i}": (samples[i], sample_rate) for i in range(min(8, samples.shape[0]))})
-            sounds.update({f"observed_{i}": (x_obs[i], sample_rate) for i in range(min(4, n))})
-        unit = scale.unit
-        train_mse = mean_squared_error(x_obs if mask is None else x_obs * mask,
-                                       reconstructed if mask is None else reconstructed * mask, unit)
-        if mask is not None:  # observed values only: rescale by the observed fraction
-            train_mse = train_mse / np.mean(np.broadcast_to(mask, x_obs.shape).reshape(n, -1), axis=1)
-        summary = {"net": net, "train_mse": float(np.mean(train_mse))}
-        lines = [
-            f"Training reconstruction error g(z) of the inferred latents (mean squared error per "
-            f"{'observed ' if mask is not None else ''}value, values in [0, 1]): {summary['train_mse']:.5f}.",
-            "",
-        ]
-        if pixels:
-            lines += [
-                "| observed | reconstructed g(z) | samples g(z), z ~ N(0, I) |",
-                "|---|---|---|",
-                "| ![observed](observed.png) | ![reconstructed](reconstructed.png) | ![samples](samples.png) |",
-                "",
-            ]
-        if mask is not None:
-            recovered = np.where(np.broadcast_to(mask, x_obs.shape) != 0, x_obs, reconstructed)
-            summary["train_recovery_error"] = float(np.mean(recovery_error(x_obs / unit, recovered / unit, mask)))
-            if pixels:
-                pictures["recovered"] = Picture(recovered[:64])
-            lines += [
-                "## Learning from incomplete data",
-                "",
-                f"Recovery error of the missing values of the training images (mean absolute error per missing "
-                f"value, values in [0, 1]): **{summary['train_recovery_error']:.4f}**.",
-                "",
-                "| observed (missing in black) | recovered | truth |",
-                "|---|---|---|",
-                "| ![masked](observed_masked.png) | ![recovered](recovered.png) | ![truth](observed.png) |",
-                "",
-            ]
-        arrays = {"latents": np.asarray(state.latents)}
-        if test_observations is not None:
-            held_lines, held, held_pictures, held_arrays = heldout_comparison(
-                config, net, params, scale, np.asarray(x), test_observations, rounds=rounds)
-            summary.update(held)
-            pictures.update(held_pictures)
-            arrays.update(held_arrays)
-            lines += held_lines
-        if sounds:
-            lines += ["Generated sounds: `sounds/sample_*.wav` (observed clips: `sounds/observed_*.wav`).", ""]
-        return Outputs(pictures=pictures, arrays=arrays, sounds=sounds, report=lines, summary=summary)
+        return _outputs(config, net, scale, x, x_obs, inputs, sample_z, state, params)
 
     mask_j = None if mask is None else jnp.asarray(mask)
     total = config.total_iterations(n)

@@ -598,15 +598,10 @@ def cmd_coop(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from gcnjax.coop import CoopConfig
+def _add_descriptor_commands(sub) -> None:
+    """demo, descriptor, stgconvnet, theory: the descriptor's commands."""
     from gcnjax.descriptor import DescriptorConfig
-    from gcnjax.generator import GeneratorConfig
-    from gcnjax.multigrid import MultigridConfig
     from gcnjax.options import add_config_flags
-
-    parser = argparse.ArgumentParser(prog="gcnjax", description="Generative ConvNets in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="learn a texture from a bundled image and synthesize new ones")
     p.add_argument("--texture", default="brick", choices=["brick", "grass", "gravel"])
@@ -648,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_theory)
+
+
+def _add_generator_commands(sub) -> None:
+    """abp train / reconstruct / inpaint: the generator's commands."""
+    from gcnjax.generator import GeneratorConfig
+    from gcnjax.options import add_config_flags
 
     from gcnjax.generator import GENERATOR_NETS
 
@@ -698,6 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true")
         p.set_defaults(func=cmd_abp_recover)
 
+
+def _add_metric_commands(sub) -> None:
+    """classifier, fcd: the feature classifier and its distance."""
     p = sub.add_parser("classifier", help="train and cache the Fashion-MNIST classifier of the FCD metric")
     p.add_argument("--data", type=Path, default=Path("/usr/share/datasets/fashion-mnist"),
                    help="a folder of idx files (Fashion-MNIST or MNIST: train-/t10k-images-idx3-ubyte[.gz])")
@@ -719,6 +723,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid", action="store_true", help="also the polynomial-kernel MMD² (KID-style) of the features")
     p.add_argument("--kid-subsets", type=_positive_int, default=100)
     p.set_defaults(func=cmd_fcd)
+
+
+def _add_multigrid_command(sub) -> None:
+    """multigrid [inpaint]."""
+    from gcnjax.multigrid import MultigridConfig
+    from gcnjax.options import add_config_flags
+
     p = sub.add_parser("multigrid", help="multi-grid descriptors (1x1 -> 4x4 -> 16x16 -> 64x64): learn, or inpaint")
     p.add_argument("action", nargs="?", default="learn", choices=["learn", "inpaint"],
                    help="learn models from --data (default), or inpaint --data with the models of --run")
@@ -736,6 +747,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     add_config_flags(p, MultigridConfig)
     p.set_defaults(func=cmd_multigrid)
+
+
+def _add_coop_command(sub) -> None:
+    """coop: cooperative training."""
+    from gcnjax.coop import CoopConfig
+    from gcnjax.options import add_config_flags
+
     p = sub.add_parser("coop", help="cooperative training of a descriptor and a generator (CoopNets)")
     p.add_argument("--data", help="a folder of images, or fashion-mnist[:N] (the first N training images)")
     p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
@@ -758,6 +776,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when the revision diverges: stop at the last good checkpoint, or retry with a smaller step")
     add_config_flags(p, CoopConfig)
     p.set_defaults(func=cmd_coop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gcnjax`` parser: a subcommand per job; a learning command takes
+    its shortcuts and every field of its config (:mod:`gcnjax.options`)."""
+    parser = argparse.ArgumentParser(prog="gcnjax", description="Generative ConvNets in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_descriptor_commands, _add_generator_commands, _add_metric_commands, _add_multigrid_command,
+                _add_coop_command):
+        add(sub)
     return parser
 
 

@@ -221,23 +221,15 @@ def make_train_step(config: CoopConfig, des_apply: ApplyFn, gen_apply: ApplyFn,
 
     def train_step(state: CoopState, data: jax.Array):
         key, k_z, k_revise, k_infer = jax.random.split(state.key, 4)
-        if dcfg.data_noise:
-            noise = jax.random.normal(jax.random.fold_in(state.key, 0x6E6F), data.shape, data.dtype)
-            data = data + dcfg.data_noise * noise
+        data = D.add_data_noise(state.key, data, dcfg.data_noise)
         z = jax.random.normal(k_z, (n, d), jnp.float32)
         proposals = gen_apply(state.gen_params, z)
         revised, info = D.synthesize(k_revise, des_apply, state.des_params, proposals, revision, dcfg.sigma)
         revised = jax.lax.stop_gradient(revised)
 
         # The descriptor learns from the revised images (maximum likelihood).
-        def des_loss(params):
-            f_revised = jnp.mean(des_apply(params, revised))
-            f_data = jnp.mean(des_apply(params, data))
-            return f_revised - f_data, (f_revised, f_data)  # = D.ml_loss
-
-        (_, (f_revised, f_data)), des_grads = jax.value_and_grad(des_loss, has_aux=True)(state.des_params)
-        des_updates, des_opt_state = des_optimizer.update(des_grads, state.des_opt_state, state.des_params)
-        des_params = optax.apply_updates(state.des_params, des_updates)
+        des_params, des_opt_state, des_grads, (f_revised, f_data) = D.ml_update(
+            des_optimizer, des_apply, state.des_params, state.des_opt_state, data, revised)
 
         # The generator learns to map its z (optionally inferred from z) to them.
         if inference.n_steps:

@@ -18,7 +18,6 @@ bottom-up ConvNet with a scalar output (any Flax module's ``apply``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -43,6 +42,8 @@ __all__ = [
     "init_chains",
     "synthesize",
     "ml_loss",
+    "ml_update",
+    "add_data_noise",
     "make_optimizer",
     "scale_by_tree",
     "cap_max_abs",
@@ -259,11 +260,37 @@ def synthesize(key, apply_fn: ApplyFn, params: PyTree, x0: jax.Array, sampler: l
     return sampler.run(key, make_energy_fn(apply_fn, params, sigma), x0)
 
 
+def _ml_terms(params: PyTree, apply_fn: ApplyFn, data: jax.Array, samples: jax.Array):
+    f_samples = jnp.mean(apply_fn(params, samples))
+    f_data = jnp.mean(apply_fn(params, data))
+    return f_samples - f_data, (f_samples, f_data)
+
+
 def ml_loss(params: PyTree, apply_fn: ApplyFn, data: jax.Array, samples: jax.Array) -> jax.Array:
     """``mean f(samples) − mean f(data)``: its gradient is the negative of the
     log-likelihood gradient ``E_data[∂f/∂w] − E_model[∂f/∂w]`` (the
     reference term does not depend on w)."""
-    return jnp.mean(apply_fn(params, samples)) - jnp.mean(apply_fn(params, data))
+    return _ml_terms(params, apply_fn, data, samples)[0]
+
+
+def ml_update(optimizer: optax.GradientTransformation, apply_fn: ApplyFn, params: PyTree, opt_state,
+              data: jax.Array, samples: jax.Array):
+    """One maximum-likelihood update: the optimizer's step on :func:`ml_loss`
+    (``samples`` taken as constants). Returns ``(params, opt_state, grads,
+    (mean f(samples), mean f(data)))``, the latter at the old params."""
+    (_, means), grads = jax.value_and_grad(_ml_terms, has_aux=True)(params, apply_fn, data,
+                                                                   jax.lax.stop_gradient(samples))
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, grads, means
+
+
+def add_data_noise(key: jax.Array, data: jax.Array, sd: float) -> jax.Array:
+    """``data + sd · ξ`` (``sd = 0``: the data as they are), with ``ξ`` drawn
+    from a key folded off ``key``, so that runs without data noise keep their
+    random streams unchanged."""
+    if not sd:
+        return data
+    return data + sd * jax.random.normal(jax.random.fold_in(key, 0x6E6F), data.shape, data.dtype)
 
 
 # ---------------------------------------------------------------- optimizer
@@ -402,11 +429,7 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
     sigma = config.sigma
 
     def train_step(state: DescriptorState, data: jax.Array):
-        if config.data_noise:
-            # A key folded off the state's key: runs without data noise keep
-            # their random streams unchanged.
-            noise = jax.random.normal(jax.random.fold_in(state.key, 0x6E6F), data.shape, data.dtype)
-            data = data + config.data_noise * noise
+        data = add_data_noise(state.key, data, config.data_noise)
         key, k_init, k_langevin = jax.random.split(state.key, 3)
         if config.persistent:
             x0 = state.chains
@@ -415,14 +438,8 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
         samples, info = synthesize(k_langevin, apply_fn, state.params, x0, sampler, sigma)
         samples = jax.lax.stop_gradient(samples)
 
-        def loss_fn(params):
-            f_samples = jnp.mean(apply_fn(params, samples))
-            f_data = jnp.mean(apply_fn(params, data))
-            return f_samples - f_data, (f_samples, f_data)  # = ml_loss
-
-        (_, (f_samples, f_data)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state, grads, (f_samples, f_data) = ml_update(optimizer, apply_fn, state.params,
+                                                                   state.opt_state, data, samples)
         def reference(x):
             if sigma is None:
                 return 0.0
@@ -463,21 +480,14 @@ def descend_to_minimum(apply_fn: ApplyFn, params: PyTree, x0: jax.Array, sigma: 
     quadratic with Hessian I/σ², so a step of σ² jumps to the piece's
     minimum; the default step is σ²/2).
 
-    The descent runs as jit'd, fully unrolled chunks of ``chunk`` steps
-    called from Python: XLA:CPU runs a long scan loop slower than unrolled
-    steps, and unrolling hundreds of steps compiles slowly.
+    The descent is :func:`gcnjax.langevin.sample` with no noise, in a loop
+    over unrolled blocks of ``chunk`` steps.
     """
     step_size = 0.5 * sigma**2 if step_size is None else step_size
     energy_fn = make_energy_fn(apply_fn, params, sigma)
-
-    @functools.partial(jax.jit, static_argnums=1)
-    def descend(x, n):
-        return langevin.sample(jax.random.key(0), energy_fn, x, n_steps=n, step_size=step_size,
-                               noise_scale=0.0, unroll=True)[0]
-
-    x = jnp.asarray(x0)
-    for start in range(0, n_steps, chunk):
-        x = descend(x, min(chunk, n_steps - start))
+    descend = jax.jit(lambda x: langevin.sample(jax.random.key(0), energy_fn, x, n_steps=n_steps,
+                                                step_size=step_size, noise_scale=0.0, unroll=True, chunk=chunk)[0])
+    x = descend(jnp.asarray(x0))
     grad_f = jax.vmap(jax.grad(lambda xi: apply_fn(params, xi[None])[0]))(x)
     flat = lambda a: a.reshape(a.shape[0], -1)
     norm = jnp.maximum(jnp.linalg.norm(flat(x), axis=1), jnp.finfo(x.dtype).tiny)

@@ -58,8 +58,8 @@ __all__ = [
 ]
 
 
-# Chains up to this length are unrolled whole by LangevinConfig's default:
-# 30 conv-net steps compiled in under 5 s (experiments/RESULTS.md).
+# Chains up to this length are unrolled whole by LangevinConfig's default,
+# whose compile time stays short (measured: experiments/RESULTS.md).
 FULL_UNROLL_MAX_STEPS = 32
 
 
@@ -278,6 +278,49 @@ def _unadjusted_move(key, position, energy_fn, step_size, noise_scale, clip):
     return new, info
 
 
+def _check_sample_args(n_steps, step_size, noise_scale, mala, x0, chain_batch) -> int:
+    """The number of chains in ``x0``, after :func:`sample`'s checks of its arguments."""
+    if n_steps < 0:
+        raise ValueError(f"n_steps must be >= 0, got {n_steps}.")
+    _check_settings(step_size, noise_scale, mala)
+    leaves = jax.tree_util.tree_leaves(x0)
+    if not leaves:
+        raise ValueError("x0 is empty: it must hold at least one array with a leading chain axis.")
+    n_chains = jnp.shape(leaves[0])[0] if jnp.ndim(leaves[0]) > 0 else None
+    if n_chains is None or any(jnp.ndim(l) == 0 or jnp.shape(l)[0] != n_chains for l in leaves):
+        raise ValueError(
+            "x0 must have a leading chain axis of the same length on every leaf; "
+            f"got shapes {[jnp.shape(l) for l in leaves]}. For one chain use x0[None]."
+        )
+    if chain_batch is not None and (isinstance(chain_batch, bool) or int(chain_batch) < 1):
+        raise ValueError(f"chain_batch must be None or an integer >= 1 (chains computed at once), got {chain_batch!r}.")
+    return n_chains
+
+
+def _chain_moves(energy_fn, x0, n_chains, step_size, noise_scale, mala, clip, chain_batch):
+    """``(state, body, final_position)`` of :func:`sample`: the chains' start
+    (MALA keeps E and ∇E in a :class:`LangevinState`), the scan body that
+    moves every chain one step from a step key, and the positions of a state."""
+    def over_chains(move):
+        if chain_batch is None or int(chain_batch) >= n_chains:
+            return jax.vmap(move)
+        return lambda *args: jax.lax.map(lambda a: move(*a), args, batch_size=int(chain_batch))
+
+    if mala:
+        state = over_chains(lambda x: init(x, energy_fn))(x0)
+        one_step = over_chains(lambda k, s: step(k, s, energy_fn, step_size, noise_scale, mala, clip))
+        final_position = lambda s: s.position
+    else:
+        state = x0
+        one_step = over_chains(lambda k, x: _unadjusted_move(k, x, energy_fn, step_size, noise_scale, clip))
+        final_position = lambda x: x
+
+    def body(state, step_key):
+        return one_step(jax.random.split(step_key, n_chains), state)
+
+    return state, body, final_position
+
+
 def sample(
     key: jax.Array,
     energy_fn: EnergyFn,
@@ -304,49 +347,35 @@ def sample(
         gradient descent. For the papers' δ use :func:`coupled_from_delta`.
       mala: add the Metropolis–Hastings correction.
       unroll: steps unrolled per iteration of the scan loop, or ``True`` to
-        unroll all of them (no loop at all). A speed knob: on XLA:CPU a conv
-        net's chain ran 5.4× faster fully unrolled than with any loop left
-        (unroll 1, 10 or 15 of 30 steps all ran at the same slow rate;
-        ``experiments/benchmarks/langevin_unroll.py``), at a compile time
-        that grows with ``n_steps``. A single step is never in a loop.
+        unroll all of them (no loop at all). A speed knob (XLA:CPU runs a
+        conv net's chain fastest fully unrolled; measured:
+        experiments/benchmarks/RESULTS.md), at a compile time that grows
+        with ``n_steps``. A single step is never in a loop.
       clip: optional ``(lo, hi)`` box the positions are clipped to.
       chunk: run the chain as a scan loop over blocks of ``chunk`` steps,
-        each block unrolled by a Python loop inside the loop body (the
-        remainder of ``n_steps`` is unrolled after the loop). Another speed
-        knob for chains too long to unroll whole: the compiled program
-        stays the size of one block while most of the speed of the full
-        unroll is kept (``experiments/benchmarks/RESULTS.md``). ``None``
-        (or ``chunk >= n_steps``) leaves ``unroll`` in charge. The numbers
-        are those of the plain loop: the same key gives the same samples
-        whatever ``chunk`` and ``unroll`` are, to float rounding (XLA may
-        fuse straight-line steps differently from a loop's).
+        each block unrolled inside the loop body (the remainder of
+        ``n_steps`` unrolled after the loop): a compiled program the size of
+        one block for chains too long to unroll whole. ``None`` (or
+        ``chunk >= n_steps``) leaves ``unroll`` in charge.
       chain_batch: how many chains each step computes at once. ``None``
         (the default): all of them, one ``jax.vmap``; ``g``: groups of
         ``g`` chains, vmapped within a group, the groups in a loop
-        (``jax.lax.map(..., batch_size=g)``). A speed knob for nets whose
-        convolutions gain nothing from a batch on the device (XLA:CPU's
-        own 3-D convs: the ST video net's gradient for 3 chains took 30 ms
-        batched, 24 ms one chain at a time; computed as patches times
-        kernel, ``conv="unfold"``, the batch is the faster again;
-        experiments/benchmarks/RESULTS.md). And a memory bound: a call
-        holds the activations of ``g`` chains at a time (the 64² texture
-        chain, 10,000 chains: 36 GB of temporaries at once, 7 GB in groups
-        of 1000), at the cost of a loop (on XLA:CPU 1024 such chains ran
-        at 201 chain-steps/s at once, 71–74 in groups of 4 to 256).
-        The same key gives the same samples whatever it is.
+        (``jax.lax.map(..., batch_size=g)``). A bound on memory (a call
+        holds the activations of ``g`` chains at a time) at the cost of a
+        loop.
+
+    Whatever ``unroll``, ``chunk`` and ``chain_batch`` are, the same key
+    gives the same samples, to float rounding (XLA may fuse straight-line
+    steps differently from a loop's).
 
     Returns:
       ``(x_final, info)``: positions after the last step, and a
       :class:`LangevinInfo` whose fields have shape ``(n_steps, n_chains)``.
-      Diverged chains are flagged in ``info.is_finite``; see
-      :func:`raise_if_diverged`. Without MALA the chain evaluates ∇E once
-      per step, where the step starts (K evaluations for K steps, as the
-      PyTorch code of the papers does), and ``info.energy[k]`` and
-      ``info.grad_norm[k]`` are those of the position step ``k`` started
-      from, ``x_k``; the final positions' energy is not computed (callers
-      that need f of the samples evaluate it with their learning step).
-      With MALA, which needs E and ∇E at both ends of every move (K + 1
-      evaluations), they are those of the position after step ``k``.
+      Diverged chains are flagged in ``info.is_finite``
+      (:func:`raise_if_diverged`). Without MALA, ∇E is evaluated once per
+      step where the step starts (K evaluations for K steps), and
+      ``info.energy[k]``, ``info.grad_norm[k]`` are those of ``x_k``; with
+      MALA (K + 1 evaluations) those of the position after step ``k``.
 
     Example:
       >>> energy = lambda x: 0.5 * jnp.sum(x ** 2)          # N(0, I)
@@ -354,40 +383,10 @@ def sample(
       ...                  n_steps=200, step_size=0.1)
     """
     n_steps = int(n_steps)
-    if n_steps < 0:
-        raise ValueError(f"n_steps must be >= 0, got {n_steps}.")
-    _check_settings(step_size, noise_scale, mala)
-    leaves = jax.tree_util.tree_leaves(x0)
-    if not leaves:
-        raise ValueError("x0 is empty: it must hold at least one array with a leading chain axis.")
-    n_chains = jnp.shape(leaves[0])[0] if jnp.ndim(leaves[0]) > 0 else None
-    if n_chains is None or any(jnp.ndim(l) == 0 or jnp.shape(l)[0] != n_chains for l in leaves):
-        raise ValueError(
-            "x0 must have a leading chain axis of the same length on every leaf; "
-            f"got shapes {[jnp.shape(l) for l in leaves]}. For one chain use x0[None]."
-        )
+    n_chains = _check_sample_args(n_steps, step_size, noise_scale, mala, x0, chain_batch)
 
-    if chain_batch is not None and (isinstance(chain_batch, bool) or int(chain_batch) < 1):
-        raise ValueError(f"chain_batch must be None or an integer >= 1 (chains computed at once), got {chain_batch!r}.")
-
-    def over_chains(move):
-        if chain_batch is None or int(chain_batch) >= n_chains:
-            return jax.vmap(move)
-        return lambda *args: jax.lax.map(lambda a: move(*a), args, batch_size=int(chain_batch))
-
-    if mala:
-        state = over_chains(lambda x: init(x, energy_fn))(x0)
-        one_step = over_chains(lambda k, s: step(k, s, energy_fn, step_size, noise_scale, mala, clip))
-        final_position = lambda s: s.position
-    else:
-        state = x0
-        one_step = over_chains(lambda k, x: _unadjusted_move(k, x, energy_fn, step_size, noise_scale, clip))
-        final_position = lambda x: x
-
-    def body(state, step_key):
-        keys = jax.random.split(step_key, n_chains)
-        return one_step(keys, state)
-
+    state, body, final_position = _chain_moves(energy_fn, x0, n_chains, step_size, noise_scale, mala, clip,
+                                               chain_batch)
     step_keys = jax.random.split(key, n_steps)
     if chunk is not None:
         chunk = int(chunk)
@@ -404,9 +403,9 @@ def sample(
 
 def _scan(body, state, xs, unroll=1):
     """``lax.scan(body, state, xs, unroll=unroll)``, a single iteration
-    written out: XLA:CPU kept the one-trip loop of a one-step scan, whatever
-    its unroll, and ran the texture chain's step 3x slower inside it (13
-    against 4.5 ms)."""
+    written out: XLA:CPU keeps the one-trip loop of a one-step scan, whatever
+    its unroll, and runs a step slower inside it (measured:
+    experiments/benchmarks/RESULTS.md)."""
     if xs.shape[0] == 1:
         return _unrolled(body, state, xs)
     return jax.lax.scan(body, state, xs, unroll=unroll)
@@ -425,9 +424,9 @@ def _unrolled(body, state, xs):
 def _sample_chunked(body, state, step_keys, chunk):
     """A scan over blocks of ``chunk`` Python-unrolled steps, the rest unrolled.
 
-    XLA:CPU runs a conv net's step several times slower inside a while loop
-    than in straight-line code; an unrolled block amortises the loop over
-    ``chunk`` steps without compiling all of them.
+    An unrolled block amortises the loop over ``chunk`` steps without
+    compiling all of them (XLA:CPU runs a conv net's step slower inside a
+    while loop than in straight-line code).
     """
     n_steps = step_keys.shape[0]
     n_blocks, rest = divmod(n_steps, chunk)
@@ -473,14 +472,14 @@ class LangevinConfig:
     ``x ← x − a∇E(x) + bξ`` (``None``: exact ``sqrt(2a)``; ``0``: gradient
     descent). Build the papers' coupled form with :meth:`from_delta`.
     ``unroll=None`` (the default) unrolls the whole chain when it has at
-    most :data:`FULL_UNROLL_MAX_STEPS` steps, the fastest on XLA:CPU by
-    measurement (5× a scan loop), and keeps a loop (``unroll=1``) for longer
-    chains, whose fully unrolled program would take too long to compile.
+    most :data:`FULL_UNROLL_MAX_STEPS` steps (the fastest on XLA:CPU;
+    measured: experiments/benchmarks/RESULTS.md), and keeps a loop
+    (``unroll=1``) for longer chains, whose fully unrolled program would take
+    too long to compile.
     ``chunk=k`` runs a loop over blocks of ``k`` unrolled steps instead
     (see :func:`sample`); same numbers, another speed/compile-time trade.
     ``chain_batch=g`` computes the chains in groups of ``g`` (see
-    :func:`sample`); same numbers, a speed knob per net and a bound on
-    memory.
+    :func:`sample`); same numbers, a bound on memory.
     """
 
     n_steps: int = 10

@@ -402,16 +402,8 @@ def make_train_step(config: MultigridConfig, apply_fns: Dict[int, ApplyFn],
             name = grid_key(g)
             data_g = downsample(data, g)
             synthesized = jax.lax.stop_gradient(samples[name])
-            apply_fn = apply_fns[g]
-
-            def loss_fn(p):
-                f_samples = jnp.mean(apply_fn(p, synthesized))
-                f_data = jnp.mean(apply_fn(p, data_g))
-                return f_samples - f_data, (f_samples, f_data)  # = descriptor.ml_loss
-
-            (_, (f_samples, f_data)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params[name])
-            updates, opt_state[name] = optimizer.update(grads, state.opt_state[name], state.params[name])
-            params[name] = optax.apply_updates(state.params[name], updates)
+            params[name], opt_state[name], grads, (f_samples, f_data) = D.ml_update(
+                optimizer, apply_fns[g], state.params[name], state.opt_state[name], data_g, synthesized)
             metrics[f"f_data_{g}"] = f_data
             metrics[f"f_samples_{g}"] = f_samples
             metrics[f"energy_data_{g}"] = _mean_reference(data_g, config.sigma) - f_data

@@ -39,9 +39,10 @@ import numpy as np
 
 from gcnjax import data as gdata
 from gcnjax.langevin import LangevinConfig
+from gcnjax.options import get_at, replace_at
 from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic, write_npy
 
-__all__ = ["Family", "Trainer", "Outputs", "Picture", "learn", "langevin_of", "with_langevin", "smaller_step",
+__all__ = ["Family", "Trainer", "Outputs", "Picture", "learn", "smaller_step",
            "save_picture", "save_video", "plot_metrics", "plot_waveforms", "load_params"]
 
 
@@ -146,22 +147,7 @@ class Family(NamedTuple):
     recorded: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda inputs: {}
 
 
-# ---------------------------------------------------------------- chain settings of a config
-
-
-def langevin_of(config, path: Sequence[str]) -> LangevinConfig:
-    """The :class:`LangevinConfig` at ``path`` in a (nested) config."""
-    for name in path:
-        config = getattr(config, name)
-    return config
-
-
-def with_langevin(config, path: Sequence[str], sampler: LangevinConfig):
-    """``config`` with the :class:`LangevinConfig` at ``path`` replaced."""
-    if not path:
-        return sampler
-    head, rest = path[0], path[1:]
-    return dataclasses.replace(config, **{head: with_langevin(getattr(config, head), rest, sampler)})
+# ---------------------------------------------------------------- the divergence policy
 
 
 def smaller_step(sampler: LangevinConfig, factor: float) -> LangevinConfig:
@@ -321,6 +307,155 @@ class _Validation:
 # ---------------------------------------------------------------- the engine
 
 
+class _Run:
+    """One call of :func:`learn`: its run directory, chain settings and trainer."""
+
+    def __init__(self, family: Family, config, data, out, *, title, source, data_spec, overwrite, resume, quiet,
+                 inputs):
+        self.family, self.config, self.inputs, self.quiet = family, config, inputs, quiet
+        self.title, self.source, self.resume = title or family.name, source, resume
+        self.data = family.check(config, data, inputs)
+        self.run = RunDir(out, overwrite=overwrite, resume=resume)
+        recorded = family.recorded(inputs)
+        self.scale = family.scale(config, self.data, inputs)
+        saved: Dict[str, Any] = {}
+        if resume:
+            saved = self.run.load_for_resume(config, observed_shape=self.data.shape, **recorded)
+            self.scale = family.load_scale(saved.get("pixel_scale"))
+        else:
+            self.run.save_config(config, family=family.name, pixel_scale=self.scale.to_dict(), source=source,
+                                 observed_shape=list(self.data.shape), data_spec=data_spec or {}, title=self.title,
+                                 **recorded)
+            for name, picture in family.observed(self.data, self.scale, inputs).items():
+                save_picture(self.run.path / f"{name}.png", picture)
+        self.x = jax.numpy.asarray(self.scale.to_model(self.data))
+        self.sampler, self.retries = get_at(config, family.langevin_path), 0
+        if saved.get("adjusted_langevin"):  # a divergence retry made the step smaller
+            self.sampler = LangevinConfig.from_dict(saved["adjusted_langevin"])
+            self.retries = int(saved.get("retries", 0))
+        self.trainer = self._trainer()
+        self.validation = _Validation(self.run, self.trainer.validate)
+
+    def _trainer(self) -> Trainer:
+        config = replace_at(self.config, self.family.langevin_path, self.sampler)
+        return self.family.trainer(config, self.x, self.scale, self.data, self.inputs)
+
+    def _snapshot(self, state, iteration: int) -> None:
+        for name, picture in self.trainer.snapshot(state, iteration).items():
+            save_picture(self.run.images / f"{name}_{iteration:06d}.png", picture)
+        self.validation(self.trainer.params(state), iteration)
+
+    def _retry(self, err: TrainingDiverged) -> int:
+        """Roll back to the last good checkpoint with a smaller step (the
+        divergence policy "retry"); the iteration to go on from."""
+        if self.config.run.on_divergence == "stop" or self.retries >= self.config.run.max_retries:
+            raise err
+        self.retries += 1
+        self.sampler = smaller_step(self.sampler, self.config.run.retry_step_factor)
+        # Recorded, so that a resumed run goes on with the smaller step.
+        payload = self.run.load_config()
+        payload.update(adjusted_langevin=dataclasses.asdict(self.sampler), retries=self.retries)
+        write_atomic(self.run.path / "config.json", json.dumps(payload, indent=2, sort_keys=True))
+        self.trainer = self._trainer()
+        self.validation.score = self.trainer.validate
+        self.run.truncate_metrics(err.last_good)
+        self.validation.restore(err.last_good)
+        if not self.quiet:
+            print(f"{err}\nretrying from iteration {err.last_good} with Langevin step_size="
+                  f"{self.sampler.step_size:g}", file=sys.stderr)
+        return err.last_good
+
+    def _start(self, checkpointer: Checkpointer, done: int, phase: int):
+        """The state at iteration ``done``, in ``phase``'s structure: restored
+        from its checkpoint (or the start, saved as the first good one), grown
+        into ``phase`` when that phase begins at ``done``."""
+        begins = [0] + list(self.trainer.phase_ends[:-1])
+        restore_phase = phase - 1 if (done == begins[phase] and phase > 0) else phase
+        state = self.trainer.init(restore_phase)
+        if done in checkpointer.all_steps():
+            state = checkpointer.restore(state, done)
+        else:
+            checkpointer.save(0, state)
+        return self.trainer.enter(state, phase) if restore_phase != phase else state
+
+    def train(self):
+        """Run the phases from the last checkpoint to the end, under the
+        divergence policy; returns the final state and its iteration."""
+        with Checkpointer(self.run.checkpoints, keep=self.config.run.keep_checkpoints) as checkpointer:
+            done = checkpointer.latest_step() if self.resume else 0
+            if done is None:
+                raise FileNotFoundError(f"cannot resume {str(self.run.path)!r}: it has no checkpoint yet; "
+                                        "start it again.")
+            if self.resume:
+                self.run.truncate_metrics(done)
+                self.validation.restore(done)
+            state, phase, ends = None, 0, list(self.trainer.phase_ends)
+            while phase < len(ends):
+                if ends[phase] <= done:
+                    phase += 1
+                    continue
+                if state is None:
+                    state = self._start(checkpointer, done, phase)
+                elif phase > 0 and done == ends[phase - 1]:
+                    state = self.trainer.enter(state, phase)
+                try:
+                    state, _ = fit(self.trainer.step(phase), state, self.trainer.batches, start=done,
+                                   end=ends[phase], total=ends[-1], run_dir=self.run, run=self.config.run,
+                                   checkpointer=checkpointer, on_snapshot=self._snapshot, quiet=self.quiet,
+                                   desc=self.title + self.trainer.desc(phase), step_size=self.sampler.step_size,
+                                   extra_row=self.trainer.row(phase))
+                except TrainingDiverged as err:
+                    done, state, phase = self._retry(err), None, 0  # restored from the last good checkpoint
+                    continue
+                done, phase = ends[phase], phase + 1
+            if state is None:  # resumed after the last checkpoint: only the outputs are left to write
+                state = checkpointer.restore(self.trainer.init(len(ends) - 1), done)
+        return state, done
+
+    def write_outputs(self, state):
+        """``params.msgpack`` (the kept params), the family's outputs and the
+        metrics plot; returns ``(params, outputs, history)``."""
+        path = self.run.path
+        last_params = self.trainer.params(state)
+        params = self.validation.kept(last_params)
+        if params is not last_params:
+            write_atomic(path / "params_final.msgpack", flax.serialization.to_bytes(jax.device_get(last_params)))
+        write_atomic(path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(params)))
+        outputs = self.trainer.finish(state, params)
+        for name, picture in outputs.pictures.items():
+            save_picture(path / f"{name}.png", picture)
+        for name, array in outputs.arrays.items():
+            write_npy(path / f"{name}.npy", array)
+        for name, (samples, rate) in outputs.sounds.items():
+            gdata.save_wav(path / "sounds" / f"{name}.wav", samples, rate)
+        for name, (frames, fps) in outputs.videos.items():
+            save_video(path / name, frames, fps)
+        history = self.run.read_metrics()
+        plot_metrics(history, path / "energy.png", keys=self.trainer.plot_keys)
+        return params, outputs, history
+
+    def write_report(self, done: int, seconds: float, outputs: Outputs, history) -> Path:
+        snapshots: Dict[int, List[str]] = {}
+        for p in sorted(self.run.images.glob("*_[0-9][0-9][0-9][0-9][0-9][0-9].png")):
+            snapshots.setdefault(int(p.stem.rsplit("_", 1)[1]), []).append(f"![{p.stem}](images/{p.name})")
+        reduced = (f" The Langevin step was reduced {self.retries} time(s) after divergence, to "
+                   f"{self.sampler.step_size:g}." if self.retries else "")
+        lines = [
+            f"# {self.title}", "",
+            _describe_data(self.data, self.source),
+            f"{done} iterations ({seconds:.0f} s in this session). {self.trainer.describe}{reduced}", "",
+            *outputs.report,
+            *self.validation.report(),
+            "## Over the iterations", "",
+            *[f"iteration {it}: " + " ".join(pictures) for it, pictures in sorted(snapshots.items())], "",
+            "## Metrics", "",
+            "![metrics](energy.png)", "",
+            *_last_values(history, self.trainer.plot_keys),
+            "Per-iteration values in `metrics.csv`; config: `config.json`; params: `params.msgpack`.",
+        ]
+        return self.run.write_report("\n".join(lines) + "\n")
+
+
 def learn(family: Family, config, data, out, *, title: str = "", source: str = "",
           data_spec: Optional[Dict[str, Any]] = None, overwrite: bool = False, resume: bool = False,
           quiet: bool = False, **inputs) -> Dict[str, Any]:
@@ -333,143 +468,21 @@ def learn(family: Family, config, data, out, *, title: str = "", source: str = "
     ``overwrite=True`` writes a new run over it. ``data_spec`` (how the data
     were loaded) is saved for resuming from the command line.
     Returns a summary: ``run_dir``, ``report``, ``seconds``, ``state``,
-    ``params`` (the kept ones), ``scale``, ``history`` (the metrics), and the
-    family's own ``Outputs.summary``.
+    ``params`` (the kept ones), ``scale``, ``history`` (the metrics),
+    ``iterations``, ``retries``, and the family's own ``Outputs.summary``.
     """
-    title = title or family.name
-    data = family.check(config, data, inputs)
-    run = RunDir(out, overwrite=overwrite, resume=resume)
-    recorded = family.recorded(inputs)
-    scale = family.scale(config, data, inputs)
-    saved: Dict[str, Any] = {}
-    if resume:
-        saved = run.load_for_resume(config, observed_shape=data.shape, **recorded)
-        scale = family.load_scale(saved.get("pixel_scale"))
-    else:
-        run.save_config(config, family=family.name, pixel_scale=scale.to_dict(), source=source,
-                        observed_shape=list(data.shape), data_spec=data_spec or {}, title=title, **recorded)
-        for name, picture in family.observed(data, scale, inputs).items():
-            save_picture(run.path / f"{name}.png", picture)
-    x = jax.numpy.asarray(scale.to_model(data))
-
-    path = family.langevin_path
-    sampler, retries = langevin_of(config, path), 0
-    if saved.get("adjusted_langevin"):  # a divergence retry made the step smaller
-        sampler = LangevinConfig.from_dict(saved["adjusted_langevin"])
-        retries = int(saved.get("retries", 0))
-    trainer = family.trainer(with_langevin(config, path, sampler), x, scale, data, inputs)
-    validation = _Validation(run, trainer.validate)
-
-    def snapshot(state, iteration):
-        for name, picture in trainer.snapshot(state, iteration).items():
-            save_picture(run.images / f"{name}_{iteration:06d}.png", picture)
-        validation(trainer.params(state), iteration)
-
+    session = _Run(family, config, data, out, title=title, source=source, data_spec=data_spec,
+                   overwrite=overwrite, resume=resume, quiet=quiet, inputs=inputs)
     t0 = time.perf_counter()
-    ends = list(trainer.phase_ends)
-    begins = [0] + ends[:-1]
-    with Checkpointer(run.checkpoints, keep=config.run.keep_checkpoints) as checkpointer:
-        done = checkpointer.latest_step() if resume else 0
-        if done is None:
-            raise FileNotFoundError(f"cannot resume {str(run.path)!r}: it has no checkpoint yet; start it again.")
-        if resume:
-            run.truncate_metrics(done)
-            validation.restore(done)
-        state, phase = None, 0
-        while phase < len(ends):
-            if ends[phase] <= done:
-                phase += 1
-                continue
-            if state is None:
-                # A state to restore into (or to start from): this phase's
-                # structure, or the previous phase's when this one begins now.
-                restore_phase = phase - 1 if (done == begins[phase] and phase > 0) else phase
-                state = trainer.init(restore_phase)
-                if done in checkpointer.all_steps():
-                    state = checkpointer.restore(state, done)
-                else:
-                    checkpointer.save(0, state)  # the start is the first good checkpoint
-                if restore_phase != phase:
-                    state = trainer.enter(state, phase)
-            elif done == begins[phase] and phase > 0:
-                state = trainer.enter(state, phase)
-            try:
-                state, _ = fit(trainer.step(phase), state, trainer.batches, start=done, end=ends[phase],
-                               total=ends[-1], run_dir=run, run=config.run, checkpointer=checkpointer,
-                               on_snapshot=snapshot, quiet=quiet, desc=title + trainer.desc(phase),
-                               step_size=sampler.step_size, extra_row=trainer.row(phase))
-            except TrainingDiverged as err:
-                if config.run.on_divergence == "stop" or retries >= config.run.max_retries:
-                    raise
-                retries += 1
-                sampler = smaller_step(sampler, config.run.retry_step_factor)
-                # Recorded, so that a resumed run goes on with the smaller step.
-                payload = run.load_config()
-                payload.update(adjusted_langevin=dataclasses.asdict(sampler), retries=retries)
-                write_atomic(run.path / "config.json", json.dumps(payload, indent=2, sort_keys=True))
-                trainer = family.trainer(with_langevin(config, path, sampler), x, scale, data, inputs)
-                validation.score = trainer.validate
-                done = err.last_good
-                run.truncate_metrics(done)
-                validation.restore(done)
-                state, phase = None, 0  # restored from the last good checkpoint
-                if not quiet:
-                    print(f"{err}\nretrying from iteration {done} with Langevin step_size={sampler.step_size:g}",
-                          file=sys.stderr)
-                continue
-            done = ends[phase]
-            phase += 1
-        if state is None:  # resumed after the last checkpoint: only the outputs are left to write
-            state = checkpointer.restore(trainer.init(len(ends) - 1), done)
+    state, done = session.train()
     seconds = time.perf_counter() - t0
-
-    last_params = trainer.params(state)
-    params = validation.kept(last_params)
-    if params is not last_params:
-        write_atomic(run.path / "params_final.msgpack", flax.serialization.to_bytes(jax.device_get(last_params)))
-    write_atomic(run.path / "params.msgpack", flax.serialization.to_bytes(jax.device_get(params)))
-    outputs = trainer.finish(state, params)
-    for name, picture in outputs.pictures.items():
-        save_picture(run.path / f"{name}.png", picture)
-    for name, array in outputs.arrays.items():
-        write_npy(run.path / f"{name}.npy", array)
-    for name, (samples, rate) in outputs.sounds.items():
-        gdata.save_wav(run.path / "sounds" / f"{name}.wav", samples, rate)
-    for name, (frames, fps) in outputs.videos.items():
-        save_video(run.path / name, frames, fps)
-    history = run.read_metrics()
-    plot_metrics(history, run.path / "energy.png", keys=trainer.plot_keys)
-
-    snapshots: Dict[int, List[str]] = {}
-    for p in sorted(run.images.glob("*_[0-9][0-9][0-9][0-9][0-9][0-9].png")):
-        snapshots.setdefault(int(p.stem.rsplit("_", 1)[1]), []).append(f"![{p.stem}](images/{p.name})")
-    lines = [
-        f"# {title}",
-        "",
-        _describe_data(data, source),
-        f"{done} iterations ({seconds:.0f} s in this session). {trainer.describe}"
-        + (f" The Langevin step was reduced {retries} time(s) after divergence, to {sampler.step_size:g}."
-           if retries else ""),
-        "",
-        *outputs.report,
-        *validation.report(),
-        "## Over the iterations",
-        "",
-        *[f"iteration {it}: " + " ".join(pictures) for it, pictures in sorted(snapshots.items())],
-        "",
-        "## Metrics",
-        "",
-        "![metrics](energy.png)",
-        "",
-        *_last_values(history, trainer.plot_keys),
-        "Per-iteration values in `metrics.csv`; config: `config.json`; params: `params.msgpack`.",
-    ]
-    run.write_report("\n".join(lines) + "\n")
-    summary = {"run_dir": run.path, "report": run.path / "report.md", "seconds": seconds, "state": state,
-               "params": params, "scale": scale, "history": history, "iterations": done, "retries": retries,
-               **outputs.summary}
-    if validation.record["best_iteration"] is not None:
-        summary["validation"] = dict(validation.record)
+    params, outputs, history = session.write_outputs(state)
+    report = session.write_report(done, seconds, outputs, history)
+    summary = {"run_dir": session.run.path, "report": report, "seconds": seconds, "state": state,
+               "params": params, "scale": session.scale, "history": history, "iterations": done,
+               "retries": session.retries, **outputs.summary}
+    if session.validation.record["best_iteration"] is not None:
+        summary["validation"] = dict(session.validation.record)
     return summary
 
 

@@ -376,6 +376,15 @@ def _bad_step(metrics) -> jax.Array:
     return bad
 
 
+def _stalled(iteration: int, last_good: Optional[int]) -> TrainingStalled:
+    where = f"; the last good checkpoint is step {last_good}" if last_good is not None else ""
+    return TrainingStalled(
+        f"learning stalled at iteration {iteration}: every unit of the net is inactive on the observed "
+        "and the synthesized images (f is constant and its gradient is zero), from which it "
+        f"cannot recover{where}. Lower the learning rate (--lr)."
+    )
+
+
 def fit(
     step_fn: Callable,
     state,
@@ -441,12 +450,7 @@ def fit(
                 if run_dir is not None:
                     run_dir.log(row)
                 if values.get("dead_units", 0) > 0:
-                    where = f"; the last good checkpoint is step {last_good}" if last_good is not None else ""
-                    raise TrainingStalled(
-                        f"learning stalled at iteration {it}: every unit of the net is inactive on the observed "
-                        "and the synthesized images (f is constant and its gradient is zero), from which it "
-                        f"cannot recover{where}. Lower the learning rate (--lr)."
-                    )
+                    raise _stalled(it, last_good)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("f_data", "f_samples", "loss")})
             if checkpoint_now:
                 if bool(bad | ~_finite_tree(state)):

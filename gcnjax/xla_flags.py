@@ -1,21 +1,12 @@
 """XLA:CPU settings chosen by measurement, applied when gcnjax is imported.
 
 jaxlib 0.10 hands every 2-D convolution on the CPU to YNNPACK (the
-``__ynn_fusion`` custom fusions of the compiled HLO). On the x86 CPUs we
-measured, its kernels are 1.5–2× slower than XLA's own for the convs of our
-nets, and up to 7× slower for unpadded ("VALID") ones:
-
-===========================================  ==========  ===========
-3×3 conv, 8 × 34² × 128 → 64, float32         YNNPACK     XLA's own
-===========================================  ==========  ===========
-VALID                                         24.3 ms     3.3 ms
-padding ((1, 0), (1, 0))                      6.1 ms      3.5 ms
-===========================================  ==========  ===========
-
-so :func:`apply_cpu_defaults` (run by ``import gcnjax``) adds
+``__ynn_fusion`` custom fusions of the compiled HLO), whose kernels ran
+slower than XLA's own for the convs of our nets on the x86 CPUs we measured
+(experiments/benchmarks/RESULTS.md, "Kernel choices"); so :func:`apply_cpu_defaults`
+(run by ``import gcnjax``) adds
 ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` to
-``XLA_FLAGS``, which keeps convolutions out of YNNPACK; the figures for
-whole workloads are in experiments/benchmarks/RESULTS.md.
+``XLA_FLAGS``, which keeps convolutions out of YNNPACK.
 
 XLA reads ``XLA_FLAGS`` once, when jax starts its first backend: import
 gcnjax before the first jax computation (importing jax itself is fine).
