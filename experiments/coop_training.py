@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gcnjax import coop, metrics
+from gcnjax import coop, metrics, presets
 from gcnjax.cli import load_data
 from gcnjax.data import PixelScale
 
@@ -76,7 +76,7 @@ def main():
     held_out = images[args.limit:] if args.limit else images[:0]
     if args.limit:
         images = images[: args.limit]
-    config = coop.coop_config(size, channels, width=args.width, n_iterations=args.iterations)
+    config = presets.coop(size, channels, width=args.width, n_iterations=args.iterations)
     d = dataclasses.replace(config.descriptor, n_chains=args.chains, batch_size=args.chains, learning_rate=args.lr,
                             langevin=dataclasses.replace(config.descriptor.langevin, n_steps=args.steps,
                                                          clip=(-1.0, 1.0) if args.clip else None))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gcnjax import data as gdata
-from gcnjax import metrics, stg
+from gcnjax import metrics, presets, stg
 from gcnjax.cli import _video_mask
 from gcnjax.langevin import LangevinConfig
 from gcnjax.train import RunConfig, write_atomic
@@ -108,9 +108,9 @@ def temporal_interpolation(video: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def small_config(args, variant: str, frames: int, size: int, channels: int):
-    """The authors' settings (:func:`gcnjax.stg.stg_config`) with the
+    """The authors' settings (:func:`gcnjax.presets.stg`) with the
     iterations, chains and Langevin steps cut to fit the CPU budget."""
-    return stg.stg_config(
+    return presets.stg(
         variant, frames=frames, image_size=size, channels=channels, n_chains=args.chains,
         n_iterations=args.iterations, langevin=LangevinConfig.from_delta(0.3, args.steps),
         learning_rate=args.lr, seed=args.seed,
@@ -213,7 +213,7 @@ def run_sound(args):
         samples = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 660 * t)
         source = "440 + 660 Hz tone"
     config = dataclasses.replace(
-        stg.sound_config(len(samples)), n_chains=args.chains, n_iterations=args.iterations,
+        presets.sound(len(samples)), n_chains=args.chains, n_iterations=args.iterations,
         langevin=LangevinConfig.from_delta(0.3, args.steps), learning_rate=args.lr, seed=args.seed,
         run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations))
     t0 = time.perf_counter()

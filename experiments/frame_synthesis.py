@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from gcnjax import frame
+from gcnjax import frame, presets
 from gcnjax.cli import load_data
 from gcnjax.data import PixelScale
 
@@ -58,7 +58,7 @@ def main():
         from gcnjax.langevin import LangevinConfig
 
         overrides["langevin"] = LangevinConfig.from_delta(0.3, args.steps)
-    config = frame.frame_config(args.kind, **overrides)
+    config = presets.frame(args.kind, **overrides)
     model_scale = PixelScale(config.pixel_scale).fit(images).to_model(images)
     net = frame.filter_bank_net(args.top or config.top, sizes=tuple(args.sizes), n_orientations=args.orientations,
                                 nonlinearity=args.nonlinearity, colour=args.colour,

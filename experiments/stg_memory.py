@@ -38,7 +38,7 @@ def main(argv=None):
 
     from gcnjax import data as gdata
     from gcnjax import descriptor as D
-    from gcnjax import stg
+    from gcnjax import presets, stg
     from gcnjax.langevin import LangevinConfig
 
     before = peak_rss_mib()
@@ -46,7 +46,7 @@ def main(argv=None):
     tt, yy, xx = np.meshgrid(np.arange(t), np.arange(s), np.arange(s), indexing="ij")
     video = 127.5 + 100 * np.sin(2 * np.pi * (xx / 17.0 + yy / 29.0 - tt / 9.0))
     video = np.repeat(video[..., None], 3, axis=-1).astype(np.float32)[None]
-    config = stg.stg_config(args.variant, frames=t, image_size=s, n_chains=args.chains,
+    config = presets.stg(args.variant, frames=t, image_size=s, n_chains=args.chains,
                             langevin=LangevinConfig.from_delta(0.3, args.steps))
     scale = gdata.PixelScale("minus_mean").fit(video)
     x = jnp.asarray(scale.to_model(video))

@@ -452,7 +452,7 @@ def _video_mask(spec: str, shape):
 
 def cmd_stgconvnet(args) -> int:
     from gcnjax import data as gdata
-    from gcnjax import stg
+    from gcnjax import presets, stg
     from gcnjax.descriptor import DescriptorConfig
 
     if args.out is None or (args.data is None and not args.resume):
@@ -471,7 +471,7 @@ def cmd_stgconvnet(args) -> int:
         samples, rate = gdata.load_wav(spec["spec"])
         samples = samples.mean(axis=1, keepdims=True)[: spec["samples"]]  # mono
         if not args.resume:
-            config, _ = _configure(args, DescriptorConfig, lambda: stg.sound_config(samples.shape[0]),
+            config, _ = _configure(args, DescriptorConfig, lambda: presets.sound(samples.shape[0]),
                                    DESCRIPTOR_SHORTCUTS)
         result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(spec['spec']).name}",
                                  source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
@@ -483,7 +483,7 @@ def cmd_stgconvnet(args) -> int:
     size = spec["image_size"] or (224 if spec["variant"] == "fc_s_large" else 100)
     video = gdata.load_video(spec["spec"], n_frames=spec["frames"], size=(size, size), channels=spec["channels"])
     if not args.resume:
-        config, _ = _configure(args, DescriptorConfig, lambda: stg.stg_config(
+        config, _ = _configure(args, DescriptorConfig, lambda: presets.stg(
             spec["variant"], frames=video.shape[0], image_size=size, channels=spec["channels"]), DESCRIPTOR_SHORTCUTS)
     if args.recover:
         mask = _video_mask(args.recover, (1,) + video.shape)
@@ -567,7 +567,7 @@ def cmd_multigrid(args) -> int:
 
 
 def cmd_coop(args) -> int:
-    from gcnjax import coop
+    from gcnjax import coop, presets
     from gcnjax.options import replace_at
 
     if args.out is None:
@@ -579,7 +579,7 @@ def cmd_coop(args) -> int:
     size = args.image_size or (28 if fashion else 64)
 
     def new_config():
-        config = coop.coop_config(size, channels)
+        config = presets.coop(size, channels)
         if args.clip:
             config = replace_at(config, ("descriptor", "langevin", "clip"), (-1.0, 1.0))
         return config
@@ -647,10 +647,8 @@ def _add_descriptor_commands(sub) -> None:
 
 def _add_generator_commands(sub) -> None:
     """abp train / reconstruct / inpaint: the generator's commands."""
-    from gcnjax.generator import GeneratorConfig
+    from gcnjax.generator import GENERATOR_NETS, GeneratorConfig
     from gcnjax.options import add_config_flags
-
-    from gcnjax.generator import GENERATOR_NETS
 
     abp_parser = sub.add_parser("abp", help="the generator: learn by alternating back-propagation, reconstruct, inpaint")
     abp_sub = abp_parser.add_subparsers(dest="command_abp", required=True)

@@ -37,15 +37,14 @@ import optax
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax import generator as G
-from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import ConvSpec, DescriptorNet, GeneratorNet
+from gcnjax.nets import DescriptorNet, GeneratorNet
 from gcnjax.run import Family, Outputs, Picture, Trainer, learn
 from gcnjax.train import RunConfig
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
 
-__all__ = ["FAMILY", "CoopConfig", "CoopState", "coop_config", "make_nets", "init_state", "make_train_step",
+__all__ = ["FAMILY", "CoopConfig", "CoopState", "make_nets", "init_state", "make_train_step",
            "make_sampler", "learn_coop"]
 
 
@@ -123,46 +122,6 @@ class CoopConfig:
         for key in ("generator_start", "generator_channels"):
             d[key] = tuple(d[key])
         return cls(**d)
-
-
-def coop_config(image_size: int = 64, channels: int = 3, width: int = 64, **overrides) -> CoopConfig:
-    """The authors' settings (CoopNets TensorFlow code) at a CPU size.
-
-    Images in [−1, 1]. Descriptor: conv 5×5 s2 64 → conv 3×3 s2 128 →
-    conv 3×3 s1 256 (SAME, LeakyReLU 0.2) → one fully connected filter;
-    σ_d = 0.016, T = 15 revision steps of δ = 0.002, Adam lr 0.007 β1 0.5.
-    Generator: z (100-d) → Dense → (s, s, C0) → 5×5 transposed convs of
-    stride 2 → tanh, with s = image_size / 2^L ≤ 8; σ_g = 0.3, no latent
-    inference (0 steps), Adam lr 1e-4 β1 0.5 (raise it for short runs).
-    ``image_size`` must be 4 × (a number ≤ 8) or 8 × (a number ≤ 8)
-    (28, 32, 64 …). ``width`` (64) scales every layer's channels (the
-    descriptor's are width, 2·width, 4·width; the generator's last hidden
-    layer has width channels): 32 quarters the work, for CPU runs.
-    ``overrides`` replace CoopConfig fields.
-    """
-    size = int(image_size)
-    n_up = next((L for L in (2, 3, 4) if size % (2**L) == 0 and size // (2**L) <= 8), None)
-    if n_up is None:
-        raise ValueError(f"image size {size} cannot be made by doubling a start of at most 8 pixels; "
-                         "use e.g. 28, 32 or 64.")
-    start = size // 2**n_up
-    w = int(width)
-    if w < 1:
-        raise ValueError(f"width must be an integer >= 1, got {width!r}.")
-    widths = tuple(w * 2**i for i in reversed(range(n_up)))  # e.g. (256, 128, 64)
-    descriptor = D.DescriptorConfig(
-        layers=(ConvSpec(w, 5, 2, "SAME"), ConvSpec(2 * w, 3, 2, "SAME"), ConvSpec(4 * w, 3, 1, "SAME")),
-        top="dense", activation="leaky_relu", init_std=0.01, sigma=0.016,
-        langevin=LangevinConfig.from_delta(0.002, 15), n_chains=64, chain_init="zeros", persistent=False,
-        optimizer="adam", learning_rate=0.007, beta1=0.5, weight_decay=0.0, divide_by_positions=False,
-        max_abs_grad=None, image_size=(size, size), channels=int(channels), pixel_scale="unit", batch_size=64,
-    )
-    generator = G.GeneratorConfig(latent_dim=100, sigma=0.3, langevin=LangevinConfig.from_delta(0.1, 0),
-                                  optimizer="adam", learning_rate=1e-4, beta1=0.5)
-    base = dict(descriptor=descriptor, generator=generator, generator_start=(start, start),
-                generator_channels=widths + (int(channels),))
-    base.update(overrides)
-    return CoopConfig(**base)
 
 
 class CoopState(NamedTuple):
@@ -279,15 +238,13 @@ def make_sampler(config: CoopConfig, des_apply: ApplyFn, gen_apply: ApplyFn):
 
 
 def _check_images(images, config: CoopConfig) -> np.ndarray:
-    images = np.asarray(images, np.float32)
-    want = tuple(config.descriptor.image_size) + (config.descriptor.channels,)
-    if images.ndim != 4 or images.shape[0] == 0 or images.shape[1:] != want:
+    images = gdata.check_batch(images, config.descriptor.channels, "observed images")
+    want = tuple(config.descriptor.image_size)
+    if images.shape[1:3] != want:
         raise gdata.DataError(
-            f"observed images have shape {images.shape}, expected (N, {want[0]}, {want[1]}, {want[2]}) with N >= 1; "
-            "resize them to the config's image_size (--image-size) and channels."
+            f"observed images have shape {images.shape}, expected (N, {want[0]}, {want[1]}, "
+            f"{config.descriptor.channels}); resize them to the config's image_size (--image-size)."
         )
-    if not np.all(np.isfinite(images)):
-        raise gdata.DataError("observed images contain NaN or infinite values.")
     return images
 
 

@@ -16,6 +16,7 @@ import numpy as np
 __all__ = [
     "DataError",
     "shuffled_batches",
+    "check_batch",
     "IMAGE_EXTENSIONS",
     "BUNDLED_TEXTURES",
     "load_image",
@@ -216,6 +217,25 @@ def bundled_photo_tiles(size=32, channels: int = 3, tiles_per_side: int = 4) -> 
             for left in range(0, image.shape[1] - size[1] + 1, size[1]):
                 tiles.append(image[top:top + size[0], left:left + size[1]])
     return np.stack(tiles).astype(np.float32)
+
+
+_BATCH_KINDS = {3: "(N, T, C) sounds", 4: "(N, H, W, C) images", 5: "(N, T, H, W, C) videos"}
+
+
+def check_batch(x, channels: int, name: str = "images", ndims: Sequence[int] = (4,)) -> np.ndarray:
+    """``x`` as float32 after the checks every learner makes: a non-empty
+    batch of one of the kinds ``ndims`` allows (4: images ``(N, H, W, C)``;
+    5: videos; 3: sounds), ``channels`` channels, finite values. A
+    :class:`DataError` naming ``name`` otherwise."""
+    x = np.asarray(x, np.float32)
+    if x.ndim not in ndims or x.shape[0] == 0:
+        kinds = " or ".join(_BATCH_KINDS[n] for n in ndims)
+        raise DataError(f"{name}: expected a non-empty batch of {kinds}, got shape {x.shape}.")
+    if x.shape[-1] != channels:
+        raise DataError(f"{name}: images have {x.shape[-1]} channels but the config has channels={channels}.")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{name}: images contain NaN or infinite values.")
+    return x
 
 
 def shuffled_batches(x, batch_size: int, seed: int, *, always_shuffle: bool = False):

@@ -52,7 +52,6 @@ import numpy as np
 
 from gcnjax import descriptor as D
 from gcnjax.data import DataError
-from gcnjax.nets import ConvSpec
 
 PyTree = Any
 
@@ -74,7 +73,6 @@ __all__ = [
     "VGG16Features",
     "load_vgg16_params",
     "vgg16_net",
-    "frame_config",
     "learn_frame",
 ]
 
@@ -521,49 +519,6 @@ def vgg16_net(weights, top: str = "dense", *, last: str = "conv3_1",
 
 
 # ---------------------------------------------------------------- runs
-
-
-def frame_config(kind: str = "texture", **overrides) -> D.DescriptorConfig:
-    """Sampling and learning settings of a FRAME run (a DescriptorConfig).
-
-    ``kind="texture"``: 10 Langevin steps per iteration; ``"object"``: 30
-    (the paper's T). Both: σ = 1 on 0..255 minus the mean, δ = 0.3,
-    persistent chains from zero, Adam (lr 0.01, β1 0.5) on the top weights,
-    no gradient capping or weight decay. Adam, because the raw gradient
-    ``E_data[φ] − E_model[φ]`` of a stationary weight is a sum over all
-    positions of responses in pixel units (about 10⁵–10⁶ for a 64×64
-    image): plain SGD needs a learning rate tuned to the image size
-    (about 2e-7 at 64×64, measured), Adam does not.
-    ``layers`` is only used to check image sizes: one layer of the bank's
-    largest filter.
-    """
-    if kind not in ("texture", "object"):
-        raise ValueError(f"FRAME kind must be 'texture' or 'object', got {kind!r}.")
-    from gcnjax.langevin import LangevinConfig
-    from gcnjax.train import RunConfig
-
-    base = dict(
-        layers=(ConvSpec(1, 15, 1, "SAME"),),
-        top="sum" if kind == "texture" else "dense",
-        sigma=1.0,
-        langevin=LangevinConfig.from_delta(0.3, 10 if kind == "texture" else 30),
-        n_chains=4 if kind == "texture" else 7,
-        chain_init="zeros",
-        persistent=True,
-        optimizer="adam",
-        learning_rate=0.01,
-        beta1=0.5,
-        weight_decay=0.0,
-        divide_by_positions=False,
-        max_abs_grad=None,
-        image_size=(128, 128),
-        channels=3,
-        pixel_scale="minus_mean",
-        n_iterations=300,
-        run=RunConfig(log_every=10, image_every=50, checkpoint_every=50),
-    )
-    base.update(overrides)
-    return D.DescriptorConfig(**base)
 
 
 def learn_frame(config: D.DescriptorConfig, net: FrameNet, images: np.ndarray, out, *, title: str = "FRAME",

@@ -481,21 +481,13 @@ def single_grid_baseline(config: MultigridConfig) -> MultigridConfig:
 
 
 def _check_images(images: np.ndarray, config: MultigridConfig, name: str = "images") -> np.ndarray:
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise gdata.DataError(f"{name}: expected a non-empty batch (N, H, W, C), got shape {images.shape}.")
-    if images.shape[-1] != config.channels:
-        raise gdata.DataError(
-            f"{name}: images have {images.shape[-1]} channels but the config has channels={config.channels}."
-        )
+    images = gdata.check_batch(images, config.channels, name)
     if images.shape[1:3] != (config.image_size, config.image_size):
         raise gdata.DataError(
             f"{name}: images of {images.shape[2]}x{images.shape[1]} do not match the finest grid "
             f"{config.image_size}x{config.image_size}; resize them (--image-size {config.image_size}) "
             "or change the grids."
         )
-    if not np.all(np.isfinite(images)):
-        raise gdata.DataError(f"{name}: images contain NaN or infinite values.")
     return images
 
 

@@ -16,11 +16,12 @@ from typing import Callable, Dict
 
 from gcnjax.descriptor import DescriptorConfig
 from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import OBJECT_LAYERS, TEXTURE_LAYERS, ConvSpec
+from gcnjax.nets import OBJECT_LAYERS, SOUND_LAYERS, STG_VARIANTS, TEXTURE_LAYERS, ConvSpec, stg_layers
 from gcnjax.train import RunConfig
 
 __all__ = ["PRESETS", "get", "texture", "object_pattern", "contrastive_divergence", "demo", "shortrun",
-           "shortrun_layers", "MULTIGRID_PRESETS", "get_multigrid", "multigrid_authors", "multigrid_paper", "abp"]
+           "shortrun_layers", "MULTIGRID_PRESETS", "get_multigrid", "multigrid_authors", "multigrid_paper", "abp",
+           "stg", "sound", "frame", "coop"]
 
 
 def texture() -> DescriptorConfig:
@@ -226,3 +227,144 @@ def abp():
         learning_rate=3e-4, beta1=0.5, batch_size=100, n_epochs=100,
         run=RunConfig(log_every=10, image_every=200, checkpoint_every=200),
     )
+
+
+# ---------------------------------------------------------------- spatial-temporal (videos, sounds)
+
+
+def stg(variant: str = "st", *, frames: int = 70, image_size: int = 100, channels: int = 3,
+        **overrides) -> DescriptorConfig:
+    """The authors' settings for one variant (``"st"``, ``"fc_s"``,
+    ``"fc_s_large"``): ReLU, Gaussian initial weights of std 0.001, f = sum
+    of the top responses, pixels 0..255 minus their mean, σ = 1, δ = 0.3,
+    20 Langevin steps, 3 persistent chains started from N(0, 1) noise (near
+    the mean), Adam (lr 1e-3, β1 0.5) with no per-layer division, gradient
+    cap or weight decay, 500 iterations (= epochs on one video).
+    ``overrides`` replace any field."""
+    if variant not in STG_VARIANTS:
+        raise ValueError(f"variant must be one of {STG_VARIANTS}, got {variant!r}.")
+    config = DescriptorConfig(
+        layers=stg_layers(variant, image_size),
+        top="sum",
+        activation="relu",
+        init_std=0.001,
+        sigma=1.0,
+        langevin=LangevinConfig.from_delta(0.3, 20),
+        n_chains=3,
+        chain_init="noise",
+        init_scale=1.0,
+        persistent=True,
+        optimizer="adam",
+        learning_rate=1e-3,
+        beta1=0.5,
+        weight_decay=0.0,
+        divide_by_positions=False,
+        max_abs_grad=None,
+        image_size=(int(frames), int(image_size), int(image_size)),
+        channels=channels,
+        pixel_scale="minus_mean",
+        batch_size=1,
+        n_iterations=500,
+        run=RunConfig(image_every=50, checkpoint_every=50),
+    )
+    return dataclasses.replace(config, **overrides)
+
+
+def sound(n_samples: int, **overrides) -> DescriptorConfig:
+    """A 1-D temporal descriptor for a mono waveform of ``n_samples``
+    samples (:data:`gcnjax.nets.SOUND_LAYERS`), otherwise the video
+    settings of :func:`stg`; samples are in the pixel-like units of
+    :func:`gcnjax.data.sound_to_pixels`, so σ = 1 and δ = 0.3 mean what they mean for
+    videos."""
+    base = stg("st")
+    config = dataclasses.replace(base, layers=SOUND_LAYERS, image_size=(int(n_samples),), channels=1)
+    return dataclasses.replace(config, **overrides)
+
+
+# ---------------------------------------------------------------- FRAME
+
+
+def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
+    """Sampling and learning settings of a FRAME run (a DescriptorConfig).
+
+    ``kind="texture"``: 10 Langevin steps per iteration; ``"object"``: 30
+    (the paper's T). Both: σ = 1 on 0..255 minus the mean, δ = 0.3,
+    persistent chains from zero, Adam (lr 0.01, β1 0.5) on the top weights,
+    no gradient capping or weight decay. Adam, because the raw gradient
+    ``E_data[φ] − E_model[φ]`` of a stationary weight is a sum over all
+    positions of responses in pixel units (about 10⁵–10⁶ for a 64×64
+    image): plain SGD needs a learning rate tuned to the image size
+    (about 2e-7 at 64×64, measured), Adam does not.
+    ``layers`` is only used to check image sizes: one layer of the bank's
+    largest filter.
+    """
+    if kind not in ("texture", "object"):
+        raise ValueError(f"FRAME kind must be 'texture' or 'object', got {kind!r}.")
+    base = dict(
+        layers=(ConvSpec(1, 15, 1, "SAME"),),
+        top="sum" if kind == "texture" else "dense",
+        sigma=1.0,
+        langevin=LangevinConfig.from_delta(0.3, 10 if kind == "texture" else 30),
+        n_chains=4 if kind == "texture" else 7,
+        chain_init="zeros",
+        persistent=True,
+        optimizer="adam",
+        learning_rate=0.01,
+        beta1=0.5,
+        weight_decay=0.0,
+        divide_by_positions=False,
+        max_abs_grad=None,
+        image_size=(128, 128),
+        channels=3,
+        pixel_scale="minus_mean",
+        n_iterations=300,
+        run=RunConfig(log_every=10, image_every=50, checkpoint_every=50),
+    )
+    base.update(overrides)
+    return DescriptorConfig(**base)
+
+
+# ---------------------------------------------------------------- cooperative training
+
+
+def coop(image_size: int = 64, channels: int = 3, width: int = 64, **overrides):
+    """The authors' settings (CoopNets TensorFlow code) at a CPU size.
+
+    Images in [−1, 1]. Descriptor: conv 5×5 s2 64 → conv 3×3 s2 128 →
+    conv 3×3 s1 256 (SAME, LeakyReLU 0.2) → one fully connected filter;
+    σ_d = 0.016, T = 15 revision steps of δ = 0.002, Adam lr 0.007 β1 0.5.
+    Generator: z (100-d) → Dense → (s, s, C0) → 5×5 transposed convs of
+    stride 2 → tanh, with s = image_size / 2^L ≤ 8; σ_g = 0.3, no latent
+    inference (0 steps), Adam lr 1e-4 β1 0.5 (raise it for short runs).
+    ``image_size`` must be 4 × (a number ≤ 8) or 8 × (a number ≤ 8)
+    (28, 32, 64 …). ``width`` (64) scales every layer's channels (the
+    descriptor's are width, 2·width, 4·width; the generator's last hidden
+    layer has width channels): 32 quarters the work, for CPU runs.
+    ``overrides`` replace CoopConfig fields.
+    """
+    from gcnjax.coop import CoopConfig
+    from gcnjax.generator import GeneratorConfig
+
+    size = int(image_size)
+    n_up = next((L for L in (2, 3, 4) if size % (2**L) == 0 and size // (2**L) <= 8), None)
+    if n_up is None:
+        raise ValueError(f"image size {size} cannot be made by doubling a start of at most 8 pixels; "
+                         "use e.g. 28, 32 or 64.")
+    start = size // 2**n_up
+    w = int(width)
+    if w < 1:
+        raise ValueError(f"width must be an integer >= 1, got {width!r}.")
+    widths = tuple(w * 2**i for i in reversed(range(n_up)))  # e.g. (256, 128, 64)
+    descriptor = DescriptorConfig(
+        layers=(ConvSpec(w, 5, 2, "SAME"), ConvSpec(2 * w, 3, 2, "SAME"), ConvSpec(4 * w, 3, 1, "SAME")),
+        top="dense", activation="leaky_relu", init_std=0.01, sigma=0.016,
+        langevin=LangevinConfig.from_delta(0.002, 15), n_chains=64, chain_init="zeros", persistent=False,
+        optimizer="adam", learning_rate=0.007, beta1=0.5, weight_decay=0.0, divide_by_positions=False,
+        max_abs_grad=None, image_size=(size, size), channels=int(channels), pixel_scale="unit", batch_size=64,
+    )
+    generator = GeneratorConfig(latent_dim=100, sigma=0.3, langevin=LangevinConfig.from_delta(0.1, 0),
+                                  optimizer="adam", learning_rate=1e-4, beta1=0.5)
+    base = dict(descriptor=descriptor, generator=generator, generator_start=(start, start),
+                generator_channels=widths + (int(channels),))
+    base.update(overrides)
+    return CoopConfig(**base)

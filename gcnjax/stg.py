@@ -38,15 +38,11 @@ import numpy as np
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax import metrics
-from gcnjax.langevin import LangevinConfig
-from gcnjax.nets import SOUND_LAYERS, STG_VARIANTS, stg_layers
+from gcnjax.nets import STG_VARIANTS
 from gcnjax.run import Family, Outputs, Picture, Trainer, learn, save_video
-from gcnjax.train import RunConfig
 
 __all__ = [
     "STG_VARIANTS",
-    "stg_config",
-    "sound_config",
     "sound_to_pixels",
     "pixels_to_sound",
     "learn_dynamic_texture",
@@ -56,55 +52,6 @@ __all__ = [
     "make_recovery_step",
     "recover_video",
 ]
-
-
-def stg_config(variant: str = "st", *, frames: int = 70, image_size: int = 100, channels: int = 3,
-               **overrides) -> D.DescriptorConfig:
-    """The authors' settings for one variant (``"st"``, ``"fc_s"``,
-    ``"fc_s_large"``): ReLU, Gaussian initial weights of std 0.001, f = sum
-    of the top responses, pixels 0..255 minus their mean, σ = 1, δ = 0.3,
-    20 Langevin steps, 3 persistent chains started from N(0, 1) noise (near
-    the mean), Adam (lr 1e-3, β1 0.5) with no per-layer division, gradient
-    cap or weight decay, 500 iterations (= epochs on one video).
-    ``overrides`` replace any field."""
-    if variant not in STG_VARIANTS:
-        raise ValueError(f"variant must be one of {STG_VARIANTS}, got {variant!r}.")
-    config = D.DescriptorConfig(
-        layers=stg_layers(variant, image_size),
-        top="sum",
-        activation="relu",
-        init_std=0.001,
-        sigma=1.0,
-        langevin=LangevinConfig.from_delta(0.3, 20),
-        n_chains=3,
-        chain_init="noise",
-        init_scale=1.0,
-        persistent=True,
-        optimizer="adam",
-        learning_rate=1e-3,
-        beta1=0.5,
-        weight_decay=0.0,
-        divide_by_positions=False,
-        max_abs_grad=None,
-        image_size=(int(frames), int(image_size), int(image_size)),
-        channels=channels,
-        pixel_scale="minus_mean",
-        batch_size=1,
-        n_iterations=500,
-        run=RunConfig(image_every=50, checkpoint_every=50),
-    )
-    return dataclasses.replace(config, **overrides)
-
-
-def sound_config(n_samples: int, **overrides) -> D.DescriptorConfig:
-    """A 1-D temporal descriptor for a mono waveform of ``n_samples``
-    samples (:data:`gcnjax.nets.SOUND_LAYERS`), otherwise the video
-    settings of :func:`stg_config`; samples are in the pixel-like units of
-    :func:`sound_to_pixels`, so σ = 1 and δ = 0.3 mean what they mean for
-    videos."""
-    base = stg_config("st")
-    config = dataclasses.replace(base, layers=SOUND_LAYERS, image_size=(int(n_samples),), channels=1)
-    return dataclasses.replace(config, **overrides)
 
 
 sound_to_pixels = gdata.sound_to_pixels

@@ -32,16 +32,7 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
     Images are ``(N, H, W, C)``; videos ``(N, T, H, W, C)`` and sounds
     ``(N, T, C)`` are checked the same way, along their own axes.
     """
-    images = np.asarray(images, np.float32)
-    if images.ndim not in (3, 4, 5) or images.shape[0] == 0:
-        raise gdata.DataError(
-            f"{name}: expected a non-empty batch (N, H, W, C) of images (or (N, T, H, W, C) videos, "
-            f"(N, T, C) sounds), got shape {images.shape}."
-        )
-    if images.shape[-1] != config.channels:
-        raise gdata.DataError(
-            f"{name}: images have {images.shape[-1]} channels but the config has channels={config.channels}."
-        )
+    images = gdata.check_batch(images, config.channels, name, ndims=(4, 5, 3))
     n_axes = images.ndim - 2
     net_axes = {spec.n_axes() for spec in config.layers} - {None}
     kinds = {1: "sounds (N, T, C)", 2: "images (N, H, W, C)", 3: "videos (N, T, H, W, C)"}
@@ -75,8 +66,6 @@ def check_images(images: np.ndarray, config: D.DescriptorConfig, name: str = "im
                 f"{[tuple(o) for o in out]}); use more or larger frames (--frames, --image-size) or a net with "
                 "smaller filters."
             )
-    if not np.all(np.isfinite(images)):
-        raise gdata.DataError(f"{name}: images contain NaN or infinite values.")
     return images
 
 

@@ -149,7 +149,7 @@ def _check_against_flax(shape, kernel, stride, padding, impl):
 @pytest.mark.parametrize("variant,impl", [("fc_s", "fold_time"), ("fc_s", "unfold"), ("st", "unfold"),
                                           ("st", ops.CPU_RULE), ("fc_s", ops.CPU_RULE)])
 def test_the_video_nets_are_the_same_function_either_way(variant, impl):
-    config = stg.stg_config(variant, frames=8, image_size=16, channels=3)
+    config = presets.stg(variant, frames=8, image_size=16, channels=3)
     assert config.langevin.chain_batch is None
     net = D.make_net(config)
     x = jax.random.normal(jax.random.key(0), (2, 8, 16, 16, 3))
@@ -179,11 +179,11 @@ def test_too_small_an_input_is_a_clear_error():
 
 
 def test_saved_configs_hold_no_conv_choice_and_old_ones_still_load():
-    saved = stg.stg_config("st", frames=8, image_size=16).to_dict()
+    saved = presets.stg("st", frames=8, image_size=16).to_dict()
     assert not {"conv", "space_to_depth"} & set(saved)
-    assert D.DescriptorConfig.from_dict(saved) == stg.stg_config("st", frames=8, image_size=16)
+    assert D.DescriptorConfig.from_dict(saved) == presets.stg("st", frames=8, image_size=16)
     for old in ({"conv": "subpixel_grad"}, {"conv": "space_to_depth"}, {"space_to_depth": True}):
-        assert D.DescriptorConfig.from_dict({**saved, **old}) == stg.stg_config("st", frames=8, image_size=16)
+        assert D.DescriptorConfig.from_dict({**saved, **old}) == presets.stg("st", frames=8, image_size=16)
 
 
 # Per preset net, the implementation of each layer on the CPU.
@@ -192,8 +192,8 @@ CPU_CHOICES = [
     (presets.object_pattern().layers, 3, ("subpixel_grad", "xla", "xla")),
     (presets.demo().layers, 1, ("subpixel_grad", "xla", "xla")),
     (presets.shortrun().layers, 3, ("subpixel_grad",) * 4 + ("xla",)),
-    (stg.stg_config("st").layers, 3, ("unfold",) * 3),
-    (stg.stg_config("fc_s").layers, 3, ("fold_time",) * 3),
+    (presets.stg("st").layers, 3, ("unfold",) * 3),
+    (presets.stg("fc_s").layers, 3, ("fold_time",) * 3),
 ]
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gcnjax import cli, coop
+from gcnjax import cli, coop, presets
 from gcnjax import descriptor as D
 from gcnjax import generator as G
 from gcnjax.langevin import LangevinConfig
@@ -173,16 +173,16 @@ def test_learn_coop_writes_a_run_and_resumes_to_the_same_result(tmp_path):
 
 
 def test_coop_config_is_checked_and_round_trips():
-    config = coop.coop_config(28, 1)
+    config = presets.coop(28, 1)
     assert config.generator_net().output_shape() == (28, 28, 1)
-    assert coop.coop_config(64).generator_net().output_shape() == (64, 64, 3)
+    assert presets.coop(64).generator_net().output_shape() == (64, 64, 3)
     assert coop.CoopConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="image_size"):
         dataclasses.replace(config, generator_start=(8, 8))
     with pytest.raises(ValueError, match="pixel_scale"):
         dataclasses.replace(config, descriptor=dataclasses.replace(config.descriptor, pixel_scale="minus_mean"))
     with pytest.raises(ValueError, match="cannot be made"):
-        coop.coop_config(30)
+        presets.coop(30)
 
 
 def test_coop_cli_on_a_folder(tmp_path, capsys):

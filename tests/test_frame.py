@@ -11,7 +11,7 @@ import pytest
 
 from gcnjax import descriptor as D
 from gcnjax import frame as F
-from gcnjax import langevin
+from gcnjax import langevin, presets
 from gcnjax.data import DataError
 
 
@@ -288,9 +288,9 @@ def test_vgg16_loader_errors_name_the_problem(tmp_path):
 
 def test_learn_frame_writes_a_run(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 1)).astype(np.float32)
-    cfg = F.frame_config("object", channels=1, image_size=(16, 16), n_iterations=2, n_chains=2,
+    cfg = presets.frame("object", channels=1, image_size=(16, 16), n_iterations=2, n_chains=2,
                          langevin=langevin.LangevinConfig.from_delta(0.3, 2),
-                         run=dataclasses.replace(F.frame_config().run, checkpoint_every=2))
+                         run=dataclasses.replace(presets.frame().run, checkpoint_every=2))
     net = F.filter_bank_net("dense", sizes=(3, 5), n_orientations=2)
     result = F.learn_frame(cfg, net, images, tmp_path / "run", quiet=True)
     assert (tmp_path / "run" / "synthesized.png").is_file() and (tmp_path / "run" / "report.md").is_file()

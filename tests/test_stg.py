@@ -11,7 +11,7 @@ import pytest
 
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
-from gcnjax import langevin, masks, metrics, stg
+from gcnjax import langevin, masks, metrics, presets, stg
 from gcnjax.nets import SOUND_LAYERS, ConvSpec, DescriptorNet, layer_output_sizes, receptive_field, stg_layers
 from gcnjax.synthesis import check_images
 
@@ -127,7 +127,7 @@ def test_linear_descriptor_on_videos_learns_the_closed_form_mean():
     mean = np.array([1.0, -2.0, 0.5, 3.0, -1.0, 0.0, 2.0, -0.5]).reshape(2, 2, 2, 1)
     data = jnp.asarray(np.random.default_rng(0).normal(mean, 0.3, (16, 2, 2, 2, 1)), jnp.float32)
     n_chains = 3000
-    cfg = stg.stg_config(
+    cfg = presets.stg(
         "st", frames=2, image_size=2, channels=1, sigma=sigma, n_chains=n_chains, chain_init="zeros",
         langevin=langevin.LangevinConfig(n_steps=4, step_size=0.5 * sigma**2), optimizer="sgd",
         learning_rate=0.5, momentum=0.0,
@@ -154,7 +154,7 @@ def test_video_train_step_is_traced_once_and_uses_position_scales():
         traces["n"] += 1
         return net.apply(params, x)
 
-    cfg = stg.stg_config("st", frames=6, image_size=8, layers=layers, n_chains=2, divide_by_positions=True,
+    cfg = presets.stg("st", frames=6, image_size=8, layers=layers, n_chains=2, divide_by_positions=True,
                          langevin=langevin.LangevinConfig.from_delta(0.3, 2))
     data = jax.random.normal(jax.random.key(0), (1, 6, 8, 8, 3))
     state = D.init_state(jax.random.key(0), cfg, net, data)
@@ -172,14 +172,14 @@ def test_video_train_step_is_traced_once_and_uses_position_scales():
 
 
 def test_check_images_on_videos_and_sounds():
-    cfg = stg.stg_config("st", frames=30, image_size=32)
+    cfg = presets.stg("st", frames=30, image_size=32)
     check_images(np.zeros((1, 30, 32, 32, 3)), cfg)
     with pytest.raises(gdata.DataError, match="videos"):
         check_images(np.zeros((1, 32, 32, 3)), cfg)  # a 3-D net given images
-    fc = stg.stg_config("fc_s", frames=30, image_size=64)
+    fc = presets.stg("fc_s", frames=30, image_size=64)
     with pytest.raises(gdata.DataError, match="too small"):
         check_images(np.zeros((1, 30, 32, 32, 3)), fc)  # its FC layer spans 32, not 16
-    snd = stg.sound_config(400)
+    snd = presets.sound(400)
     check_images(np.zeros((1, 400, 1)), snd)
 
 
@@ -188,7 +188,7 @@ def test_recovery_keeps_observed_values_bit_identical():
     pepper = masks.salt_and_pepper(video.shape[1:], 0.5, seed=0)[None]  # per frame: (1, T, H, W, 1)
     assert pepper.shape == (1, 6, 8, 8, 1)
     layers = (ConvSpec(3, (3, 3, 3), 1, "SAME"), ConvSpec(2, (2, 2, 2)))
-    cfg = stg.stg_config("st", frames=6, image_size=8, channels=1, layers=layers, init_std=0.05,
+    cfg = presets.stg("st", frames=6, image_size=8, channels=1, layers=layers, init_std=0.05,
                          langevin=langevin.LangevinConfig.from_delta(3.0, 3))
     net = D.make_net(cfg)
     scale = gdata.PixelScale("minus_mean").fit(video)
@@ -212,7 +212,7 @@ def test_recover_video_writes_a_run(tmp_path):
     t = np.arange(6)[:, None, None, None]
     video = (127.5 + 60 * np.sin(t + np.arange(8)[None, None, :, None] / 2)) * np.ones((6, 8, 8, 1))
     layers = (ConvSpec(3, (3, 3, 3), 1, "SAME"),)
-    cfg = stg.stg_config("st", frames=6, image_size=8, channels=1, layers=layers, n_iterations=3,
+    cfg = presets.stg("st", frames=6, image_size=8, channels=1, layers=layers, n_iterations=3,
                          langevin=langevin.LangevinConfig.from_delta(0.3, 2))
     mask = masks.missing_frames((1,) + video.shape, [3])
     result = stg.recover_video(cfg, video, mask, tmp_path / "rec", quiet=True)

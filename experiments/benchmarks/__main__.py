@@ -253,11 +253,11 @@ def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
 
 def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) -> Case:
     """(d) one training iteration of the spatial-temporal descriptor
-    (``stg.stg_config``): K Langevin steps of the persistent video chains,
+    (``presets.stg``): K Langevin steps of the persistent video chains,
     then one Adam step."""
     from gcnjax import stg
 
-    config = stg.stg_config(variant, frames=frames, image_size=size, channels=3, n_chains=n_chains,
+    config = presets.stg(variant, frames=frames, image_size=size, channels=3, n_chains=n_chains,
                             langevin=langevin.LangevinConfig.from_delta(0.3, n_steps))
     shape = (frames, size, size, 3)
     data = 30.0 * jax.random.normal(jax.random.key(seed), (1,) + shape)
