@@ -334,7 +334,7 @@ def cmd_abp_train(args) -> int:
 def _saved_run(out):
     from gcnjax.train import RunDir
 
-    saved = RunDir(out, resume=True).load_config()
+    saved = RunDir.read_config(out)
     if not saved.get("data_spec"):
         raise ValueError(f"{str(out)!r} does not record how its data was loaded, so it cannot be resumed.")
     return saved
@@ -794,11 +794,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ValueError, FileExistsError, FileNotFoundError, ChainDivergedError) as err:
+    except (DataError, ValueError, FileExistsError, FileNotFoundError, PermissionError, ChainDivergedError) as err:
         print(f"gcnjax {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"gcnjax {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"gcnjax {args.command}: {err or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -316,10 +316,18 @@ class _Run:
         self.title, self.source, self.resume = title or family.name, source, resume
         self.data = family.check(config, data, inputs)
         self.run = RunDir(out, overwrite=overwrite, resume=resume)
+        try:
+            self._open(data_spec)
+        except BaseException:
+            self.run.close()
+            raise
+
+    def _open(self, data_spec) -> None:
+        family, config, inputs, source = self.family, self.config, self.inputs, self.source
         recorded = family.recorded(inputs)
         self.scale = family.scale(config, self.data, inputs)
         saved: Dict[str, Any] = {}
-        if resume:
+        if self.resume:
             saved = self.run.load_for_resume(config, observed_shape=self.data.shape, **recorded)
             self.scale = family.load_scale(saved.get("pixel_scale"))
         else:
@@ -473,11 +481,14 @@ def learn(family: Family, config, data, out, *, title: str = "", source: str = "
     """
     session = _Run(family, config, data, out, title=title, source=source, data_spec=data_spec,
                    overwrite=overwrite, resume=resume, quiet=quiet, inputs=inputs)
-    t0 = time.perf_counter()
-    state, done = session.train()
-    seconds = time.perf_counter() - t0
-    params, outputs, history = session.write_outputs(state)
-    report = session.write_report(done, seconds, outputs, history)
+    try:
+        t0 = time.perf_counter()
+        state, done = session.train()
+        seconds = time.perf_counter() - t0
+        params, outputs, history = session.write_outputs(state)
+        report = session.write_report(done, seconds, outputs, history)
+    finally:
+        session.run.close()
     summary = {"run_dir": session.run.path, "report": report, "seconds": seconds, "state": state,
                "params": params, "scale": session.scale, "history": history, "iterations": done,
                "retries": session.retries, **outputs.summary}

@@ -24,7 +24,7 @@ import numpy as np
 
 from gcnjax.langevin import ChainDivergedError
 
-__all__ = ["RunConfig", "RunDir", "Checkpointer", "TrainingDiverged", "TrainingStalled", "fit", "write_atomic", "write_npy"]
+__all__ = ["RunConfig", "RunDir", "RunLocked", "Checkpointer", "TrainingDiverged", "TrainingStalled", "TrainingInterrupted", "fit", "write_atomic", "write_npy"]
 
 
 class TrainingDiverged(ChainDivergedError):
@@ -204,44 +204,179 @@ def _what_is_computed(value):
     return value
 
 
+LOCK_NAME = ".gcnjax.lock"
+MARKER_NAME = ".gcnjax-run.json"
+# What an older run (one without a marker) may have written: removed by --overwrite.
+_LEGACY_DIRS = ("images", "checkpoints", "tensorboard", "sounds")
+_LEGACY_SUFFIXES = (".json", ".csv", ".md", ".msgpack", ".npy", ".png", ".gif", ".mp4", ".tmp")
+
+
+class RunLocked(FileExistsError):
+    """Another live process is writing the run directory."""
+
+
+def _read_lock(lock: Path) -> Optional[Dict[str, Any]]:
+    for _ in range(20):  # a lock being written is empty for a moment
+        try:
+            return json.loads(lock.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError):
+            time.sleep(0.05)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_HELD_LOCKS: Dict[Path, None] = {}
+
+
+def _release_held_locks() -> None:
+    for lock in list(_HELD_LOCKS):
+        _release(lock)
+
+
+def _release(lock: Path) -> None:
+    holder = _read_lock(lock)
+    if holder is not None and holder.get("pid") == os.getpid():
+        lock.unlink(missing_ok=True)
+    _HELD_LOCKS.pop(lock, None)
+
+
 class RunDir:
     """A run's directory: ``config.json``, ``metrics.csv``, ``images/``,
     ``checkpoints/``, ``report.md``.
 
-    A new RunDir never deletes anything: an existing non-empty directory is
-    refused unless ``overwrite=True`` (which replaces the files this run
-    writes). ``resume=True`` opens an existing run to continue it.
+    One writer at a time: opening a RunDir takes the lock file
+    ``.gcnjax.lock`` (process id, host, command), released by :meth:`close`
+    or when the process exits; a lock whose process is gone is taken over
+    with a note, a live one is refused with :class:`RunLocked` naming its
+    process. A new RunDir never deletes anything that is not a run's: an
+    existing non-empty directory is refused unless ``overwrite=True``, which
+    removes what the previous run wrote (the files that were in the folder
+    before that run came, recorded in ``.gcnjax-run.json``, stay) and says
+    what it removed. ``resume=True`` opens an existing run to continue it.
     """
 
     def __init__(self, path, *, overwrite: bool = False, resume: bool = False):
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"run directory {str(self.path)!r} is a file; choose another --out path.")
-        if resume:
-            if not (self.path / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"cannot resume: {str(self.path)!r} holds no run (no config.json); "
-                    "start a new run with this --out path instead."
-                )
-        elif self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"run directory {str(self.path)!r} already holds a run; choose another --out path, "
-                "pass --resume to continue it, or --overwrite to write over it."
+        if resume and not (self.path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"cannot resume: {str(self.path)!r} holds no run (no config.json); "
+                "start a new run with this --out path instead."
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except PermissionError:
+            raise PermissionError(f"cannot create the run directory {str(self.path)!r}: permission denied; "
+                                  "choose an --out path you can write.") from None
+        self._lock = self.path / LOCK_NAME
+        self._take_lock()
+        try:
+            self._open(overwrite, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_lock(self) -> None:
+        import atexit
+        import socket
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300]}
+        while True:
+            try:
+                fd = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(self._lock) or {}
+                if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+                    break  # this process opened the run before
+                RunDir.refuse_if_locked(self.path)
+                print(f"note: {str(self.path)!r} was locked by process {holder.get('pid')}, which is gone; "
+                      "taking the run over.", file=sys.stderr)
+                self._lock.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                raise PermissionError(f"cannot write in the run directory {str(self.path)!r}: permission denied; "
+                                      "choose an --out path you can write.") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            break
+        if not _HELD_LOCKS:
+            atexit.register(_release_held_locks)
+        _HELD_LOCKS[self._lock] = None
+
+    @staticmethod
+    def refuse_if_locked(path) -> None:
+        """:class:`RunLocked` if another live process holds the lock of the run in ``path``."""
+        import socket
+
+        lock = Path(path) / LOCK_NAME
+        holder = _read_lock(lock) if lock.exists() else None
+        if not holder or (holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()):
+            return
+        if holder.get("host", socket.gethostname()) != socket.gethostname() or _alive(holder.get("pid", 0)):
+            raise RunLocked(
+                f"run directory {str(path)!r} is being written by process {holder.get('pid')} on "
+                f"{holder.get('host')} ({holder.get('command', '?')}); wait for it to finish or stop it, or "
+                f"choose another --out (if that process is gone, remove {str(lock)!r})."
+            )
+
+    def close(self) -> None:
+        """Release the run directory's lock (also done when the process exits)."""
+        _release(self._lock)
+
+    def _open(self, overwrite: bool, resume: bool) -> None:
+        marker = self.path / MARKER_NAME
+        present = sorted(p.name for p in self.path.iterdir() if p.name not in (LOCK_NAME, MARKER_NAME))
+        if not resume:
+            if present and not overwrite:
+                raise FileExistsError(
+                    f"run directory {str(self.path)!r} already holds a run; choose another --out path, "
+                    "pass --resume to continue it, or --overwrite to write over it."
+                )
+            foreign = present
+            if marker.is_file():
+                foreign = [n for n in json.loads(marker.read_text()).get("foreign_files", []) if n in present]
+            elif (self.path / "config.json").is_file() or (self.path / "metrics.csv").is_file():
+                foreign = [n for n in present if n not in _LEGACY_DIRS and not n.endswith(_LEGACY_SUFFIXES)]
+            removed = [n for n in present if n not in foreign]
+            for name in removed:
+                target = self.path / name
+                import shutil
+
+                shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+            if removed:
+                shown = ", ".join(removed[:8]) + (f" and {len(removed) - 8} more" if len(removed) > 8 else "")
+                print(f"--overwrite: removed the previous run's {shown} from {str(self.path)!r}"
+                      + (f" (kept {len(foreign)} file(s) that were not the run's)" if foreign else ""),
+                      file=sys.stderr)
+            write_atomic(marker, json.dumps({"foreign_files": foreign}))
         self.images = self.path / "images"
         self.images.mkdir(exist_ok=True)
         self.metrics_path = self.path / "metrics.csv"
         self.checkpoints = self.path / "checkpoints"
         self._fields: Optional[List[str]] = None
         self._tb = None
-        if overwrite and not resume:
-            import shutil
 
-            if self.checkpoints.exists():
-                shutil.rmtree(self.checkpoints)
-            if self.metrics_path.exists():
-                self.metrics_path.unlink()
+    @staticmethod
+    def read_config(path) -> Dict[str, Any]:
+        """The ``config.json`` of the run in ``path``, to resume it (refused,
+        :class:`RunLocked`, while another process writes it)."""
+        RunDir.refuse_if_locked(path)
+        config = Path(path) / "config.json"
+        if not config.is_file():
+            raise FileNotFoundError(f"{str(path)!r} holds no run (no config.json); give the directory of a run.")
+        return json.loads(config.read_text())
 
     def load_config(self) -> Dict[str, Any]:
         return json.loads((self.path / "config.json").read_text())
@@ -432,9 +567,11 @@ def fit(
             iteration=i, last_good=last_good,
         )
 
+    done = start
     try:
         for i in range(start, end):
             state, metrics = step_fn(state, batches(i))
+            done = i + 1
             bad = bad | _bad_step(metrics)
             it = i + 1
             last = it == end
@@ -460,6 +597,33 @@ def fit(
             if on_snapshot is not None and (it % run.image_every == 0 or last):
                 on_snapshot(state, it)
             bar.update(1)
+    except KeyboardInterrupt:
+        raise _interrupted(done, state, bad, checkpointer, last_good) from None
     finally:
         bar.close()
     return state, history
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """The run was interrupted (SIGINT, Ctrl-C); ``iteration`` is the one its
+    last checkpoint holds (None: no checkpoint)."""
+
+    def __init__(self, message: str, iteration: Optional[int]):
+        super().__init__(message)
+        self.iteration = iteration
+
+
+def _interrupted(done: int, state, bad, checkpointer, last_good) -> TrainingInterrupted:
+    """Save the last finished iteration's state (when it is good and newer
+    than the last checkpoint) and say how to go on."""
+    if checkpointer is not None and done != last_good:
+        try:
+            if not bool(bad | ~_finite_tree(state)):
+                checkpointer.save(done, state)
+                last_good = done
+        except Exception:  # the step was cut while it held the state's buffers
+            pass
+    if last_good is None:
+        return TrainingInterrupted("interrupted before the first checkpoint; start the run again.", None)
+    return TrainingInterrupted(f"interrupted; the run is checkpointed at iteration {last_good}: continue it with "
+                               "the same command and --resume.", last_good)

@@ -1,0 +1,130 @@
+"""The run directory: one writer at a time, overwrites that leave nothing stale."""
+
+import json
+import os
+import subprocess
+import time
+import sys
+
+
+import pytest
+
+from gcnjax import cli
+from gcnjax.train import LOCK_NAME, RunDir, RunLocked
+
+_HOLD = """
+import sys, time
+from gcnjax.train import RunDir
+run = RunDir(sys.argv[1])
+(run.path / "config.json").write_text("{}")
+(run.path / "metrics.csv").write_text("iteration\\n1\\n")
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def _holder(path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = _holder(out)
+    try:
+        before = sorted(p.name for p in out.iterdir())
+        for flags in (["--overwrite"], ["--resume"], []):
+            assert cli.main(["demo", "--out", str(out), "--quiet", *flags]) == 2
+            err = capsys.readouterr().err
+            assert f"being written by process {proc.pid}" in err, err
+        with pytest.raises(RunLocked, match=str(proc.pid)):
+            RunDir(out, overwrite=True)
+        # Nothing of the first writer's was touched.
+        assert sorted(p.name for p in out.iterdir()) == before
+        assert (out / "metrics.csv").read_text() == "iteration\n1\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    # Its process gone (killed: the lock stays behind), the next writer takes the run over.
+    assert (out / LOCK_NAME).is_file()
+    run = RunDir(out, overwrite=True)
+    assert "which is gone; taking the run over" in capsys.readouterr().err
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+    run.close()
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_overwrite_removes_the_previous_runs_files_and_keeps_the_users(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        RunDir(out)
+    first = RunDir(out, overwrite=True)  # the folder's own files are recorded as not the run's
+    (out / "config.json").write_text("{}")
+    (first.images / "synthesized_000010.png").write_bytes(b"png")
+    (out / "tensorboard").mkdir()
+    (out / "tensorboard" / "events").write_text("x")
+    (out / "latents.npy").write_bytes(b"npy")
+    first.close()
+    capsys.readouterr()
+    second = RunDir(out, overwrite=True)
+    err = capsys.readouterr().err
+    assert "removed the previous run's" in err and "latents.npy" in err and "kept 1 file" in err
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["images", "notes.txt"]
+    assert list(second.images.iterdir()) == []
+    second.close()
+
+
+def test_overwrite_of_a_run_from_before_the_record_removes_only_run_outputs(tmp_path):
+    out = tmp_path / "old"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "samples_000002.png").write_bytes(b"png")
+    for name in ("config.json", "metrics.csv", "report.md", "params.msgpack", "samples.png"):
+        (out / name).write_text("x")
+    (out / "my_script.py").write_text("print()")
+    RunDir(out, overwrite=True).close()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["images", "my_script.py"]
+
+
+def test_the_lock_is_released_when_the_process_ends(tmp_path):
+    out = tmp_path / "run"
+    code = f"from gcnjax.train import RunDir; RunDir({str(out)!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.is_dir() and not (out / LOCK_NAME).exists()
+
+
+def test_sigint_checkpoints_the_current_iteration_and_says_how_to_resume(tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "gcnjax.cli", "demo", "--image-size", "40", "--iterations", "400",
+            "--checkpoint-every", "1000", "--steps", "1", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    metrics = out / "metrics.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] > 0, steps  # the iteration it reached, though no periodic checkpoint was due
+    assert f"checkpointed at iteration {steps[-1]}" in err and "--resume" in err
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    import pathlib
+
+    # The folder's system refuses (as for a user without the right; root is never refused here).
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    assert cli.main(["demo", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "permission denied" in err and "--out" in err and "Traceback" not in err
