@@ -216,6 +216,9 @@ def make_train_step(config: CoopConfig, des_apply: ApplyFn, gen_apply: ApplyFn,
             "gen_grad_norm": optax.tree.norm(gen_grads),
             "chain_grad_norm": jnp.mean(info.grad_norm[-1]) if revision.n_steps else jnp.float32(0),
             "diverged": jnp.sum(~finite),
+            # Either net's learning gradient exactly zero (every unit dead, or
+            # the generator's tanh saturated): learning cannot go on.
+            "dead_units": ((optax.tree.norm(des_grads) == 0) | (optax.tree.norm(gen_grads) == 0)).astype(jnp.float32),
         }
         new_state = CoopState(des_params, des_opt_state, gen_params, gen_opt_state, key, state.step + 1)
         return new_state, metrics

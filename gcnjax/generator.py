@@ -519,6 +519,9 @@ def make_train_step(config: GeneratorConfig, apply_fn: ApplyFn, optimizer: optax
             "chain_grad_norm": jnp.mean(info.grad_norm[-1]) if sampler.n_steps else jnp.float32(0),
             "acceptance": jnp.mean(info.acceptance_rate) if sampler.n_steps else jnp.float32(1),
             "diverged": jnp.sum(~finite_chains),
+            # A learning gradient of exactly zero (a saturated tanh output,
+            # every unit dead): learning cannot go on.
+            "dead_units": (optax.tree.norm(grads) == 0).astype(jnp.float32),
         }
         return GeneratorState(params, opt_state, latents, key, state.step + 1), metrics
 

@@ -514,9 +514,9 @@ def _bad_step(metrics) -> jax.Array:
 def _stalled(iteration: int, last_good: Optional[int]) -> TrainingStalled:
     where = f"; the last good checkpoint is step {last_good}" if last_good is not None else ""
     return TrainingStalled(
-        f"learning stalled at iteration {iteration}: every unit of the net is inactive on the observed "
-        "and the synthesized images (f is constant and its gradient is zero), from which it "
-        f"cannot recover{where}. Lower the learning rate (--lr)."
+        f"learning stalled at iteration {iteration}: the learning gradient is exactly zero (every unit of a net "
+        "inactive, or a saturated output), from which it cannot recover"
+        f"{where}. Lower the learning rate (--lr, or --gen-lr for a generator)."
     )
 
 
