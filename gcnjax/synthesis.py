@@ -175,7 +175,14 @@ def load_run(run_dir: str | Path):
         if not p.exists():
             raise FileNotFoundError(f"{str(p)!r} is missing: is {str(run_dir)!r} a finished descriptor run?")
     payload = json.loads(cfg_path.read_text())
-    config = D.DescriptorConfig.from_dict(payload["config"])
+    kind = payload.get("family", "descriptor")
+    if kind != "descriptor":
+        raise ValueError(f"{str(run_dir)!r} is a {kind} run; give the directory of a descriptor run "
+                         "(gcnjax descriptor, demo or stgconvnet).")
+    try:
+        config = D.DescriptorConfig.from_dict(payload["config"])
+    except (TypeError, KeyError, ValueError) as err:
+        raise ValueError(f"{str(run_dir)!r} is not a descriptor run ({err}).") from None
     scale = gdata.PixelScale.from_dict(payload["pixel_scale"])
     net = D.make_net(config)
     shape = payload["observed_shape"]
@@ -247,6 +254,9 @@ def check_run_autoencoding(run_dir: str | Path, out: str | Path, *, n_noise_star
     synthesized images."""
     run_dir = Path(run_dir)
     config, scale, net, params = load_run(run_dir)
+    if len(config.image_size) != 2:
+        raise ValueError(f"run {str(run_dir)!r} models {'videos' if len(config.image_size) == 3 else 'sounds'}; "
+                         "the auto-encoding check draws images: give an image descriptor run.")
     if config.sigma is None:
         raise ValueError(f"run {str(run_dir)!r} has no Gaussian reference (sigma=None); the check needs sigma.")
     synthesized = scale.to_model(np.load(run_dir / "synthesized.npy"))

@@ -82,3 +82,16 @@ def test_a_saturated_generator_stops_the_run(tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "learning stalled at iteration" in err and "--gen-lr" in err
+
+
+def test_theory_on_another_kind_of_run_is_one_line(tmp_path, capsys):
+    from gcnjax import cli
+
+    for family, config in (("generator", {"latent_dim": 3}), ("multigrid", {"grids": [4, 16]})):
+        run = tmp_path / family
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"family": family, "config": config}))
+        (run / "params.msgpack").write_bytes(b"")
+        assert cli.main(["theory", "--run", str(run), "--out", str(tmp_path / f"t-{family}")]) == 2
+        err = capsys.readouterr().err
+        assert f"is a {family} run; give the directory of a descriptor run" in err and "Traceback" not in err
