@@ -43,7 +43,7 @@ from gcnjax.options import get_at, replace_at
 from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic, write_npy
 
 __all__ = ["Family", "Trainer", "Outputs", "Picture", "learn", "smaller_step",
-           "save_picture", "save_video", "plot_metrics", "plot_waveforms", "load_params"]
+           "save_picture", "save_video", "plot_metrics", "plot_waveforms"]
 
 
 class Picture(NamedTuple):
@@ -495,11 +495,3 @@ def learn(family: Family, config, data, out, *, title: str = "", source: str = "
     if session.validation.record["best_iteration"] is not None:
         summary["validation"] = dict(session.validation.record)
     return summary
-
-
-def load_params(run_dir, template):
-    """The params of a finished run (``params.msgpack``), with the structure of ``template``."""
-    path = Path(run_dir) / "params.msgpack"
-    if not path.exists():
-        raise FileNotFoundError(f"{str(path)!r} is missing: is {str(run_dir)!r} a finished run?")
-    return flax.serialization.from_bytes(template, path.read_bytes())
