@@ -148,6 +148,7 @@ def test_latent_inference_option_lowers_the_generator_loss():
     assert losses[4] < losses[0]
 
 
+@pytest.mark.slow
 def test_learn_coop_writes_a_run_and_resumes_to_the_same_result(tmp_path):
     config = tiny_config(n_iterations=4)
     pixels = (np.asarray(_data(10)) + 1) * 127.5

@@ -207,6 +207,7 @@ def test_inpainting_leaves_observed_pixels_unchanged():
 # ---------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_run_writes_all_grids_and_resumes_identically(tmp_path):
     cfg = tiny_config()
     images = pixel_images(5)

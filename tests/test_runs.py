@@ -59,6 +59,7 @@ def _kill_when(proc, checkpoints: Path, *, after_step=None, writing=False, delay
     return proc.returncode
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_is_bit_identical(tmp_path):
     reference = tmp_path / "reference"
     subprocess.run(_cli(*DEMO, "--out", str(reference)), check=True, env=_env(), capture_output=True)
