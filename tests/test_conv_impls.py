@@ -150,7 +150,11 @@ def _check_against_flax(shape, kernel, stride, padding, impl):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("variant,impl", [("fc_s", "fold_time"), ("fc_s", "unfold"), ("st", "unfold"),
+# On the CPU the rule picks fold_time for FC_S and unfold for ST (see
+# CPU_CHOICES below): there the forced cases are the same programs as the
+# rule's, so they are slow checks (elsewhere they are not).
+@pytest.mark.parametrize("variant,impl", [pytest.param("fc_s", "fold_time", marks=pytest.mark.slow), ("fc_s", "unfold"),
+                                          pytest.param("st", "unfold", marks=pytest.mark.slow),
                                           ("st", ops.CPU_RULE), ("fc_s", ops.CPU_RULE)])
 def test_the_video_nets_are_the_same_function_either_way(variant, impl):
     config = stg.stg_config(variant, frames=8, image_size=16, channels=3)

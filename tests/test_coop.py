@@ -38,7 +38,7 @@ def _data(n=6, side=8):
     return jnp.asarray(np.tanh(rng.normal(0.3, 0.5, (n, side, side, 1))), jnp.float32)
 
 
-@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("noise", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_coop_step_is_traced_once_and_the_revision_lowers_the_energy(noise):
     config = tiny_config()
     d = config.descriptor
