@@ -49,6 +49,7 @@ def test_pca_reconstruction_error_is_the_discarded_variance():
     np.testing.assert_allclose(abp.pca_reconstruct(train, test, 4), test, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_learn_generator_writes_a_run_with_the_pca_table(tmp_path):
     data = _digits(14)
     train, test = data[:10], data[10:]
@@ -77,6 +78,7 @@ def test_learn_generator_writes_a_run_with_the_pca_table(tmp_path):
         scale.to_data(net.apply(r["state"].params, r["state"].latents)), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_params_of_the_best_validation_error(tmp_path):
     data = _digits(16, seed=2)
     r = abp.learn_generator(TINY, data[:10], tmp_path / "run", validation_observations=data[10:13],
@@ -97,6 +99,7 @@ def test_early_stopping_keeps_the_params_of_the_best_validation_error(tmp_path):
     assert r["validation"]["best_iteration"] == best["iteration"]
 
 
+@pytest.mark.slow
 def test_resume_gives_the_uninterrupted_run_with_its_latents(tmp_path):
     data = _digits(8, seed=1)
     full = abp.learn_generator(TINY, data, tmp_path / "full", quiet=True)

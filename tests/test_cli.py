@@ -87,6 +87,7 @@ def test_module_entry_point():
     assert result.returncode == 0 and "demo" in result.stdout
 
 
+@pytest.mark.slow
 def test_descriptor_command_on_a_folder(tmp_path, capsys):
     folder = tmp_path / "objects"
     folder.mkdir()

@@ -31,7 +31,12 @@ CASES_3D = [
 ]
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", CASES_3D)
+# The time-folded value is also checked on every case through the layer's
+# "unfold" choice below (its value for videos of few channels); the first
+# case (the FC_S net's first layer) checks fold_time's own gradients by
+# default, the others are slow checks.
+@pytest.mark.parametrize("shape,kernel,stride,padding",
+                         CASES_3D[:1] + [pytest.param(*case, marks=pytest.mark.slow) for case in CASES_3D[1:]])
 def test_fold_time_matches_flax_conv_with_gradients(shape, kernel, stride, padding):
     _check_against_flax(shape, kernel, stride, padding, "fold_time")
 
@@ -106,11 +111,13 @@ def test_conv_unfold_matches_xla_with_gradients(shape, kernel, stride, padding):
     else:
         reference = lambda x, k: ops._xla_conv(x, k, stride, pads)
     ours = lambda x, k: ops.conv_unfold(x, k, stride, padding)
-    y, y_ref = ours(x, k), reference(x, k)
+    # One jitted function each for the value and its gradients.
+    value_and_grads = lambda f: jax.jit(lambda x, k: (f(x, k), jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))),
+                                                                       argnums=(0, 1))(x, k)))
+    (y, g), (y_ref, g_ref) = value_and_grads(ours)(x, k), value_and_grads(reference)(x, k)
     assert y.shape == y_ref.shape
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-4, rtol=1e-4)
-    grads = [jax.grad(lambda x, k, f=f: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1))(x, k) for f in (ours, reference)]
-    for a, b in zip(*grads):
+    for a, b in zip(g, g_ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
@@ -125,28 +132,34 @@ def test_subpixel_grad_takes_the_subpixel_path_where_it_fits():
 
 
 def _check_against_flax(shape, kernel, stride, padding, impl):
+    """Values and gradients (in the params and in x) of ``nets.Conv`` with
+    ``impl`` against Flax's ``Conv``, each computed by one jitted function
+    (one compilation instead of one per primitive; the kernel is chosen when
+    the function is traced, inside the ``conv_impl`` block)."""
     x = jax.random.normal(jax.random.key(0), shape)
     reference = nn.Conv(5, kernel, strides=stride, padding=padding)
     params = reference.init(jax.random.key(1), x)
     params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape), params)
     ours = nets.Conv(5, kernel, stride, padding)
-    y_ref = reference.apply(params, x)
+
+    def value_and_grads(module):
+        loss = lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+        return jax.jit(lambda p, x: (module.apply(p, x), jax.grad(loss, argnums=(0, 1))(p, x)))
+
+    y_ref, g_ref = value_and_grads(reference)(params, x)
     with ops.conv_impl(impl):
-        y = ours.apply(params, x)
+        y, g = value_and_grads(ours)(params, x)
     assert y.shape == y_ref.shape
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-4, rtol=1e-4)  # float32 sums in another order
-
-    def loss(module):
-        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
-
-    g_ref = jax.grad(loss(reference), argnums=(0, 1))(params, x)
-    with ops.conv_impl(impl):
-        g = jax.grad(loss(ours), argnums=(0, 1))(params, x)
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("variant,impl", [("fc_s", "fold_time"), ("fc_s", "unfold"), ("st", "unfold"),
+# On the CPU the rule picks fold_time for FC_S and unfold for ST (see
+# CPU_CHOICES below): there the forced cases are the same programs as the
+# rule's, so they are slow checks (elsewhere they are not).
+@pytest.mark.parametrize("variant,impl", [pytest.param("fc_s", "fold_time", marks=pytest.mark.slow), ("fc_s", "unfold"),
+                                          pytest.param("st", "unfold", marks=pytest.mark.slow),
                                           ("st", ops.CPU_RULE), ("fc_s", ops.CPU_RULE)])
 def test_the_video_nets_are_the_same_function_either_way(variant, impl):
     config = presets.stg(variant, frames=8, image_size=16, channels=3)
@@ -157,8 +170,9 @@ def test_the_video_nets_are_the_same_function_either_way(variant, impl):
     params = jax.tree_util.tree_map(lambda a: a * 50.0, params)  # past the tiny initial weights
     results = []
     for chosen in (impl, "xla"):
-        with ops.conv_impl(chosen):
-            results.append((net.apply(params, x), jax.grad(lambda v: net.apply(params, v).sum())(x)))
+        with ops.conv_impl(chosen):  # traced here: one jitted function per choice
+            results.append(jax.jit(lambda p, v: (net.apply(p, v), jax.grad(lambda v: net.apply(p, v).sum())(v)))(
+                params, x))
     (f, grad), (f_xla, grad_xla) = results
     np.testing.assert_allclose(f, f_xla, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(grad, grad_xla, rtol=1e-4, atol=1e-6 * float(jnp.abs(grad_xla).max()))

@@ -38,7 +38,7 @@ def _data(n=6, side=8):
     return jnp.asarray(np.tanh(rng.normal(0.3, 0.5, (n, side, side, 1))), jnp.float32)
 
 
-@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("noise", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_coop_step_is_traced_once_and_the_revision_lowers_the_energy(noise):
     config = tiny_config()
     d = config.descriptor
@@ -148,6 +148,7 @@ def test_latent_inference_option_lowers_the_generator_loss():
     assert losses[4] < losses[0]
 
 
+@pytest.mark.slow
 def test_learn_coop_writes_a_run_and_resumes_to_the_same_result(tmp_path):
     config = tiny_config(n_iterations=4)
     pixels = (np.asarray(_data(10)) + 1) * 127.5

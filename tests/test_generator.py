@@ -155,6 +155,7 @@ def test_langevin_samples_have_the_posterior_mean_and_covariance(mala):
         assert v_min @ np.cov(z.T) @ v_min > 1.15 / lam[-1]
 
 
+@pytest.mark.slow
 def test_masked_pixels_are_ignored_exactly():
     """Changing x where m = 0 (even to NaN or inf) leaves z bit-identical."""
     net = nets.GeneratorNet(start=(2, 2), channels=(4, 3, 1), kernel=3, init_std=0.5)

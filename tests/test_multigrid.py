@@ -130,6 +130,7 @@ def test_linear_f_learning_step_matches_closed_form(norm):
                                    rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_train_step_traced_once_and_chains_start_at_mean_colour():
     traces = {"n": 0}
     cfg = tiny_config(grids=(4,))
@@ -162,6 +163,7 @@ def test_train_step_traced_once_and_chains_start_at_mean_colour():
     assert set(metrics) >= {f"energy_samples_{g}" for g in cfg.grids} | {"diverged"}
 
 
+@pytest.mark.slow
 def test_batch_norm_net_normalises_by_its_batch():
     net = MultigridNet(layers=multigrid_layers(4, 0.05), norm="batch")
     x = jax.random.normal(jax.random.key(0), (5, 4, 4, 3))
@@ -207,6 +209,7 @@ def test_inpainting_leaves_observed_pixels_unchanged():
 # ---------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_run_writes_all_grids_and_resumes_identically(tmp_path):
     cfg = tiny_config()
     images = pixel_images(5)

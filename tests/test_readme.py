@@ -14,7 +14,10 @@ def test_readme_has_examples():
     assert len(BLOCKS) >= 2
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+# Example 1 (the descriptor's: the texture preset's full-size learning step)
+# is a slow check.
+@pytest.mark.parametrize("index", [pytest.param(i, marks=pytest.mark.slow) if i == 1 else i
+                                   for i in range(len(BLOCKS))])
 def test_readme_example_runs(index):
     namespace = {}
     exec(compile(BLOCKS[index], f"README.md example {index}", "exec"), namespace)

@@ -59,6 +59,7 @@ def _kill_when(proc, checkpoints: Path, *, after_step=None, writing=False, delay
     return proc.returncode
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_is_bit_identical(tmp_path):
     reference = tmp_path / "reference"
     subprocess.run(_cli(*DEMO, "--out", str(reference)), check=True, env=_env(), capture_output=True)
@@ -121,6 +122,7 @@ def test_divergence_stops_at_last_good_checkpoint(tmp_path):
         assert np.all(np.isfinite(np.asarray(leaf)))
 
 
+@pytest.mark.slow
 def test_divergence_retry_with_smaller_step_recovers(tmp_path, capsys):
     cfg = _tiny_config(langevin=LangevinConfig(n_steps=30, step_size=4.0, noise_scale=0.0), sigma=0.5,
                        run=RunConfig(log_every=1, checkpoint_every=2, on_divergence="retry", max_retries=8,
@@ -137,6 +139,7 @@ def test_divergence_retry_with_smaller_step_recovers(tmp_path, capsys):
     assert saved["adjusted_langevin"]["step_size"] == pytest.approx(4.0 * 0.1 ** saved["retries"])
 
 
+@pytest.mark.slow
 def test_layer_by_layer_resume_matches(tmp_path):
     cfg = _tiny_config(layers=D.DescriptorConfig().layers[:2], image_size=(40, 40), grow_iterations=(3, 3),
                        run=RunConfig(log_every=1, image_every=3, checkpoint_every=3))
@@ -169,6 +172,7 @@ def test_resume_from_a_different_model_is_refused(tmp_path, capsys):
     assert "drop --lr" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_extended_by_resuming_with_more_iterations(tmp_path, capsys):
     full = learn_descriptor(_tiny_config(), _images(), tmp_path / "full", quiet=True)
     short = tmp_path / "short"

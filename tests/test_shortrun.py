@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gcnjax import cli, presets
 from gcnjax import data as gdata
@@ -54,6 +55,7 @@ def test_shortrun_net_is_linear_at_the_top_with_torch_init():
     np.testing.assert_allclose(net.apply(params, x), h.reshape(-1), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shortrun_langevin_is_x_plus_grad_f_plus_small_noise():
     """Decoupled: x' = x − 1·∇E + 0.01 ξ with E = −f, i.e. x + ∇f(x) + 0.01 ξ."""
     c = dataclasses.replace(presets.shortrun(n_filters=2), langevin=dataclasses.replace(

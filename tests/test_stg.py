@@ -50,6 +50,7 @@ def test_sound_net_output_sizes():
     assert _intermediate_sizes(SOUND_LAYERS, (1, 1000, 1)) == [(125,), (32,), (16,)]
 
 
+@pytest.mark.slow
 def test_receptive_field_is_the_support_of_a_top_unit_gradient():
     """1 + Σ (k_l − 1) Π_{j<l} s_j per axis, checked against where one top
     unit's gradient is non-zero (positive weights and inputs: every unit on)."""

@@ -1,0 +1,49 @@
+"""Test-session settings: one JAX persistent compilation cache for the run.
+
+Most of the suite's time is XLA compiling the same small steps again: in
+each test that builds a fresh step for the same tiny config, in each
+``gcnjax`` subprocess, in each pytest-xdist worker. A compilation cache in a
+temporary directory, made fresh for every pytest run (never a previous
+run's) and shared through the environment with the workers and every
+subprocess, compiles each of them once. A cached executable is the one XLA
+compiled for the same HLO and flags, so no result depends on the cache.
+
+``GCNJAX_TEST_COMPILE_CACHE=0`` turns it off (to time the suite without it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+_OWNER = "GCNJAX_TEST_COMPILE_CACHE_OWNER"
+
+
+def _enabled() -> bool:
+    return os.environ.get("GCNJAX_TEST_COMPILE_CACHE", "1") != "0"
+
+
+def pytest_configure(config):
+    # The controller (or a plain run) makes the directory; xdist workers and
+    # subprocesses inherit it through the environment.
+    if _enabled() and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gcnjax-test-xla-cache-")
+        os.environ[_OWNER] = str(os.getpid())
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        # Every executable, however quick to compile or small.
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                          int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
+
+
+def pytest_unconfigure(config):
+    if os.environ.get(_OWNER) == str(os.getpid()):
+        shutil.rmtree(os.environ.pop("JAX_COMPILATION_CACHE_DIR"), ignore_errors=True)
+        del os.environ[_OWNER]
