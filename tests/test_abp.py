@@ -146,6 +146,7 @@ def test_recovery_keeps_observed_pixels_and_scores_the_missing_ones(tmp_path):
     np.testing.assert_allclose(out["errors"], direct, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_reconstruction_is_one_call_per_chunk_and_chunking_changes_nothing():
     config = G.GeneratorConfig(net="digit", latent_dim=3, latent_init="zeros",
                                langevin=LangevinConfig.from_delta(0.3, 4, noise=False))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from gcnjax import descriptor as D
-from gcnjax import nets, ops, presets, stg
+from gcnjax import nets, ops, presets
 
 
 CASES_3D = [

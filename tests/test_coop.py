@@ -131,6 +131,7 @@ def test_both_updates_match_their_closed_forms_for_linear_nets():
                                np.mean(np.sum((y - z @ kernel) ** 2, axis=1)) / (2 * sigma_g**2), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_latent_inference_option_lowers_the_generator_loss():
     """With a few steps of inference from z (gradient descent on E(z | x̃)),
     the generator learns at latents that fit the revised images better."""

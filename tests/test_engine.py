@@ -24,6 +24,7 @@ def test_smaller_step_keeps_the_temperature():
     assert smaller_step(LangevinConfig(step_size=0.5), 0.5).noise_scale is None  # exact noise follows the step
 
 
+@pytest.mark.slow
 def test_a_generator_run_retries_with_a_smaller_step(tmp_path, capsys):
     # Inference steps of 1e30 overflow z at once; one retry at 1e-31 of it learns on.
     config = G.GeneratorConfig(
@@ -65,6 +66,7 @@ def test_a_run_resumed_on_another_backend_takes_that_backends_convs(tmp_path, mo
     assert "conv" not in saved
 
 
+@pytest.mark.slow
 def test_a_saturated_generator_stops_the_run(tmp_path, capsys):
     from PIL import Image
 

@@ -775,7 +775,7 @@ def test_config_rejects_bad_chunk():
         sample(jax.random.key(0), lambda x: jnp.sum(x**2), jnp.zeros((2, 1)), n_steps=3, step_size=0.1, chunk=0)
 
 
-@pytest.mark.parametrize("mala,chain_batch", [(False, 1), (False, 2), (True, 4)])
+@pytest.mark.parametrize("mala,chain_batch", [(False, 1), (False, 2), pytest.param(True, 4, marks=pytest.mark.slow)])
 def test_chains_in_groups_are_the_same_chains(mala, chain_batch):
     # Computing the chains in groups (a loop over vmapped groups; 6 chains in
     # groups of 4 leave a remainder) changes the program, not the chains:

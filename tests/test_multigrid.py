@@ -184,6 +184,7 @@ def test_batch_norm_net_normalises_by_its_batch():
 # ---------------------------------------------------------------- inpainting
 
 
+@pytest.mark.slow
 def test_inpainting_leaves_observed_pixels_unchanged():
     cfg = tiny_config()
     nets, optimizer, _, fill = M._compiled(M._step_key(cfg), (0.0, 255.0))

@@ -97,6 +97,7 @@ def test_the_lock_is_released_when_the_process_ends(tmp_path):
     assert out.is_dir() and not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_sigint_checkpoints_the_current_iteration_and_says_how_to_resume(tmp_path):
     import signal
 

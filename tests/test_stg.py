@@ -184,6 +184,7 @@ def test_check_images_on_videos_and_sounds():
     check_images(np.zeros((1, 400, 1)), snd)
 
 
+@pytest.mark.slow
 def test_recovery_keeps_observed_values_bit_identical():
     video = np.random.default_rng(0).uniform(0, 255, (1, 6, 8, 8, 1)).astype(np.float32)
     pepper = masks.salt_and_pepper(video.shape[1:], 0.5, seed=0)[None]  # per frame: (1, T, H, W, 1)
