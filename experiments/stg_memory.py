@@ -38,7 +38,7 @@ def main(argv=None):
 
     from gcnjax import data as gdata
     from gcnjax import descriptor as D
-    from gcnjax import presets, stg
+    from gcnjax import presets
     from gcnjax.langevin import LangevinConfig
 
     before = peak_rss_mib()

@@ -511,6 +511,17 @@ def _bad_step(metrics) -> jax.Array:
     return bad
 
 
+def _diverged(iteration: int, values, step_size, last_good: Optional[int]) -> TrainingDiverged:
+    hint = f" with Langevin step_size={step_size!r}" if step_size is not None else ""
+    shown = "" if values is None else " (" + ", ".join(f"{k}={v:.4g}" for k, v in values.items()) + ")"
+    where = f"; the last good checkpoint is step {last_good}" if last_good is not None else ""
+    return TrainingDiverged(
+        f"training diverged by iteration {iteration}{hint}{shown}{where}. "
+        "Reduce the Langevin step (--delta) or the learning rate (--lr).",
+        iteration=iteration, last_good=last_good,
+    )
+
+
 def _stalled(iteration: int, last_good: Optional[int]) -> TrainingStalled:
     where = f"; the last good checkpoint is step {last_good}" if last_good is not None else ""
     return TrainingStalled(
@@ -545,12 +556,12 @@ def fit(
     host reads the flag only when it logs (every ``run.log_every``) or
     checkpoints (every ``run.checkpoint_every``). A checkpoint is saved only
     from a state whose steps and params were all finite, so the last
-    checkpoint is always good. On divergence :class:`TrainingDiverged` is
-    raised, naming ``step_size`` and the last good checkpoint; a logged
-    metric ``dead_units > 0`` raises :class:`TrainingStalled`.
+    checkpoint is always good. Divergence raises :class:`TrainingDiverged`
+    (naming ``step_size`` and the last good checkpoint), a logged
+    ``dead_units > 0`` :class:`TrainingStalled`, SIGINT
+    :class:`TrainingInterrupted` after checkpointing the iteration reached.
     ``on_snapshot(state, i)`` runs every ``run.image_every`` iterations and
-    after the last. Returns ``(state, history)``, the logged rows.
-    """
+    after the last. Returns ``(state, history)``, the logged rows."""
     history: List[Dict[str, Any]] = []
     bar = _progress(total or end, start, quiet, desc)
     t0 = time.perf_counter()
@@ -558,14 +569,7 @@ def fit(
     last_good = checkpointer.latest_step() if checkpointer is not None else None
 
     def diverged(i, values=None):
-        hint = f" with Langevin step_size={step_size!r}" if step_size is not None else ""
-        shown = "" if values is None else " (" + ", ".join(f"{k}={v:.4g}" for k, v in values.items()) + ")"
-        where = f"; the last good checkpoint is step {last_good}" if last_good is not None else ""
-        return TrainingDiverged(
-            f"training diverged by iteration {i}{hint}{shown}{where}. "
-            "Reduce the Langevin step (--delta) or the learning rate (--lr).",
-            iteration=i, last_good=last_good,
-        )
+        return _diverged(i, values, step_size, last_good)
 
     done = start
     try:
