@@ -256,7 +256,7 @@ def _trainer(config: CoopConfig, x: jax.Array, scale: gdata.PixelScale, images: 
     """Cooperative learning: proposals by the generator, revision by the
     descriptor's Langevin, both nets learning from the revised images."""
     des_net, gen_net = make_nets(config)
-    des_opt = D.make_optimizer(config.descriptor, des_net.init(jax.random.key(0), x[:1]), x.shape[1:3])
+    des_opt = D.make_optimizer(config.descriptor, jax.eval_shape(des_net.init, jax.random.key(0), x[:1]), x.shape[1:3])
     step = make_train_step(config, des_net.apply, gen_net.apply, des_opt, G.make_optimizer(config.generator))
     sampler = make_sampler(config, des_net.apply, gen_net.apply)
     k_init, k_pictures = jax.random.split(jax.random.key(config.seed))

@@ -248,7 +248,7 @@ def _recovery_trainer(config: D.DescriptorConfig, x, scale: gdata.PixelScale, vi
     def init(phase):
         return D.init_state(jax.random.key(config.seed), cfg, net, observed), observed
 
-    optimizer = D.make_optimizer(cfg, init(0)[0].params, image_size=videos.shape[1:-1])
+    optimizer = D.make_optimizer(cfg, jax.eval_shape(net.init, jax.random.key(0), observed[:1]), image_size=videos.shape[1:-1])
     step = jax.jit(make_recovery_step(cfg, net, optimizer, observed, jnp.asarray(full_mask)))
     mean = scale.mean[0]
 

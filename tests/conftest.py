@@ -17,6 +17,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _OWNER = "GCNJAX_TEST_COMPILE_CACHE_OWNER"
 
 
@@ -57,3 +59,22 @@ def pytest_unconfigure(config):
     if os.environ.get(_OWNER) == str(os.getpid()):
         shutil.rmtree(os.environ.pop("JAX_COMPILATION_CACHE_DIR"), ignore_errors=True)
         del os.environ[_OWNER]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """``make(n, size, channels=3, name="images")``: a folder of ``n`` random
+    ``size``×``size`` PNGs (uint8 noise, seed 0) under ``tmp_path``, as a user's data folder."""
+    import numpy as np
+    from PIL import Image
+
+    def make(n: int, size: int, channels: int = 3, name: str = "images"):
+        folder = tmp_path / name
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        shape = (size, size) if channels == 1 else (size, size, channels)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"{i}.png")
+        return folder
+
+    return make

@@ -67,16 +67,10 @@ def test_a_run_resumed_on_another_backend_takes_that_backends_convs(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_a_saturated_generator_stops_the_run(tmp_path, capsys):
-    from PIL import Image
-
+def test_a_saturated_generator_stops_the_run(tmp_path, capsys, image_folder):
     from gcnjax import cli
 
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    folder = image_folder(8, 16)
     # At a learning rate of 1e9 the generator's tanh saturates: its gradient is exactly 0 from then on.
     argv = ["coop", "--data", str(folder), "--image-size", "16", "--chains", "4", "--steps", "2", "--iterations",
             "6", "--gen-lr", "1e9", "--out", str(tmp_path / "run"), "--quiet",

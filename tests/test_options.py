@@ -5,7 +5,6 @@ import typing
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from gcnjax import abp, cli, coop, multigrid, options, synthesis
 from gcnjax.descriptor import DescriptorConfig
@@ -75,20 +74,11 @@ def _capture(monkeypatch):
         monkeypatch.setattr(module, "learn", fake_learn)
 
 
-def _folder(path, n, size, channels=3):
-    path.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        shape = (size, size) if channels == 1 else (size, size, channels)
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path / f"{i}.png")
-    return str(path)
-
-
-def _commands(tmp_path):
+def _commands(tmp_path, image_folder):
     """``(argv, path to the chain's LangevinConfig)`` of every learning command."""
     from gcnjax import data as gdata
 
-    images = _folder(tmp_path / "images", 4, 16)
+    images = str(image_folder(4, 16))
     video = tmp_path / "v.gif"
     gdata.save_video(video, np.random.default_rng(0).uniform(0, 255, (4, 24, 24, 3)), fps=5)
     out = ["--out", str(tmp_path / "out")]
@@ -103,8 +93,8 @@ def _commands(tmp_path):
 
 
 @pytest.mark.parametrize("case", range(6))
-def test_delta_and_steps_keep_clip_chain_batch_mala_and_a_decoupled_noise(tmp_path, monkeypatch, case):
-    argv, path = _commands(tmp_path)[case]
+def test_delta_and_steps_keep_clip_chain_batch_mala_and_a_decoupled_noise(tmp_path, monkeypatch, image_folder, case):
+    argv, path = _commands(tmp_path, image_folder)[case]
     _capture(monkeypatch)
     flag = options.flag_name(path)
     chain = [f"{flag}.chain-batch", "2", f"{flag}.step-size", "1.0", f"{flag}.noise-scale", "0.01"]
