@@ -370,6 +370,7 @@ FAMILY = Family(
     trainer=_trainer,
     observed=_observed,
     recorded=lambda inputs: {"mask": inputs.get("mask_spec"), "sample_rate": inputs.get("sample_rate")},
+    memory_bound="lower --batch-size (the examples of one learning step)",
 )
 
 
@@ -518,7 +519,12 @@ def recover_run(run_dir, observations: np.ndarray, out, mask_specs: Sequence[str
     """
     config, scale, net, params, payload = load_generator_run(run_dir)
     observations = check_observations(observations, config, "images")
-    run = RunDir(out, overwrite=overwrite)
+    with RunDir(out, overwrite=overwrite) as run:
+        return _recover_into(run, run_dir, config, scale, net, params, observations, mask_specs, rounds, seed)
+
+
+def _recover_into(run: RunDir, run_dir, config: G.GeneratorConfig, scale, net, params, observations: np.ndarray,
+                  mask_specs: Sequence[str], rounds: int, seed: int) -> Dict[str, object]:
     lines = [f"# Recovery with the generator of `{run_dir}`", "",
              f"{observations.shape[0]} images; latents inferred by {rounds} × {config.langevin.n_steps} steps of "
              "gradient descent on E(z | x) (to the posterior mode) on the observed pixels only.", "",

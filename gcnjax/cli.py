@@ -83,6 +83,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MIN_IMAGE_SIZE = 8
+
+
+def _image_size(text: str) -> int:
+    """An image side of at least :data:`MIN_IMAGE_SIZE` pixels: smaller images
+    hold no texture or object to learn, and videos of them cannot be encoded."""
+    value = _positive_int(text)
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"images of {value}×{value} pixels hold nothing to learn; give a size of at "
+                                         f"least {MIN_IMAGE_SIZE}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -110,8 +123,8 @@ GENERATOR_SHORTCUTS = {"epochs": ("n_epochs",), "steps": ("langevin", "n_steps")
                        "image_every": ("run", "image_every"), **_RUN_SHORTCUTS}
 
 
-def _given(args, names) -> List[str]:
-    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, False)]
+STG_DATA_FLAGS = ("data", "variant", "frames", "image_size", "gray", "samples")
+STG_DEFAULTS = {"variant": "st", "frames": 70, "samples": 8000}
 
 
 def _with_length(config, args):
@@ -125,40 +138,86 @@ def _with_length(config, args):
     return dataclasses.replace(config, run=run)
 
 
-def _configure(args, config_type, new_config, shortcuts, data_flags=()):
+def _configure(args, config_type, new_config, shortcuts, data_flags=(), defaults=None):
     """``(config, saved)``: the config a learning command runs, by one rule
     for every command.
 
     A new run: ``new_config()`` (the preset, sized to the data), then every
     field flag given (``--langevin.step-size``, ...), then the shortcut flags
-    (``--steps``, ``--delta``, ...). A resumed run (``--resume``):
-    the run's saved config and data, changed only by its length
-    (``--iterations`` / ``--epochs``), its logging (``--run.*``,
-    ``--checkpoint-every``) and the speed-only fields; ``saved`` is its
-    ``config.json``."""
+    (``--steps``, ``--delta``, ...); the values of the data flags
+    (``data_flags``: ``--data``, ``--preset``, ..., with the command's
+    ``defaults``) are kept in ``args.data_flags`` for :func:`_recorded`.
+    A resumed run (``--resume``): the run's saved config with the same flags
+    applied, which may change only its length (``--iterations`` /
+    ``--epochs``), its logging (``--run.*``, ``--checkpoint-every``) and the
+    speed-only fields; a flag equal to the saved setting is no change, any
+    other (a data flag that differs from the recorded one included) is
+    refused, naming the run's value. ``saved`` is its ``config.json``, the
+    data spec without its record of flags."""
     from gcnjax import options
 
-    saved = None
-    if args.resume:
-        if args.out is None:
-            raise ValueError("--resume needs --out: the run directory to continue.")
-        allowed = ("iterations", "epochs", "checkpoint_every", "log_every", "image_every", "on_divergence")
-        refused = options.resume_changes(args, shortcuts, config_type, allowed) + _given(args, data_flags)
-        if refused:
-            raise ValueError(f"--resume continues a run with its own saved settings; drop {', '.join(refused)}.")
-        saved = _saved_run(args.out)
-        try:
-            config = config_type.from_dict(saved["config"])
-        except (TypeError, KeyError, ValueError) as err:
-            kind = config_type.__name__.replace("Config", "").lower()
-            raise ValueError(f"{str(args.out)!r} is not a {kind} run ({err}); cannot resume it here.") from None
-        saved["data_spec"] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["data_spec"].items()}
-    else:
+    given = {name: getattr(args, name, None) for name in data_flags}
+    if not args.resume:
         config = _with_length(new_config(), args)
-    # Field flags first, then the shortcuts: `--langevin.noise-scale 0.01
-    # --delta 0.1` is a decoupled chain of step δ²/2.
-    config = options.apply_config_flags(config, args)
-    return options.apply_shortcuts(config, args, shortcuts), saved
+        # Field flags first, then the shortcuts: `--langevin.noise-scale 0.01
+        # --delta 0.1` is a decoupled chain of step δ²/2.
+        config = options.apply_shortcuts(options.apply_config_flags(config, args), args, shortcuts)
+        args.data_flags = {name: _flag_value(given[name] if given[name] is not None else (defaults or {}).get(name))
+                           for name in data_flags}
+        return config, None
+    if args.out is None:
+        raise ValueError("--resume needs --out: the run directory to continue.")
+    from gcnjax.train import RunDir
+
+    saved = RunDir.read_config(args.out)
+    try:
+        saved_config = config_type.from_dict(saved["config"])
+    except (TypeError, KeyError, ValueError) as err:
+        kind = config_type.__name__.replace("Config", "").lower()
+        raise ValueError(f"{str(args.out)!r} is not a {kind} run ({err}); cannot resume it here.") from None
+    spec = dict(saved.get("data_spec") or {})
+    recorded = spec.pop("flags", {})
+    saved["data_spec"] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items()}
+    refused = [f"--{name.replace('_', '-')} {_flag_value(value)} (the run's: {recorded.get(name, 'not recorded')})"
+               for name, value in given.items()
+               if value not in (None, False) and not _same_flag(name, value, recorded.get(name))]
+    config = options.apply_shortcuts(options.apply_config_flags(saved_config, args), args, shortcuts)
+    refused += options.resume_refusals(config, saved_config)
+    if refused:
+        raise ValueError(f"--resume continues a run with its own settings, and these differ from the run's: "
+                         f"{'; '.join(refused)}. Drop them, or start a new run (another --out, or --overwrite).")
+    if not spec:
+        raise ValueError(f"{str(args.out)!r} does not record how its data was loaded, so it cannot be resumed.")
+    return config, saved
+
+
+def _flag_value(value):
+    """A flag's value as ``config.json`` records it."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_flag_value(v) for v in value]
+    return value
+
+
+def _same_flag(name: str, value, recorded) -> bool:
+    value = _flag_value(value)
+    if value == recorded:
+        return True
+    # The same data named by another path (relative, a link, ...).
+    return (name == "data" and isinstance(recorded, str) and Path(str(value)).exists()
+            and Path(str(value)).resolve() == Path(recorded).resolve())
+
+
+def _recorded(spec: dict, args) -> dict:
+    """A new run's data spec with the values of its data flags, which a
+    resumed run is checked against."""
+    return {**spec, "flags": getattr(args, "data_flags", {})}
+
+
+def _load_spec(spec: dict):
+    """The images of a data spec (see :func:`load_data`)."""
+    return load_data(**{k: spec.get(k) for k in ("spec", "size", "channels", "crop")})
 
 
 def _add_run_flags(p: argparse.ArgumentParser):
@@ -174,7 +233,7 @@ def _add_run_flags(p: argparse.ArgumentParser):
 def _add_common(p: argparse.ArgumentParser):
     _add_run_flags(p)
     p.add_argument("--iterations", type=_positive_int, help="learning iterations")
-    p.add_argument("--image-size", type=_positive_int, help="resize observed images to this square size")
+    p.add_argument("--image-size", type=_image_size, help="resize observed images to this square size")
     p.add_argument("--chains", type=_positive_int, help="synthesized images (chains) per iteration")
     p.add_argument("--steps", type=_positive_int, help="Langevin steps per iteration")
     p.add_argument("--delta", type=_positive_float, help="Langevin step delta (x += delta²/2 (∇f − x/σ²) + delta ξ)")
@@ -188,7 +247,7 @@ def _add_common(p: argparse.ArgumentParser):
 def _learn(config, data_spec, out, title, args):
     from gcnjax.synthesis import learn_descriptor
 
-    images = load_data(**data_spec)
+    images = _load_spec(data_spec)
     result = learn_descriptor(config, images, out, title=title, source=data_spec["spec"], data_spec=data_spec,
                               overwrite=args.overwrite, resume=args.resume, quiet=args.quiet)
     print(f"learned in {result['seconds']:.0f} s")
@@ -219,7 +278,7 @@ def cmd_demo(args) -> int:
 
     out = args.out = args.out or Path("runs") / f"demo-{args.texture}"
     config, saved = _configure(args, DescriptorConfig, lambda: _descriptor_preset("demo", args),
-                               DESCRIPTOR_SHORTCUTS, ("image_size", "gray"))
+                               DESCRIPTOR_SHORTCUTS, ("texture", "image_size", "gray"))
     if saved:
         return _learn(config, saved["data_spec"], out, saved.get("title", "Descriptor"), args)
     side = config.image_size[0]
@@ -227,8 +286,8 @@ def cmd_demo(args) -> int:
           f"({side}×{side} crop, {config.n_iterations} iterations) ...")
     # Halve the 512×512 texture, then crop: stones and bricks keep a size the
     # net's 33-pixel receptive field sees whole.
-    spec = dict(spec=f"skimage:{args.texture}", size=(2 * side, 2 * side), crop=config.image_size,
-                channels=config.channels)
+    spec = _recorded(dict(spec=f"skimage:{args.texture}", size=(2 * side, 2 * side), crop=config.image_size,
+                          channels=config.channels), args)
     return _learn(config, spec, out, f"Texture synthesis: {args.texture}", args)
 
 
@@ -237,14 +296,15 @@ def cmd_descriptor(args) -> int:
 
     preset = args.preset or "texture"
     config, saved = _configure(args, DescriptorConfig, lambda: _descriptor_preset(preset, args),
-                               DESCRIPTOR_SHORTCUTS, ("preset", "data", "image_size", "gray", "filters"))
+                               DESCRIPTOR_SHORTCUTS, ("preset", "data", "image_size", "gray", "filters"),
+                               {"preset": "texture"})
     if saved:
         return _learn(config, saved["data_spec"], args.out, saved.get("title", "Descriptor"), args)
     if args.data is None and preset == "shortrun":
         args.data = "skimage:photos"  # bundled: works with no dataset installed
     if args.out is None or args.data is None:
         raise ValueError("--data and --out are required: the images to learn from and the run directory to write.")
-    spec = dict(spec=args.data, size=config.image_size, crop=None, channels=config.channels)
+    spec = _recorded(dict(spec=args.data, size=config.image_size, crop=None, channels=config.channels), args)
     return _learn(config, spec, args.out, f"Descriptor ({preset}): {Path(args.data).name}", args)
 
 
@@ -293,13 +353,14 @@ def cmd_abp_train(args) -> int:
         return dataclasses.replace(presets.abp(), net=args.net or "face", out_channels=1 if args.gray else None)
 
     config, saved = _configure(args, G.GeneratorConfig, new_config, GENERATOR_SHORTCUTS,
-                               ("data", "net", "image_size", "gray", "limit", "holdout", "validation", "mask"))
+                               ("data", "net", "image_size", "gray", "limit", "holdout", "validation", "mask"),
+                               {"net": "face"})
     if saved:
         spec = saved["data_spec"]
     else:
-        spec = dict(spec=args.data, net=config.net, size=args.image_size, channels=1 if args.gray else None,
-                    limit=args.limit, holdout=args.holdout, validation=args.validation, mask=args.mask,
-                    seed=config.seed)
+        spec = _recorded(dict(spec=args.data, net=config.net, size=args.image_size, channels=1 if args.gray else None,
+                              limit=args.limit, holdout=args.holdout, validation=args.validation, mask=args.mask,
+                              seed=config.seed), args)
     data, rate = load_generator_data(spec["spec"], spec["net"], size=spec["size"], channels=spec["channels"],
                                      limit=spec["limit"])
     holdout = spec["holdout"] or 0
@@ -329,15 +390,6 @@ def cmd_abp_train(args) -> int:
         print(f"recovery error of the missing values: {result['train_recovery_error']:.4f}")
     print(f"report: {result['report']}")
     return 0
-
-
-def _saved_run(out):
-    from gcnjax.train import RunDir
-
-    saved = RunDir.read_config(out)
-    if not saved.get("data_spec"):
-        raise ValueError(f"{str(out)!r} does not record how its data was loaded, so it cannot be resumed.")
-    return saved
 
 
 def cmd_abp_recover(args) -> int:
@@ -461,8 +513,7 @@ def cmd_stgconvnet(args) -> int:
     if args.resume:
         if args.recover:
             raise ValueError("--resume continues a learned dynamic texture or sound; a recovery run is started anew.")
-        config, saved = _configure(args, DescriptorConfig, None, DESCRIPTOR_SHORTCUTS,
-                                   ("data", "variant", "frames", "image_size", "gray", "samples"))
+        config, saved = _configure(args, DescriptorConfig, None, DESCRIPTOR_SHORTCUTS, STG_DATA_FLAGS, STG_DEFAULTS)
         spec = saved["data_spec"]
     else:
         spec = dict(spec=str(args.data), variant=args.variant or "st", frames=args.frames or 70,
@@ -472,7 +523,8 @@ def cmd_stgconvnet(args) -> int:
         samples = samples.mean(axis=1, keepdims=True)[: spec["samples"]]  # mono
         if not args.resume:
             config, _ = _configure(args, DescriptorConfig, lambda: presets.sound(samples.shape[0]),
-                                   DESCRIPTOR_SHORTCUTS)
+                                   DESCRIPTOR_SHORTCUTS, STG_DATA_FLAGS, STG_DEFAULTS)
+            spec = _recorded(spec, args)
         result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(spec['spec']).name}",
                                  source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
                                  quiet=args.quiet)
@@ -484,7 +536,9 @@ def cmd_stgconvnet(args) -> int:
     video = gdata.load_video(spec["spec"], n_frames=spec["frames"], size=(size, size), channels=spec["channels"])
     if not args.resume:
         config, _ = _configure(args, DescriptorConfig, lambda: presets.stg(
-            spec["variant"], frames=video.shape[0], image_size=size, channels=spec["channels"]), DESCRIPTOR_SHORTCUTS)
+            spec["variant"], frames=video.shape[0], image_size=size, channels=spec["channels"]), DESCRIPTOR_SHORTCUTS,
+            STG_DATA_FLAGS, STG_DEFAULTS)
+        spec = _recorded(spec, args)
     if args.recover:
         mask = _video_mask(args.recover, (1,) + video.shape)
         result = stg.recover_video(config, video, mask, args.out, what=args.recover, fps=args.fps,
@@ -546,19 +600,18 @@ def cmd_multigrid(args) -> int:
     if not args.resume and (args.out is None or args.data is None):
         raise ValueError("--data and --out are required: the images to learn from and the run directory to write.")
     config, saved = _configure(args, MultigridConfig, lambda: _multigrid_preset(args), MULTIGRID_SHORTCUTS,
-                               ("preset", "data", "limit", "grids", "image_size", "gray"))
+                               ("preset", "data", "limit", "grids", "image_size", "gray"), {"preset": "authors"})
     if saved:
         spec, title = dict(saved["data_spec"]), saved.get("title", "Multi-grid descriptor")
     else:
-        spec = dict(spec=args.data, size=(config.image_size, config.image_size), crop=None,
-                    channels=config.channels, limit=args.limit)
+        spec = _recorded(dict(spec=args.data, size=(config.image_size, config.image_size), crop=None,
+                              channels=config.channels, limit=args.limit), args)
         title = f"Multi-grid descriptor ({args.preset or 'authors'}): {Path(args.data).name}"
-    limit = spec.pop("limit", None)
-    images = load_data(**spec)
-    if limit:
-        images = images[:limit]
+    images = _load_spec(spec)
+    if spec.get("limit"):
+        images = images[:spec["limit"]]
     result = learn_multigrid(config, images, args.out, title=title, source=spec["spec"],
-                             data_spec={**spec, "limit": limit}, overwrite=args.overwrite, resume=args.resume,
+                             data_spec=spec, overwrite=args.overwrite, resume=args.resume,
                              quiet=args.quiet)
     print(f"learned in {result['seconds']:.0f} s")
     print(f"synthesized images: {result['synthesized']}")
@@ -586,8 +639,9 @@ def cmd_coop(args) -> int:
 
     config, saved = _configure(args, coop.CoopConfig, new_config, COOP_SHORTCUTS,
                                ("data", "image_size", "gray", "clip"))
-    spec = saved["data_spec"] if saved else dict(spec=args.data, size=(size, size), crop=None, channels=channels)
-    images = load_data(**spec)
+    spec = saved["data_spec"] if saved else _recorded(dict(spec=args.data, size=(size, size), crop=None,
+                                                           channels=channels), args)
+    images = _load_spec(spec)
     result = coop.learn_coop(config, images, args.out, title=f"Cooperative training: {spec['spec']}",
                              source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
                              quiet=args.quiet)
@@ -663,7 +717,7 @@ def _add_generator_commands(sub) -> None:
     p.add_argument("--steps", type=_positive_int, help="Langevin steps of inference per iteration (30)")
     p.add_argument("--delta", type=_positive_float, help="Langevin step δ of inference (0.3)")
     p.add_argument("--lr", type=_positive_float, help="Adam learning rate (3e-4)")
-    p.add_argument("--image-size", type=_positive_int, help="resize images to this square size (default: the net's)")
+    p.add_argument("--image-size", type=_image_size, help="resize images to this square size (default: the net's)")
     p.add_argument("--gray", action="store_true", help="learn gray images (one channel)")
     p.add_argument("--limit", type=_positive_int, help="use only the first N examples")
     p.add_argument("--holdout", type=int, help="keep the last N examples out of training; report their "
@@ -716,7 +770,7 @@ def _add_metric_commands(sub) -> None:
     p.add_argument("--a", required=True, help="a folder of images, an .npy of pixels, or a run directory")
     p.add_argument("--b", required=True, help="a folder of images, an .npy of pixels, or a run directory")
     p.add_argument("--weights", type=Path, help="classifier weights (default: the cached ones)")
-    p.add_argument("--image-size", type=_positive_int,
+    p.add_argument("--image-size", type=_image_size,
                    help="resize the images of a folder to this square size first (e.g. 28)")
     p.add_argument("--kid", action="store_true", help="also the polynomial-kernel MMD² (KID-style) of the features")
     p.add_argument("--kid-subsets", type=_positive_int, default=100)
@@ -757,7 +811,7 @@ def _add_coop_command(sub) -> None:
     p.add_argument("--gray", action="store_true", help="learn from gray images (one channel)")
     _add_run_flags(p)
     p.add_argument("--iterations", type=_positive_int, help="learning iterations (300)")
-    p.add_argument("--image-size", type=_positive_int, help="square image size (64; 28 for fashion-mnist)")
+    p.add_argument("--image-size", type=_image_size, help="square image size (64; 28 for fashion-mnist)")
     p.add_argument("--chains", type=_positive_int, help="proposals and observed images per iteration (64)")
     p.add_argument("--steps", type=_positive_int, help="descriptor Langevin revision steps (15)")
     p.add_argument("--delta", type=_positive_float, help="descriptor Langevin step delta (0.002)")
@@ -794,7 +848,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ValueError, FileExistsError, FileNotFoundError, PermissionError, ChainDivergedError) as err:
+    except (DataError, ValueError, FileExistsError, FileNotFoundError, PermissionError, ChainDivergedError,
+            MemoryError) as err:
         print(f"gcnjax {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

@@ -300,6 +300,7 @@ FAMILY = Family(
     load_scale=lambda d: gdata.PixelScale("unit") if d is None else gdata.PixelScale.from_dict(d),
     trainer=_trainer,
     langevin_path=("descriptor", "langevin"),
+    memory_bound="lower --chains (the images of one iteration)",
     observed=lambda images, scale, inputs: {"observed": Picture(images[:inputs.get("n_pictures", 36)])},
 )
 

@@ -6,8 +6,11 @@ the scale a model sees is a :class:`PixelScale`, part of a run's config.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -104,6 +107,61 @@ def _to_channels(image: np.ndarray, channels: Optional[int], source: str) -> np.
     raise DataError(f"{source}: has {image.shape[-1]} channels, cannot convert to {channels}.")
 
 
+def _read_image(path: Path) -> np.ndarray:
+    """An image file's pixels as float32 ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise DataError(f"image file {str(path)!r} does not exist; check the path.")
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a directory; pass an image file, or use load_images for a folder.")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB", "RGBA") else im, np.float32)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(
+            f"cannot read image {str(path)!r} ({err}); is it a complete PNG/JPEG file?"
+        ) from None
+
+
+def note(text: str) -> None:
+    """Tell the user, on one line of stderr, what was done to their input."""
+    print(f"note: {text}", file=sys.stderr)
+
+
+def _input_notes(source: str, shapes: Sequence[Tuple[int, ...]], size, channels: Optional[int]) -> None:
+    """One line per kind of change made to the images of ``source`` (their
+    file shapes ``shapes``): enlarged more than 2×, stretched to another
+    aspect ratio, converted between gray, RGB and RGBA."""
+    size = _as_size(size)
+    if size is not None:
+        factors = [max(size[0] / h, size[1] / w) for h, w, *_ in shapes]
+        enlarged = [f for f in factors if f > 2]
+        if enlarged:
+            h, w = shapes[int(np.argmax(factors))][:2]
+            note(f"{source}: {len(enlarged)} image(s) enlarged up to {max(enlarged):.1f}× (from {w}×{h}) to "
+                 f"{size[1]}×{size[0]}: they hold less detail than that size (--image-size sets it).")
+        stretched = [(h, w) for h, w, *_ in shapes if abs(np.log((h / w) / (size[0] / size[1]))) > 0.05]
+        if stretched:
+            h, w = stretched[0]
+            note(f"{source}: {len(stretched)} image(s) of another aspect ratio (e.g. {w}×{h}) stretched to "
+                 f"{size[1]}×{size[0]} (--image-size sets the size; crop the images to keep their shape).")
+    kinds = {1: "gray", 3: "RGB", 4: "RGBA"}
+    counts: Dict[str, int] = {}
+    for shape in shapes:
+        have = shape[2] if len(shape) == 3 else 1
+        want = channels if channels is not None else (3 if have == 4 else have)
+        if have != want:
+            change = f"{kinds.get(have, have)} to {kinds.get(want, want)}"
+            counts[change] = counts.get(change, 0) + 1
+    if counts:
+        done = ", ".join(f"{n} image(s) from {change}" + (" (alpha dropped)" if change.startswith("RGBA") else "")
+                         for change, n in counts.items())
+        hint = "--gray learns gray images" if channels != 1 else "drop --gray to learn colour"
+        note(f"{source}: converted {done} ({hint}).")
+
+
 def load_image(path: PathLike, size=None, channels: Optional[int] = 3, crop=None) -> np.ndarray:
     """Read one image as float32 ``(H, W, C)`` in 0..255.
 
@@ -113,22 +171,8 @@ def load_image(path: PathLike, size=None, channels: Optional[int] = 3, crop=None
       channels: 3 (RGB), 1 (gray), or None to keep the file's.
       crop: then keep the central ``(height, width)`` window, if given.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"image file {str(path)!r} does not exist; check the path.")
-    if path.is_dir():
-        raise DataError(f"{str(path)!r} is a directory; pass an image file, or use load_images for a folder.")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB", "RGBA") else im, np.float32)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(
-            f"cannot read image {str(path)!r} ({err}); is it a complete PNG/JPEG file?"
-        ) from None
-    image = _to_channels(image, channels, str(path))
+    image = _to_channels(_read_image(path), channels, str(path))
     size = _as_size(size)
     if size is not None and image.shape[:2] != size:
         image = _resize(image, size)
@@ -166,7 +210,15 @@ def load_images(
         paths = [Path(p) for p in source]
         if not paths:
             raise DataError("the list of image paths is empty; pass at least one image.")
-    images = [load_image(p, size, channels, crop) for p in paths]
+    raw = [_read_image(p) for p in paths]
+    images = []
+    for path, image in zip(paths, raw):
+        image = _to_channels(image, channels, str(path))
+        if _as_size(size) is not None and image.shape[:2] != _as_size(size):
+            image = _resize(image, _as_size(size))
+        images.append(center_crop(image, crop) if crop is not None else image)
+    _input_notes(str(source) if isinstance(source, (str, os.PathLike)) else f"{len(paths)} image files",
+                 [im.shape for im in raw], size, channels)
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         listing = ", ".join(f"{p.name}: {im.shape[1]}x{im.shape[0]}" for p, im in zip(paths, images))
@@ -382,15 +434,16 @@ def load_video(path: PathLike, *, n_frames: Optional[int] = None, size=None, cha
         raise DataError(f"{str(path)!r} is not a video file I can read ({', '.join(VIDEO_EXTENSIONS)}).")
     frames = []
     try:
-        for frame in iio.imiter(path):
-            frames.append(_to_channels(np.asarray(frame, np.float32), channels, str(path)))
-            if n_frames is not None and len(frames) >= n_frames:
-                break
+        with _ffmpeg_quiet():
+            for frame in iio.imiter(path):
+                frames.append(_to_channels(np.asarray(frame, np.float32), channels, str(path)))
+                if n_frames is not None and len(frames) >= n_frames:
+                    break
     except DataError:
         raise
     except Exception as err:  # imageio raises many kinds for a broken file
         if not frames:
-            raise DataError(f"cannot read video {str(path)!r} ({type(err).__name__}: {err}); "
+            raise DataError(f"cannot read video {str(path)!r} ({_last_line(err)}); "
                             "is it a complete video file?") from None
     if not frames:
         raise DataError(f"video {str(path)!r} has no frames; give a video with at least one frame.")
@@ -398,6 +451,22 @@ def load_video(path: PathLike, *, n_frames: Optional[int] = None, size=None, cha
     if size is not None and frames[0].shape[:2] != size:
         frames = [_resize(f, size) for f in frames]
     return np.stack(frames).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _ffmpeg_quiet():
+    """Start ffmpeg (imageio's subprocess) without Python's warning that
+    os.fork() in a multithreaded (JAX) process may deadlock: the child execs
+    ffmpeg at once and touches no lock."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        yield
+
+
+def _last_line(err: Exception) -> str:
+    """The last line of an error's text (ffmpeg's reason, without its banner)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1].rstrip(").") if lines else type(err).__name__
 
 
 def save_video(path: PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
@@ -416,7 +485,15 @@ def save_video(path: PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
     if path.suffix.lower() == ".gif":
         iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
     else:
-        iio.imwrite(tmp, frames, extension=path.suffix, fps=fps)
+        if min(frames.shape[1:3]) < 2:
+            raise DataError(f"cannot encode {path.name}: frames of {frames.shape[2]}×{frames.shape[1]} pixels are "
+                            "too small for a video codec; use larger frames.")
+        try:
+            with _ffmpeg_quiet():
+                iio.imwrite(tmp, frames, extension=path.suffix, fps=fps, macro_block_size=1)
+        except Exception as err:  # ffmpeg's failures come in many kinds
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"cannot write {path.name} ({_last_line(err)}).") from None
     os.replace(tmp, path)
     return path
 
@@ -570,8 +647,17 @@ def load_wav(path: PathLike) -> Tuple[np.ndarray, int]:
         with wave.open(str(path), "rb") as fh:
             width, channels, rate, n = fh.getsampwidth(), fh.getnchannels(), fh.getframerate(), fh.getnframes()
             raw = fh.readframes(n)
-    except (wave.Error, EOFError, OSError) as err:
-        raise DataError(f"cannot read WAV file {str(path)!r} ({err}); is it an uncompressed PCM WAV?") from None
+    except EOFError:
+        raise DataError(f"cannot read WAV file {str(path)!r}: it ends inside its header (a truncated file?); "
+                        "give a complete WAV file.") from None
+    except (wave.Error, OSError) as err:
+        raise DataError(f"cannot read WAV file {str(path)!r} ({err or type(err).__name__}); "
+                        "is it an uncompressed PCM WAV?") from None
+    frame_bytes = width * channels
+    if len(raw) < n * frame_bytes:
+        note(f"WAV file {str(path)!r} is truncated: its header promises {n} samples, it holds "
+             f"{len(raw) // max(frame_bytes, 1)}; reading those.")
+        raw = raw[: len(raw) // max(frame_bytes, 1) * frame_bytes]
     dtypes = {1: np.uint8, 2: np.int16, 4: np.int32}
     if width not in dtypes:
         raise DataError(

@@ -576,6 +576,7 @@ FAMILY = Family(
     scale=lambda config, images, inputs: gdata.PixelScale(config.pixel_scale).fit(images),
     load_scale=gdata.PixelScale.from_dict,
     trainer=_trainer,
+    memory_bound="lower --chains (the images of one iteration, one chain each)",
 )
 
 
@@ -627,7 +628,12 @@ def inpaint_run(run_dir: Union[str, Path], images: np.ndarray, mask: np.ndarray,
     mask = np.asarray(mask, np.float32)
     if mask.shape[:3] != images.shape[:3]:
         raise ValueError(f"mask of shape {mask.shape} does not match the images {images.shape}.")
-    out_run = RunDir(out, overwrite=overwrite)
+    with RunDir(out, overwrite=overwrite) as out_run:
+        return _inpaint_into(out_run, run_dir, config, scale, nets, params, images, mask, mask_spec, seed)
+
+
+def _inpaint_into(out_run: RunDir, run_dir, config: MultigridConfig, scale: gdata.PixelScale, nets, params,
+                  images: np.ndarray, mask: np.ndarray, mask_spec: str, seed: int) -> Dict[str, object]:
     fill = _compiled(_step_key(config), tuple(scale.range))[3]
     t0 = time.perf_counter()
     recovered = jax.device_get(fill(jax.random.key(seed), params, jnp.asarray(scale.to_model(images)),

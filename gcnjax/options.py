@@ -24,7 +24,7 @@ import typing
 from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
 
 __all__ = ["config_fields", "get_at", "replace_at", "add_config_flags", "apply_config_flags", "given_config_flags",
-           "flag_name", "parse_value", "apply_shortcuts", "resume_changes"]
+           "flag_name", "parse_value", "apply_shortcuts", "resume_refusals"]
 
 _PREFIX = "config:"
 Path = Tuple[str, ...]
@@ -177,20 +177,25 @@ def apply_shortcuts(config, args: argparse.Namespace, table: Mapping[str, Union[
     return config
 
 
-def resume_changes(args: argparse.Namespace, shortcuts: Mapping[str, Any], config_type: type,
-                   allowed: Sequence[str] = ("iterations", "epochs")) -> List[str]:
-    """The flags in ``args`` that a resumed run cannot take: any shortcut but
-    those ``allowed`` (the run's length), and any field flag but the run's
-    logging (``run.*``) and the speed-only fields (``SPEED_FIELDS`` of the
-    config classes)."""
-    given = [f"--{dest.replace('_', '-')}" for dest in shortcuts
-             if dest not in allowed and getattr(args, dest, None) not in (None, False)]
-    for path in given_config_flags(args):
-        owner = config_type
-        for name in path[:-1]:
-            owner = typing.get_type_hints(owner)[name]
-        if path[0] == "run" or path[-1] in getattr(owner, "SPEED_FIELDS", ()) or path[-1] in ("n_iterations", "n_epochs"):
+def resume_refusals(config, saved) -> List[str]:
+    """What a resumed run cannot take: ``"--flag NEW (the run's: OLD)"`` for
+    each leaf field where ``config`` (the saved config with the command's
+    flags applied) differs from ``saved``, except the run's logging
+    (``run.*``), its length (``n_iterations``, ``n_epochs``) and the
+    speed-only fields (``SPEED_FIELDS`` of the config classes). Flags equal
+    to the saved settings are no change."""
+    refused = []
+    for path, _ in config_fields(type(config)):
+        new, old = get_at(config, path), get_at(saved, path)
+        owner = type(get_at(config, path[:-1]))
+        if (new == old or path[0] == "run" or path[-1] in ("n_iterations", "n_epochs")
+                or path[-1] in getattr(owner, "SPEED_FIELDS", ())):
             continue
-        given.append(flag_name(path))
-    return given
+        refused.append(f"{flag_name(path)} {_shown(new)} (the run's: {_shown(old)})")
+    return refused
 
+
+def _shown(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,7 +44,7 @@ from gcnjax.langevin import LangevinConfig
 from gcnjax.options import get_at, replace_at
 from gcnjax.train import Checkpointer, RunDir, TrainingDiverged, fit, write_atomic, write_npy
 
-__all__ = ["Family", "Trainer", "Outputs", "Picture", "learn", "smaller_step",
+__all__ = ["Family", "Trainer", "Outputs", "Picture", "OutOfMemory", "learn", "out_of_memory", "smaller_step",
            "save_picture", "save_video", "plot_metrics", "plot_waveforms"]
 
 
@@ -133,6 +135,8 @@ class Family(NamedTuple):
       the start of a new run.
     recorded: ``inputs -> {name: value}`` saved in ``config.json`` and
       checked on resume (e.g. the mask's spec).
+    memory_bound: what bounds a step's memory, in the command line's words
+      (the advice of the out-of-memory message).
     """
 
     name: str
@@ -145,6 +149,7 @@ class Family(NamedTuple):
     observed: Callable[[np.ndarray, Any, Dict[str, Any]], Dict[str, Picture]] = (
         lambda data, scale, inputs: {"observed": Picture(data[:64])})
     recorded: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda inputs: {}
+    memory_bound: str = "lower --chains (the chains of one iteration) or --batch-size (its observed images)"
 
 
 # ---------------------------------------------------------------- the divergence policy
@@ -156,6 +161,39 @@ def smaller_step(sampler: LangevinConfig, factor: float) -> LangevinConfig:
     ``noise_scale=None`` follows the step by itself.)"""
     noise = None if sampler.noise_scale is None else sampler.noise_scale * float(np.sqrt(factor))
     return dataclasses.replace(sampler, step_size=sampler.step_size * factor, noise_scale=noise)
+
+
+class OutOfMemory(MemoryError):
+    """A step needed more memory than the device has."""
+
+
+def _memory_limit() -> Optional[int]:
+    """Bytes of memory of the default device (the host's RAM on the CPU)."""
+    device = jax.devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # not every backend reports
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def out_of_memory(err: Exception, bound: str) -> Optional[OutOfMemory]:
+    """The one-line :class:`OutOfMemory` for XLA's ``RESOURCE_EXHAUSTED``
+    error ``err`` (None for any other error): the allocation that failed
+    against the device's memory, and ``bound``, the option that bounds it."""
+    text = str(err)
+    if "RESOURCE_EXHAUSTED" not in text:
+        return None
+    found = re.search(r"allocating (\d+) bytes", text)
+    needed = f"about {int(found.group(1)) / 2**30:.1f} GiB at once" if found else "more memory than there is"
+    limit = _memory_limit()
+    has = f" (this {jax.devices()[0].platform.upper()} has {limit / 2**30:.0f} GiB)" if limit else ""
+    return OutOfMemory(f"out of memory: one step needs {needed}{has}; {bound}.")
 
 
 # ---------------------------------------------------------------- pictures and plots
@@ -316,11 +354,8 @@ class _Run:
         self.title, self.source, self.resume = title or family.name, source, resume
         self.data = family.check(config, data, inputs)
         self.run = RunDir(out, overwrite=overwrite, resume=resume)
-        try:
+        with self.run.failing():
             self._open(data_spec)
-        except BaseException:
-            self.run.close()
-            raise
 
     def _open(self, data_spec) -> None:
         family, config, inputs, source = self.family, self.config, self.inputs, self.source
@@ -481,14 +516,18 @@ def learn(family: Family, config, data, out, *, title: str = "", source: str = "
     """
     session = _Run(family, config, data, out, title=title, source=source, data_spec=data_spec,
                    overwrite=overwrite, resume=resume, quiet=quiet, inputs=inputs)
-    try:
-        t0 = time.perf_counter()
-        state, done = session.train()
-        seconds = time.perf_counter() - t0
-        params, outputs, history = session.write_outputs(state)
-        report = session.write_report(done, seconds, outputs, history)
-    finally:
-        session.run.close()
+    with session.run:
+        try:
+            t0 = time.perf_counter()
+            state, done = session.train()
+            seconds = time.perf_counter() - t0
+            params, outputs, history = session.write_outputs(state)
+            report = session.write_report(done, seconds, outputs, history)
+        except jax.errors.JaxRuntimeError as err:
+            memory = out_of_memory(err, family.memory_bound)
+            if memory is None:
+                raise
+            raise memory from None
     summary = {"run_dir": session.run.path, "report": report, "seconds": seconds, "state": state,
                "params": params, "scale": session.scale, "history": history, "iterations": done,
                "retries": session.retries, **outputs.summary}

@@ -211,7 +211,12 @@ def autoencoding_check(
     pattern selects. Reports the residual ``||x − σ²∇f(x)|| / ||x||`` at each
     end point and the number of distinct activation patterns reached.
     """
-    run = RunDir(out, overwrite=overwrite)
+    with RunDir(out, overwrite=overwrite) as run:
+        return _autoencoding_report(run, net, params, sigma, starts, scale=scale, n_steps=n_steps, labels=labels)
+
+
+def _autoencoding_report(run: RunDir, net, params, sigma: float, starts: jax.Array, *, scale: gdata.PixelScale,
+                         n_steps: int, labels) -> Dict[str, object]:
     x_min, residual = D.descend_to_minimum(net.apply, params, starts, sigma, n_steps=n_steps)
     residual = np.asarray(residual)
     patterns = D.activation_pattern(net, params, x_min)

@@ -9,6 +9,7 @@ iterations, not every step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -268,6 +269,8 @@ class RunDir:
 
     def __init__(self, path, *, overwrite: bool = False, resume: bool = False):
         self.path = Path(path)
+        self.resumed = resume
+        self._created = not self.path.exists()
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"run directory {str(self.path)!r} is a file; choose another --out path.")
         if resume and not (self.path / "config.json").is_file():
@@ -281,6 +284,8 @@ class RunDir:
             raise PermissionError(f"cannot create the run directory {str(self.path)!r}: permission denied; "
                                   "choose an --out path you can write.") from None
         self._lock = self.path / LOCK_NAME
+        self._tb = None
+        self.checkpoints = self.path / "checkpoints"
         self._take_lock()
         try:
             self._open(overwrite, resume)
@@ -333,16 +338,91 @@ class RunDir:
 
     def close(self) -> None:
         """Release the run directory's lock (also done when the process exits)."""
+        if self._tb:
+            self._tb.close()
         _release(self._lock)
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    @contextlib.contextmanager
+    def failing(self):
+        """A block whose error fails the run (:meth:`fail`) and releases its lock
+        (the run stays open when the block succeeds)."""
+        try:
+            yield self
+        except BaseException as err:
+            self.fail(err)
+            self.close()
+            raise
+
+    def __exit__(self, kind, err, traceback) -> bool:
+        if err is not None:
+            self.fail(err)
+        self.close()
+        return False
+
+    def latest_checkpoint(self) -> Optional[int]:
+        """The last iteration saved under ``checkpoints/`` (None: none)."""
+        if not self.checkpoints.is_dir():
+            return None
+        steps = [int(p.name) for p in self.checkpoints.iterdir() if p.name.isdigit()]
+        return max(steps, default=None)
+
+    def fail(self, err: BaseException) -> None:
+        """After ``err`` stopped the command: a run that can go on (a resumed
+        one, or one with a checkpoint past its start) is kept, and the
+        message says how to continue or restart it; anything else that this
+        run wrote is removed (:meth:`discard`), so that the same command can
+        be given again, and the message says so. The note is appended to
+        ``err``'s message."""
+        if self.resumed:
+            return
+        step = self.latest_checkpoint()
+        if step:
+            if isinstance(err, KeyboardInterrupt):
+                return  # its message already says how to resume
+            note = (f"the run is kept at iteration {step} in {str(self.path)!r}: --resume continues it with its own "
+                    "settings, --overwrite starts it again")
+        else:
+            self.discard()
+            note = f"nothing was kept in {str(self.path)!r}"
+        if err.args and isinstance(err.args[0], str):
+            err.args = (f"{err.args[0].rstrip('.')} ({note}).",) + tuple(err.args[1:])
+
+    def discard(self) -> None:
+        """Remove what this run wrote: every file but those that were in the
+        folder before it (the directory too, if it created it and it is left
+        empty)."""
+        import shutil
+
+        if self._tb:
+            self._tb.close()
+            self._tb = None
+        marker = self.path / MARKER_NAME
+        foreign = json.loads(marker.read_text()).get("foreign_files", []) if marker.is_file() else []
+        for target in self.path.iterdir():
+            if target.name in foreign or target.name == LOCK_NAME:
+                continue
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+        if self._created and [p.name for p in self.path.iterdir()] in ([], [LOCK_NAME]):
+            _release(self._lock)
+            self.path.rmdir()
 
     def _open(self, overwrite: bool, resume: bool) -> None:
         marker = self.path / MARKER_NAME
         present = sorted(p.name for p in self.path.iterdir() if p.name not in (LOCK_NAME, MARKER_NAME))
         if not resume:
             if present and not overwrite:
+                if marker.is_file() or (self.path / "config.json").is_file():
+                    raise FileExistsError(
+                        f"run directory {str(self.path)!r} already holds a run; choose another --out path, "
+                        "pass --resume to continue it, or --overwrite to write over it."
+                    )
+                shown = ", ".join(present[:5]) + (" ..." if len(present) > 5 else "")
                 raise FileExistsError(
-                    f"run directory {str(self.path)!r} already holds a run; choose another --out path, "
-                    "pass --resume to continue it, or --overwrite to write over it."
+                    f"run directory {str(self.path)!r} is not empty ({shown}); choose another --out path, or "
+                    "pass --overwrite to write the run beside these files (they are kept)."
                 )
             foreign = present
             if marker.is_file():
@@ -364,9 +444,7 @@ class RunDir:
         self.images = self.path / "images"
         self.images.mkdir(exist_ok=True)
         self.metrics_path = self.path / "metrics.csv"
-        self.checkpoints = self.path / "checkpoints"
         self._fields: Optional[List[str]] = None
-        self._tb = None
 
     @staticmethod
     def read_config(path) -> Dict[str, Any]:
@@ -517,7 +595,7 @@ def _diverged(iteration: int, values, step_size, last_good: Optional[int]) -> Tr
     where = f"; the last good checkpoint is step {last_good}" if last_good is not None else ""
     return TrainingDiverged(
         f"training diverged by iteration {iteration}{hint}{shown}{where}. "
-        "Reduce the Langevin step (--delta) or the learning rate (--lr).",
+        "Start again with a smaller Langevin step (--delta) or learning rate (--lr).",
         iteration=iteration, last_good=last_good,
     )
 
@@ -527,7 +605,7 @@ def _stalled(iteration: int, last_good: Optional[int]) -> TrainingStalled:
     return TrainingStalled(
         f"learning stalled at iteration {iteration}: the learning gradient is exactly zero (every unit of a net "
         "inactive, or a saturated output), from which it cannot recover"
-        f"{where}. Lower the learning rate (--lr, or --gen-lr for a generator)."
+        f"{where}. Start again with a lower learning rate (--lr, or --gen-lr for a generator)."
     )
 
 

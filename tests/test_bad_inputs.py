@@ -156,3 +156,65 @@ def test_failed_run_keeps_existing_files(tmp_path, capsys):
     assert "Traceback" not in err and err.count("error:") == 3
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_enlarged_stretched_and_converted_images_are_reported(tmp_path, capsys):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    _png(folder / "a.png", (5, 5))  # gray, 5×5
+    _png(folder / "b.png", (30, 60, 3))  # RGB, 2:1
+    _png(folder / "c.png", (40, 40, 4))  # RGBA
+    images = gdata.load_images(folder, size=224, channels=3)
+    assert images.shape == (3, 224, 224, 3)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 3, notes
+    assert "enlarged up to 44.8× (from 5×5) to 224×224" in notes[0] and "--image-size" in notes[0]
+    assert "1 image(s) of another aspect ratio (e.g. 60×30) stretched" in notes[1]
+    assert "1 image(s) from gray to RGB" in notes[2] and "RGBA to RGB (alpha dropped)" in notes[2]
+    # Images used as they are: nothing to say.
+    gdata.load_images(folder / "b.png", size=(30, 60), channels=3)
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_sizes_that_cannot_make_an_output_are_refused(tmp_path, capsys):
+    frames = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3))
+    video = gdata.save_video(tmp_path / "v.gif", frames)
+    for command in (["stgconvnet", "--data", str(video)], ["multigrid", "--data", str(tmp_path)],
+                    ["descriptor", "--data", "skimage:brick"]):
+        with pytest.raises(SystemExit):
+            cli.main([*command, "--image-size", "1", "--out", str(tmp_path / "run")])
+        assert "hold nothing to learn; give a size of at least 8" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(gdata.DataError, match="too small for a video codec"):
+        gdata.save_video(tmp_path / "tiny.mp4", frames[:, :1, :1])
+
+
+def test_video_tools_speak_in_one_line(tmp_path):
+    import warnings
+
+    fake = tmp_path / "fake.avi"
+    fake.write_bytes(b"not a video" * 100)
+    with pytest.raises(gdata.DataError) as info:
+        gdata.load_video(fake)
+    assert "\n" not in str(info.value) and "ffmpeg version" not in str(info.value) and "fake.avi" in str(info.value)
+    # ffmpeg runs as a subprocess of a (multithreaded) JAX process: Python's
+    # fork warning is not shown for it.
+    frames = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gdata.save_video(tmp_path / "v.mp4", frames)
+        gdata.load_video(tmp_path / "v.mp4")
+    assert not [w for w in caught if "fork" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_truncated_wav_says_what_is_wrong(tmp_path, capsys):
+    whole = _wav(tmp_path / "tone.wav", 2, (1000 * np.sin(np.arange(800) / 5)).astype(np.int16).tobytes())
+    (tmp_path / "header.wav").write_bytes(whole.read_bytes()[:30])
+    with pytest.raises(gdata.DataError, match="ends inside its header") as info:
+        gdata.load_wav(tmp_path / "header.wav")
+    assert "()" not in str(info.value)
+    (tmp_path / "cut.wav").write_bytes(whole.read_bytes()[:44 + 2 * 300 + 1])
+    samples, _ = gdata.load_wav(tmp_path / "cut.wav")
+    assert samples.shape == (300, 1)
+    np.testing.assert_array_equal(samples, gdata.load_wav(whole)[0][:300])
+    assert "truncated: its header promises 800 samples, it holds 300" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
     keep.write_text("old results")
     assert cli.main(["demo", "--out", str(out), *TINY]) == 2
     err = capsys.readouterr().err
-    assert "already holds a run" in err and "--overwrite" in err
+    assert "is not empty (precious.txt)" in err and "--overwrite" in err
     assert keep.read_text() == "old results"
 
 

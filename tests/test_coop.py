@@ -205,6 +205,6 @@ def test_coop_cli_on_a_folder(tmp_path, capsys):
     assert (out / "revised.png").is_file() and (out / "proposals.png").is_file()
     assert cli.main(["coop", "--out", str(out), "--resume", "--quiet"]) == 0
     assert cli.main(["coop", "--out", str(out), "--resume", "--steps", "3"]) == 2
-    assert "drop --steps" in capsys.readouterr().err
+    assert "--descriptor.langevin.n-steps 3 (the run's: 2)" in capsys.readouterr().err
     assert cli.main(["coop", "--out", str(tmp_path / "x"), "--data", str(folder), "--image-size", "30"]) == 2
     assert "cannot be made" in capsys.readouterr().err

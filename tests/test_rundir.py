@@ -129,3 +129,76 @@ def test_an_out_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch
     assert cli.main(["demo", "--out", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "permission denied" in err and "--out" in err and "Traceback" not in err
+
+
+TINY_NET = '[{"features": 2, "kernel": 3, "stride": 1, "padding": "SAME"}]'
+
+
+def test_out_of_memory_is_one_line_and_leaves_the_folder_reusable(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["descriptor", "--data", "skimage:brick", "--image-size", "8", "--layers", TINY_NET, "--iterations", "1",
+            "--steps", "1", "--out", str(out), "--quiet"]
+    # 2³³ chains of 8×8: 2 TiB for the chains alone.
+    assert cli.main(argv + ["--chains", str(2**33)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory: one step needs about" in err[0] and "GiB" in err[0], err
+    assert "lower --chains" in err[0] and "nothing was kept" in err[0]
+    assert not out.exists()
+    # In a folder of the user's: their file stays, the run's are gone, and the
+    # same command with fewer chains runs there.
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(argv + ["--chains", str(2**33), "--overwrite"]) == 2
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+    assert cli.main(argv + ["--chains", "2", "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "synthesized.png").is_file()
+
+
+def test_a_failed_run_is_kept_only_where_it_can_go_on(tmp_path):
+    kept = RunDir(tmp_path / "kept")
+    (kept.checkpoints / "4").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"kept at iteration 4 .*--resume continues it.*--overwrite"):
+        with kept:
+            raise ValueError("boom")
+    assert (tmp_path / "kept" / "checkpoints" / "4").is_dir()
+    fresh = RunDir(tmp_path / "fresh")
+    (fresh.checkpoints / "0").mkdir(parents=True)
+    with pytest.raises(ValueError, match="nothing was kept"):
+        with fresh:
+            raise ValueError("boom")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_resume_takes_equal_settings_and_refuses_other_data(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--steps", "1", "--chains", "1", "--checkpoint-every", "2", "--quiet", "--out", str(out)]
+    assert cli.main(["demo", "--image-size", "40", "--iterations", "2", *common]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    lr = saved["config"]["learning_rate"]
+    # The run's own values, given again, are no change.
+    assert cli.main(["demo", "--resume", "--image-size", "40", "--texture", "brick", "--lr", str(lr),
+                     "--iterations", "4", *common]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["n_iterations"] == 4
+    capsys.readouterr()
+    for flags, named in ((["--texture", "grass"], "--texture grass (the run's: brick)"),
+                         (["--image-size", "48"], "--image-size 48 (the run's: 40)"),
+                         (["--lr", str(lr * 10)], f"(the run's: {lr})")):
+        assert cli.main(["demo", "--resume", *flags, "--iterations", "6", *common]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err, err
+    assert json.loads((out / "config.json").read_text())["config"]["n_iterations"] == 4
+
+
+def test_resume_refuses_other_data_and_another_preset(tmp_path, capsys, image_folder):
+    folder, other = image_folder(2, 16, name="a"), image_folder(2, 16, name="b")
+    out = tmp_path / "run"
+    common = ["--image-size", "16", "--layers", TINY_NET, "--steps", "1", "--chains", "1", "--checkpoint-every",
+              "1", "--quiet", "--out", str(out)]
+    assert cli.main(["descriptor", "--data", str(folder), "--iterations", "1", *common]) == 0
+    for flags, named in ((["--data", str(other)], f"--data {other}"), (["--preset", "object"], "--preset object")):
+        assert cli.main(["descriptor", "--resume", *flags, "--iterations", "2", *common]) == 2
+        assert named in capsys.readouterr().err
+    # The same folder by another path is the same data.
+    relative = os.path.relpath(folder)
+    assert cli.main(["descriptor", "--resume", "--data", relative, "--preset", "texture", "--iterations", "2",
+                     *common]) == 0
