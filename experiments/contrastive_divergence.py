@@ -1,10 +1,10 @@
 """Contrastive divergence tends to reconstruct the observed images (Xie et al. 2016).
 
-Learns a descriptor by CD-k (chains start at the observed images, k = 10
-steps, δ = 0.5) on the codebook images (rose, hummingbirds). CD's gradient
-vanishes when k Langevin steps leave the observed images where they are,
-i.e. when x ≈ x − (δ²/2)(x/σ² − ∇f(x)), that is x ≈ σ²∇f(x): the model
-auto-encodes the observed images, σ²∇f(x) being the reconstruction of x by
+Learns a descriptor by CD-k (one chain starts at each observed image of the
+batch, k = 10 steps, δ = 0.5) on the codebook images (rose, hummingbirds).
+CD's gradient vanishes when k Langevin steps leave the observed images where
+they are, i.e. when x ≈ x − (δ²/2)(x/σ² − ∇f(x)), that is x ≈ σ²∇f(x): the
+model auto-encodes the observed images, σ²∇f(x) being the reconstruction of x by
 the filters its active units select. The report gives the relative error
 ||x − σ²∇f(x)|| / ||x|| at the observed images under the initial and the
 CD-learned model, the reconstructions, and how far the CD chains moved.
@@ -53,7 +53,6 @@ def main():
 
     cfg = config(args.full, args.iterations)
     images = gdata.load_images(args.data, size=cfg.image_size, channels=cfg.channels)
-    cfg = dataclasses.replace(cfg, n_chains=len(images))
     result = learn_descriptor(cfg, images, args.out, title=f"Contrastive divergence: {Path(args.data).name}",
                               source=args.data, overwrite=True)
     scale, net, state = result["scale"], result["net"], result["state"]
@@ -61,8 +60,11 @@ def main():
     initial = D.init_state(jax.random.fold_in(jax.random.key(cfg.seed), 0), cfg, net, observed).params  # the run's start
     recon_before, err_before = reconstruction(net, initial, cfg.sigma, observed)
     recon_after, err_after = reconstruction(net, state.params, cfg.sigma, observed)
-    moved = np.linalg.norm(np.asarray(state.chains - observed).reshape(len(images), -1), axis=1) / np.linalg.norm(
-        np.asarray(observed).reshape(len(images), -1), axis=1)
+    # The last chains started at the last iteration's batch: all the images,
+    # in their order, when there are at most batch_size of them.
+    started = gdata.shuffled_batches(observed, cfg.batch_size, cfg.seed)(cfg.total_iterations - 1)
+    flat = lambda a: np.asarray(a).reshape(len(a), -1)
+    moved = np.linalg.norm(flat(state.chains) - flat(started), axis=1) / np.linalg.norm(flat(started), axis=1)
 
     n = min(len(images), 6)
     rows = [images, scale.to_pixels(np.asarray(recon_before)), scale.to_pixels(np.asarray(recon_after)),
@@ -72,7 +74,8 @@ def main():
         fh.write(
             "\n## CD reconstructs the observed images\n\n"
             "Rows: observed x; σ²∇f(x) under the initial model; σ²∇f(x) under the CD-learned model; "
-            f"the last CD chains ({cfg.langevin.n_steps} steps from x).\n\n![reconstruction](reconstruction.png)\n\n"
+            f"the last CD chains ({cfg.langevin.n_steps} steps from the last batch's x).\n\n"
+            "![reconstruction](reconstruction.png)\n\n"
             "| relative error | mean | max |\n|---|---|---|\n"
             f"| ‖x − σ²∇f(x)‖/‖x‖, initial model | {err_before.mean():.3f} | {err_before.max():.3f} |\n"
             f"| ‖x − σ²∇f(x)‖/‖x‖, CD-learned model | {err_after.mean():.3f} | {err_after.max():.3f} |\n"

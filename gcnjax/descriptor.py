@@ -12,7 +12,8 @@ bottom-up ConvNet with a scalar output (any Flax module's ``apply``).
   synthesized samples. :func:`make_train_step` builds the jit'd step that
   minimises ``mean f(samples) − mean f(data)`` with an Optax optimizer.
 * Chains start from zero (the reference mean), noise, the data (contrastive
-  divergence, CD-k) or are persistent (carried across iterations).
+  divergence, CD-k: one chain at each observed image of the batch) or are
+  persistent (carried across iterations).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ __all__ = [
     "energy",
     "make_energy_fn",
     "init_chains",
+    "is_contrastive_divergence",
+    "n_state_chains",
     "synthesize",
     "ml_loss",
     "ml_update",
@@ -71,12 +74,20 @@ class DescriptorConfig:
         term (short-run and multi-grid code do).
     Sampling:
       langevin: step settings (:class:`gcnjax.langevin.LangevinConfig`).
-      n_chains: synthesized images per iteration.
+      n_chains: synthesized images per iteration; ignored by contrastive
+        divergence (below), whose chains are the batch's images.
       chain_init: ``"zeros"`` (reference mean), ``"noise"`` (N(0, init_scale²)),
-        ``"uniform"`` (U(−init_scale, init_scale)) or ``"data"`` (contrastive
-        divergence: chains start at observed images).
+        ``"uniform"`` (U(−init_scale, init_scale)) or ``"data"``. With
+        ``"data"`` and ``persistent=False`` the learning is contrastive
+        divergence (CD-k): every iteration starts ONE chain at EACH observed
+        image ``x_i`` of its batch of ``B = min(batch_size, N)`` images
+        and runs k = ``langevin.n_steps`` steps to ``x̃_i``; the update
+        descends ``(1/B) Σ_i f(x̃_i) − (1/B) Σ_i f(x_i)``, the same B images
+        in both terms (with ``data_noise`` both use the noisy ``x_i``).
+        ``n_chains`` plays no part then.
       persistent: carry the chains over iterations (they start from
-        ``chain_init`` once).
+        ``chain_init`` once: with ``"data"``, persistent contrastive
+        divergence, ``n_chains`` chains at the observed images, cycled).
     Learning:
       optimizer: ``"sgd"`` or ``"adam"``; learning_rate, momentum (SGD),
         beta1 (Adam), weight_decay (added to the gradient, as in SGD with
@@ -203,7 +214,9 @@ class DescriptorState(NamedTuple):
     opt_state: the Optax optimizer's state.
     chains: the persistent chains ``(n_chains, H, W, C)`` (videos
       ``(n_chains, T, H, W, C)``, sounds ``(n_chains, T, C)``) (the latest
-      synthesized images when chains are not persistent).
+      synthesized images when chains are not persistent; contrastive
+      divergence has one per image of the batch, ``(B, H, W, C)``, see
+      :func:`n_state_chains`).
     key: the PRNG key of the next iteration.
     step: iterations done.
     """
@@ -233,11 +246,30 @@ def make_energy_fn(apply_fn: ApplyFn, params: PyTree, sigma: Optional[float]):
     return energy_fn
 
 
+def is_contrastive_divergence(config: DescriptorConfig) -> bool:
+    """Whether ``config`` learns by CD-k: fresh chains, every iteration, at
+    the observed images of the batch (``chain_init="data"``, not persistent)."""
+    return config.chain_init == "data" and not config.persistent
+
+
+def n_state_chains(config: DescriptorConfig, n_data: int) -> int:
+    """The number of chains a state holds for ``n_data`` observed images:
+    ``B = min(batch_size, n_data)`` (every batch's size, see
+    :func:`gcnjax.data.shuffled_batches`) for contrastive divergence, one
+    chain per image of the batch; ``n_chains`` otherwise."""
+    if is_contrastive_divergence(config):
+        return min(config.batch_size, int(n_data))
+    return config.n_chains
+
+
 def init_chains(key, kind: str, shape: Sequence[int], *, scale: float = 1.0, data=None) -> jax.Array:
     """Initial positions of ``shape[0]`` chains.
 
     kind: ``"zeros"``; ``"noise"`` N(0, scale²); ``"uniform"`` U(−scale, scale);
-    ``"data"``: the first ``shape[0]`` rows of ``data`` (cycled if fewer).
+    ``"data"``: the first ``shape[0]`` rows of ``data`` (cycled if fewer):
+    the start of persistent chains from the data (PCD) and a CD state's
+    chains (``shape[0] = B``). CD's train step starts its chains at each
+    batch itself (:func:`make_train_step`), not here.
     """
     shape = tuple(shape)
     if kind == "zeros":
@@ -390,9 +422,13 @@ def make_net(config: DescriptorConfig, depth: Optional[int] = None, dtype=jnp.fl
 
 
 def init_state(key, config: DescriptorConfig, net: nn.Module, data: jax.Array) -> DescriptorState:
-    """Fresh params, optimizer state and chains for observed ``data`` (model scale)."""
+    """Fresh params, optimizer state and chains for observed ``data`` (model scale).
+
+    The chains are :func:`n_state_chains` of them: ``n_chains``, or for
+    contrastive divergence ``B = min(batch_size, len(data))``, the size of
+    every batch, so that the train step sees one state shape."""
     k_params, k_chains, k_next = jax.random.split(key, 3)
-    shape = (config.n_chains,) + tuple(data.shape[1:])
+    shape = (n_state_chains(config, data.shape[0]),) + tuple(data.shape[1:])
     params = net.init(k_params, jnp.zeros((1,) + tuple(data.shape[1:]), jnp.float32))
     opt_state = make_optimizer(config, params, data.shape[1:-1]).init(params)
     chains = init_chains(k_chains, config.chain_init, shape, scale=config.init_scale, data=data)
@@ -416,14 +452,19 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
     One iteration: chains (persistent, or fresh from ``config.chain_init``)
     run ``config.langevin`` under the current model; the params take one
     optimizer step on ``mean f(samples) − mean f(data)``. ``data`` is a batch
-    of observed images in model scale. Metrics are device scalars (no host
-    sync): ``f_data``, ``f_samples`` (mean f), ``energy_data``,
+    of observed images in model scale. Contrastive divergence
+    (:func:`is_contrastive_divergence`) starts one chain at each image of
+    ``data``, ``x0 = data``: B images give B samples, and both means are
+    over those B (``n_chains`` is not used; the state's chains, of
+    :func:`init_state`, have the batch's shape). Metrics are device scalars
+    (no host sync): ``f_data``, ``f_samples`` (mean f), ``energy_data``,
     ``energy_samples`` (mean E), ``grad_norm`` (of the learning gradient),
     ``chain_grad_norm`` (last Langevin step), ``acceptance``, ``diverged``
     (number of chains that became non-finite), ``dead_units`` (1 when every
     unit is inactive and learning cannot recover). With
     ``config.data_noise > 0`` the data are ``data + data_noise · ξ``, fresh
-    noise every iteration.
+    noise every iteration; CD's chains start at those noisy images, the ones
+    the data term averages over.
     """
     sampler = config.langevin
     sigma = config.sigma
@@ -433,6 +474,10 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
         key, k_init, k_langevin = jax.random.split(state.key, 3)
         if config.persistent:
             x0 = state.chains
+        elif is_contrastive_divergence(config):
+            # CD-k: a chain at every observed image of the batch, paired with
+            # the data term's images (not init_chains' first n_chains rows).
+            x0 = data
         else:
             x0 = init_chains(k_init, config.chain_init, state.chains.shape, scale=config.init_scale, data=data)
         samples, info = synthesize(k_langevin, apply_fn, state.params, x0, sampler, sigma)

@@ -71,15 +71,15 @@ def object_pattern() -> DescriptorConfig:
 
 
 def contrastive_divergence() -> DescriptorConfig:
-    """CD-k: chains start at the observed images and run k = 10 steps with
-    δ = 0.5; gradients capped at 1."""
+    """CD-k: every iteration one chain starts at each observed image of the
+    batch (``batch_size`` 32, or all the images if fewer; ``n_chains`` plays
+    no part) and runs k = 10 steps with δ = 0.5; gradients capped at 1."""
     return dataclasses.replace(
         object_pattern(),
         langevin=LangevinConfig.from_delta(0.5, 10),
         chain_init="data",
         persistent=False,
         max_abs_grad=1.0,
-        n_chains=2,
         n_iterations=600,
     )
 

@@ -115,6 +115,11 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
                        summary={"net": nets[-1]})
 
     sampler = config.langevin
+    if D.is_contrastive_divergence(config):
+        chains = (f"contrastive divergence: one chain started at each observed image of the batch "
+                  f"(B = {D.n_state_chains(config, x.shape[0])})")
+    else:
+        chains = f"{config.n_chains} chain(s)"
     return Trainer(
         phase_ends=[end for _, end in stages],
         init=init,
@@ -124,7 +129,7 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
         snapshot=lambda state, it: {"synthesized": Picture(scale.to_pixels(np.asarray(state.chains)))},
         params=lambda state: state.params,
         finish=finish,
-        describe=(f"{config.n_chains} chain(s), {sampler.n_steps} Langevin steps of step size "
+        describe=(f"{chains}, {sampler.n_steps} Langevin steps of step size "
                   f"{sampler.step_size:g} (noise {sampler.noise_scale}) per iteration; σ = {config.sigma}."),
         plot_keys=("f_data", "f_samples"),
         row=lambda phase: {"layers": stages[phase][0] or len(config.layers)},

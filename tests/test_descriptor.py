@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax import langevin
 from gcnjax.nets import ConvSpec, DescriptorNet, layer_output_sizes, receptive_field
@@ -152,6 +153,65 @@ def test_contrastive_divergence_starts_at_data():
     new, metrics = step(state, data)
     np.testing.assert_array_equal(np.asarray(new.chains), np.asarray(data))
     assert float(metrics["grad_norm"]) == 0.0  # data and samples coincide: no learning signal
+
+
+def _cd_setup(n_steps, step_size=0.3):
+    """7 distinct 8×8 observed images and a CD config whose n_chains (2) and
+    batch_size (32 ≥ 7) would, read as chains, start only 2 of them."""
+    cfg = D.DescriptorConfig(
+        layers=(ConvSpec(4, 3, 2), ConvSpec(3, 3, 1)), image_size=(8, 8), channels=1, init_std=0.3,
+        chain_init="data", persistent=False, n_chains=2, batch_size=32, weight_decay=0.0,
+        divide_by_positions=False, max_abs_grad=None,
+        langevin=langevin.LangevinConfig(n_steps=n_steps, step_size=step_size, noise_scale=0.0))
+    net = D.make_net(cfg)
+    images = jax.random.normal(jax.random.key(5), (7, 8, 8, 1))
+    batch = gdata.shuffled_batches(images, cfg.batch_size, cfg.seed)(0)  # the engine's first batch
+    state = D.init_state(jax.random.key(0), cfg, net, images)
+    return cfg, net, images, batch, state
+
+
+def _rows(x):
+    return sorted(np.asarray(r).tobytes() for r in np.asarray(x))
+
+
+def test_contrastive_divergence_starts_one_chain_at_each_image_of_the_batch():
+    """CD-k: one chain per observed image of the batch, whatever n_chains
+    says; with k = 0 the samples are exactly the batch's images."""
+    cfg, net, images, batch, state = _cd_setup(n_steps=0)
+    assert _rows(batch) == _rows(images) and len(set(_rows(images))) == 7
+    init_shape = state.chains.shape
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    new, _ = step(state, batch)
+    assert _rows(new.chains) == _rows(batch), "CD samples are not the 7 observed images, one each"
+    assert init_shape == batch.shape  # the state's chains keep one shape: the step is traced once
+    # A batch smaller than the data: the state's chains are the batch's size.
+    small = dataclasses.replace(cfg, batch_size=4)
+    assert D.init_state(jax.random.key(0), small, net, images).chains.shape == (4, 8, 8, 1)
+    assert gdata.shuffled_batches(images, 4, 0)(1).shape == (4, 8, 8, 1)
+
+
+def test_contrastive_divergence_gradient_is_over_the_batch():
+    """With k > 0 noise-free steps the learning gradient is that of
+    mean f(x_k) − mean f(x) over the batch's images x and the chains x_k
+    started at them, computed here independently."""
+    cfg, net, images, batch, state = _cd_setup(n_steps=2)
+    params = jax.tree_util.tree_map(np.array, state.params)  # the state is donated
+    # SGD of rate 1 alone: the params move by exactly minus the gradient.
+    sgd = optax.sgd(1.0)
+    state = state._replace(opt_state=sgd.init(state.params))
+    step = D.make_train_step(cfg, net.apply, sgd)
+    new, _ = step(state, batch)
+
+    grad_f = jax.grad(lambda x: jnp.sum(net.apply(params, x)))  # ∇f of each image
+    x = batch
+    for _ in range(2):  # x ← x − a (x/σ² − ∇f(x)), σ = 1
+        x = x - 0.3 * (x - grad_f(x))
+    expected = jax.grad(lambda p: jnp.mean(net.apply(p, x)) - jnp.mean(net.apply(p, batch)))(params)
+    got = jax.tree_util.tree_map(lambda a, b: a - np.asarray(b), params, new.params)
+    assert float(optax.tree.norm(expected)) > 1e-3  # a learning signal to compare
+    for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(g, np.asarray(e), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(new.chains), np.asarray(x), rtol=1e-5, atol=1e-6)
 
 
 def test_spatial_position_scales_and_cap():
