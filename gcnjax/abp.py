@@ -361,6 +361,23 @@ def _trainer(config: G.GeneratorConfig, x: jax.Array, scale: ObservationScale, x
     )
 
 
+def _chains(run_dir: Path, payload: Dict[str, Any], settings):
+    """A generator's samples: ``g(z)`` for ``z ~ N(0, I)``, exact draws (no chain)."""
+    from gcnjax.sampling import Chains, Draw
+
+    config, scale, net, params, _ = load_generator_run(run_dir)
+    shape = tuple(payload["observed_shape"][1:])
+
+    def draw(params, key, n):
+        return Draw(G.sample(key, net.apply, params, n, config.latent_dim))
+
+    def picture(x):
+        return Picture(gdata.sound_to_pixels(x) if scale.pixels is None else x)
+
+    return Chains(shape=shape, params=params, draw=draw, to_data=scale.to_data, picture=picture,
+                  describe=f"g(z) for z ~ N(0, I_{config.latent_dim}): exact draws of the generator's mean, no chain.")
+
+
 FAMILY = Family(
     name="generator",
     config_type=G.GeneratorConfig,
@@ -371,6 +388,7 @@ FAMILY = Family(
     observed=_observed,
     recorded=lambda inputs: {"mask": inputs.get("mask_spec"), "sample_rate": inputs.get("sample_rate")},
     memory_bound="lower --batch-size (the examples of one learning step)",
+    chains=_chains,
 )
 
 

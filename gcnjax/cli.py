@@ -830,13 +830,61 @@ def _add_coop_command(sub) -> None:
     p.set_defaults(func=cmd_coop)
 
 
+def cmd_sample(args) -> int:
+    from gcnjax import options, sampling
+    from gcnjax.langevin import LangevinConfig
+
+    if args.out is None:
+        raise ValueError("--out is required: the directory to write the samples to.")
+    kinds = dict(options.config_fields(LangevinConfig, ("langevin",)))
+    changes = {path[-1]: options.parse_value(text, kinds[path], options.flag_name(path))
+               for path, text in options.given_config_flags(args).items()}
+    if args.mala:
+        changes["mala"] = True
+    settings = sampling.SampleSettings(n_chains=args.chains, steps=args.steps, langevin=tuple(sorted(changes.items())),
+                                       start=args.start, start_scale=args.start_scale, frames=args.frames,
+                                       trace_points=args.trace_points)
+    result = sampling.sample_run(args.run, args.out, settings, seed=args.seed, block=args.block, devices=args.devices,
+                                 resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    rate = result["chains_per_second"]
+    print(f"{settings.n_chains} samples in {result['seconds']:.0f} s"
+          + (f" ({rate:.1f} chains/s after the first block)" if rate else "")
+          + f"; peak memory {result['peak_memory_gib']:.2f} GiB")
+    print(f"samples: {result['samples']}")
+    print(f"report:  {result['report']}")
+    return 0
+
+
+def _add_sample_command(sub) -> None:
+    from gcnjax.options import add_config_flags
+    from gcnjax.sampling import ChainChanges
+
+    p = sub.add_parser("sample", help="draw many samples of a learned run (any family), in blocks, to disk")
+    p.add_argument("--run", type=Path, required=True, help="a finished run directory of any learning command")
+    p.add_argument("--chains", type=_positive_int, default=64, help="how many samples (64)")
+    p.add_argument("--steps", type=int, help="Langevin steps per chain (the run's)")
+    p.add_argument("--mala", action="store_true", help="Metropolis-adjusted Langevin (MALA)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--block", type=_positive_int, help="chains per compiled call (up to 256 per device)")
+    p.add_argument("--devices", type=_positive_int, help="use the first N devices (all)")
+    p.add_argument("--start", choices=["zeros", "noise", "uniform"],
+                   help="where descriptor chains start (the run's own start)")
+    p.add_argument("--start-scale", type=_positive_float, help="scale of the start's noise (the run's)")
+    p.add_argument("--frames", type=_positive_int, help="length of a video or sound sample (the observed one)")
+    p.add_argument("--trace-points", type=int, default=10,
+                   help="steps of each chain at which the energy and three projections are recorded (10; 0: none)")
+    _add_run_flags(p)
+    add_config_flags(p, ChainChanges)
+    p.set_defaults(func=cmd_sample)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gcnjax`` parser: a subcommand per job; a learning command takes
     its shortcuts and every field of its config (:mod:`gcnjax.options`)."""
     parser = argparse.ArgumentParser(prog="gcnjax", description="Generative ConvNets in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_descriptor_commands, _add_generator_commands, _add_metric_commands, _add_multigrid_command,
-                _add_coop_command):
+                _add_coop_command, _add_sample_command):
         add(sub)
     return parser
 
@@ -848,8 +896,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ValueError, FileExistsError, FileNotFoundError, PermissionError, ChainDivergedError,
-            MemoryError) as err:
+    except (DataError, ValueError, OSError, ChainDivergedError, MemoryError) as err:
         print(f"gcnjax {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

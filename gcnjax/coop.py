@@ -27,8 +27,11 @@ whole iteration is one jit'd function (:func:`make_train_step`) run by
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -302,7 +305,54 @@ FAMILY = Family(
     langevin_path=("descriptor", "langevin"),
     memory_bound="lower --chains (the images of one iteration)",
     observed=lambda images, scale, inputs: {"observed": Picture(images[:inputs.get("n_pictures", 36)])},
+    chains=lambda run_dir, payload, settings: _chains(run_dir, payload, settings),
 )
+
+
+def load_coop_run(run_dir) -> Tuple[CoopConfig, gdata.PixelScale, DescriptorNet, GeneratorNet, Dict[str, Any]]:
+    """``(config, scale, descriptor net, generator net, params)`` of a
+    finished CoopNets run (``params = {"descriptor": ..., "generator": ...}``)."""
+    run_dir = Path(run_dir)
+    for name in ("config.json", "params.msgpack"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{str(run_dir / name)!r} is missing: is {str(run_dir)!r} a finished coop run?")
+    payload = json.loads((run_dir / "config.json").read_text())
+    try:
+        config = CoopConfig.from_dict(payload["config"])
+    except (TypeError, KeyError, ValueError) as err:
+        raise ValueError(f"{str(run_dir)!r} is not a coop run ({err}).") from None
+    des_net, gen_net = make_nets(config)
+    template = jax.eval_shape(lambda: init_state(jax.random.key(0), config, des_net, gen_net))
+    template = {"descriptor": template.des_params, "generator": template.gen_params}
+    params = flax.serialization.from_bytes(template, (run_dir / "params.msgpack").read_bytes())
+    return config, FAMILY.load_scale(payload.get("pixel_scale")), des_net, gen_net, params
+
+
+def _chains(run_dir, payload: Dict[str, Any], settings):
+    """CoopNets' samples: the generator's proposals ``g(z)``, ``z ~ N(0, I)``,
+    revised by the descriptor's Langevin (traced)."""
+    from gcnjax.sampling import Chains, langevin_draw
+
+    config, scale, des_net, gen_net, params = load_coop_run(run_dir)
+    dcfg = config.descriptor
+    sampler = settings.chain(dcfg.langevin)
+
+    def draw(params, key, n):
+        k_z, k_chain = jax.random.split(key)
+        z = jax.random.normal(k_z, (n, config.generator.latent_dim), jnp.float32)
+        proposals = gen_net.apply(params["generator"], z)
+        energy_fn = D.make_energy_fn(des_net.apply, params["descriptor"], dcfg.sigma)
+        return langevin_draw(k_chain, energy_fn, proposals, sampler, settings.trace_points)
+
+    return Chains(
+        shape=tuple(dcfg.image_size) + (dcfg.channels,), params=params, draw=draw, to_data=scale.to_pixels,
+        picture=Picture,
+        describe=(f"the generator's proposals g(z), z ~ N(0, I_{config.generator.latent_dim}), revised by "
+                  f"{sampler.n_steps} Langevin steps (step {sampler.step_size:g}, noise {sampler.noise_scale}) "
+                  f"under the descriptor, σ = {dcfg.sigma}."),
+        n_steps=sampler.n_steps,
+        logdensity=lambda params, x: -D.make_energy_fn(des_net.apply, params["descriptor"], dcfg.sigma)(x),
+    )
 
 
 def learn_coop(config: CoopConfig, images: np.ndarray, out, *, title: str = "Cooperative training",

@@ -25,7 +25,7 @@ __all__ = [
     "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
     "filter_responses", "gram_matrices", "gram_distance", "mse", "psnr",
-    "autocovariance", "effective_sample_size", "rhat",
+    "effective_sample_size", "rhat",
     "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance",
 ]
 
@@ -454,71 +454,35 @@ def _split_chains(traces: np.ndarray) -> np.ndarray:
     return np.concatenate([traces[:, :half], traces[:, -half:]], axis=0)
 
 
-def autocovariance(x) -> np.ndarray:
-    """Biased autocovariance ``γ_t = 1/n Σ_{i<n−t} (x_i − x̄)(x_{i+t} − x̄)``
-    along the last axis, by FFT with zero padding to ≥ 2n (no wrap-around)."""
-    x = np.asarray(x, np.float64)
-    n = x.shape[-1]
-    centred = x - x.mean(axis=-1, keepdims=True)
-    size = 1 << int(np.ceil(np.log2(2 * n)))
-    spectrum = np.fft.rfft(centred, n=size, axis=-1)
-    return np.fft.irfft(spectrum * np.conj(spectrum), n=size, axis=-1)[..., :n] / n
-
-
 def effective_sample_size(traces, split: bool = True) -> float:
-    """Effective sample size of ``(n_chains, n_draws)`` traces of one scalar.
+    """Effective sample size of ``(n_chains, n_draws)`` traces of one scalar,
+    by BlackJAX (:func:`blackjax.diagnostics.effective_sample_size`, Stan's
+    estimator), each chain split in two halves by default.
 
-    With ``M`` chains of ``N`` draws (each split in two halves by default),
-    the combined autocorrelation (Gelman et al., BDA3 §11.5; Stan) is
-
-        ρ_t = 1 − (W − mean_m γ_{m,t}) / var⁺,   var⁺ = (N−1)/N · W + B/N,
-
-    with ``W`` the mean within-chain variance and ``B/N`` the variance of the
-    chain means. Geyer's initial positive sequence sums the pairs
-    ``ρ_{2k} + ρ_{2k+1}`` while they are positive, made monotone
-    non-increasing, and
-
-        ESS = M N / τ,   τ = −1 + 2 Σ_{t ≤ T} ρ_t + max(ρ_{T+1}, 0),
-
-    ``T`` the last lag of the last positive pair.
-
-    Independent draws give ESS ≈ M N; an AR(1) chain with coefficient ρ gives
-    ``M N (1 − ρ)/(1 + ρ)``.
+    With ``M`` chains of ``N`` draws the combined autocorrelation (Gelman et
+    al., BDA3 §11.5) is ``ρ_t = 1 − (W − mean_m γ_{m,t}) / var⁺``, ``var⁺ =
+    (N−1)/N · W + B/N`` (``W`` the mean within-chain variance, ``B/N`` the
+    variance of the chain means); Geyer's initial monotone sequence sums it
+    to ``τ`` and ``ESS = M N / τ``. Independent draws give ESS ≈ M N; an
+    AR(1) chain with coefficient ρ gives ``M N (1 − ρ)/(1 + ρ)``
+    (tests/test_metrics.py checks both, and the agreement with a direct
+    float64 computation of these formulas).
     """
+    from blackjax.diagnostics import effective_sample_size as blackjax_ess
+
     traces = _as_traces(traces)
     if split:
         traces = _split_chains(traces)
-    m, n = traces.shape
-    acov = autocovariance(traces)
-    chain_var = acov[:, 0] * n / (n - 1.0)
-    within = chain_var.mean()
-    var_plus = within * (n - 1.0) / n
-    if m > 1:
-        var_plus += traces.mean(axis=1).var(ddof=1)
-    if not var_plus > 0:
+    if not traces.var() > 0:
         raise ValueError("the traces are constant; their effective sample size is undefined.")
-    rho = 1.0 - (within - acov.mean(axis=0)) / var_plus
-    rho[0] = 1.0
-    # Initial positive sequence: keep pairs (ρ_{2k}, ρ_{2k+1}) while their sum is positive.
-    pairs = rho[: 2 * (n // 2)].reshape(-1, 2).sum(axis=1)
-    negative = np.nonzero(pairs <= 0)[0]
-    n_pairs = int(negative[0]) if negative.size else pairs.shape[0]
-    # Initial monotone sequence: each pair sum no larger than the one before.
-    pair_sums = np.minimum.accumulate(pairs[:n_pairs])
-    tau = -1.0 + 2.0 * pair_sums.sum()
-    if n_pairs < pairs.shape[0] and rho[2 * n_pairs] > 0:
-        # The positive even term of the first non-positive pair (as Stan).
-        tau += rho[2 * n_pairs]
-    # A long positive tail at the cut-off is truncated; tau is at least
-    # 1/log10(MN), as in Stan, to bound the ESS of antithetic chains.
-    tau = max(tau, 1.0 / np.log10(m * n))
-    return float(m * n / tau)
+    return float(blackjax_ess(jnp.asarray(traces, jnp.float32)))
 
 
 def rhat(traces, split: bool = True) -> float:
-    """Potential scale reduction R̂ of ``(n_chains, n_draws)`` traces (split
-    R̂ by default: each chain's halves count as two chains, so a drift within a
-    chain shows too):
+    """Potential scale reduction R̂ of ``(n_chains, n_draws)`` traces, by
+    BlackJAX (:func:`blackjax.diagnostics.potential_scale_reduction`; split
+    R̂ by default: each chain's halves count as two chains, so a drift
+    within a chain shows too):
 
         R̂ = sqrt(var⁺ / W),   var⁺ = (N−1)/N · W + B/N,
 
@@ -526,17 +490,18 @@ def rhat(traces, split: bool = True) -> float:
     means. Near 1 when all chains sample one distribution; above ~1.01 they
     have not mixed.
     """
+    from blackjax.diagnostics import potential_scale_reduction
+
     traces = _as_traces(traces)
     if split:
         traces = _split_chains(traces)
-    m, n = traces.shape
-    if m < 2:
+    if traces.shape[0] < 2:
         raise ValueError("R-hat needs at least 2 chains (or split=True with one chain).")
-    within = traces.var(axis=1, ddof=1).mean()
-    between = traces.mean(axis=1).var(ddof=1)
-    if not within > 0:
+    if not traces.var(axis=1, ddof=1).mean() > 0:
         raise ValueError("the traces are constant within chains; R-hat is undefined.")
-    return float(np.sqrt(((n - 1.0) / n * within + between) / within))
+    return float(potential_scale_reduction(jnp.asarray(traces, jnp.float32)))
+
+
 # ---------------------------------------------------------------- videos and sounds
 
 

@@ -547,7 +547,10 @@ def _trainer(config: MultigridConfig, x: jax.Array, scale: gdata.PixelScale, ima
             "| ![observed](observed.png) | ![synthesized](synthesized.png) |",
             "",
         ]
-        return Outputs(pictures={"synthesized": Picture(finest[:64]), **pictures}, arrays={"synthesized": finest},
+        # Where a sampling job's chains start: the observed images' 1×1 colours.
+        colours = np.asarray(downsample(jnp.asarray(images, jnp.float32), 1))
+        return Outputs(pictures={"synthesized": Picture(finest[:64]), **pictures},
+                       arrays={"synthesized": finest, "start_colours": colours},
                        report=report, summary={"nets": nets, "samples": {k: scale.to_pixels(v) for k, v in final.items()}})
 
     sampler = config.langevin
@@ -569,6 +572,54 @@ def _trainer(config: MultigridConfig, x: jax.Array, scale: gdata.PixelScale, ima
     )
 
 
+def _chains(run_dir: Path, payload: Dict[str, Any], settings):
+    """Multi-grid samples: coarse to fine from 1×1 starts (the observed
+    images' mean colours, ``start_colours.npy``, drawn at random; the data's
+    mean where a run lacks them), each grid's Langevin under its model; the
+    finest grid's chain is the one traced."""
+    from gcnjax.sampling import Chains, Draw, langevin_draw
+
+    config, scale, nets, params = load_multigrid_run(run_dir)
+    config = dataclasses.replace(config, langevin=settings.chain(config.langevin))
+    box = tuple(scale.range)
+    apply_fns = {g: nets[g].apply for g in nets}
+    size, channels = config.image_size, config.channels
+    colours_path = Path(run_dir) / "start_colours.npy"
+    colours = (jnp.asarray(scale.to_model(np.load(colours_path)), jnp.float32) if colours_path.is_file()
+               else jnp.asarray(scale.to_model(np.full((1, 1, 1, channels), 127.5, np.float32))))
+    finest = int(config.grids[-1])
+    sampler = dataclasses.replace(config.langevin, clip=box) if config.clip_to_data else config.langevin
+    coupled = config.norm == "batch"
+
+    def draw(params, key, n):
+        k_pick, k_noise, k_coarse, k_fine = jax.random.split(key, 4)
+        if config.start == "mean":
+            start = colours[jax.random.randint(k_pick, (n,), 0, colours.shape[0])]
+        else:
+            g = int(config.grids[0])
+            start = jax.random.uniform(k_noise, (n, g, g, channels), jnp.float32, box[0], box[1])
+        if coupled:  # batch norm: one chain over the whole block, no per-chain energy
+            samples, _ = coarse_to_fine(k_coarse, config, apply_fns, params, start, box)
+            return Draw(samples[grid_key(finest)])
+        coarse = dataclasses.replace(config, grids=tuple(config.grids[:-1]))
+        x = coarse_to_fine(k_coarse, coarse, apply_fns, params, start, box)[0] if coarse.grids else {"start": start}
+        x0 = upsample(x[grid_key(int(coarse.grids[-1]))] if coarse.grids else start, finest)
+        energy_fn = D.make_energy_fn(apply_fns[finest], params[grid_key(finest)], config.sigma)
+        return langevin_draw(k_fine, energy_fn, x0, sampler, settings.trace_points)
+
+    def logdensity(params, x):
+        return -D.make_energy_fn(apply_fns[finest], params[grid_key(finest)], config.sigma)(x)
+
+    return Chains(
+        shape=(size, size, channels), params=params, draw=draw, to_data=scale.to_pixels, picture=Picture,
+        describe=(f"coarse to fine over grids {' → '.join(f'{g}×{g}' for g in config.grids)} from "
+                  + ("the observed images' 1×1 mean colours" if config.start == "mean" else "uniform noise")
+                  + f", {config.langevin.n_steps} Langevin steps per grid (step {config.langevin.step_size:g}, "
+                  f"noise {config.langevin.noise_scale})."),
+        n_steps=sampler.n_steps, logdensity=None if coupled else logdensity,
+    )
+
+
 FAMILY = Family(
     name="multigrid",
     config_type=MultigridConfig,
@@ -577,6 +628,7 @@ FAMILY = Family(
     load_scale=gdata.PixelScale.from_dict,
     trainer=_trainer,
     memory_bound="lower --chains (the images of one iteration, one chain each)",
+    chains=_chains,
 )
 
 

@@ -137,6 +137,9 @@ class Family(NamedTuple):
       checked on resume (e.g. the mask's spec).
     memory_bound: what bounds a step's memory, in the command line's words
       (the advice of the out-of-memory message).
+    chains: ``(run_dir, config.json, settings) -> Chains``: how a learned
+      run of the family draws samples (:mod:`gcnjax.sampling`; None: it
+      does not).
     """
 
     name: str
@@ -150,6 +153,7 @@ class Family(NamedTuple):
         lambda data, scale, inputs: {"observed": Picture(data[:64])})
     recorded: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda inputs: {}
     memory_bound: str = "lower --chains (the chains of one iteration) or --batch-size (its observed images)"
+    chains: Optional[Callable[[Path, Dict[str, Any], Any], Any]] = None
 
 
 # ---------------------------------------------------------------- the divergence policy

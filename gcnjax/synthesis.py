@@ -143,6 +143,56 @@ def _check(config: D.DescriptorConfig, images, inputs) -> np.ndarray:
     return check_images(images, config)
 
 
+def _sample_shape(payload: Dict[str, Any], frames: Optional[int]) -> Tuple[int, ...]:
+    """One sample's shape: the observed one, with ``frames`` time steps for
+    a video ``(T, H, W, C)`` or a sound ``(T, C)``."""
+    shape = tuple(payload["observed_shape"][1:])
+    if frames is None:
+        return shape
+    if len(shape) == 3:
+        raise ValueError("--frames sets the length of a video or sound sample; this run models images.")
+    return (int(frames),) + shape[1:]
+
+
+def descriptor_chains(config: D.DescriptorConfig, net, params, scale, shape: Sequence[int], settings,
+                      note: str = ""):
+    """The :class:`gcnjax.sampling.Chains` of a learned descriptor ``net``
+    (any Flax-like module: the papers' nets, a FRAME net): chains from the
+    run's ``chain_init`` (or ``settings.start``) under ``E(x) = ||x||²/(2σ²)
+    − f(x)``, the run's Langevin with ``settings``' changes."""
+    from gcnjax.sampling import Chains, langevin_draw
+
+    sampler = settings.chain(config.langevin)
+    start = settings.start or config.chain_init
+    if start == "data":
+        start = "zeros"
+        note += (" The run's chains start at observed images, which a sampling job does not hold: these start "
+                 "at zeros, the reference's mean (--start sets it).")
+    init_scale = config.init_scale if settings.start_scale is None else settings.start_scale
+    shape = tuple(shape)
+
+    def draw(params, key, n):
+        k_start, k_chain = jax.random.split(key)
+        x0 = D.init_chains(k_start, start, (n,) + shape, scale=init_scale)
+        return langevin_draw(k_chain, D.make_energy_fn(net.apply, params, config.sigma), x0, sampler,
+                             settings.trace_points)
+
+    kind = "MALA" if sampler.mala else "Langevin"
+    return Chains(
+        shape=shape, params=params, draw=draw, to_data=scale.to_pixels, picture=Picture,
+        describe=(f"{sampler.n_steps} {kind} steps of step size {sampler.step_size:g} (noise "
+                  f"{sampler.noise_scale}) from {start} (scale {init_scale:g}) under the descriptor, σ = "
+                  f"{config.sigma}.{note}"),
+        n_steps=sampler.n_steps,
+        logdensity=lambda params, x: -D.make_energy_fn(net.apply, params, config.sigma)(x),
+    )
+
+
+def _chains(run_dir: Path, payload: Dict[str, Any], settings):
+    config, scale, net, params = load_run(run_dir)
+    return descriptor_chains(config, net, params, scale, _sample_shape(payload, settings.frames), settings)
+
+
 FAMILY = Family(
     name="descriptor",
     config_type=D.DescriptorConfig,
@@ -151,6 +201,7 @@ FAMILY = Family(
     load_scale=gdata.PixelScale.from_dict,
     trainer=_trainer,
     observed=lambda images, scale, inputs: {"observed": Picture(images)},
+    chains=_chains,
 )
 
 
@@ -192,7 +243,12 @@ def load_run(run_dir: str | Path):
     net = D.make_net(config)
     shape = payload["observed_shape"]
     template = net.init(jax.random.key(0), jnp.zeros((1, *shape[1:]), jnp.float32))
-    params = flax.serialization.from_bytes(template, params_path.read_bytes())
+    try:
+        params = flax.serialization.from_bytes(template, params_path.read_bytes())
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{str(run_dir)!r}: its params are not those of the net its config describes (a FRAME "
+                         "run, or a net given in Python); load that net and sample it from Python with "
+                         "gcnjax.synthesis.descriptor_chains and gcnjax.sampling.sample_chains.") from None
     return config, scale, net, params
 
 

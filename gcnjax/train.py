@@ -369,6 +369,20 @@ class RunDir:
         steps = [int(p.name) for p in self.checkpoints.iterdir() if p.name.isdigit()]
         return max(steps, default=None)
 
+    def reached(self) -> Optional[str]:
+        """How far the run got, where it can go on from there: ``"iteration
+        N"`` (its last checkpoint past the start) or ``"block B of M"`` (a
+        sampling job's ``progress.json``); None otherwise."""
+        step = self.latest_checkpoint()
+        if step:
+            return f"iteration {step}"
+        progress = self.path / "progress.json"
+        if progress.is_file():
+            done = json.loads(progress.read_text())
+            if done.get("blocks"):
+                return f"block {done['blocks']} of {done.get('of', '?')}"
+        return None
+
     def fail(self, err: BaseException) -> None:
         """After ``err`` stopped the command: a run that can go on (a resumed
         one, or one with a checkpoint past its start) is kept, and the
@@ -378,11 +392,11 @@ class RunDir:
         ``err``'s message."""
         if self.resumed:
             return
-        step = self.latest_checkpoint()
-        if step:
-            if isinstance(err, KeyboardInterrupt):
+        reached = self.reached()
+        if reached:
+            if isinstance(err, TrainingInterrupted):
                 return  # its message already says how to resume
-            note = (f"the run is kept at iteration {step} in {str(self.path)!r}: --resume continues it with its own "
+            note = (f"the run is kept at {reached} in {str(self.path)!r}: --resume continues it with its own "
                     "settings, --overwrite starts it again")
         else:
             self.discard()

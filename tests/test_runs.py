@@ -19,7 +19,7 @@ from gcnjax import cli
 from gcnjax import descriptor as D
 from gcnjax.langevin import LangevinConfig
 from gcnjax.synthesis import learn_descriptor
-from gcnjax.train import Checkpointer, RunConfig
+from gcnjax.train import RunConfig
 
 ITERATIONS = 60
 DEMO = ["demo", "--iterations", str(ITERATIONS), "--image-size", "40", "--chains", "2", "--steps", "3",
