@@ -398,7 +398,7 @@ def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
                     validation_observations: Optional[np.ndarray] = None, title: str = "Generator (ABP)",
                     source: str = "", data_spec: Optional[Dict[str, object]] = None,
                     sample_rate: Optional[int] = None, overwrite: bool = False, resume: bool = False,
-                    quiet: bool = False) -> Dict[str, object]:
+                    quiet: bool = False, devices: Optional[int] = None) -> Dict[str, object]:
     """Learn a generator by alternating back-propagation and write a run
     (:func:`gcnjax.run.learn` with :data:`FAMILY`).
 
@@ -429,7 +429,7 @@ def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
     held-out errors where asked).
     """
     return learn(FAMILY, config, observations, out, title=title, source=source, data_spec=data_spec,
-                 overwrite=overwrite, resume=resume, quiet=quiet, mask=mask, mask_spec=mask_spec,
+                 overwrite=overwrite, resume=resume, quiet=quiet, devices=devices, mask=mask, mask_spec=mask_spec,
                  test_observations=test_observations, test_rounds=test_rounds,
                  validation_observations=validation_observations, sample_rate=sample_rate)
 

@@ -221,13 +221,15 @@ def _load_spec(spec: dict):
 
 
 def _add_run_flags(p: argparse.ArgumentParser):
-    """--out, --overwrite, --resume, --quiet: the run directory of a learning command."""
+    """--out, --overwrite, --resume, --quiet, --devices: the run directory of a learning command."""
     p.add_argument("--out", type=Path, help="run directory to write (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its own settings "
                         "(--iterations may extend it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--devices", type=_positive_int,
+                   help="split the chains over the first N devices (default: all of them)")
 
 
 def _add_common(p: argparse.ArgumentParser):
@@ -249,7 +251,7 @@ def _learn(config, data_spec, out, title, args):
 
     images = _load_spec(data_spec)
     result = learn_descriptor(config, images, out, title=title, source=data_spec["spec"], data_spec=data_spec,
-                              overwrite=args.overwrite, resume=args.resume, quiet=args.quiet)
+                              overwrite=args.overwrite, resume=args.resume, quiet=args.quiet, devices=args.devices)
     print(f"learned in {result['seconds']:.0f} s")
     print(f"synthesized images: {result['synthesized']}")
     print(f"report:             {result['report']}")
@@ -381,7 +383,7 @@ def cmd_abp_train(args) -> int:
                                  test_observations=test, validation_observations=validation,
                                  title=f"Generator ({spec['net']}): {Path(spec['spec']).name}",
                                  source=spec["spec"], data_spec=spec, sample_rate=rate, overwrite=args.overwrite,
-                                 resume=args.resume, quiet=args.quiet)
+                                 resume=args.resume, quiet=args.quiet, devices=args.devices)
     print(f"learned in {result['seconds']:.0f} s; training reconstruction MSE {result['train_mse']:.5f}")
     if "test_mse_abp" in result:
         print(f"held-out reconstruction MSE: ABP {result['test_mse_abp']:.5f} (posterior mode), "
@@ -527,7 +529,7 @@ def cmd_stgconvnet(args) -> int:
             spec = _recorded(spec, args)
         result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(spec['spec']).name}",
                                  source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
-                                 quiet=args.quiet)
+                                 quiet=args.quiet, devices=args.devices)
         print(f"learned in {result['seconds']:.0f} s")
         print(f"synthesized sounds: {', '.join(str(p) for p in result['wavs'])}")
         print(f"report:             {result['report']}")
@@ -542,7 +544,7 @@ def cmd_stgconvnet(args) -> int:
     if args.recover:
         mask = _video_mask(args.recover, (1,) + video.shape)
         result = stg.recover_video(config, video, mask, args.out, what=args.recover, fps=args.fps,
-                                   overwrite=args.overwrite, quiet=args.quiet)
+                                   overwrite=args.overwrite, quiet=args.quiet, devices=args.devices)
         print(f"mean |error| on missing values (0..255): recovered {result['recovery_error']:.2f}, "
               f"mean fill {result['mean_fill_error']:.2f}")
         print(f"report: {result['report']}")
@@ -550,7 +552,7 @@ def cmd_stgconvnet(args) -> int:
     result = stg.learn_dynamic_texture(config, video, args.out, fps=args.fps, synth_frames=args.synth_frames,
                                        title=f"Dynamic texture ({spec['variant']}): {Path(spec['spec']).name}",
                                        source=spec["spec"], data_spec=spec, overwrite=args.overwrite,
-                                       resume=args.resume, quiet=args.quiet)
+                                       resume=args.resume, quiet=args.quiet, devices=args.devices)
     print(f"learned in {result['seconds']:.0f} s")
     print(f"observed vs synthesized: {result['videos']['gif']}")
     print(f"report:                  {result['report']}")
@@ -612,7 +614,7 @@ def cmd_multigrid(args) -> int:
         images = images[:spec["limit"]]
     result = learn_multigrid(config, images, args.out, title=title, source=spec["spec"],
                              data_spec=spec, overwrite=args.overwrite, resume=args.resume,
-                             quiet=args.quiet)
+                             quiet=args.quiet, devices=args.devices)
     print(f"learned in {result['seconds']:.0f} s")
     print(f"synthesized images: {result['synthesized']}")
     print(f"report:             {result['report']}")
@@ -644,7 +646,7 @@ def cmd_coop(args) -> int:
     images = _load_spec(spec)
     result = coop.learn_coop(config, images, args.out, title=f"Cooperative training: {spec['spec']}",
                              source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
-                             quiet=args.quiet)
+                             quiet=args.quiet, devices=args.devices)
     print(f"learned in {result['seconds']:.0f} s")
     print(f"generator proposals: {result['proposals']}")
     print(f"revised samples:     {result['revised']}")
@@ -866,7 +868,6 @@ def _add_sample_command(sub) -> None:
     p.add_argument("--mala", action="store_true", help="Metropolis-adjusted Langevin (MALA)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--block", type=_positive_int, help="chains per compiled call (up to 256 per device)")
-    p.add_argument("--devices", type=_positive_int, help="use the first N devices (all)")
     p.add_argument("--start", choices=["zeros", "noise", "uniform"],
                    help="where descriptor chains start (the run's own start)")
     p.add_argument("--start-scale", type=_positive_float, help="scale of the start's noise (the run's)")

@@ -357,7 +357,8 @@ def _chains(run_dir, payload: Dict[str, Any], settings):
 
 def learn_coop(config: CoopConfig, images: np.ndarray, out, *, title: str = "Cooperative training",
                source: str = "", data_spec: Optional[Dict[str, Any]] = None, overwrite: bool = False,
-               resume: bool = False, quiet: bool = False, n_pictures: int = 36) -> Dict[str, Any]:
+               resume: bool = False, quiet: bool = False, n_pictures: int = 36,
+               devices: Optional[int] = None) -> Dict[str, Any]:
     """Train a descriptor and a generator cooperatively on ``images``
     (pixels 0..255, ``(N, H, W, C)``) and write a run directory
     (:func:`gcnjax.run.learn` with :data:`FAMILY`): metrics.csv with the
@@ -367,7 +368,7 @@ def learn_coop(config: CoopConfig, images: np.ndarray, out, *, title: str = "Coo
     "generator": θ}``). Returns the engine's summary, with the paths of
     ``proposals`` and ``revised``."""
     result = learn(FAMILY, config, images, out, title=title, source=source, data_spec=data_spec,
-                   overwrite=overwrite, resume=resume, quiet=quiet, n_pictures=n_pictures)
+                   overwrite=overwrite, resume=resume, quiet=quiet, devices=devices, n_pictures=n_pictures)
     result["proposals"] = result["run_dir"] / "proposals.png"
     result["revised"] = result["run_dir"] / "revised.png"
     return result

@@ -569,6 +569,7 @@ def _trainer(config: MultigridConfig, x: jax.Array, scale: gdata.PixelScale, ima
                   f"{config.clip_to_data}; nets des4/16/64 × width {config.width}, norm {config.norm}; "
                   f"Adam lr {config.learning_rate:g}."),
         plot_keys=tuple(f"{kind}_{g}" for g in config.grids for kind in ("energy_data", "energy_samples")),
+        sharded=("samples",),
     )
 
 
@@ -635,7 +636,7 @@ FAMILY = Family(
 def learn_multigrid(config: MultigridConfig, images: np.ndarray, out: Union[str, Path], *,
                     title: str = "Multi-grid descriptor", source: str = "",
                     data_spec: Optional[Dict[str, object]] = None, overwrite: bool = False, resume: bool = False,
-                    quiet: bool = False) -> Dict[str, object]:
+                    quiet: bool = False, devices: Optional[int] = None) -> Dict[str, object]:
     """Learn the multi-grid models from observed ``images`` (pixels 0..255,
     ``N×S×S×C`` with ``S`` the finest grid) and write a run directory
     (:func:`gcnjax.run.learn` with :data:`FAMILY`): the samples at each grid
@@ -644,7 +645,7 @@ def learn_multigrid(config: MultigridConfig, images: np.ndarray, out: Union[str,
     Returns the engine's summary, with ``nets`` and ``samples`` (pixels at
     each grid)."""
     result = learn(FAMILY, config, images, out, title=title, source=source, data_spec=data_spec,
-                   overwrite=overwrite, resume=resume, quiet=quiet)
+                   overwrite=overwrite, resume=resume, quiet=quiet, devices=devices)
     result["synthesized"] = result["run_dir"] / "synthesized.png"
     return result
 

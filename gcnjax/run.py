@@ -98,6 +98,9 @@ class Trainer(NamedTuple):
       better), evaluated at every snapshot: the run keeps the best params.
     row: ``phase -> {column: value}`` added to each metrics row.
     desc: ``phase -> text`` for the progress bar.
+    sharded: the state's fields (a NamedTuple's) whose leaves have a
+      leading chain axis: split over the devices with the batches' leading
+      axis, every other field replicated (:mod:`gcnjax.sharding`).
     """
 
     phase_ends: Sequence[int]
@@ -113,6 +116,7 @@ class Trainer(NamedTuple):
     validate: Optional[Callable[[Any], float]] = None
     row: Callable[[int], Dict[str, Any]] = lambda phase: {}
     desc: Callable[[int], str] = lambda phase: ""
+    sharded: Sequence[str] = ()
 
 
 class Family(NamedTuple):
@@ -353,8 +357,9 @@ class _Run:
     """One call of :func:`learn`: its run directory, chain settings and trainer."""
 
     def __init__(self, family: Family, config, data, out, *, title, source, data_spec, overwrite, resume, quiet,
-                 inputs):
+                 inputs, devices=None):
         self.family, self.config, self.inputs, self.quiet = family, config, inputs, quiet
+        self.devices = devices
         self.title, self.source, self.resume = title or family.name, source, resume
         self.data = family.check(config, data, inputs)
         self.run = RunDir(out, overwrite=overwrite, resume=resume)
@@ -382,6 +387,62 @@ class _Run:
             self.retries = int(saved.get("retries", 0))
         self.trainer = self._trainer()
         self.validation = _Validation(self.run, self.trainer.validate)
+        self.mesh = self._mesh()
+
+    def _mesh(self):
+        """The devices the chains and batches are split over: the first
+        ``devices`` (default all), fewer where the chains would not split
+        evenly (with a note); None for one device."""
+        from math import gcd
+
+        from gcnjax import sharding
+
+        available = jax.devices()
+        wanted = len(available) if self.devices is None else int(self.devices)
+        if not 1 <= wanted <= len(available):
+            raise ValueError(f"--devices must be between 1 and {len(available)} (the devices here), got "
+                             f"{self.devices!r}.")
+        if wanted == 1:
+            return None
+        # The chains decide; where a family shards no state, its batches do.
+        probe = jax.eval_shape(lambda: self.trainer.init(0))
+        leaves = [leaf for name in self.trainer.sharded for leaf in jax.tree_util.tree_leaves(getattr(probe, name))]
+        leaves = leaves or jax.tree_util.tree_leaves(self.trainer.batches(0))
+        sizes = {int(np.shape(leaf)[0]) for leaf in leaves if np.ndim(leaf) > 0}
+        if not sizes:
+            return None
+        common = 0
+        for size in sizes:
+            common = gcd(common, size)
+        used = max(d for d in range(1, wanted + 1) if common % d == 0)
+        if used < wanted:
+            print(f"note: {' and '.join(map(str, sorted(sizes)))} chains per step do not split evenly over {wanted} "
+                  f"devices; using {used}.", file=sys.stderr)
+        return sharding.chain_mesh(available[:used]) if used > 1 else None
+
+    def _placed(self, state):
+        """``state`` with its chains split over the mesh, the rest replicated."""
+        if self.mesh is None:
+            return state
+        from gcnjax import sharding
+
+        return sharding.shard_state(state, self.mesh, chain_fields=tuple(self.trainer.sharded))
+
+    def _batches(self):
+        """The batches split over the mesh where they divide evenly (the
+        observed images of a texture, fewer than the devices, are copied to
+        each)."""
+        if self.mesh is None:
+            return self.trainer.batches
+        from gcnjax import sharding
+
+        batches, n = self.trainer.batches, self.mesh.devices.size
+
+        def place(leaf):
+            whole = np.ndim(leaf) == 0 or np.shape(leaf)[0] % n
+            return jax.device_put(leaf, sharding.replicated(self.mesh) if whole else sharding.chains_sharding(self.mesh))
+
+        return lambda i: jax.tree_util.tree_map(place, batches(i))
 
     def _trainer(self) -> Trainer:
         config = replace_at(self.config, self.family.langevin_path, self.sampler)
@@ -445,8 +506,9 @@ class _Run:
                     state = self._start(checkpointer, done, phase)
                 elif phase > 0 and done == ends[phase - 1]:
                     state = self.trainer.enter(state, phase)
+                state = self._placed(state)
                 try:
-                    state, _ = fit(self.trainer.step(phase), state, self.trainer.batches, start=done,
+                    state, _ = fit(self.trainer.step(phase), state, self._batches(), start=done,
                                    end=ends[phase], total=ends[-1], run_dir=self.run, run=self.config.run,
                                    checkpointer=checkpointer, on_snapshot=self._snapshot, quiet=self.quiet,
                                    desc=self.title + self.trainer.desc(phase), step_size=self.sampler.step_size,
@@ -505,7 +567,7 @@ class _Run:
 
 def learn(family: Family, config, data, out, *, title: str = "", source: str = "",
           data_spec: Optional[Dict[str, Any]] = None, overwrite: bool = False, resume: bool = False,
-          quiet: bool = False, **inputs) -> Dict[str, Any]:
+          quiet: bool = False, devices: Optional[int] = None, **inputs) -> Dict[str, Any]:
     """Learn ``family``'s model of ``config`` from ``data`` into the run
     directory ``out`` (see the module's docstring for the steps).
 
@@ -513,13 +575,17 @@ def learn(family: Family, config, data, out, *, title: str = "", source: str = "
     family takes); ``inputs`` are the family's own keyword arguments.
     ``resume=True`` continues the run in ``out`` from its last checkpoint;
     ``overwrite=True`` writes a new run over it. ``data_spec`` (how the data
-    were loaded) is saved for resuming from the command line.
+    were loaded) is saved for resuming from the command line. The chains
+    and batches are split over the first ``devices`` of ``jax.devices()``
+    (default all; the family's :attr:`Trainer.sharded` fields), the params
+    replicated: the same numbers on one device or many, to float rounding
+    of the reductions over chains.
     Returns a summary: ``run_dir``, ``report``, ``seconds``, ``state``,
     ``params`` (the kept ones), ``scale``, ``history`` (the metrics),
     ``iterations``, ``retries``, and the family's own ``Outputs.summary``.
     """
     session = _Run(family, config, data, out, title=title, source=source, data_spec=data_spec,
-                   overwrite=overwrite, resume=resume, quiet=quiet, inputs=inputs)
+                   overwrite=overwrite, resume=resume, quiet=quiet, inputs=inputs, devices=devices)
     with session.run:
         try:
             t0 = time.perf_counter()

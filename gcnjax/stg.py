@@ -105,7 +105,8 @@ def _write_video_outputs(run_path: Path, observed: np.ndarray, synthesized: np.n
 def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *, fps: float = 10.0,
                           synth_frames: Optional[int] = None, synth_steps: Optional[int] = None,
                           title: str = "Dynamic texture", source: str = "", data_spec=None,
-                          overwrite: bool = False, resume: bool = False, quiet: bool = False) -> Dict[str, object]:
+                          overwrite: bool = False, resume: bool = False, quiet: bool = False,
+                          devices: Optional[int] = None) -> Dict[str, object]:
     """Learn a spatial-temporal descriptor from a video ``(T, H, W, C)`` (or
     a batch of them) with :func:`gcnjax.synthesis.learn_descriptor`, then
     write ``observed_vs_synthesized.gif/.mp4`` and its frame strip PNG.
@@ -119,7 +120,7 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
 
     videos = _as_batch(video, 5, "video")
     result = learn_descriptor(config, videos, out, title=title, source=source, data_spec=data_spec,
-                              overwrite=overwrite, resume=resume, quiet=quiet)
+                              overwrite=overwrite, resume=resume, quiet=quiet, devices=devices)
     run_path = Path(result["run_dir"])
     scale = result["scale"]
     synthesized = scale.to_pixels(np.asarray(result["state"].chains))
@@ -142,7 +143,7 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
 
 def learn_sound(config: D.DescriptorConfig, samples: np.ndarray, rate: int, out, *, title: str = "Sound",
                 source: str = "", data_spec=None, overwrite: bool = False, resume: bool = False,
-                quiet: bool = False) -> Dict[str, object]:
+                quiet: bool = False, devices: Optional[int] = None) -> Dict[str, object]:
     """Learn a 1-D temporal descriptor from a mono waveform ``(T,)`` or
     ``(T, 1)`` in [−1, 1] at ``rate`` Hz; write each chain's synthesized
     sound as ``synthesized_K.wav`` (and the observed one as ``observed.wav``)."""
@@ -155,7 +156,7 @@ def learn_sound(config: D.DescriptorConfig, samples: np.ndarray, rate: int, out,
         raise gdata.DataError(f"learn_sound needs a mono waveform (T,) or (T, 1), got shape {samples.shape}.")
     pixels = sound_to_pixels(samples)[None]
     result = learn_descriptor(config, pixels, out, title=title, source=source, data_spec=data_spec,
-                              overwrite=overwrite, resume=resume, quiet=quiet)
+                              overwrite=overwrite, resume=resume, quiet=quiet, devices=devices)
     run_path = Path(result["run_dir"])
     sounds = pixels_to_sound(result["scale"].to_pixels(np.asarray(result["state"].chains)))
     gdata.save_wav(run_path / "observed.wav", samples, rate)
@@ -303,7 +304,7 @@ RECOVERY = Family(
 
 def recover_video(config: D.DescriptorConfig, video: np.ndarray, mask: np.ndarray, out, *,
                   what: str = "missing values", fps: float = 10.0, overwrite: bool = False, resume: bool = False,
-                  quiet: bool = False) -> Dict[str, object]:
+                  quiet: bool = False, devices: Optional[int] = None) -> Dict[str, object]:
     """Learn from an incomplete video and recover its missing values
     (:func:`gcnjax.run.learn` with :data:`RECOVERY`).
 
@@ -317,4 +318,4 @@ def recover_video(config: D.DescriptorConfig, video: np.ndarray, mask: np.ndarra
     0..255 units) against that of filling with the observed mean.
     """
     return learn(RECOVERY, config, video, out, title=f"Recovery: {what}", overwrite=overwrite, resume=resume,
-                 quiet=quiet, mask=mask, what=what, fps=fps)
+                 quiet=quiet, devices=devices, mask=mask, what=what, fps=fps)

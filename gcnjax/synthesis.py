@@ -133,6 +133,7 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
                   f"{sampler.step_size:g} (noise {sampler.noise_scale}) per iteration; σ = {config.sigma}."),
         plot_keys=("f_data", "f_samples"),
         row=lambda phase: {"layers": stages[phase][0] or len(config.layers)},
+        sharded=("chains",),
         desc=lambda phase: f" (layers 1-{stages[phase][0]})" if stages[phase][0] else "",
     )
 
@@ -207,7 +208,8 @@ FAMILY = Family(
 
 def learn_descriptor(config: D.DescriptorConfig, images: np.ndarray, out: str | Path, *, title: str = "Descriptor",
                      source: str = "", data_spec: Optional[Dict[str, object]] = None, overwrite: bool = False,
-                     resume: bool = False, quiet: bool = False, net=None) -> Dict[str, object]:
+                     resume: bool = False, quiet: bool = False, net=None,
+                     devices: Optional[int] = None) -> Dict[str, object]:
     """Learn a descriptor from observed ``images`` (pixels 0..255, N×H×W×C;
     videos and sounds likewise) by maximum likelihood (or CD, as ``config``
     says) and write a run: :func:`gcnjax.run.learn` with :data:`FAMILY`.
@@ -218,7 +220,7 @@ def learn_descriptor(config: D.DescriptorConfig, images: np.ndarray, out: str | 
     with ``synthesized`` (the final picture's path) and ``net``.
     """
     result = learn(FAMILY, config, images, out, title=title, source=source, data_spec=data_spec,
-                   overwrite=overwrite, resume=resume, quiet=quiet, net=net)
+                   overwrite=overwrite, resume=resume, quiet=quiet, net=net, devices=devices)
     result["synthesized"] = result["run_dir"] / "synthesized.png"
     return result
 

@@ -112,3 +112,58 @@ def test_indivisible_chains_are_refused():
 
     with pytest.raises(ValueError, match="multiple of 2"):
         sharding._check_divisible(jnp.zeros((3, 2)), TwoDevices(), "x0")
+
+
+RUNS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from gcnjax import cli
+    base = ["descriptor", "--data", "skimage:brick", "--gray", "--image-size", "16", "--iterations", "3",
+            "--steps", "2", "--quiet", "--checkpoint-every", "3",
+            "--layers", '[{"features": 4, "kernel": 5, "stride": 2, "padding": "SAME"}]']
+    out = sys.argv[1]
+    for devices in ("1", "8"):
+        assert cli.main(base + ["--chains", "8", "--devices", devices, "--out", f"{out}/d{devices}"]) == 0
+    assert cli.main(base + ["--chains", "6", "--out", f"{out}/six"]) == 0
+    from PIL import Image
+    import os
+    os.makedirs(f"{out}/faces")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(f"{out}/faces/{i}.png")
+    others = {
+        "multigrid": ["multigrid", "--data", f"{out}/faces", "--image-size", "16", "--grids", "4,16",
+                      "--iterations", "2", "--steps", "2", "--chains", "8"],
+        "coop": ["coop", "--data", f"{out}/faces", "--image-size", "16", "--iterations", "2", "--chains", "8",
+                 "--steps", "2", "--latent-dim", "4", "--descriptor.layers",
+                 '[{"features": 8, "kernel": 5, "stride": 2, "padding": "SAME"}]'],
+    }
+    for name, argv in others.items():
+        for devices in ("1", "8"):
+            assert cli.main(argv + ["--quiet", "--devices", devices, "--out", f"{out}/{name}{devices}"]) == 0
+""")
+
+
+@pytest.mark.slow
+def test_a_training_run_on_eight_devices_learns_what_one_does(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", RUNS, str(tmp_path)], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    import numpy as np
+
+    one, eight = (np.load(tmp_path / d / "synthesized.npy") for d in ("d1", "d8"))
+    np.testing.assert_allclose(eight, one, rtol=0, atol=1e-3)
+    # 6 chains split over 6 of the 8 devices, and the run says so.
+    assert "6 chains per step do not split evenly over 8 devices; using 6" in proc.stderr
+    # Multi-grid (its chains split) and CoopNets (its batches split) learn the same on 8 devices.
+    for name, picture in (("multigrid", "synthesized.npy"), ("coop", "params.msgpack")):
+        a, b = (tmp_path / f"{name}{d}" / picture for d in ("1", "8"))
+        if picture.endswith(".npy"):
+            np.testing.assert_allclose(np.load(b), np.load(a), rtol=0, atol=1e-2)
+        else:
+            from flax.serialization import msgpack_restore
+
+            leaves = [jax.tree_util.tree_leaves(msgpack_restore(p.read_bytes())) for p in (a, b)]
+            for x, y in zip(*leaves):
+                np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-4)
