@@ -332,17 +332,20 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
     shape = tuple(chains.shape)
     sample_bytes = n_chains * int(np.prod(shape)) * 4
     record = _settings_record(chains, settings, block, seed, run_dir)
-    with RunDir(out, overwrite=overwrite, resume=resume and (Path(out) / "config.json").is_file()) as run:
+    lead = jax.process_index() == 0
+    opened = RunDir(out, overwrite=overwrite, resume=resume and (Path(out) / "config.json").is_file()) if lead \
+        else _Follower(out)
+    with opened as run:
         progress = run.path / "progress.json"
         done = 0
-        if resume and (run.path / "config.json").is_file():
+        if lead and resume and (run.path / "config.json").is_file():
             saved = json.loads((run.path / "config.json").read_text())
             differ = [k for k in record if k != "describe" and saved.get(k) != _jsonable(record[k])]
             if differ:
                 raise ValueError(f"cannot resume {str(run.path)!r}: its job differs in {', '.join(differ)}; resume "
                                  "with the same --run, --chains, --block, --seed and chain settings, or --overwrite.")
             done = json.loads(progress.read_text())["blocks"] if progress.is_file() else 0
-        else:
+        elif lead:
             free = shutil.disk_usage(run.path).free
             if sample_bytes > free:
                 raise OSError(f"the samples need {sample_bytes / 2**30:.1f} GiB and {str(run.path)!r} has "
@@ -350,44 +353,55 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
             write_atomic(run.path / "config.json", json.dumps(record, indent=2))
         first = _draw_block(chains, mesh, block)
         probe = jax.eval_shape(lambda: first.fn(chains.params, jax.random.key(0)))
-        files = {"samples": _NpyFile(run.path / "samples.npy", (n_chains, *shape), create=not done)}
+        names = {"samples": (n_chains, *shape)}
         if probe.energy is not None:
             t = probe.energy.shape[0]
-            files["energy"] = _NpyFile(run.path / "energy.npy", (n_chains, t), create=not done)
-            files["projections"] = _NpyFile(run.path / "projections.npy", (n_chains, t, N_PROJECTIONS),
-                                            create=not done)
+            names.update(energy=(n_chains, t), projections=(n_chains, t, N_PROJECTIONS))
         if probe.acceptance is not None:
-            files["acceptance"] = _NpyFile(run.path / "acceptance.npy", (n_chains,), create=not done)
+            names["acceptance"] = (n_chains,)
+        files = {name: _NpyFile(run.path / f"{name}.npy", size, create=not done) for name, size in names.items()} \
+            if lead else {}
+        if jax.process_count() > 1:  # the other processes open what the first made
+            _sync("gcnjax-sample-open")
+            done = json.loads(progress.read_text())["blocks"] if progress.is_file() else 0
+            files = files or {name: _NpyFile(run.path / f"{name}.npy", size, create=False)
+                              for name, size in names.items()}
         key = jax.random.key(seed)
         timing = {"first": None, "rest": 0.0, "rest_blocks": 0}
         t0 = time.perf_counter()
-        bar = _bar(n_chains, done * block, quiet, title)
+        bar = _bar(n_chains, done * block, quiet or not lead, title)
         try:
             pending = first.call(chains.params, jax.random.fold_in(key, done)) if done < n_blocks else None
             for b in range(done, n_blocks):
                 t_block = time.perf_counter()
-                result = jax.device_get(pending)
+                result = pending
                 if b + 1 < n_blocks:  # the device runs the next block while this one is written
                     pending = first.call(chains.params, jax.random.fold_in(key, b + 1))
                 lo, hi = b * block, min(n_chains, (b + 1) * block)
-                rows = hi - lo
-                files["samples"].write(lo, chains.to_data(np.asarray(result.x[:rows])))
+                for start, rows in _local_rows(result.x, 0, hi - lo):
+                    files["samples"].write(lo + start, chains.to_data(rows))
                 if "energy" in files:
-                    files["energy"].write(lo, np.asarray(result.energy[:, :rows]).T)
-                    files["projections"].write(lo, np.asarray(result.projections[:, :rows]).transpose(1, 0, 2))
+                    for start, rows in _local_rows(result.energy, 1, hi - lo):
+                        files["energy"].write(lo + start, rows.T)
+                    for start, rows in _local_rows(result.projections, 1, hi - lo):
+                        files["projections"].write(lo + start, rows.transpose(1, 0, 2))
                 if "acceptance" in files:
-                    files["acceptance"].write(lo, np.asarray(result.acceptance[:rows]))
+                    for start, rows in _local_rows(result.acceptance, 0, hi - lo):
+                        files["acceptance"].write(lo + start, rows)
                 for f in files.values():
                     f.flush()
-                write_atomic(progress, json.dumps({"blocks": b + 1, "of": n_blocks}))
+                if jax.process_count() > 1:
+                    _sync(f"gcnjax-sample-block-{b}")
+                if lead:
+                    write_atomic(progress, json.dumps({"blocks": b + 1, "of": n_blocks}))
                 seconds = time.perf_counter() - t_block
                 if timing["first"] is None:
                     timing["first"] = seconds
                 else:
                     timing["rest"] += seconds
                     timing["rest_blocks"] += 1
-                bar.update(rows)
-                bar.set_postfix({"chains/s": f"{rows / max(seconds, 1e-9):.0f}"})
+                bar.update(hi - lo)
+                bar.set_postfix({"chains/s": f"{(hi - lo) / max(seconds, 1e-9):.0f}"})
         except jax.errors.JaxRuntimeError as err:
             memory = out_of_memory(err, f"lower --block (now {block} chains per call)")
             if memory is None:
@@ -403,7 +417,49 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
             for f in files.values():
                 f.close()
         seconds = time.perf_counter() - t0
+        if not lead:
+            return {"out": run.path, "samples": run.path / "samples.npy", "seconds": seconds}
         return _finish(run.path, chains, n_chains, block, n_dev, seconds, timing, title, settings)
+
+
+class _Follower:
+    """A process other than the first of a multi-process job: it writes its
+    rows into the files the first one made, and holds no lock."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _sync(name: str) -> None:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _local_rows(array: jax.Array, axis: int, n: int):
+    """``(start, rows)`` of this process's part of a block's ``array``
+    along its chain ``axis``, the first ``n`` chains only (the rest pad the
+    last block): the whole array on one process, its addressable shards
+    (each once) on several."""
+    if array.is_fully_addressable:
+        yield 0, np.take(np.asarray(jax.device_get(array)), np.arange(n), axis=axis)
+        return
+    seen = set()
+    for shard in array.addressable_shards:
+        rows = shard.index[axis]
+        start = rows.start or 0
+        if start in seen or start >= n:
+            continue
+        seen.add(start)
+        data = np.asarray(shard.data)
+        keep = min(data.shape[axis], n - start)
+        yield start, np.take(data, np.arange(keep), axis=axis)
 
 
 class _Compiled(NamedTuple):
@@ -422,7 +478,7 @@ def _draw_block(chains: Chains, mesh, block: int) -> _Compiled:
         return Draw(jax.lax.with_sharding_constraint(d.x, split), constrain(d.energy, 1),
                     constrain(d.projections, 1), constrain(d.acceptance, 0))
 
-    params = jax.device_put(chains.params, sharding.replicated(mesh))
+    params = sharding.replicate(chains.params, mesh)
     compiled = jax.jit(fn)
     return _Compiled(fn, lambda p, key: compiled(params, key))
 

@@ -85,15 +85,31 @@ def _check_divisible(tree: PyTree, mesh: Mesh, what: str) -> None:
             )
 
 
+def _place(tree: PyTree, mesh: Mesh, where: NamedSharding) -> PyTree:
+    """``jax.device_put(tree, where)``; where ``mesh`` spans other processes
+    each process places the same full value from the host (PRNG keys by
+    their data) and keeps its own part."""
+    if all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+        return jax.device_put(tree, where)
+
+    def put(a):
+        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            data = jax.device_put(np.asarray(jax.random.key_data(a)), where)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+        return jax.device_put(np.asarray(a), where)
+
+    return jax.tree_util.tree_map(put, tree)
+
+
 def shard_chains(tree: PyTree, mesh: Mesh) -> PyTree:
     """Place every leaf with its leading axis split over ``mesh``."""
     _check_divisible(tree, mesh, "an array of chains")
-    return jax.device_put(tree, chains_sharding(mesh))
+    return _place(tree, mesh, chains_sharding(mesh))
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     """Place every leaf whole on every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    return _place(tree, mesh, replicated(mesh))
 
 
 def shard_state(state, mesh: Mesh, chain_fields: Sequence[str] = ("chains",)):

@@ -167,3 +167,68 @@ def test_a_training_run_on_eight_devices_learns_what_one_does(tmp_path):
             leaves = [jax.tree_util.tree_leaves(msgpack_restore(p.read_bytes())) for p in (a, b)]
             for x, y in zip(*leaves):
                 np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-4)
+
+
+PROCESSES = textwrap.dedent("""
+    import sys
+    import jax
+    port, index, count, run, out = sys.argv[1:6]
+    if int(count) > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=int(count),
+                                   process_id=int(index))
+    import numpy as np
+    from jax.experimental import multihost_utils
+    from gcnjax import descriptor as D, sampling, sharding
+    from gcnjax.langevin import LangevinConfig
+
+    settings = sampling.SampleSettings(n_chains=12, steps=3, trace_points=3)
+    sampling.sample_run(run, f"{out}/samples", settings, block=4, quiet=True)
+
+    # One learning step of a descriptor, its chains split over every process's device.
+    config = D.DescriptorConfig(layers=(D.ConvSpec(4, 3, 2, "SAME"),), image_size=(8, 8), channels=1, n_chains=4,
+                                langevin=LangevinConfig(n_steps=2, step_size=0.01))
+    data = np.random.default_rng(0).uniform(-1, 1, (1, 8, 8, 1)).astype(np.float32)
+    net = D.make_net(config)
+    state = D.init_state(jax.random.key(0), config, net, data)
+    mesh = sharding.chain_mesh()
+    state = sharding.shard_state(state, mesh)
+    step = D.make_train_step(config, net.apply, D.make_optimizer(config, state.params, (8, 8)))
+    state, metrics = step(state, sharding.replicate(data, mesh))
+    chains = multihost_utils.process_allgather(state.chains, tiled=True)
+    leaves = [np.asarray(a.addressable_data(0)) for a in jax.tree_util.tree_leaves(state.params)]
+    if jax.process_index() == 0:
+        np.savez(f"{out}/step.npz", chains=np.asarray(chains), *leaves)
+""")
+
+
+@pytest.mark.slow
+def test_two_processes_sample_and_learn_what_one_does(tmp_path):
+    import socket
+
+    import numpy as np
+
+    from gcnjax import cli
+
+    run = tmp_path / "run"
+    assert cli.main(["descriptor", "--data", "skimage:brick", "--gray", "--image-size", "16", "--iterations", "2",
+                     "--chains", "2", "--steps", "2", "--quiet", "--out", str(run),
+                     "--layers", '[{"features": 4, "kernel": 5, "stride": 2, "padding": "SAME"}]']) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    command = lambda i, n, out: [sys.executable, "-c", PROCESSES, str(port), str(i), str(n), str(run), str(out)]
+    one = subprocess.run(command(0, 1, tmp_path / "one"), env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr
+    workers = [subprocess.Popen(command(i, 2, tmp_path / "two"), env=env, cwd=ROOT, stderr=subprocess.PIPE,
+                                text=True) for i in range(2)]
+    errors = [w.communicate(timeout=300)[1] for w in workers]
+    assert all(w.returncode == 0 for w in workers), errors
+    for name in ("samples.npy", "energy.npy"):
+        np.testing.assert_allclose(np.load(tmp_path / "two" / "samples" / name),
+                                   np.load(tmp_path / "one" / "samples" / name), rtol=1e-5, atol=1e-4)
+    a, b = (np.load(tmp_path / d / "step.npz") for d in ("one", "two"))
+    for name in a.files:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6)
