@@ -13,6 +13,7 @@
     gcnjax multigrid --data FOLDER --out DIR [--preset authors|paper]
     gcnjax multigrid inpaint --run DIR --data FOLDER --mask block:32 --out DIR
     gcnjax coop --data FOLDER_OR_fashion-mnist --out DIR   cooperative descriptor + generator
+    gcnjax sample --run DIR --chains N --out DIR   samples of any learned run, in blocks, to disk
 
 User errors (bad paths, bad values, unreadable images, diverged chains) are
 printed as one line naming the input and the fix, with exit status 2.

@@ -130,7 +130,8 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
         params=lambda state: state.params,
         finish=finish,
         describe=(f"{chains}, {sampler.n_steps} Langevin steps of step size "
-                  f"{sampler.step_size:g} (noise {sampler.noise_scale}) per iteration; σ = {config.sigma}."),
+                  f"{sampler.step_size:g} (noise {sampler.noise_scale}) per iteration; σ = {config.sigma}."
+                  + ("" if given_net is not None else " " + receptive_field_note(config, x.shape[1:-1]))),
         plot_keys=("f_data", "f_samples"),
         row=lambda phase: {"layers": stages[phase][0] or len(config.layers)},
         sharded=("chains",),
@@ -138,10 +139,32 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
     )
 
 
+def receptive_field_note(config: D.DescriptorConfig, shape: Sequence[int]) -> str:
+    """One sentence: how much of a sample of ``shape`` (its data axes) one
+    top unit sees; with a warning where a stationary net (``top="sum"``: a
+    texture, a dynamic texture, a sound) sees all of it along every axis
+    (a video's frames and their length): its "stationary" model then is
+    one of the whole observed data, and its samples may copy them. (The
+    FC_S net, spatially fully connected by design, is stationary in time
+    only: it is warned of when it also sees every frame.)"""
+    sizes = tuple(int(s) for s in shape)
+    rf = receptive_field(config.layers, len(sizes))
+    text = f"A top unit sees {'×'.join(map(str, rf))} of the data's {'×'.join(map(str, sizes))}."
+    if config.top == "sum" and all(r >= s for r, s in zip(rf, sizes)):
+        text += (" Warning: it covers the whole of the data, so the net is not stationary at this size and its "
+                 "samples may copy the observed data; use larger images or more frames (--image-size, --frames), "
+                 "or a net with smaller filters.")
+    return text
+
+
 def _check(config: D.DescriptorConfig, images, inputs) -> np.ndarray:
     if inputs.get("net") is not None and config.grow_iterations:
         raise ValueError("learn_descriptor: a given net cannot grow layer by layer; set grow_iterations=None.")
-    return check_images(images, config)
+    images = check_images(images, config)
+    note = receptive_field_note(config, images.shape[1:-1])
+    if inputs.get("net") is None and "Warning" in note:
+        gdata.note(note.replace(" Warning: it", " It"))
+    return images
 
 
 def _sample_shape(payload: Dict[str, Any], frames: Optional[int]) -> Tuple[int, ...]:

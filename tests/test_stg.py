@@ -308,3 +308,18 @@ def test_cli_stgconvnet_learns_a_video_and_refuses_bad_masks(tmp_path, capsys):
     assert gdata.load_video(run / "longer.gif").shape[0] == 12
     assert main(["stgconvnet", *common, "--out", str(tmp_path / "bad"), "--recover", "holes:3"]) == 2
     assert "pepper:FRACTION" in capsys.readouterr().err
+
+
+def test_reports_state_the_receptive_field_and_warn_where_it_covers_the_data():
+    from gcnjax import presets
+    from gcnjax.synthesis import receptive_field_note
+
+    st = presets.stg("st", frames=16, image_size=32, channels=3)
+    # The ST net (15³ stride 7, 7³ stride 3, 2×3×3 stride 1×2×2) sees 1 + 14 + 6·7 + 1·21 = 78 frames and
+    # 1 + 14 + 6·7 + 2·21 = 99 pixels: all of a 16×32×32 clip.
+    note = receptive_field_note(st, (16, 32, 32))
+    assert note.startswith("A top unit sees 78×99×99 of the data's 16×32×32.") and "Warning" in note
+    assert "Warning" not in receptive_field_note(st, (70, 100, 100))
+    texture = presets.texture()
+    assert receptive_field_note(texture, (224, 224)) == "A top unit sees 33×33 of the data's 224×224."
+    assert "Warning" in receptive_field_note(texture, (32, 32))
