@@ -34,6 +34,7 @@ NUTS).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import resource
@@ -390,6 +391,7 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
                         files["acceptance"].write(lo + start, rows)
                 for f in files.values():
                     f.flush()
+                _return_freed_memory()
                 if jax.process_count() > 1:
                     _sync(f"gcnjax-sample-block-{b}")
                 if lead:
@@ -420,6 +422,26 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
         if not lead:
             return {"out": run.path, "samples": run.path / "samples.npy", "seconds": seconds}
         return _finish(run.path, chains, n_chains, block, n_dev, seconds, timing, title, settings)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc's
+    ``malloc_trim``): a block's host copies are freed, but without this a
+    long job's resident memory crept up block by block (a 100,000-chain
+    job: 1.45 GiB after 30 blocks, 4.3 GiB at the end)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
 
 
 class _Follower:
