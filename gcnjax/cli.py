@@ -851,7 +851,7 @@ def cmd_sample(args) -> int:
                                  resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     rate = result["chains_per_second"]
     print(f"{settings.n_chains} samples in {result['seconds']:.0f} s"
-          + (f" ({rate:.1f} chains/s after the first block)" if rate else "")
+          + (f" ({rate:.1f} chains/s)" if rate else "")
           + f"; peak memory {result['peak_memory_gib']:.2f} GiB")
     print(f"samples: {result['samples']}")
     print(f"report:  {result['report']}")

@@ -543,7 +543,8 @@ def _finish(path: Path, chains: Chains, n_chains: int, block: int, n_dev: int, s
     if (path / "energy.npy").is_file():
         energy = np.load(path / "energy.npy", mmap_mode="r")
         projections = np.load(path / "projections.npy", mmap_mode="r")
-        _plot_energy(np.asarray(energy), chains.n_steps, path / "energy.png")
+        _plot_energy(np.asarray(energy), _trace_steps(chains.n_steps, energy.shape[1], (path / "acceptance.npy").is_file()),
+                     path / "energy.png")
         diagnostics["energy"] = chain_diagnostics(energy)
         for p in range(projections.shape[-1]):
             diagnostics[f"projection {p + 1}"] = chain_diagnostics(projections[..., p])
@@ -563,10 +564,11 @@ def _finish(path: Path, chains: Chains, n_chains: int, block: int, n_dev: int, s
     elif timing["first"]:
         rate = min(n_chains, block) / timing["first"]
     peak = _peak_memory_gib()
+    when = "after the first block (which compiles)" if timing["rest_blocks"] else "its one block's compilation included"
     lines += ["## Throughput", "",
               f"{seconds:.1f} s in this session; " + (
-                  f"{rate:.1f} chains/s ({rate * max(chains.n_steps, 1):.0f} chain-steps/s) after the first "
-                  "block (which compiles); " if rate else "") + f"peak resident memory {peak:.2f} GiB.", ""]
+                  f"{rate:.1f} chains/s ({rate * max(chains.n_steps, 1):.0f} chain-steps/s), {when}; "
+                  if rate else "") + f"peak resident memory {peak:.2f} GiB.", ""]
     report = path / "report.md"
     write_atomic(report, "\n".join(lines) + "\n")
     summary = {"seconds": seconds, "chains_per_second": rate,
@@ -577,7 +579,14 @@ def _finish(path: Path, chains: Chains, n_chains: int, block: int, n_dev: int, s
     return {"out": path, "report": report, "samples": path / "samples.npy", **summary}
 
 
-def _plot_energy(energy: np.ndarray, n_steps: int, path: Path) -> Path:
+def _trace_steps(n_steps: int, points: int, mala: bool) -> np.ndarray:
+    """The steps at which :func:`langevin_draw` recorded its trace: where
+    each segment starts (the remainder run first), or ends under MALA."""
+    seg, rem = divmod(n_steps, points)
+    return rem + seg * (np.arange(points) + (1 if mala else 0))
+
+
+def _plot_energy(energy: np.ndarray, steps: np.ndarray, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -585,7 +594,6 @@ def _plot_energy(energy: np.ndarray, n_steps: int, path: Path) -> Path:
 
     from gcnjax.run import _save_figure
 
-    steps = np.linspace(n_steps / energy.shape[1], n_steps, energy.shape[1])
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
     lo, mid, hi = np.percentile(energy, [10, 50, 90], axis=0)
     ax.fill_between(steps, lo, hi, alpha=0.3, label="10–90% of chains")
