@@ -221,13 +221,13 @@ def _load_spec(spec: dict):
     return load_data(**{k: spec.get(k) for k in ("spec", "size", "channels", "crop")})
 
 
-def _add_run_flags(p: argparse.ArgumentParser):
+def _add_run_flags(p: argparse.ArgumentParser,
+                   resume_help: str = ("continue the run in --out from its last checkpoint, with its own settings "
+                                       "(--iterations may extend it)")):
     """--out, --overwrite, --resume, --quiet, --devices: the run directory of a learning command."""
     p.add_argument("--out", type=Path, help="run directory to write (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint, with its own settings "
-                        "(--iterations may extend it)")
+    p.add_argument("--resume", action="store_true", help=resume_help)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--devices", type=_positive_int,
                    help="split the chains over the first N devices (default: all of them)")
@@ -875,8 +875,8 @@ def _add_sample_command(sub) -> None:
     p.add_argument("--frames", type=_positive_int, help="length of a video or sound sample (the observed one)")
     p.add_argument("--trace-points", type=int, default=10,
                    help="steps of each chain at which the energy and three projections are recorded (10; 0: none)")
-    _add_run_flags(p)
-    add_config_flags(p, ChainChanges)
+    _add_run_flags(p, resume_help="continue the job in --out from its last finished block (the same settings)")
+    add_config_flags(p, ChainChanges, title="the chain's settings (default: the run's)")
     p.set_defaults(func=cmd_sample)
 
 

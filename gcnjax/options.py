@@ -21,7 +21,7 @@ import argparse
 import dataclasses
 import json
 import typing
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = ["config_fields", "get_at", "replace_at", "add_config_flags", "apply_config_flags", "given_config_flags",
            "flag_name", "parse_value", "apply_shortcuts", "resume_refusals"]
@@ -127,13 +127,14 @@ def parse_value(text: str, kind, name: str = "value"):
     return value
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_type: type, *, skip: Sequence[str] = ()) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, config_type: type, *, skip: Sequence[str] = (),
+                     title: Optional[str] = None) -> None:
     """One flag per leaf field of ``config_type`` (:func:`flag_name`), in an
-    argument group of their own. A flag the parser already has (a shortcut
-    of the same name, such as ``--seed``) is left to it."""
-    group = parser.add_argument_group(
+    argument group of their own (``title``). A flag the parser already has
+    (a shortcut of the same name, such as ``--seed``) is left to it."""
+    group = parser.add_argument_group(title or (
         f"every field of {config_type.__name__} (default: the preset's; a resumed run takes only "
-        "the run's logging, length and speed fields)")
+        "the run's logging, length and speed fields)"))
     taken = set(parser._option_string_actions)
     for path, kind in config_fields(config_type):
         flag = flag_name(path)

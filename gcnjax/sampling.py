@@ -426,9 +426,9 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
 
 def _return_freed_memory() -> None:
     """Hand the heap's freed pages back to the system (glibc's
-    ``malloc_trim``): a block's host copies are freed, but without this a
-    long job's resident memory crept up block by block (a 100,000-chain
-    job: 1.45 GiB after 30 blocks, 4.3 GiB at the end)."""
+    ``malloc_trim``), so that a long job's freed host copies of its blocks
+    do not stay resident (a 100,000-chain job without it held 1.45 GiB
+    after 30 blocks and peaked at 4.3 GiB; experiments/benchmarks/RESULTS.md)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
