@@ -50,7 +50,7 @@ import numpy as np
 
 from gcnjax import sharding
 from gcnjax.langevin import LangevinConfig
-from gcnjax.train import RunDir, write_atomic
+from gcnjax.train import RunDir, _jsonable, write_atomic
 
 __all__ = ["Draw", "Chains", "SampleSettings", "ChainChanges", "langevin_draw", "sample_run", "sample_chains", "load_chains",
            "logdensity_fn", "chain_diagnostics", "N_PROJECTIONS"]
@@ -275,16 +275,8 @@ class _NpyFile:
 
 def _settings_record(chains: Chains, settings: SampleSettings, block: int, seed: int, run_dir) -> Dict[str, Any]:
     return {"job": "samples", "run": str(Path(run_dir).resolve()) if run_dir else None, "n_chains": settings.n_chains,
-            "block": block, "seed": seed, "settings": _jsonable(dataclasses.asdict(settings)),
+            "block": block, "seed": seed, "settings": _jsonable(settings),
             "shape": list(chains.shape), "n_steps": chains.n_steps, "describe": chains.describe}
-
-
-def _jsonable(value):
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
 
 
 def default_block(n_chains: int, n_devices: int) -> int:
@@ -426,9 +418,8 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
 
 def _return_freed_memory() -> None:
     """Hand the heap's freed pages back to the system (glibc's
-    ``malloc_trim``), so that a long job's freed host copies of its blocks
-    do not stay resident (a 100,000-chain job without it held 1.45 GiB
-    after 30 blocks and peaked at 4.3 GiB; experiments/benchmarks/RESULTS.md)."""
+    ``malloc_trim``), so that the freed host copies of a long job's blocks
+    do not stay resident; a no-op where the C library is not glibc."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
