@@ -362,20 +362,78 @@ def _trainer(config: G.GeneratorConfig, x: jax.Array, scale: ObservationScale, x
 
 
 def _chains(run_dir: Path, payload: Dict[str, Any], settings):
-    """A generator's samples: ``g(z)`` for ``z ~ N(0, I)``, exact draws (no chain)."""
+    """A generator's samples: ``g(z)`` for ``z ~ N(0, I)``, exact draws (no
+    chain); with ``settings.given``, posterior samples of z given each of
+    those observations (:func:`posterior_chains`)."""
     from gcnjax.sampling import Chains, Draw
 
     config, scale, net, params, _ = load_generator_run(run_dir)
     shape = tuple(payload["observed_shape"][1:])
 
-    def draw(params, key, n):
-        return Draw(G.sample(key, net.apply, params, n, config.latent_dim))
-
     def picture(x):
         return Picture(gdata.sound_to_pixels(x) if scale.pixels is None else x)
 
+    if settings.given is not None:
+        from gcnjax.cli import load_generator_data
+
+        spec = payload.get("data_spec") or {}
+        observations, _ = load_generator_data(settings.given, config.net, size=spec.get("size"),
+                                              channels=config.out_channels)
+        if observations.shape[1:] != shape:
+            raise ValueError(f"--given {settings.given!r} holds examples of shape {observations.shape[1:]}, the "
+                             f"run's generator makes {shape}; give examples of the run's kind.")
+        sampler = settings.chain(config.langevin)
+        chains = posterior_chains(net.apply, params, scale.to_model(observations),
+                                  latent_dim=config.latent_dim, sigma=config.sigma,
+                                  sampler=sampler, trace_points=settings.trace_points)
+        generate = jax.jit(net.apply)
+        return chains._replace(
+            picture=lambda z: picture(scale.to_data(np.asarray(generate(params, jnp.asarray(z))))),
+            describe=(f"z given observation i mod {observations.shape[0]} of {settings.given!r}: "
+                      f"{sampler.n_steps} {'MALA' if sampler.mala else 'Langevin'} steps of step size "
+                      f"{sampler.step_size:g} (noise {sampler.noise_scale}) on E(z | x) = ||x − g(z)||²/(2σ²) + "
+                      f"||z||²/2, σ = {config.sigma}, from z ~ N(0, I_{config.latent_dim}). `samples.npy` holds z; "
+                      "the grid shows g(z)."))
+
+    def draw(params, key, n):
+        return Draw(G.sample(key, net.apply, params, n, config.latent_dim))
+
     return Chains(shape=shape, params=params, draw=draw, to_data=scale.to_data, picture=picture,
                   describe=f"g(z) for z ~ N(0, I_{config.latent_dim}): exact draws of the generator's mean, no chain.")
+
+
+def posterior_chains(apply_fn, params, observations: np.ndarray, *, latent_dim: int, sigma: float, sampler,
+                     trace_points: int = 10):
+    """Chains on the posterior ``p(z | x) ∝ exp(−E(z | x))``,
+    ``E(z | x) = ||x − g(z)||²/(2σ²) + ||z||²/2``, one observation per chain:
+    chain ``i`` of a job on ``observations[i % M]`` (model units), from
+    ``z ~ N(0, I)``, ``sampler`` (Langevin or MALA) on
+    :func:`gcnjax.generator.latent_energy`. A :class:`gcnjax.sampling.Chains`
+    whose samples are the latents z (``to_data`` is the identity; its
+    picture shows each z as a strip of gray levels, a run's shows g(z))."""
+    from gcnjax.sampling import Chains, langevin_draw
+
+    observations = np.asarray(observations, np.float32)
+
+    def draw(params, key, n, rows):
+        def one(k, x, z0):  # a single chain: its energy has its own x
+            energy_fn = G.make_latent_energy_fn(apply_fn, params, x, sigma=sigma)
+            return langevin_draw(k, energy_fn, z0[None], sampler, trace_points)
+
+        k_start, k_chain = jax.random.split(key)
+        z0 = jax.random.normal(k_start, (n, latent_dim), jnp.float32)
+        d = jax.vmap(one)(jax.random.split(k_chain, n), rows, z0)
+        # vmapped one-chain draws -> the job's layout: x (n, d), traces (T, n[, P]), acceptance (n,)
+        swap = lambda a: None if a is None else jnp.swapaxes(a[:, :, 0], 0, 1)
+        return d._replace(x=d.x[:, 0], energy=swap(d.energy), projections=swap(d.projections),
+                          acceptance=None if d.acceptance is None else d.acceptance[:, 0])
+
+    def picture(z):  # each z as a strip of gray pixels, 128 + 40 z
+        return Picture(np.clip(128 + 40 * np.asarray(z)[:, None, :, None], 0, 255))
+
+    return Chains(shape=(latent_dim,), params=params, draw=draw, to_data=np.asarray, picture=picture,
+                  describe=f"z given x: {sampler.n_steps} steps on E(z | x), σ = {sigma}.", n_steps=sampler.n_steps,
+                  conditions=observations)
 
 
 FAMILY = Family(

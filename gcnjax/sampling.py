@@ -91,6 +91,10 @@ class Chains(NamedTuple):
     logdensity: ``(params, x) -> log p(x)`` up to a constant, of ONE sample
       (no chain axis): what BlackJAX's kernels take; None where the model
       has no density over x.
+    conditions: observations the chains are conditioned on (model units,
+      ``(M, ...)``), or None: chain ``i`` of the job is conditioned on row
+      ``i % M``, and ``draw`` takes the block's rows as a fourth argument,
+      ``draw(params, key, n, rows)`` (a generator's posterior of z given x).
     """
 
     shape: Tuple[int, ...]
@@ -101,6 +105,14 @@ class Chains(NamedTuple):
     describe: str
     n_steps: int = 0
     logdensity: Optional[Callable[[Any, jax.Array], jax.Array]] = None
+    conditions: Optional[np.ndarray] = None
+
+    def rows(self, first: int, n: int) -> Optional[np.ndarray]:
+        """The conditions of chains ``first .. first + n − 1`` (None if the
+        chains are not conditioned)."""
+        if self.conditions is None:
+            return None
+        return self.conditions[(first + np.arange(n)) % self.conditions.shape[0]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +130,9 @@ class SampleSettings:
       the spatial-temporal nets are convolutional in time.
     trace_points: energy and projections recorded at this many steps of
       each chain (0: none).
+    given: observations (a data path, as ``gcnjax abp train --data`` takes)
+      for a generator's posterior: Langevin on z given each of them, chain
+      ``i`` on observation ``i % M`` (None: the prior's exact draws).
     """
 
     n_chains: int = 64
@@ -127,6 +142,7 @@ class SampleSettings:
     start_scale: Optional[float] = None
     frames: Optional[int] = None
     trace_points: int = 10
+    given: Optional[str] = None
 
     def __post_init__(self):
         if not isinstance(self.n_chains, (int, np.integer)) or self.n_chains < 1:
@@ -230,6 +246,9 @@ def load_chains(run_dir, settings: SampleSettings = SampleSettings()) -> Chains:
         known = ", ".join(sorted(n for n, f in _families().items() if f.chains is not None))
         raise ValueError(f"{str(run_dir)!r} is a run of {name!r}, which has no sampler; runs of {known} can be "
                          "sampled.")
+    if settings.given is not None and name != "generator":
+        raise ValueError(f"--given conditions a generator's latents on observations; {str(run_dir)!r} is a run of "
+                         f"{name!r}, whose chains are not conditioned: leave --given out.")
     return family.chains(run_dir, payload, settings)
 
 
@@ -345,7 +364,7 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
                               f"{free / 2**30:.1f} GiB free; sample fewer chains or write elsewhere (--out).")
             write_atomic(run.path / "config.json", json.dumps(record, indent=2))
         first = _draw_block(chains, mesh, block)
-        probe = jax.eval_shape(lambda: first.fn(chains.params, jax.random.key(0)))
+        probe = jax.eval_shape(lambda: first.fn(chains.params, jax.random.key(0), chains.rows(0, block)))
         names = {"samples": (n_chains, *shape)}
         if probe.energy is not None:
             t = probe.energy.shape[0]
@@ -364,12 +383,12 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
         t0 = time.perf_counter()
         bar = _bar(n_chains, done * block, quiet or not lead, title)
         try:
-            pending = first.call(chains.params, jax.random.fold_in(key, done)) if done < n_blocks else None
+            pending = first.call(jax.random.fold_in(key, done), done * block) if done < n_blocks else None
             for b in range(done, n_blocks):
                 t_block = time.perf_counter()
                 result = pending
                 if b + 1 < n_blocks:  # the device runs the next block while this one is written
-                    pending = first.call(chains.params, jax.random.fold_in(key, b + 1))
+                    pending = first.call(jax.random.fold_in(key, b + 1), (b + 1) * block)
                 lo, hi = b * block, min(n_chains, (b + 1) * block)
                 for start, rows in _local_rows(result.x, 0, hi - lo):
                     files["samples"].write(lo + start, chains.to_data(rows))
@@ -484,8 +503,8 @@ def _draw_block(chains: Chains, mesh, block: int) -> _Compiled:
     """One block's draw, jit'd for ``block`` chains split over ``mesh``."""
     split = sharding.chains_sharding(mesh)
 
-    def fn(params, key):
-        d = chains.draw(params, key, block)
+    def fn(params, key, rows=None):
+        d = chains.draw(params, key, block) if rows is None else chains.draw(params, key, block, rows)
         constrain = lambda a, axis: None if a is None else jax.lax.with_sharding_constraint(
             a, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*([None] * axis + [sharding.CHAIN_AXIS]))))
         return Draw(jax.lax.with_sharding_constraint(d.x, split), constrain(d.energy, 1),
@@ -493,7 +512,12 @@ def _draw_block(chains: Chains, mesh, block: int) -> _Compiled:
 
     params = sharding.replicate(chains.params, mesh)
     compiled = jax.jit(fn)
-    return _Compiled(fn, lambda p, key: compiled(params, key))
+
+    def call(key, first):
+        rows = chains.rows(first, block)
+        return compiled(params, key) if rows is None else compiled(params, key, sharding.shard_chains(rows, mesh))
+
+    return _Compiled(fn, call)
 
 
 def _bar(total: int, initial: int, quiet: bool, desc: str):

@@ -173,6 +173,7 @@ def test_bad_sampling_input_is_one_line(descriptor_run, tmp_path, capsys):
     (other / "config.json").write_text(json.dumps({"family": "video_recovery", "config": {}}))
     (other / "params.msgpack").write_bytes(b"")
     cases.append((["--run", str(other)], "'video_recovery', which has no sampler"))
+    cases.append((["--run", str(descriptor_run), "--given", str(tmp_path)], "--given conditions a generator's"))
     for flags, message in cases:
         out = ["--out", str(tmp_path / "job")] if "--out" not in flags else []
         assert cli.main(["sample", *flags, *out, "--quiet"]) == 2
@@ -254,7 +255,8 @@ def _tiny_run(kind, root, folder):
                                         pytest.param("multigrid", (16, 16, 3), marks=pytest.mark.slow),
                                         pytest.param("coop", (16, 16, 3), marks=pytest.mark.slow)])
 def test_sample_a_run_of_each_family(kind, shape, tmp_path, image_folder, capsys):
-    run = _tiny_run(kind, tmp_path, image_folder(8, 32))
+    folder = image_folder(8, 32)
+    run = _tiny_run(kind, tmp_path, folder)
     assert cli.main(["sample", "--run", str(run), "--chains", "6", "--block", "4", "--out", str(tmp_path / "s"),
                      "--quiet"]) == 0
     x = np.load(tmp_path / "s" / "samples.npy")
@@ -265,6 +267,37 @@ def test_sample_a_run_of_each_family(kind, shape, tmp_path, image_folder, capsys
     config = json.loads((run / "config.json").read_text())["config"]
     traced = kind == "coop" or (kind == "multigrid" and config["norm"] != "batch")
     assert (tmp_path / "s" / "energy.npy").exists() == traced
+    if kind == "generator":  # the posterior of z given observed images: chains, traced
+        assert cli.main(["sample", "--run", str(run), "--given", str(folder), "--chains", "6", "--block",
+                         "4", "--steps", "4", "--trace-points", "2", "--out", str(tmp_path / "p"), "--quiet"]) == 0
+        z = np.load(tmp_path / "p" / "samples.npy")
+        assert z.shape == (6, 4) and np.isfinite(z).all()
+        assert np.load(tmp_path / "p" / "energy.npy").shape == (6, 2)
+        assert "holds z" in (tmp_path / "p" / "report.md").read_text()
+
+
+def test_generator_posterior_chains_reach_a_linear_models_posterior(tmp_path):
+    """g(z) = A z + b with x = g(z) + σ ε, z ~ N(0, I): the posterior of z
+    given x is N(μ, Σ), Σ = (I + AᵀA/σ²)⁻¹, μ = Σ Aᵀ(x − b)/σ². Each chain
+    is tied to observation i mod 2; blocks of 96 (the last one padded)."""
+    from gcnjax.abp import posterior_chains
+
+    rng = np.random.default_rng(0)
+    A, b, sigma = rng.normal(size=(5, 2)).astype(np.float32), rng.normal(size=5).astype(np.float32), 0.7
+    x = rng.normal(size=(2, 5)).astype(np.float32) * 2
+    apply_fn = lambda params, z: z @ params["A"].T + params["b"]
+    chains = posterior_chains(apply_fn, {"A": A, "b": b}, x, latent_dim=2, sigma=sigma,
+                              sampler=LangevinConfig(n_steps=120, step_size=0.1, mala=True), trace_points=4)
+    n = 1000
+    sampling.sample_chains(chains, tmp_path / "job", n_chains=n, block=96, quiet=True)
+    z = np.load(tmp_path / "job" / "samples.npy").astype(np.float64)
+    cov = np.linalg.inv(np.eye(2) + A.T.astype(np.float64) @ A / sigma**2)
+    for i in range(2):
+        zi, mean = z[i::2], cov @ A.T @ (x[i] - b) / sigma**2
+        se = np.sqrt(np.diag(cov) / zi.shape[0])
+        assert np.all(np.abs(zi.mean(axis=0) - mean) < 4 * se), (zi.mean(axis=0), mean)
+        np.testing.assert_allclose(np.cov(zi.T), cov, atol=0.25 * np.max(np.diag(cov)))
+    assert np.load(tmp_path / "job" / "acceptance.npy").mean() > 0.5
 
 
 @pytest.mark.slow
