@@ -137,6 +137,8 @@ RUNS = textwrap.dedent("""
         "coop": ["coop", "--data", f"{out}/faces", "--image-size", "16", "--iterations", "2", "--chains", "8",
                  "--steps", "2", "--latent-dim", "4", "--descriptor.layers",
                  '[{"features": 8, "kernel": 5, "stride": 2, "padding": "SAME"}]'],
+        "abp": ["abp", "train", "--data", f"{out}/faces", "--net", "face32", "--epochs", "2", "--latent-dim", "4",
+                "--batch-size", "8"],
     }
     for name, argv in others.items():
         for devices in ("1", "8"):
@@ -156,8 +158,8 @@ def test_a_training_run_on_eight_devices_learns_what_one_does(tmp_path):
     np.testing.assert_allclose(eight, one, rtol=0, atol=1e-3)
     # 6 chains split over 6 of the 8 devices, and the run says so.
     assert "6 chains per step do not split evenly over 8 devices; using 6" in proc.stderr
-    # Multi-grid (its chains split) and CoopNets (its batches split) learn the same on 8 devices.
-    for name, picture in (("multigrid", "synthesized.npy"), ("coop", "params.msgpack")):
+    # Multi-grid (its chains split), CoopNets and the generator (their batches split) learn the same on 8 devices.
+    for name, picture in (("multigrid", "synthesized.npy"), ("coop", "params.msgpack"), ("abp", "params.msgpack")):
         a, b = (tmp_path / f"{name}{d}" / picture for d in ("1", "8"))
         if picture.endswith(".npy"):
             np.testing.assert_allclose(np.load(b), np.load(a), rtol=0, atol=1e-2)
