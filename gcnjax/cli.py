@@ -9,7 +9,7 @@
     gcnjax abp inpaint --run DIR --data FOLDER --mask pepper:0.7 --out DIR
     gcnjax classifier --data IDX_FOLDER train and cache the FCD feature classifier
     gcnjax fcd --a IMAGES --b IMAGES    Fréchet classifier distance of two image sets
-    gcnjax stgconvnet --data VIDEO_OR_FOLDER_OR_WAV --out DIR [--variant st|fc_s|fc_s_large]
+    gcnjax stgconvnet --data VIDEO_OR_FOLDER_OR_WAV --out DIR [--variant st|fc_s|fc_s_large|st_small]
     gcnjax multigrid --data FOLDER --out DIR [--preset authors|paper]
     gcnjax multigrid inpaint --run DIR --data FOLDER --mask block:32 --out DIR
     gcnjax coop --data FOLDER_OR_fashion-mnist --out DIR   cooperative descriptor + generator
@@ -677,10 +677,13 @@ def _add_descriptor_commands(sub) -> None:
     add_config_flags(p, DescriptorConfig)
     p.set_defaults(func=cmd_descriptor)
 
+    from gcnjax.nets import STG_VARIANTS
+
     p = sub.add_parser("stgconvnet", help="learn a dynamic texture (video) or a sound; synthesize or recover")
     p.add_argument("--data", help="a video (AVI/MP4/GIF), a folder of frames, or a WAV file")
-    p.add_argument("--variant", choices=["st", "fc_s", "fc_s_large"],
-                   help="st: stationary in space and time; fc_s(_large): spatially fully connected")
+    p.add_argument("--variant", choices=list(STG_VARIANTS),
+                   help="st: stationary in space and time; fc_s(_large): spatially fully connected; st_small: the "
+                        "st net with a third of its kernels, for small frames (ours)")
     p.add_argument("--frames", type=_positive_int, help="use the first N frames (default 70)")
     p.add_argument("--synth-frames", type=_positive_int,
                    help="also synthesize videos of this many frames from noise (may exceed --frames)")

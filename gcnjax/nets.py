@@ -287,7 +287,7 @@ def receptive_field(layers: Sequence[ConvSpec], n_axes: Optional[int] = None):
 # Generative ConvNet" (Xie, Zhu, Wu, CVPR 2017): 3-D convolutions over
 # (time, height, width), ReLU, f = the sum of the top layer's responses.
 
-STG_VARIANTS = ("st", "fc_s", "fc_s_large")
+STG_VARIANTS = ("st", "fc_s", "fc_s_large", "st_small")
 
 
 def stg_layers(variant: str, image_size: int = 100) -> Tuple[ConvSpec, ...]:
@@ -301,6 +301,12 @@ def stg_layers(variant: str, image_size: int = 100) -> Tuple[ConvSpec, ...]:
     * ``"fc_s_large"`` (224×224): 120 @ 7³ s3 SAME → 30 @ 4×75×75 s(2,1,1)
       pad (2,0,0) → 5 @ 2×1×1 pad (1,0,0).
 
+    * ``"st_small"`` (ours, for small frames on a CPU; not the authors'):
+      the ST net with a third of its kernels and strides, 120 @ 5³ s2 →
+      40 @ 3³ s2 → 20 @ 2×3×3 s(1,2,2), all SAME: a top unit sees 13 frames
+      of 17×17 pixels (the ST net's: 78 of 99×99, the whole of a 32² clip,
+      which its samples then copy).
+
     In the FC variants the second layer's spatial kernel covers the whole
     first-layer map, ``ceil(image_size / s1)`` (50 at 100, 75 at 224: the
     authors' numbers); other sizes get the same fully connected layer.
@@ -309,6 +315,12 @@ def stg_layers(variant: str, image_size: int = 100) -> Tuple[ConvSpec, ...]:
         return (
             ConvSpec(120, (15, 15, 15), (7, 7, 7), "SAME"),
             ConvSpec(40, (7, 7, 7), (3, 3, 3), "SAME"),
+            ConvSpec(20, (2, 3, 3), (1, 2, 2), "SAME"),
+        )
+    if variant == "st_small":
+        return (
+            ConvSpec(120, (5, 5, 5), (2, 2, 2), "SAME"),
+            ConvSpec(40, (3, 3, 3), (2, 2, 2), "SAME"),
             ConvSpec(20, (2, 3, 3), (1, 2, 2), "SAME"),
         )
     if variant in ("fc_s", "fc_s_large"):

@@ -235,7 +235,8 @@ def abp():
 def stg(variant: str = "st", *, frames: int = 70, image_size: int = 100, channels: int = 3,
         **overrides) -> DescriptorConfig:
     """The authors' settings for one variant (``"st"``, ``"fc_s"``,
-    ``"fc_s_large"``): ReLU, Gaussian initial weights of std 0.001, f = sum
+    ``"fc_s_large"``, or our small-frame ``"st_small"``:
+    :func:`gcnjax.nets.stg_layers`): ReLU, Gaussian initial weights of std 0.001, f = sum
     of the top responses, pixels 0..255 minus their mean, σ = 1, δ = 0.3,
     20 Langevin steps, 3 persistent chains started from N(0, 1) noise (near
     the mean), Adam (lr 1e-3, β1 0.5) with no per-layer division, gradient

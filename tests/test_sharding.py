@@ -150,7 +150,7 @@ RUNS = textwrap.dedent("""
 def test_a_training_run_on_eight_devices_learns_what_one_does(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", RUNS, str(tmp_path)], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     import numpy as np
 

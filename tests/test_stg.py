@@ -320,6 +320,9 @@ def test_reports_state_the_receptive_field_and_warn_where_it_covers_the_data():
     note = receptive_field_note(st, (16, 32, 32))
     assert note.startswith("A top unit sees 78×99×99 of the data's 16×32×32.") and "Warning" in note
     assert "Warning" not in receptive_field_note(st, (70, 100, 100))
+    # The small variant (5³ s2, 3³ s2, 2×3×3 s1×2×2): 1 + 4 + 2·2 + 1·4 = 13 frames, 1 + 4 + 2·2 + 2·4 = 17 pixels.
+    small = presets.stg("st_small", frames=16, image_size=32, channels=3)
+    assert receptive_field_note(small, (16, 32, 32)) == "A top unit sees 13×17×17 of the data's 16×32×32."
     texture = presets.texture()
     assert receptive_field_note(texture, (224, 224)) == "A top unit sees 33×33 of the data's 224×224."
     assert "Warning" in receptive_field_note(texture, (32, 32))
