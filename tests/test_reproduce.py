@@ -48,3 +48,31 @@ def test_the_hand_written_reading_survives_a_new_report(tmp_path):
     text = reproduce.render({"jobs": {}, "machine": "test"}, report, full=False, reading=reading)
     assert text.index("The egrets are egrets.") < text.index("## The runs")
     assert "old runs" not in text
+
+
+def test_a_verdict_needs_three_seeds_and_a_margin_beyond_their_spread():
+    three = [(10.74, 17.31), (10.78, 17.31), (10.76, 17.31)]
+    assert reproduce.verdict(three).startswith("**reproduced**: 10.76 ± 0.02 against 17.31 (3 seeds)")
+    assert reproduce.verdict(three, "no pulsing").startswith("**partly**") and "no pulsing" in reproduce.verdict(
+        three, "no pulsing")
+    assert reproduce.verdict(three[:1]) == "**partly**: 10.74 against 17.31 (one seed); fewer than 3 seeds"
+    # Lower than the baseline on average, but by less than the spread (sd 1.0 against a margin of 0.5).
+    noisy = [(9.5, 11.0), (10.5, 11.0), (11.5, 11.0)]
+    assert "within the spread" in reproduce.verdict(noisy)
+    assert reproduce.verdict([(0.117, 0.053)] * 3).startswith("**not**")
+
+
+def test_the_seeds_of_a_job_write_beside_its_first(tmp_path):
+    wave = next(j for j in reproduce.JOBS if j.name == "dynamic-wave")
+    out = reproduce.ROOT / "runs" / "reproduction"
+    first, third = (reproduce._command(wave, str(tmp_path), out, False, seed) for seed in (0, 2))
+    assert "--seed" not in first and first[first.index("--out") + 1] == "runs/reproduction/dynamic-wave"
+    assert third[third.index("--out") + 1] == "runs/reproduction/dynamic-wave-seed2" and third[-2:] == ["--seed", "2"]
+    # The verdict reads every seed's folder.
+    for seed, d in enumerate((10.74, 10.78, 10.76)):
+        folder = tmp_path / reproduce._seed_folder(wave, seed)
+        folder.mkdir()
+        (folder / "summary.json").write_text(json.dumps({"spectrum_distance_synthesized": d,
+                                                          "spectrum_distance_noise": 17.31}))
+    (row,) = reproduce.measure(wave, tmp_path / "dynamic-wave")
+    assert row["verdict"].startswith("**reproduced**") and len(row["scores"]) == 3
