@@ -99,21 +99,25 @@ def _cd(out):
             f"{s['chain_moved']:.3f} of ‖x‖")
 
 
+def _spread(entry, digits=5):
+    sd = entry.get("sd")
+    return f"{entry['mean']:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
 def _abp_heldout(out):
-    c = _summary(out)["complete"]
-    diff, se = c["test_abp_fit_minus_pca"]
-    stop = c.get("validation", {})
-    stopped = f"; early-stopped at iteration {stop['best_iteration']}" if stop else ""
-    return (f"held-out MSE: ABP {c['test_mse_abp_fit']:.5f} (least-squares fit), {c['test_mse_abp']:.5f} "
-            f"(posterior mode); PCA {c['test_mse_pca']:.5f}; ABP − PCA per face {diff:+.5f} ± {se:.5f}, "
-            f"ABP lower on {c['test_abp_fit_better_fraction']:.0%} of the faces{stopped}")
+    t = _summary(out)["test"]
+    n = len(t["seeds"])
+    return (f"test MSE ({n} seed{'s' if n > 1 else ''}, mean ± sd): ABP {_spread(t['test_mse_abp'])} (posterior "
+            f"mode), {_spread(t['test_mse_abp_fit'])} (least-squares fit); PCA {_spread(t['test_mse_pca'])}; "
+            f"ABP (mode) lower on {t['test_abp_better_fraction']['mean']:.0%} of the faces")
 
 
 def _abp_recovery(out):
-    r = _summary(out)["recovery"]
+    r = _summary(out)["test"]["recovery"]
     names = {"pepper:0.5": "50%", "pepper:0.7": "70%", "pepper:0.9": "90%"}
-    parts = [f"{names.get(k, k.replace('block:', 'block ') + '²')} {v:.4f}" for k, v in r.items() if k != "seconds"]
-    return "recovery MAE per missing value: " + ", ".join(parts)
+    parts = [f"{names.get(k, k.replace('block:', 'block ') + '²')} {v['abp']['mean']:.4f} (PCA "
+             f"{v['pca']['mean']:.4f}, mean {v['mean']['mean']:.4f})" for k, v in r.items()]
+    return "recovery MAE per missing value, ABP (baselines): " + ", ".join(parts)
 
 
 def _abp_incomplete(out):
@@ -122,8 +126,10 @@ def _abp_incomplete(out):
     for key, value in s.items():
         if key.startswith("incomplete_"):  # incomplete_pepper_0p5: the mask pepper:0.5
             kind, amount = key[len("incomplete_"):].split("_", 1)
-            parts.append(f"{kind} {amount.replace('p', '.')} missing in training: recovery MAE "
-                         f"{value['recovery_error']:.4f}")
+            m = value["missing_values_mae"]
+            parts.append(f"{kind} {amount.replace('p', '.')} missing in training: recovery MAE {m['abp_pasted']:.4f} "
+                         f"(PCA from the same incomplete faces {m['pca']:.4f}, mean {m['mean']:.4f}; g(z) alone "
+                         f"over the whole image {value['whole_image_mae']['abp_generated_alone']:.4f})")
     return "; ".join(parts)
 
 
@@ -216,7 +222,7 @@ JOBS: List[Job] = [
         [Row("Contrastive divergence reconstructs the observed image (rose), Xie et al. 2016",
              "CD-learned models reconstruct the observed images, x ≈ σ²∇f(x) (pictures)",
              _cd, lambda o: _existing(o / "reconstruction.png"))]),
-    Job("abp", lambda d, full: _py("abp_faces", "--data", f"{d}/faces64", "--incomplete-epochs", "20",
+    Job("abp", lambda d, full: _py("abp_faces", "--data", f"{d}/faces64", "--seeds", "0",
                                    *(["--full"] if full else [])),
         "`face32` generator (d = 20, σ = 0.3, 10 warm-started Langevin steps of δ = 0.3, Adam 1e-3); CPU: 32² "
         "faces, 650 (+ mirror images) to train, 50 for early stopping, 100 held out, 60 epochs; full: 64², the "
@@ -224,12 +230,12 @@ JOBS: List[Job] = [
         [Row("ABP: reconstruction of held-out faces against PCA at the same d, Han et al. 2017",
              "ABP's reconstruction error of testing images is below PCA's at the same latent dimension "
              "(a table; CelebA faces, not comparable in value)",
-             _abp_heldout, lambda o: _existing(o / "complete" / "heldout.png")),
+             _abp_heldout, lambda o: _existing(o / "test" / "seed0" / "heldout.png")),
          Row("ABP: recovery of occluded faces, Han et al. 2017",
              "recovery errors per mask: salt-and-pepper 50/70/90% and a missing 20²/30² block on 64² "
              "(a table; CelebA)",
-             _abp_recovery, lambda o: _existing(o / "recovery" / "recovery_pepper_0p7.png",
-                                                o / "recovery" / "recovery_block_15.png")),
+             _abp_recovery, lambda o: _existing(o / "test" / "seed0" / "inpaint_test" / "recovery_pepper_0p7.png",
+                                                o / "test" / "seed0" / "inpaint_test" / "recovery_block_15.png")),
          Row("ABP: learning from incomplete data, Han et al. 2017",
              "a generator learned from faces with pixels missing recovers them (a table of errors; CelebA)",
              _abp_incomplete, lambda o: _existing(o / "incomplete_pepper_0p5" / "recovered.png"))]),
