@@ -224,9 +224,9 @@ JOBS: List[Job] = [
              _cd, lambda o: _existing(o / "reconstruction.png"))]),
     Job("abp", lambda d, full: _py("abp_faces", "--data", f"{d}/faces64", "--seeds", "0",
                                    *(["--full"] if full else [])),
-        "`face32` generator (d = 20, σ = 0.3, 10 warm-started Langevin steps of δ = 0.3, Adam 1e-3); CPU: 32² "
-        "faces, 650 (+ mirror images) to train, 50 for early stopping, 100 held out, 60 epochs; full: 64², the "
-        "`face` net",
+        "`gcnjax abp train`'s defaults (σ = 0.05, 10 warm-started Langevin steps of δ = 0.05, Adam 1e-3, batch "
+        "50, 40 epochs, early stopping every 50 iterations); faces 1–600 to train, 601–700 for early stopping, "
+        "701–800 tested; CPU: 32², the `face32` net, d = 20; full: 64², the `face` net, d = 100",
         [Row("ABP: reconstruction of held-out faces against PCA at the same d, Han et al. 2017",
              "ABP's reconstruction error of testing images is below PCA's at the same latent dimension "
              "(a table; CelebA faces, not comparable in value)",
