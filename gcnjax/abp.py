@@ -14,7 +14,12 @@ commands and the scripts in ``experiments/`` call them):
   them at once, vmapped) and regenerates them; with a mask it uses only the
   observed pixels, so ``g(z)`` fills in the missing ones
   (:func:`recover_images`: the recovery of occluded images).
-* :func:`pca_reconstruct`: the linear baseline.
+* :func:`pca_fit` / :func:`pca_complete` / :func:`pca_reconstruct`: the
+  linear baseline of the same dimension (learned from complete or
+  incomplete examples; a reconstruction from all values or the completion
+  of missing ones by least squares on the observed ones), and
+  :func:`baseline_recoveries`, PCA's completion and the mean fill beside
+  every recovery of missing values.
 """
 
 from __future__ import annotations
