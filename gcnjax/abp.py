@@ -550,7 +550,10 @@ def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
       out: the run directory.
       mask: optional ``(N, H, W, 1)`` (or data-shaped) observation mask,
         1 = observed: learning from incomplete data; the report gives the
-        recovery error of the missing pixels by ``g`` of the learned latents.
+        recovery error of the missing pixels by ``g`` of the learned latents
+        (pasted into the observed pixels, and alone) beside PCA learned from
+        the same incomplete data and the observed mean
+        (``recovery_errors.npy``, ``whole_image_errors.npy``).
       mask_spec: how the mask was made (e.g. ``"pepper:0.5"``), for the report.
       test_observations: held-out examples (not trained on): their latents
         are inferred (``test_rounds`` × the config's Langevin) and the report
@@ -560,8 +563,9 @@ def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
         nor tested on): at every snapshot (``config.run.image_every``) their
         least-squares reconstruction error is logged to ``validation.json``,
         and the params with the lowest one are the run's ``params.msgpack``,
-        the ones every output is drawn with; the last iteration's params are
-        kept as ``params_final.msgpack``.
+        the ones every output is drawn with (the training latents are
+        refined under them first when they are not the last iteration's);
+        the last iteration's params are kept as ``params_final.msgpack``.
       sample_rate: the rate of sound clips (WAVs are written).
       overwrite / resume / quiet: as :func:`gcnjax.run.learn`; a resumed run
         gives the same result as an uninterrupted one.
