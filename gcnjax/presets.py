@@ -223,7 +223,8 @@ def abp():
 
     PAPERS §4's typical settings are σ = 0.3, δ = 0.3, 30 steps, lr 3e-4
     (:class:`gcnjax.generator.GeneratorConfig`'s defaults). These were
-    chosen on validation faces (``experiments/abp_faces.py``, RESULTS.md):
+    chosen on validation faces at 32² (the ``face32`` net, d = 20; not yet
+    checked at 64²; ``experiments/abp_faces.py``, RESULTS.md):
     with σ = 0.3 the prior ``||z||²/2`` pulls the posterior mode of faces
     never seen far from their best fit, and the generator reconstructs them
     worse than PCA at the same d; a smaller σ (δ scaled with it, so the
