@@ -1,96 +1,217 @@
-"""Alternating back-propagation on faces: held-out reconstruction against PCA,
-recovery of occluded faces, and learning from incomplete data (PAPERS §4).
+"""Alternating back-propagation on faces, with the command line's defaults:
+reconstruction of faces never seen against PCA, recovery of occluded faces,
+and learning from incomplete data (PAPERS §4).
 
-    python experiments/abp_faces.py --data ../shared/data/faces64 --out runs/abp-faces
+    python -m experiments.abp_faces --data ../shared/data/faces64 --out runs/abp-faces
 
-The CPU size (default) learns 32×32 faces with the ``face32`` net; ``--full``
-uses the papers' 64×64 net (a GPU run). The last ``--holdout`` images are
-never trained on: their latents are inferred to compare ABP's reconstruction
-error with PCA's at the same latent dimension, and they are the faces
-occluded for the recovery table.
+The faces of ``--data`` are split by their index in name order, once and for
+all: the first ``--train`` (600) are learned from, the next ``--validation``
+(100) choose the params kept (early stopping) and the settings (the
+``--select`` stage), the last ``--test`` (100) are scored once, at the end,
+by the runs of the ``test`` stage. Every run is a ``gcnjax abp train``
+command with the defaults of the command line (only the size, the net, d,
+the seed and, in the ``select`` stage, the flags of each configuration are
+given), so the numbers are what a user of the defaults gets.
+
+Stages (``--stages``, in this order):
+
+* ``select``: one run per ``--select NAME=FLAGS`` configuration, trained on
+  the training faces with early stopping on the validation faces, scored on
+  the validation faces (ABP posterior mode, ABP least-squares fit, PCA at the
+  same d fitted on the training faces): ``select.json``.
+* ``test``: one run per ``--seeds`` seed with the defaults, on the whole
+  folder with ``--holdout`` = the test faces and ``--validation``: its report
+  holds the test table; then ``gcnjax abp reconstruct`` (the command's
+  default inference) and ``gcnjax abp inpaint`` (occlusions, with the PCA
+  completion and the mean fill beside ABP) on the test faces.
+* ``incomplete``: a run learned from the training faces with pixels missing
+  (``--incomplete-masks``), with early stopping on the validation faces: the
+  recovery of the missing pixels by ABP (pasted into the observed ones, and
+  g(z) alone), by PCA learned from the same incomplete faces, and by the mean.
+
+``summary.json`` gathers the numbers (mean and standard deviation over the
+seeds of the test stage).
 """
 
 import argparse
-import dataclasses
 import json
+import shlex
 import time
 from pathlib import Path
 
 import numpy as np
 
-from gcnjax import abp, masks
+from gcnjax import abp, cli
 from gcnjax import data as gdata
-from gcnjax import generator as G
-from gcnjax.langevin import LangevinConfig
-from gcnjax.train import RunConfig
+
+
+def _split(folder: Path, out: Path, sizes):
+    """Folders of links to the faces of each part, by index in name order."""
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in gdata.IMAGE_EXTENSIONS)
+    n_train, n_val, n_test = sizes
+    if len(paths) < sum(sizes):
+        raise SystemExit(f"{folder} has {len(paths)} images, fewer than {sum(sizes)}.")
+    paths = paths[:sum(sizes)]
+    parts = {"train": paths[:n_train], "validation": paths[n_train:n_train + n_val],
+             "test": paths[n_train + n_val:], "train_validation": paths[:n_train + n_val], "all": paths}
+    for name, members in parts.items():
+        d = out / name
+        d.mkdir(parents=True, exist_ok=True)
+        for p in members:
+            link = d / p.name
+            if not link.exists():
+                link.symlink_to(p.resolve())
+    return {name: out / name for name in parts}, {
+        name: [p.name for p in members][:: max(1, len(members) - 1)] for name, members in parts.items()}
+
+
+def _cli(argv):
+    print("gcnjax " + " ".join(shlex.quote(str(a)) for a in argv), flush=True)
+    t = time.perf_counter()
+    if cli.main([str(a) for a in argv]) != 0:
+        raise SystemExit(f"failed: gcnjax {' '.join(map(str, argv))}")
+    return time.perf_counter() - t
+
+
+def _numbers(result, keys):
+    return {k: result[k] for k in keys if k in result}
+
+
+HELD_KEYS = ("test_mse_abp", "test_mse_abp_fit", "test_mse_pca", "test_abp_better_fraction",
+             "test_abp_fit_better_fraction", "test_abp_minus_pca", "test_abp_fit_minus_pca")
+
+
+def _score(run_dir: Path, train_images, val_images, rounds=(10, 30)):
+    """A run's validation table (ABP mode / fit against PCA fitted on the
+    training faces), with inference of each number of ``rounds``."""
+    config, scale, net, params, _ = abp.load_generator_run(run_dir)
+    scores = {}
+    for r in rounds:
+        _, held, _, _ = abp.heldout_comparison(config, net, params, scale, scale.to_model(train_images),
+                                               val_images, rounds=r)
+        scores[f"rounds{r}"] = held
+    validation = json.loads((run_dir / "validation.json").read_text())
+    return {**scores, "kept_iteration": validation["best_iteration"],
+            "validation_rows": [(row["iteration"], row["mse"]) for row in validation["rows"]]}
+
+
+def _mean_sd(rows, key):
+    values = np.array([r[key][0] if isinstance(r[key], list) else r[key] for r in rows], np.float64)
+    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "values": values.tolist()}
+
+
+def _aggregate(rows):
+    """The test stage's rows (one per seed) with their mean and spread."""
+    out = {"seeds": rows, **{k: _mean_sd(rows, k) for k in (
+        "test_mse_abp", "test_mse_abp_fit", "test_mse_pca", "test_abp_better_fraction", "reconstruct_command_mse",
+        "reconstruct_command_mse_pca")}}
+    out["recovery"] = {m: {method: _mean_sd([{"v": r["recovery"][m][method]} for r in rows], "v")
+                           for method in rows[0]["recovery"][m]} for m in rows[0]["recovery"]}
+    return out
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="a folder of face images")
+    p.add_argument("--data", required=True, type=Path, help="a folder of face images")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--full", action="store_true", help="64×64 faces, the papers' net")
-    p.add_argument("--holdout", type=int, default=100)
-    p.add_argument("--validation", type=int, default=50,
-                   help="training faces set aside for early stopping (0: none, keep the last iteration)")
-    p.add_argument("--latent-dim", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--incomplete-epochs", type=int, default=30)
-    p.add_argument("--incomplete-masks", nargs="*", default=["pepper:0.5"],
-                   help="masks of the learning-from-incomplete-data runs (pepper:F, block:S placed at random)")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--no-flip", action="store_true",
-                   help="train on the faces only, not also on their mirror images")
-    p.add_argument("--skip", nargs="*", default=[], choices=["complete", "recovery", "incomplete"])
+    p.add_argument("--full", action="store_true", help="64×64 faces, the `face` net, d = 100")
+    p.add_argument("--latent-dim", type=int, help="d (default 20, or 100 with --full)")
+    p.add_argument("--train", type=int, default=600)
+    p.add_argument("--validation", type=int, default=100)
+    p.add_argument("--test", type=int, default=100)
+    p.add_argument("--stages", nargs="*", default=["test", "incomplete"], choices=["select", "test", "incomplete"])
+    p.add_argument("--select", nargs="*", default=["defaults="],
+                   help="configurations of the select stage: NAME=FLAGS (flags of `gcnjax abp train` on top of "
+                        "the defaults), e.g. 'sigma0.1=--sigma 0.1 --delta 0.1'")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--incomplete-masks", nargs="*", default=["pepper:0.5"])
+    p.add_argument("--recovery-masks", nargs="*", default=None,
+                   help="occlusions of the test faces (default: pepper 50/70/90%%, blocks of 10 and 15 at 32², "
+                        "20 and 30 at 64²)")
     args = p.parse_args()
 
     size = 64 if args.full else 32
-    images = gdata.load_images(args.data, size=size)
-    train, test = images[:-args.holdout], images[-args.holdout:]
-    # Early stopping: the generator overfits a few hundred faces, so the
-    # params kept are those with the lowest error on faces set aside from
-    # the training set (the held-out test faces are not used to choose).
-    train, validation = (train[:-args.validation], train[-args.validation:]) if args.validation else (train, None)
-    # Mirror images double the training set (the held-out faces stay unseen):
-    # with 700 faces the generator otherwise fits the training set better
-    # than PCA but generalises no better.
-    augmented = train if args.no_flip else np.concatenate([train, train[:, :, ::-1]])
-    config = G.GeneratorConfig(
-        net="face" if args.full else "face32", latent_dim=args.latent_dim, sigma=0.3,
-        langevin=LangevinConfig.from_delta(0.3, args.steps), learning_rate=args.lr, batch_size=50,
-        n_epochs=args.epochs, run=RunConfig(log_every=10, image_every=100, checkpoint_every=200))
-    summary = {}
-    if "complete" not in args.skip:
-        t = time.perf_counter()
-        r = abp.learn_generator(config, augmented, args.out / "complete", test_observations=test,
-                                validation_observations=validation,
-                                title=f"ABP on {size}×{size} faces", source=args.data, overwrite=True)
-        summary["complete"] = {k: r[k] for k in ("train_mse", "test_mse_abp", "test_mse_abp_fit", "test_mse_pca",
-                                                 "test_abp_better_fraction", "test_abp_fit_better_fraction",
-                                                 "test_abp_fit_minus_pca", "iterations", "validation") if k in r}
-        summary["complete"]["seconds"] = time.perf_counter() - t
-        print(json.dumps(summary["complete"], indent=1))
-    if "recovery" not in args.skip:
-        b1, b2 = (20, 30) if args.full else (10, 15)
-        specs = ["pepper:0.5", "pepper:0.7", "pepper:0.9", f"block:{b1}", f"block:{b2}"]
-        t = time.perf_counter()
-        r = abp.recover_run(args.out / "complete", test, args.out / "recovery", specs, overwrite=True)
-        summary["recovery"] = {**r["errors"], "seconds": time.perf_counter() - t}
-        print(json.dumps(summary["recovery"], indent=1))
-    if "incomplete" not in args.skip:
-        incomplete = dataclasses.replace(config, n_epochs=args.incomplete_epochs)
-        for spec in args.incomplete_masks:
-            mask = masks.from_spec(spec.replace("block", "randblock"), train.shape, seed=7)
-            t = time.perf_counter()
-            name = "incomplete_" + spec.replace(":", "_").replace(".", "p")
-            r = abp.learn_generator(incomplete, train, args.out / name, mask=mask, mask_spec=spec,
-                                    title=f"ABP from incomplete {size}×{size} faces ({masks.describe(spec)})",
-                                    source=args.data, overwrite=True)
-            summary[name] = {"recovery_error": r["train_recovery_error"], "seconds": time.perf_counter() - t}
-            print(name, json.dumps(summary[name]))
+    d = args.latent_dim or (100 if args.full else 20)
+    common = ["--image-size", size, "--net", "face" if args.full else "face32", "--latent-dim", d, "--quiet",
+              "--overwrite"]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary_path = args.out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    folders, ends = _split(args.data, args.out / "split", (args.train, args.validation, args.test))
+    summary["split"] = {"data": str(args.data), "train": args.train, "validation": args.validation,
+                        "test": args.test, "first_and_last": ends}
+    images = {name: gdata.load_images(folders[name], size=size) for name in ("train", "validation", "test")}
+
+    def save():
+        # Merged into the file as it is now: stages (and seeds) may run in several processes at once.
+        merged = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        for key, value in summary.items():
+            if key == "test":
+                seeds = {r["seed"]: r for r in merged.get("test", {}).get("seeds", []) + value["seeds"]}
+                merged["test"] = _aggregate([seeds[k] for k in sorted(seeds)])
+            elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        summary_path.write_text(json.dumps(merged, indent=1))
+
+    if "select" in args.stages:
+        chosen = summary.setdefault("select", {})
+        for spec in args.select:
+            name, _, flags = spec.partition("=")
+            run = args.out / "select" / name
+            seconds = _cli(["abp", "train", "--data", folders["train_validation"], "--validation",
+                            args.validation, *common, *shlex.split(flags), "--out", run])
+            chosen[name] = {"flags": flags, "seconds": seconds,
+                            **_score(run, images["train"], images["validation"])}
+            print(name, json.dumps(chosen[name]), flush=True)
+            save()
+
+    if "test" in args.stages:
+        masks = args.recovery_masks or ["pepper:0.5", "pepper:0.7", "pepper:0.9",
+                                        *(["block:20", "block:30"] if args.full else ["block:10", "block:15"])]
+        rows = []
+        for seed in args.seeds:
+            run = args.out / "test" / f"seed{seed}"
+            seconds = _cli(["abp", "train", "--data", folders["all"], "--holdout", args.test, "--validation",
+                            args.validation, *common, "--seed", seed, "--out", run])
+            # The test table of the run's report, recomputed here from its saved errors.
+            errors = np.load(run / "heldout_errors.npy")
+            row = {"seed": seed, "seconds": seconds, "test_mse_abp": float(errors[0].mean()),
+                   "test_mse_abp_fit": float(errors[1].mean()), "test_mse_pca": float(errors[2].mean()),
+                   "test_abp_better_fraction": float(np.mean(errors[0] < errors[2])),
+                   "test_abp_fit_better_fraction": float(np.mean(errors[1] < errors[2])),
+                   "test_abp_minus_pca": [float((errors[0] - errors[2]).mean()),
+                                          float((errors[0] - errors[2]).std(ddof=1) / np.sqrt(errors.shape[1]))],
+                   "kept_iteration": json.loads((run / "validation.json").read_text())["best_iteration"]}
+            _cli(["abp", "reconstruct", "--run", run, "--data", folders["test"], "--out", run / "reconstruct_test",
+                  "--overwrite"])
+            reconstructed = json.loads((run / "reconstruct_test" / "results.json").read_text())
+            row["reconstruct_command_mse"] = reconstructed["reconstruction_mse"]
+            row["reconstruct_command_mse_pca"] = reconstructed["reconstruction_mse_pca"]
+            _cli(["abp", "inpaint", "--run", run, "--data", folders["test"], *sum((["--mask", m] for m in masks), []),
+                  "--out", run / "inpaint_test", "--overwrite"])
+            row["recovery"] = json.loads((run / "inpaint_test" / "results.json").read_text())
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            summary["test"] = _aggregate(rows)
+            save()
+
+    if "incomplete" in args.stages:
+        for spec in args.incomplete_masks:
+            name = "incomplete_" + spec.replace(":", "_").replace(".", "p")
+            run = args.out / name
+            seconds = _cli(["abp", "train", "--data", folders["train_validation"], "--validation", args.validation,
+                            "--mask", spec, *common, "--out", run])
+            missing, whole = np.load(run / "recovery_errors.npy"), np.load(run / "whole_image_errors.npy")
+            methods = ("abp_pasted", "abp_generated_alone", "pca", "mean")
+            summary[name] = {"seconds": seconds,
+                             "missing_values_mae": dict(zip(methods, missing.mean(axis=1).tolist())),
+                             "whole_image_mae": dict(zip(methods, whole.mean(axis=1).tolist())),
+                             "kept_iteration": json.loads((run / "validation.json").read_text())["best_iteration"]}
+            print(name, json.dumps(summary[name]), flush=True)
+            save()
 
 
 if __name__ == "__main__":

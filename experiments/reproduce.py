@@ -6,7 +6,7 @@ command, the settings and the run time.
     python -m experiments.reproduce --data ../shared/data --full     # the papers' sizes (a GPU)
     python -m experiments.reproduce --data ../shared/data --only abp coop   # rerun some jobs
 
-The default size fits the 2-core CPU (about 90 minutes in all); ``--full``
+The default size fits the 2-core CPU (about 100 minutes in all); ``--full``
 passes ``--full`` (or the papers' settings) to every experiment. The cheap
 jobs run 3 seeds (``Job.seeds``; seed 0's output makes the row, the others
 go to ``OUT/JOB-seedS``), and a row with a number and a baseline
@@ -41,16 +41,16 @@ SOUND_ICONS = Path("/usr/share/sounds/sound-icons/canary-long.wav")
 class Row:
     """One line of the report: an experiment of a paper and its measurement.
 
-    ``score`` reads ``(ours, baseline)`` from a job's output, both lower is
-    better: with it the row gets a verdict (:func:`verdict`) over the job's
-    seeds; ``limit`` names what the number does not show (the verdict is
+    ``score`` reads ``[(ours, baseline), ...]`` (one pair per seed the
+    output holds) from a job's output, both lower is better: with it the
+    row gets a verdict (:func:`verdict`) over all the job's seeds; ``limit`` names what the number does not show (the verdict is
     then at most "partly")."""
 
     experiment: str
     paper: str  # what the paper reports
     measure: Callable[[Path], str]  # our result, read from the job's output
     pictures: Callable[[Path], List[Path]] = lambda out: []
-    score: Optional[Callable[[Path], Tuple[float, float]]] = None
+    score: Optional[Callable[[Path], List[Tuple[float, float]]]] = None
     limit: str = ""
 
 
@@ -85,9 +85,9 @@ def _first(out: Path, pattern: str) -> List[Path]:
 # ---------------------------------------------------------------- the measurements
 
 
-def _pair(summary: Dict, ours: str, baseline: str) -> Tuple[float, float]:
-    """``(ours, baseline)`` read from a summary, for a row's verdict."""
-    return float(summary[ours]), float(summary[baseline])
+def _pair(summary: Dict, ours: str, baseline: str) -> List[Tuple[float, float]]:
+    """``[(ours, baseline)]`` read from a summary, for a row's verdict."""
+    return [(float(summary[ours]), float(summary[baseline]))]
 
 
 def _texture(out):
@@ -116,21 +116,25 @@ def _cd(out):
             f"{s['chain_moved']:.3f} of ‖x‖")
 
 
+def _spread(entry, digits=5):
+    sd = entry.get("sd")
+    return f"{entry['mean']:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
 def _abp_heldout(out):
-    c = _summary(out)["complete"]
-    diff, se = c["test_abp_fit_minus_pca"]
-    stop = c.get("validation", {})
-    stopped = f"; early-stopped at iteration {stop['best_iteration']}" if stop else ""
-    return (f"held-out MSE: ABP {c['test_mse_abp_fit']:.5f} (least-squares fit), {c['test_mse_abp']:.5f} "
-            f"(posterior mode); PCA {c['test_mse_pca']:.5f}; ABP − PCA per face {diff:+.5f} ± {se:.5f}, "
-            f"ABP lower on {c['test_abp_fit_better_fraction']:.0%} of the faces{stopped}")
+    t = _summary(out)["test"]
+    n = len(t["seeds"])
+    return (f"test MSE ({n} seed{'s' if n > 1 else ''}, mean ± sd): ABP {_spread(t['test_mse_abp'])} (posterior "
+            f"mode), {_spread(t['test_mse_abp_fit'])} (least-squares fit); PCA {_spread(t['test_mse_pca'])}; "
+            f"ABP (mode) lower on {t['test_abp_better_fraction']['mean']:.0%} of the faces")
 
 
 def _abp_recovery(out):
-    r = _summary(out)["recovery"]
+    r = _summary(out)["test"]["recovery"]
     names = {"pepper:0.5": "50%", "pepper:0.7": "70%", "pepper:0.9": "90%"}
-    parts = [f"{names.get(k, k.replace('block:', 'block ') + '²')} {v:.4f}" for k, v in r.items() if k != "seconds"]
-    return "recovery MAE per missing value: " + ", ".join(parts)
+    parts = [f"{names.get(k, k.replace('block:', 'block ') + '²')} {v['abp']['mean']:.4f} (PCA "
+             f"{v['pca']['mean']:.4f}, mean {v['mean']['mean']:.4f})" for k, v in r.items()]
+    return "recovery MAE per missing value, ABP (baselines): " + ", ".join(parts)
 
 
 def _abp_incomplete(out):
@@ -139,8 +143,10 @@ def _abp_incomplete(out):
     for key, value in s.items():
         if key.startswith("incomplete_"):  # incomplete_pepper_0p5: the mask pepper:0.5
             kind, amount = key[len("incomplete_"):].split("_", 1)
-            parts.append(f"{kind} {amount.replace('p', '.')} missing in training: recovery MAE "
-                         f"{value['recovery_error']:.4f}")
+            m = value["missing_values_mae"]
+            parts.append(f"{kind} {amount.replace('p', '.')} missing in training: recovery MAE {m['abp_pasted']:.4f} "
+                         f"(PCA from the same incomplete faces {m['pca']:.4f}, mean {m['mean']:.4f}; g(z) alone "
+                         f"over the whole image {value['whole_image_mae']['abp_generated_alone']:.4f})")
     return "; ".join(parts)
 
 
@@ -235,21 +241,21 @@ JOBS: List[Job] = [
              "CD-learned models reconstruct the observed images, x ≈ σ²∇f(x) (pictures)",
              _cd, lambda o: _existing(o / "reconstruction.png"),
              score=lambda o: _pair(_summary(o), "autoencoding_error_learned", "autoencoding_error_initial"))]),
-    Job("abp", lambda d, full: _py("abp_faces", "--data", f"{d}/faces64", "--incomplete-epochs", "20",
+    Job("abp", lambda d, full: _py("abp_faces", "--data", f"{d}/faces64", "--seeds", "0", "1", "2",
                                    *(["--full"] if full else [])),
-        "`face32` generator (d = 20, σ = 0.3, 10 warm-started Langevin steps of δ = 0.3, Adam 1e-3); CPU: 32² "
-        "faces, 650 (+ mirror images) to train, 50 for early stopping, 100 held out, 60 epochs; full: 64², the "
-        "`face` net",
+        "`gcnjax abp train`'s defaults (σ = 0.05, 10 warm-started Langevin steps of δ = 0.05, Adam 1e-3, batch "
+        "50, 40 epochs, early stopping every 50 iterations); faces 1–600 to train, 601–700 for early stopping, "
+        "701–800 tested; CPU: 32², the `face32` net, d = 20; full: 64², the `face` net, d = 100",
         [Row("ABP: reconstruction of held-out faces against PCA at the same d, Han et al. 2017",
              "ABP's reconstruction error of testing images is below PCA's at the same latent dimension "
              "(a table; CelebA faces, not comparable in value)",
-             _abp_heldout, lambda o: _existing(o / "complete" / "heldout.png"),
-             score=lambda o: _pair(_summary(o)["complete"], "test_mse_abp", "test_mse_pca")),
+             _abp_heldout, lambda o: _existing(o / "test" / "seed0" / "heldout.png"),
+             score=lambda o: [(r["test_mse_abp"], r["test_mse_pca"]) for r in _summary(o)["test"]["seeds"]]),
          Row("ABP: recovery of occluded faces, Han et al. 2017",
              "recovery errors per mask: salt-and-pepper 50/70/90% and a missing 20²/30² block on 64² "
              "(a table; CelebA)",
-             _abp_recovery, lambda o: _existing(o / "recovery" / "recovery_pepper_0p7.png",
-                                                o / "recovery" / "recovery_block_15.png")),
+             _abp_recovery, lambda o: _existing(o / "test" / "seed0" / "inpaint_test" / "recovery_pepper_0p7.png",
+                                                o / "test" / "seed0" / "inpaint_test" / "recovery_block_15.png")),
          Row("ABP: learning from incomplete data, Han et al. 2017",
              "a generator learned from faces with pixels missing recovers them (a table of errors; CelebA)",
              _abp_incomplete, lambda o: _existing(o / "incomplete_pepper_0p5" / "recovered.png"))]),
@@ -320,7 +326,7 @@ JOBS: List[Job] = [
         [Row("Cooperative training on faces, Xie et al. 2018",
              "the descriptor's revision improves the generator's proposals; both nets' samples (pictures)",
              _coop, lambda o: _existing(o / "proposals.png", o / "revised.png"),
-             score=lambda o: (_summary(o)["frechet"]["generator"], _summary(o)["frechet"]["pixel_gaussian"]),
+             score=lambda o: [(_summary(o)["frechet"]["generator"], _summary(o)["frechet"]["pixel_gaussian"])],
              limit="it needs the revised images clipped to [−1, 1], which the authors' algorithm does not do, and "
                    "other nets than the authors'")]),
 ]
@@ -378,7 +384,7 @@ def measure(job: Job, job_out: Path) -> List[Dict]:
         try:
             got = {"ours": row.measure(job_out), "pictures": [str(p) for p in row.pictures(job_out)]}
             if row.score is not None:
-                scores = [row.score(job_out.parent / _seed_folder(job, s)) for s in range(job.seeds)]
+                scores = [pair for s in range(job.seeds) for pair in row.score(job_out.parent / _seed_folder(job, s))]
                 got["scores"] = scores
                 got["verdict"] = verdict(scores, row.limit)
             rows.append(got)

@@ -14,7 +14,12 @@ commands and the scripts in ``experiments/`` call them):
   them at once, vmapped) and regenerates them; with a mask it uses only the
   observed pixels, so ``g(z)`` fills in the missing ones
   (:func:`recover_images`: the recovery of occluded images).
-* :func:`pca_reconstruct`: the linear baseline.
+* :func:`pca_fit` / :func:`pca_complete` / :func:`pca_reconstruct`: the
+  linear baseline of the same dimension (learned from complete or
+  incomplete examples; a reconstruction from all values or the completion
+  of missing ones by least squares on the observed ones), and
+  :func:`baseline_recoveries`, PCA's completion and the mean fill beside
+  every recovery of missing values.
 """
 
 from __future__ import annotations
@@ -44,7 +49,11 @@ __all__ = [
     "reconstruct_images",
     "recover_images",
     "recover_run",
+    "pca_fit",
+    "pca_complete",
     "pca_reconstruct",
+    "observed_mean",
+    "baseline_recoveries",
     "heldout_comparison",
     "mean_squared_error",
 ]
@@ -139,21 +148,103 @@ def mean_squared_error(a, b, unit: float = 255.0) -> np.ndarray:
     return np.mean(np.square(a - b).reshape(a.shape[0], -1), axis=1) / unit**2
 
 
+def _flat_mask(mask, shape) -> np.ndarray:
+    """An observation mask (1 = observed; broadcasting to ``shape``) as
+    booleans ``(N, D)`` over the flattened values, all observed if ``None``."""
+    if mask is None:
+        return np.ones((shape[0], int(np.prod(shape[1:]))), bool)
+    return np.broadcast_to(np.asarray(mask) != 0, shape).reshape(shape[0], -1)
+
+
+def pca_fit(train: np.ndarray, latent_dim: int, *, mask: Optional[np.ndarray] = None,
+            iterations: int = 30):
+    """PCA of dimension ``latent_dim``: ``(mean, components)``, the mean
+    ``μ`` (D,) and the top ``latent_dim`` principal directions ``V`` (d, D,
+    orthonormal rows) of the flattened training examples.
+
+    With a ``mask`` (1 = observed) the missing values are never used: PCA
+    learned from incomplete data by alternating least squares, the linear
+    analogue of learning a generator from incomplete data. Starting from the
+    missing values filled with the observed mean of their position, each of
+    ``iterations`` rounds fits ``(μ, V)`` to the filled examples and refills
+    the missing values with the completion :func:`pca_complete`; each round
+    lowers (or keeps) the observed values' error ``Σ ||m ⊙ (x − μ − Vᵀc)||²``.
+    """
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
+    train = np.asarray(train, np.float64)
+    flat = train.reshape(train.shape[0], -1)
+    if latent_dim > min(flat.shape):
+        raise ValueError(f"latent_dim {latent_dim} exceeds the rank PCA can find in {flat.shape[0]} examples of "
+                         f"{flat.shape[1]} values.")
+
+    def fit(filled):
+        mean = filled.mean(axis=0)
+        _, _, vt = np.linalg.svd(filled - mean, full_matrices=False)
+        return mean, vt[:latent_dim]
+
+    if mask is None:
+        return fit(flat)
+    observed = _flat_mask(mask, train.shape)
+    filled = np.where(observed, flat, observed_mean(train, mask).reshape(-1))
+    for _ in range(int(iterations)):
+        mean, components = fit(filled)
+        filled = np.where(observed, flat, pca_complete(mean, components, flat, observed))
+    return fit(filled)
+
+
+def pca_complete(mean: np.ndarray, components: np.ndarray, x: np.ndarray,
+                 mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """PCA's reconstruction of ``x`` from its observed values only:
+    ``μ + Vᵀc`` with ``c = argmin_c ||m ⊙ (x − μ − Vᵀc)||²`` (least squares on
+    the observed values, minimum norm when they do not determine c), so the
+    missing values are completed by the linear model. Without a mask this is
+    the projection ``μ + VᵀV(x − μ)``. Returns the whole reconstruction
+    (observed values included, shaped like ``x``); missing values of ``x``
+    never enter."""
+    x = np.asarray(x, np.float64)
+    flat = x.reshape(x.shape[0], -1)
+    mean, components = np.asarray(mean, np.float64).reshape(-1), np.asarray(components, np.float64)
+    if mask is None:
+        return (mean + (flat - mean) @ components.T @ components).reshape(x.shape)
+    observed = _flat_mask(mask, x.shape)
+    out = np.empty_like(flat)
+    for i in range(flat.shape[0]):
+        o = observed[i]
+        c = np.linalg.lstsq(components[:, o].T, flat[i, o] - mean[o], rcond=None)[0]
+        out[i] = mean + c @ components
+    return out.reshape(x.shape)
+
+
 def pca_reconstruct(train: np.ndarray, test: np.ndarray, latent_dim: int) -> np.ndarray:
     """Reconstruct ``test`` from its projection on the top ``latent_dim``
     principal components of ``train``: ``μ + V Vᵀ (x − μ)`` with ``V`` the
     leading right singular vectors of the centred training matrix (the best
     linear model of that dimension, in squared error, on the training set)."""
-    train = np.asarray(train, np.float64)
-    test = np.asarray(test, np.float64)
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
-    flat = train.reshape(train.shape[0], -1)
-    mean = flat.mean(axis=0)
-    _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
-    v = vt[:latent_dim].T
-    centred = test.reshape(test.shape[0], -1) - mean
-    return (mean + centred @ v @ v.T).reshape(test.shape)
+    return pca_complete(*pca_fit(train, latent_dim), test)
+
+
+def observed_mean(x: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """The mean of each position over the examples where it is observed
+    (``mask`` 1; all of them without a mask); 0 where it never is."""
+    x = np.asarray(x, np.float64)
+    observed = _flat_mask(mask, x.shape)
+    counts = observed.sum(axis=0)
+    total = np.where(observed, x.reshape(x.shape[0], -1), 0.0).sum(axis=0)
+    return np.divide(total, counts, out=np.zeros_like(total), where=counts > 0).reshape(x.shape[1:])
+
+
+def baseline_recoveries(pca, x: np.ndarray, mask: np.ndarray, mean: Optional[np.ndarray] = None
+                        ) -> Dict[str, np.ndarray]:
+    """The linear baselines of a recovery of missing values, in the units of
+    ``x``: ``"pca"``, the completion :func:`pca_complete` by the PCA
+    ``pca = (mean, components)``, and ``"mean"``, the missing values filled
+    with ``mean`` (default: PCA's mean, the training examples' mean);
+    both with the observed values kept."""
+    x = np.asarray(x, np.float64)
+    observed = np.broadcast_to(np.asarray(mask) != 0, x.shape)
+    fill = np.broadcast_to(np.asarray(pca[0] if mean is None else mean, np.float64).reshape(x.shape[1:]), x.shape)
+    return {"pca": np.where(observed, x, pca_complete(*pca, x, mask)), "mean": np.where(observed, x, fill)}
 
 
 # ---------------------------------------------------------------- inference on new data
@@ -161,7 +252,7 @@ def pca_reconstruct(train: np.ndarray, test: np.ndarray, latent_dim: int) -> np.
 
 def reconstruct_images(key: jax.Array, config: G.GeneratorConfig, net, params, x_model: np.ndarray, *,
                        mask: Optional[np.ndarray] = None, rounds: int = 10, chunk: int = 1000,
-                       noise: bool = False, prior_weight: float = 1.0):
+                       noise: bool = False, prior_weight: float = 1.0, z0: Optional[np.ndarray] = None):
     """Infer the latents of new observations (model values) and regenerate them.
 
     Every example's chain runs ``rounds`` × ``config.langevin`` (warm-started
@@ -187,7 +278,10 @@ def reconstruct_images(key: jax.Array, config: G.GeneratorConfig, net, params, x
         xs = jnp.asarray(x_model[start:start + chunk])
         ms = None if mask is None else jnp.asarray(mask[start:start + chunk])
         k_init, k_chunk = jax.random.split(jax.random.fold_in(key, start))
-        z = G.init_latents(k_init, config.latent_init, (xs.shape[0], config.latent_dim))
+        if z0 is None:
+            z = G.init_latents(k_init, config.latent_init, (xs.shape[0], config.latent_dim))
+        else:
+            z = jnp.asarray(z0[start:start + chunk], jnp.float32)
         for r in range(int(rounds)):
             z, _ = infer(jax.random.fold_in(k_chunk, r), net.apply, params, xs, z, sigma=config.sigma,
                          sampler=sampler, mask=ms, prior_weight=prior_weight)
@@ -244,16 +338,38 @@ def _observed(x_obs: np.ndarray, scale: ObservationScale, inputs) -> Dict[str, P
     return pictures
 
 
+def _same_params(a, b) -> bool:
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(leaves_a) == len(leaves_b) and all(
+        np.array_equal(np.asarray(u), np.asarray(v)) for u, v in zip(leaves_a, leaves_b))
+
+
 def _outputs(config: G.GeneratorConfig, net, scale: ObservationScale, x, x_obs: np.ndarray, inputs: Dict[str, Any],
              sample_z, state, params) -> Outputs:
     """A finished generator run's outputs, all drawn with ``params``: samples
     from the prior, the training reconstructions g(z) of the inferred
-    latents, the recovery of missing values, the held-out table against PCA."""
+    latents, the recovery of missing values (against PCA's completion and
+    the mean fill), the held-out table against PCA, and the run's PCA
+    (``pca_mean``, ``pca_components``: the linear baseline of the same d,
+    fitted on the training examples, observed values only).
+
+    When ``params`` are not the last iteration's (early stopping kept
+    others), the training latents ``state.latents`` were inferred under the
+    last params: they are first refined under ``params`` by ``test_rounds``
+    × the config's Langevin (noise on, as in training), starting from
+    ``state.latents``, so that every output comes from one set of params."""
     mask, sample_rate, n = inputs.get("mask"), inputs.get("sample_rate"), x.shape[0]
+    rounds = inputs.get("test_rounds", 10)
     generate = jax.jit(net.apply)
     pixels = scale.pixels is not None
     samples = scale.to_data(generate(params, sample_z))
-    reconstructed = scale.to_data(generate(params, state.latents))
+    latents, refined = np.asarray(state.latents), ""
+    if not _same_params(params, state.params):
+        _, latents = reconstruct_images(jax.random.key(config.seed + 4), config, net, params, np.asarray(x),
+                                        mask=mask, rounds=rounds, noise=True, z0=latents)
+        refined = (f" The params kept are not the last iteration's, so the training latents were refined under "
+                   f"them first ({rounds} × {config.langevin.n_steps} Langevin steps from the last latents).")
+    reconstructed = scale.to_data(generate(params, jnp.asarray(latents)))
     pictures, sounds = {}, {}
     if pixels:
         pictures.update(samples=Picture(samples), reconstructed=Picture(reconstructed[:64]))
@@ -268,7 +384,7 @@ def _outputs(config: G.GeneratorConfig, net, scale: ObservationScale, x, x_obs: 
     summary = {"net": net, "train_mse": float(np.mean(train_mse))}
     lines = [
         f"Training reconstruction error g(z) of the inferred latents (mean squared error per "
-        f"{'observed ' if mask is not None else ''}value, values in [0, 1]): {summary['train_mse']:.5f}.",
+        f"{'observed ' if mask is not None else ''}value, values in [0, 1]): {summary['train_mse']:.5f}.{refined}",
         "",
     ]
     if pixels:
@@ -278,27 +394,52 @@ def _outputs(config: G.GeneratorConfig, net, scale: ObservationScale, x, x_obs: 
             "| ![observed](observed.png) | ![reconstructed](reconstructed.png) | ![samples](samples.png) |",
             "",
         ]
+    x_model = np.asarray(x)
+    pca = pca_fit(x_model, min(config.latent_dim, *x_model.reshape(n, -1).shape), mask=mask)
+    arrays = {"latents": latents, "pca_mean": pca[0].reshape(x_model.shape[1:]).astype(np.float32),
+              "pca_components": pca[1].reshape((-1,) + x_model.shape[1:]).astype(np.float32)}
     if mask is not None:
-        recovered = np.where(np.broadcast_to(mask, x_obs.shape) != 0, x_obs, reconstructed)
-        summary["train_recovery_error"] = float(np.mean(recovery_error(x_obs / unit, recovered / unit, mask)))
+        full = np.broadcast_to(mask, x_obs.shape) != 0
+        recovered = np.where(full, x_obs, reconstructed)
+        linear = {k: scale.to_data(v) for k, v in
+                  baseline_recoveries(pca, x_model, mask, mean=observed_mean(x_model, mask)).items()}
+        methods = {"ABP, g(z) pasted into the observed values": recovered, "ABP, g(z) alone": reconstructed,
+                   f"PCA (d = {pca[1].shape[0]}, learned from the same incomplete data), completion": linear["pca"],
+                   "mean of the observed values at each position": linear["mean"]}
+        missing_err = np.stack([recovery_error(x_obs / unit, r / unit, mask) for r in methods.values()])
+        whole_err = np.stack([np.mean(np.abs(x_obs - r).reshape(n, -1), axis=1) / unit for r in methods.values()])
+        arrays.update(recovery_errors=missing_err, whole_image_errors=whole_err)
+        summary.update(train_recovery_error=float(missing_err[0].mean()),
+                       train_recovery_error_pca=float(missing_err[2].mean()),
+                       train_recovery_error_mean=float(missing_err[3].mean()),
+                       train_whole_error_pasted=float(whole_err[0].mean()),
+                       train_whole_error_generated=float(whole_err[1].mean()))
         if pixels:
-            pictures["recovered"] = Picture(recovered[:64])
+            pictures.update(recovered=Picture(recovered[:64]), generated=Picture(reconstructed[:64]),
+                            recovered_pca=Picture(linear["pca"][:64]))
         lines += [
             "## Learning from incomplete data",
             "",
-            f"Recovery error of the missing values of the training images (mean absolute error per missing "
-            f"value, values in [0, 1]): **{summary['train_recovery_error']:.4f}**.",
+            "Recovery of the training images' missing values (mean absolute error, values in [0, 1]; on the "
+            "missing values the pasted and the bare g(z) are the same numbers, the whole image tells them apart):",
             "",
-            "| observed (missing in black) | recovered | truth |",
+            "| recovery | missing values | whole image |",
             "|---|---|---|",
-            "| ![masked](observed_masked.png) | ![recovered](recovered.png) | ![truth](observed.png) |",
+            *[f"| {name} | {m.mean():.4f} | {w.mean():.4f} |" for name, m, w in zip(methods, missing_err, whole_err)],
             "",
         ]
-    arrays = {"latents": np.asarray(state.latents)}
+        if pixels:
+            lines += [
+                "| observed (missing in black) | ABP: g(z) pasted | ABP: g(z) alone | PCA completion | truth |",
+                "|---|---|---|---|---|",
+                "| ![masked](observed_masked.png) | ![recovered](recovered.png) | ![generated](generated.png) | "
+                "![pca](recovered_pca.png) | ![truth](observed.png) |",
+                "",
+            ]
     if inputs.get("test_observations") is not None:
         held_lines, held, held_pictures, held_arrays = heldout_comparison(
-            config, net, params, scale, np.asarray(x), inputs["test_observations"],
-            rounds=inputs.get("test_rounds", 10))
+            config, net, params, scale, x_model, inputs["test_observations"], rounds=rounds,
+            pca=pca if pca[1].shape[0] == config.latent_dim else None)
         summary.update(held)
         pictures.update(held_pictures)
         arrays.update(held_arrays)
@@ -467,7 +608,10 @@ def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
       out: the run directory.
       mask: optional ``(N, H, W, 1)`` (or data-shaped) observation mask,
         1 = observed: learning from incomplete data; the report gives the
-        recovery error of the missing pixels by ``g`` of the learned latents.
+        recovery error of the missing pixels by ``g`` of the learned latents
+        (pasted into the observed pixels, and alone) beside PCA learned from
+        the same incomplete data and the observed mean
+        (``recovery_errors.npy``, ``whole_image_errors.npy``).
       mask_spec: how the mask was made (e.g. ``"pepper:0.5"``), for the report.
       test_observations: held-out examples (not trained on): their latents
         are inferred (``test_rounds`` × the config's Langevin) and the report
@@ -477,8 +621,9 @@ def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
         nor tested on): at every snapshot (``config.run.image_every``) their
         least-squares reconstruction error is logged to ``validation.json``,
         and the params with the lowest one are the run's ``params.msgpack``,
-        the ones every output is drawn with; the last iteration's params are
-        kept as ``params_final.msgpack``.
+        the ones every output is drawn with (the training latents are
+        refined under them first when they are not the last iteration's);
+        the last iteration's params are kept as ``params_final.msgpack``.
       sample_rate: the rate of sound clips (WAVs are written).
       overwrite / resume / quiet: as :func:`gcnjax.run.learn`; a resumed run
         gives the same result as an uninterrupted one.
@@ -493,7 +638,7 @@ def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
 
 
 def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "ObservationScale", x_train_model: np.ndarray,
-                       test_observations: np.ndarray, *, rounds: int = 10, seed: int = 2):
+                       test_observations: np.ndarray, *, rounds: int = 10, seed: int = 2, pca=None):
     """Reconstruction of held-out examples by ABP against PCA at the same
     latent dimension (fitted on the training set ``x_train_model``).
 
@@ -501,9 +646,10 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
     steps of gradient descent on z): to the posterior mode (the model's own
     inference, whose prior ``||z||²/2`` shrinks z), and to the least-squares
     fit ``argmin_z ||x − g(z)||²`` (prior weight 0), which is what PCA's
-    projection is for the linear model. Returns the report's lines, a
-    summary dict, the picture ``heldout`` (rows: observed, ABP least-squares,
-    PCA) and the array ``heldout_errors`` (rows: ABP posterior mode, ABP
+    projection is for the linear model. ``pca``: the ``(mean, components)``
+    of :func:`pca_fit` on ``x_train_model`` if already computed. Returns the
+    report's lines, a summary dict, the picture ``heldout`` (rows: observed,
+    ABP posterior mode, ABP least-squares fit, PCA) and the array ``heldout_errors`` (rows: ABP posterior mode, ABP
     least-squares, PCA; per-example MSE in [0, 1] units).
     """
     unit = scale.unit
@@ -512,7 +658,8 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
     mode, _ = reconstruct_images(key, config, net, params, x_test, rounds=rounds)
     fit, _ = reconstruct_images(key, config, net, params, x_test, rounds=rounds, prior_weight=0.0)
     mode, fit = scale.to_data(mode), scale.to_data(fit)
-    pca = scale.to_data(pca_reconstruct(x_train_model, x_test, config.latent_dim))
+    pca = pca_complete(*(pca or pca_fit(x_train_model, config.latent_dim)), x_test)
+    pca = scale.to_data(pca)
     errors = np.stack([mean_squared_error(test_observations, r, unit) for r in (mode, fit, pca)])
     mode_err, fit_err, pca_err = errors
     n = errors.shape[1]
@@ -529,7 +676,7 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
     k = min(16, test_observations.shape[0])
     pictures = {}
     if scale.pixels is not None:
-        pictures["heldout"] = Picture(np.concatenate([test_observations[:k], fit[:k], pca[:k]]), n_cols=k)
+        pictures["heldout"] = Picture(np.concatenate([test_observations[:k], mode[:k], fit[:k], pca[:k]]), n_cols=k)
 
     def row(name, e):
         diff, se = paired(e)
@@ -556,7 +703,8 @@ def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "Observati
         "",
     ]
     if scale.pixels is not None:
-        lines += [f"Rows of {k}: observed, ABP (least-squares fit), PCA.", "", "![held out](heldout.png)", ""]
+        lines += [f"Rows of {k}: observed, ABP (posterior mode), ABP (least-squares fit), PCA.", "",
+                  "![held out](heldout.png)", ""]
     return lines, summary, pictures, {"heldout_errors": errors}
 
 
@@ -589,9 +737,13 @@ def recover_run(run_dir, observations: np.ndarray, out, mask_specs: Sequence[str
     ``block:20``) the observations are masked, their latents inferred from
     the observed pixels only, and the missing pixels filled by ``g(z)``.
     Writes ``out/report.md`` with a table of recovery errors (mean absolute
-    error per missing value, in [0, 1]) and a picture per mask (rows:
-    truth, masked, recovered). An empty ``mask_specs`` reconstructs instead
-    (no pixels missing) and reports the mean squared error.
+    error per missing value, in [0, 1]) of ABP beside two baselines, PCA's
+    completion (:func:`pca_complete` with the run's ``pca_mean`` /
+    ``pca_components``, fitted on its training examples) and the training
+    mean, and a picture per mask (rows: truth, masked, ABP, PCA);
+    ``results.json`` maps each mask to ``{"abp", "pca", "mean"}``. An empty
+    ``mask_specs`` reconstructs instead (no pixels missing) and reports the
+    mean squared error of ABP's posterior mode and of PCA's projection.
     """
     config, scale, net, params, payload = load_generator_run(run_dir)
     observations = check_observations(observations, config, "images")
@@ -601,29 +753,62 @@ def recover_run(run_dir, observations: np.ndarray, out, mask_specs: Sequence[str
 
 def _recover_into(run: RunDir, run_dir, config: G.GeneratorConfig, scale, net, params, observations: np.ndarray,
                   mask_specs: Sequence[str], rounds: int, seed: int) -> Dict[str, object]:
+    run_dir = Path(run_dir)
+    pca = None
+    if (run_dir / "pca_mean.npy").exists() and (run_dir / "pca_components.npy").exists():
+        pca = (np.load(run_dir / "pca_mean.npy"), np.load(run_dir / "pca_components.npy").reshape(
+            -1, int(np.prod(observations.shape[1:]))))
     lines = [f"# Recovery with the generator of `{run_dir}`", "",
              f"{observations.shape[0]} images; latents inferred by {rounds} × {config.langevin.n_steps} steps of "
-             "gradient descent on E(z | x) (to the posterior mode) on the observed pixels only.", "",
-             "| mask | recovery error (MAE per missing value, [0, 1]) | picture |", "|---|---|---|"]
+             "gradient descent on E(z | x) (to the posterior mode) on the observed pixels only, the missing ones "
+             "filled by g(z)."]
+    if pca is not None:
+        lines += [f"Baselines: PCA (d = {pca[1].shape[0]}, fitted on the run's training examples) completing the "
+                  "missing values by least squares on the observed ones, and the training mean filling them."]
+    else:
+        lines += ["(The run holds no PCA of its training examples, `pca_mean.npy`: no baselines.)"]
+    lines += ["", "| mask | ABP | PCA completion | mean fill | picture |", "|---|---|---|---|---|"]
     results = {}
     k = min(8, observations.shape[0])
     key = jax.random.key(seed)
+    unit = scale.unit
     for i, spec in enumerate(mask_specs):
         mask = gmasks.from_spec(spec, observations.shape, seed=seed + i)
         out_i = recover_images(jax.random.fold_in(key, i), config, net, params, scale, observations, mask,
                                rounds=rounds)
-        results[spec] = float(out_i["errors"].mean())
+        results[spec] = {"abp": float(out_i["errors"].mean())}
+        rows = [observations[:k], _masked_view(observations[:k], mask[:k]), out_i["recovered"][:k]]
+        if pca is not None:
+            for name, rec in baseline_recoveries(pca, scale.to_model(observations), mask).items():
+                rec = scale.to_data(rec)
+                results[spec][name] = float(recovery_error(observations / unit, rec / unit, mask).mean())
+                if name == "pca":
+                    rows.append(rec[:k])
         name = "recovery_" + spec.replace(":", "_").replace(".", "p") + ".png"
-        _save_grid(run.path / name, np.concatenate([observations[:k], _masked_view(observations[:k], mask[:k]),
-                                                    out_i["recovered"][:k]]), scale, n_cols=k)
-        lines.append(f"| {gmasks.describe(spec)} | {results[spec]:.4f} | ![{spec}]({name}) |")
+        _save_grid(run.path / name, np.concatenate(rows), scale, n_cols=k)
+        r = results[spec]
+        lines.append(f"| {gmasks.describe(spec)} | {r['abp']:.4f} | {r.get('pca', float('nan')):.4f} | "
+                     f"{r.get('mean', float('nan')):.4f} | ![{spec}]({name}) |")
+    if mask_specs:
+        lines += ["", "(Mean absolute error per missing value, values in [0, 1]. Picture rows: truth, masked "
+                  "(missing in black), ABP" + (", PCA" if pca is not None else "") + ".)"]
     if not mask_specs:
         generated, _ = reconstruct_images(key, config, net, params, scale.to_model(observations), rounds=rounds)
         generated = scale.to_data(generated)
-        results["reconstruction_mse"] = float(mean_squared_error(observations, generated, scale.unit).mean())
-        _save_grid(run.path / "reconstructed.png", np.concatenate([observations[:k], generated[:k]]), scale)
-        lines = lines[:4] + [f"Reconstruction MSE per value ([0, 1]): {results['reconstruction_mse']:.5f}", "",
-                             "Rows: observed, reconstructed.", "", "![reconstructed](reconstructed.png)"]
+        results["reconstruction_mse"] = float(mean_squared_error(observations, generated, unit).mean())
+        rows = [observations[:k], generated[:k]]
+        pca_line = ""
+        if pca is not None and pca[1].shape[0] == config.latent_dim:
+            projected = scale.to_data(pca_complete(*pca, scale.to_model(observations)))
+            results["reconstruction_mse_pca"] = float(mean_squared_error(observations, projected, unit).mean())
+            rows.append(projected[:k])
+            pca_line = (f"; PCA (d = {config.latent_dim}, fitted on the run's training examples): "
+                        f"{results['reconstruction_mse_pca']:.5f}")
+        _save_grid(run.path / "reconstructed.png", np.concatenate(rows), scale, n_cols=k)
+        lines = lines[:3] + ["", f"Reconstruction MSE per value ([0, 1]), ABP at the posterior mode: "
+                                 f"{results['reconstruction_mse']:.5f}{pca_line}", "",
+                             "Rows: observed, ABP" + (", PCA" if pca_line else "") + ".", "",
+                             "![reconstructed](reconstructed.png)"]
     write_atomic(run.path / "results.json", json.dumps(results, indent=2))
     run.write_report("\n".join(lines) + "\n")
     return {"run_dir": run.path, "report": run.path / "report.md", "errors": results}

@@ -410,7 +410,10 @@ def cmd_abp_recover(args) -> int:
     result = abp.recover_run(args.run, data, args.out, masks, rounds=args.rounds, seed=args.seed,
                              overwrite=args.overwrite)
     for name, value in result["errors"].items():
-        print(f"{name}: {value:.5f}")
+        if isinstance(value, dict):  # a mask: ABP and the baselines
+            print(f"{name}: " + ", ".join(f"{method} {v:.4f}" for method, v in value.items()))
+        else:
+            print(f"{name}: {value:.5f}")
     print(f"report: {result['report']}")
     return 0
 
@@ -717,12 +720,12 @@ def _add_generator_commands(sub) -> None:
     p.add_argument("--net", choices=sorted(GENERATOR_NETS),
                    help="face 64×64×3 (default), face32 32×32×3, digit 28×28×1, sound 1024 samples")
     p.add_argument("--latent-dim", type=_positive_int, help="dimension d of z ~ N(0, I_d) (100)")
-    p.add_argument("--sigma", type=_positive_float, help="observation noise σ (images in [−1, 1]; 0.3)")
-    p.add_argument("--epochs", type=_positive_int, help="passes over the training examples (100)")
-    p.add_argument("--batch-size", type=_positive_int, help="examples per iteration (100)")
-    p.add_argument("--steps", type=_positive_int, help="Langevin steps of inference per iteration (30)")
-    p.add_argument("--delta", type=_positive_float, help="Langevin step δ of inference (0.3)")
-    p.add_argument("--lr", type=_positive_float, help="Adam learning rate (3e-4)")
+    p.add_argument("--sigma", type=_positive_float, help="observation noise σ (images in [−1, 1]; 0.05)")
+    p.add_argument("--epochs", type=_positive_int, help="passes over the training examples (40)")
+    p.add_argument("--batch-size", type=_positive_int, help="examples per iteration (50)")
+    p.add_argument("--steps", type=_positive_int, help="Langevin steps of inference per iteration (10)")
+    p.add_argument("--delta", type=_positive_float, help="Langevin step δ of inference (0.05)")
+    p.add_argument("--lr", type=_positive_float, help="Adam learning rate (1e-3)")
     p.add_argument("--image-size", type=_image_size, help="resize images to this square size (default: the net's)")
     p.add_argument("--gray", action="store_true", help="learn gray images (one channel)")
     p.add_argument("--limit", type=_positive_int, help="use only the first N examples")
@@ -734,7 +737,7 @@ def _add_generator_commands(sub) -> None:
     p.add_argument("--mask", help="learn from incomplete data: pepper:FRACTION or block:SIZE missing per image")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=_positive_int, help="iterations between metric rows (10)")
-    p.add_argument("--image-every", type=_positive_int, help="iterations between pictures (200)")
+    p.add_argument("--image-every", type=_positive_int, help="iterations between pictures and early-stopping checks (50)")
     p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (0: none; 200)")
     p.add_argument("--on-divergence", choices=["stop", "retry"],
                    help="when inference diverges: stop at the last good checkpoint, or retry with a smaller step")

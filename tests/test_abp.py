@@ -49,6 +49,54 @@ def test_pca_reconstruction_error_is_the_discarded_variance():
     np.testing.assert_allclose(abp.pca_reconstruct(train, test, 4), test, atol=1e-8)
 
 
+def _subspace_data(n, dim=30, d=3, seed=0):
+    """n examples lying exactly in a d-dimensional affine subspace of R^dim (shaped (n, dim, 1, 1))."""
+    rng = np.random.default_rng(seed)
+    basis, offset = rng.normal(size=(d, dim)), rng.normal(size=dim)
+    return lambda m, s: (offset + np.random.default_rng(s).normal(size=(m, d)) @ basis).reshape(m, dim, 1, 1)
+
+
+def test_pca_completion_recovers_the_missing_values_of_data_in_a_subspace():
+    make = _subspace_data(0)
+    train, test = make(200, 1), make(12, 2)
+    mean, components = abp.pca_fit(train, 3)
+    np.testing.assert_allclose(components @ components.T, np.eye(3), atol=1e-10)
+    rng = np.random.default_rng(3)
+    # 3 or more observed values of a generic example determine its 3 coefficients: exact completion.
+    mask = np.zeros(test.shape)
+    for i in range(12):
+        mask[i, rng.choice(30, size=3 + i, replace=False)] = 1
+    scrambled = np.where(mask == 1, test, 1e6)  # the missing values never enter
+    np.testing.assert_allclose(abp.pca_complete(mean, components, scrambled, mask), test, atol=1e-8)
+    # 2 observed values cannot: the minimum-norm fit misses the rest.
+    few = np.zeros(test.shape)
+    few[:, :2] = 1
+    assert np.abs(abp.pca_complete(mean, components, test, few) - test)[:, 2:].max() > 0.1
+    # Baselines keep the observed values; the mean fill puts the training mean in the missing ones.
+    rec = abp.baseline_recoveries((mean, components), scrambled, mask)
+    np.testing.assert_allclose(rec["pca"], test, atol=1e-8)
+    np.testing.assert_array_equal(rec["mean"][mask == 1], test[mask == 1])
+    np.testing.assert_allclose(rec["mean"][mask == 0], np.broadcast_to(train.mean(axis=0), test.shape)[mask == 0])
+
+
+def test_pca_learned_from_incomplete_data_finds_the_subspace():
+    make = _subspace_data(0, seed=4)
+    train, test = make(200, 5), make(10, 6)
+    rng = np.random.default_rng(1)
+    train_mask = (rng.uniform(size=train.shape) > 0.3).astype(float)
+    test_mask = (rng.uniform(size=test.shape) > 0.5).astype(float)
+    scrambled = np.where(train_mask == 1, train, -1e6)
+    # Alternating least squares never raises the observed values' error ...
+    errors = []
+    for rounds in range(1, 6):
+        mean, components = abp.pca_fit(scrambled, 3, mask=train_mask, iterations=rounds)
+        errors.append(np.sum(train_mask * (abp.pca_complete(mean, components, scrambled, train_mask) - train) ** 2))
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(errors, errors[1:])), errors
+    # ... and converges to the subspace: new examples are completed exactly.
+    mean, components = abp.pca_fit(scrambled, 3, mask=train_mask, iterations=200)
+    np.testing.assert_allclose(abp.pca_complete(mean, components, test, test_mask), test, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_learn_generator_writes_a_run_with_the_pca_table(tmp_path):
     data = _digits(14)
@@ -97,6 +145,17 @@ def test_early_stopping_keeps_the_params_of_the_best_validation_error(tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(r["state"].params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert r["validation"]["best_iteration"] == best["iteration"]
+    # Every output comes from the kept params: the training latents saved (refined under them when they
+    # are not the last iteration's) give the reported training error through them.
+    latents = np.load(tmp_path / "run" / "latents.npy")
+    regenerated = scale.to_data(net.apply(params, jax.numpy.asarray(latents)))
+    np.testing.assert_allclose(abp.mean_squared_error(data[:10], regenerated, scale.unit).mean(), r["train_mse"],
+                               rtol=1e-4)
+    if best["iteration"] == r["iterations"]:
+        np.testing.assert_array_equal(latents, np.asarray(r["state"].latents))
+    else:
+        assert not np.allclose(latents, np.asarray(r["state"].latents))
+        assert "refined under them" in (tmp_path / "run" / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -131,6 +190,25 @@ def test_learning_from_incomplete_data_never_sees_the_missing_pixels(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert "Learning from incomplete data" in (tmp_path / "a" / "report.md").read_text()
     assert 0 < a["train_recovery_error"] < 1
+    # Rows: ABP pasted, ABP g(z) alone, PCA completion, mean fill. On the missing values the pasted
+    # recovery is g(z); over the whole image the pasted one errs only there.
+    missing = np.load(tmp_path / "a" / "recovery_errors.npy")
+    whole = np.load(tmp_path / "a" / "whole_image_errors.npy")
+    assert missing.shape == whole.shape == (4, 8)
+    np.testing.assert_allclose(missing[0], missing[1])
+    fraction = 1 - mask.reshape(8, -1).mean(axis=1)
+    np.testing.assert_allclose(whole[0], missing[0] * fraction, rtol=1e-5)
+    np.testing.assert_allclose(whole[2:], missing[2:] * fraction, rtol=1e-5)
+    assert np.all(whole[1] > whole[0])
+    np.testing.assert_allclose(a["train_recovery_error_pca"], missing[2].mean())
+    # The mean fill is the observed mean of each position, computed here independently (a position
+    # never observed gets the model's 0, mid-grey 127.5).
+    counts = mask.sum(axis=0)
+    position_mean = np.where(counts > 0, (data * mask).sum(axis=0) / np.maximum(counts, 1), 127.5)
+    per_image = [np.abs(data[i] - position_mean)[mask[i] == 0].mean() / 255.0 for i in range(8)]
+    np.testing.assert_allclose(missing[3], per_image, rtol=1e-4)
+    for name in ("recovered.png", "generated.png", "recovered_pca.png"):
+        assert (tmp_path / "a" / name).is_file()
 
 
 def test_recovery_keeps_observed_pixels_and_scores_the_missing_ones(tmp_path):
@@ -196,10 +274,16 @@ def test_abp_commands_end_to_end(tmp_path, capsys):
                      "--mask", "block:8", "--rounds", "1", "--out", str(tmp_path / "inpaint")]) == 0
     results = json.loads((tmp_path / "inpaint" / "results.json").read_text())
     assert set(results) == {"pepper:0.5", "block:8"}
+    assert all(set(r) == {"abp", "pca", "mean"} for r in results.values())
     assert (tmp_path / "inpaint" / "recovery_block_8.png").is_file()
     assert cli.main(["abp", "reconstruct", "--run", str(run), "--data", str(folder), "--rounds", "1",
                      "--out", str(tmp_path / "rec")]) == 0
-    assert "reconstruction_mse" in json.loads((tmp_path / "rec" / "results.json").read_text())
+    rec = json.loads((tmp_path / "rec" / "results.json").read_text())
+    assert {"reconstruction_mse", "reconstruction_mse_pca"} <= set(rec)
+    # PCA's column is PCA's error on these images, fitted on the run's 6 training images.
+    images = cli.load_data(str(folder), size=(28, 28), channels=1)
+    pca = (abp.pca_reconstruct(images[:6] / 127.5 - 1, images / 127.5 - 1, 3) + 1) * 127.5
+    np.testing.assert_allclose(rec["reconstruction_mse_pca"], abp.mean_squared_error(images, pca).mean(), rtol=1e-4)
     # Bad input: one line, exit status 2.
     capsys.readouterr()
     assert cli.main(["abp", "inpaint", "--run", str(tmp_path / "nope"), "--data", str(folder), "--mask",

@@ -32,12 +32,17 @@ def test_report_shows_measured_failed_and_missing_jobs(tmp_path):
 
 
 def test_incomplete_data_rows_name_their_masks(tmp_path):
+    def record(abp, pca):
+        return {"missing_values_mae": {"abp_pasted": abp, "abp_generated_alone": abp, "pca": pca, "mean": 0.2},
+                "whole_image_mae": {"abp_pasted": abp / 2, "abp_generated_alone": 0.05, "pca": pca / 2, "mean": 0.1}}
+
     (tmp_path / "summary.json").write_text(json.dumps(
-        {"complete": {}, "incomplete_pepper_0p5": {"recovery_error": 0.0756},
-         "incomplete_block_20": {"recovery_error": 0.09}}))
+        {"test": {}, "incomplete_pepper_0p5": record(0.0756, 0.08), "incomplete_block_20": record(0.09, 0.1)}))
     text = reproduce._abp_incomplete(tmp_path)
-    assert text == ("pepper 0.5 missing in training: recovery MAE 0.0756; "
-                    "block 20 missing in training: recovery MAE 0.0900")
+    assert text == ("pepper 0.5 missing in training: recovery MAE 0.0756 (PCA from the same incomplete faces "
+                    "0.0800, mean 0.2000; g(z) alone over the whole image 0.0500); "
+                    "block 20 missing in training: recovery MAE 0.0900 (PCA from the same incomplete faces "
+                    "0.1000, mean 0.2000; g(z) alone over the whole image 0.0500)")
 
 
 def test_the_hand_written_reading_survives_a_new_report(tmp_path):
