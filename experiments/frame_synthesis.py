@@ -153,7 +153,7 @@ def main():
     parser.add_argument("--lr", type=float)
     parser.add_argument("--chains", type=int, help="synthesized images")
     parser.add_argument("--steps", type=int, help="Langevin steps per iteration")
-    parser.add_argument("--delta", type=float, help="Langevin step δ (x ← x − (δ²/2)∇E + δξ), in model units")
+    parser.add_argument("--delta", type=float, help="Langevin step δ (x ← x − (δ²/2)∇E + δξ) (model units)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     parser.add_argument("--top", choices=["dense", "sum"], help="default: sum (texture), dense (object)")
     parser.add_argument("--nonlinearity", choices=frame.NONLINEARITIES, default="abs")
