@@ -3,20 +3,141 @@
 Only the top weights on a frozen Gabor/DoG filter bank are learned
 (gcnjax.frame); sampling and learning are the descriptor's.
 
-    python experiments/frame_synthesis.py --data skimage:brick --kind texture --gray --out runs/frame/brick
-    python experiments/frame_synthesis.py --data ../shared/data/textures/ivy.jpg --kind texture --out runs/frame/ivy
-    python experiments/frame_synthesis.py --data ../shared/data/textures/ivy.jpg --thresholds 0 0.5 0.8 0.95 \
-        --colour opponent --out runs/frame/ivy-potentials
+    python experiments/frame_synthesis.py --data skimage:brick --gray --load-size 128 --iterations 150 \
+        --seeds 0 1 2 --out runs/frame/brick
+    python experiments/frame_synthesis.py --data ../shared/data/textures/ivy.jpg --load-size 128 --colour opponent \
+        --out runs/frame/ivy
     python experiments/frame_synthesis.py --data ../shared/data/objects/egret --kind object --out runs/frame/egret
+
+Texture defaults (presets.frame("texture") and this script): images
+standardised, σ = 1 (a reference of the observed variance), 10 Langevin
+steps of δ = 0.1 per iteration, Adam lr 0.01, a bank of sizes 5, 7, 11, 15
+with |response| thresholded at the 0, 50, 80 and 95% quantiles of the
+observed responses (a piecewise-linear potential per filter). Objects keep
+the paper's σ = 1 on 0..255 minus the mean, δ = 0.3, 30 steps, dense top.
+Any DescriptorConfig field is a flag (--sigma, --pixel-scale,
+--langevin.mala, ...).
+
+Textures are scored on held-out data. The image, resized to --load-size,
+is cut into non-overlapping --image-size tiles; the model learns from the
+first (top-left) tile only, and its synthesized images, the baselines and
+the observed tile itself are compared with the other tiles:
+
+* spectrum distance (gcnjax.metrics.log_spectrum_distance);
+* Gram distance of the bank's own LINEAR filter responses (the same
+  sizes, orientations and colour handling as the model, no nonlinearity,
+  valid positions; gcnjax.metrics.gram_distance);
+
+for the synthesized images, white noise of the observed tile's mean and
+variance per channel, and the observed tile cut into --patch × --patch
+patches, shuffled and reassembled (as many images as chains). With
+--seeds S1 S2 ... each seed is a run of its own (OUT/seed<S>); the scores of
+all seeds, their mean and standard deviation go to OUT/summary.json and
+OUT/scores.md.
 """
 
 import argparse
+import dataclasses
+import json
 import time
 from pathlib import Path
 
-from gcnjax import frame, presets
-from gcnjax.cli import load_data
+import numpy as np
+
+from gcnjax import frame, metrics, options, presets
+from gcnjax.cli import DESCRIPTOR_SHORTCUTS, load_data
 from gcnjax.data import PixelScale
+from gcnjax.descriptor import DescriptorConfig
+
+
+# Knots of the texture model's piecewise-linear potentials (quantiles of each
+# |response|): one weight per filter cannot give sparse responses.
+TEXTURE_THRESHOLDS = (0.0, 0.5, 0.8, 0.95)
+
+
+def _thresholds(values, kind: str):
+    if values is None:
+        return TEXTURE_THRESHOLDS if kind == "texture" else None
+    if [v.lower() for v in values] == ["none"]:
+        return None
+    return tuple(float(v) for v in values)
+
+
+def _shuffled_patches(image: np.ndarray, patch: int, rng: np.random.Generator) -> np.ndarray:
+    """``image`` (H, W, C) cut into non-overlapping ``patch × patch`` squares
+    that are put back in a random order (``rng.permutation``): the same
+    pixels and the same statistics inside every patch, the arrangement
+    between patches destroyed, with seams at the patch borders. H and W must
+    be multiples of ``patch``. A baseline that keeps everything local: a
+    texture model should match the observed filter statistics at least as
+    well as it."""
+    height, width, channels = image.shape
+    if patch < 1 or height % patch or width % patch:
+        raise ValueError(f"patch {patch} must divide the image's height and width {height}×{width}.")
+    rows, cols = height // patch, width // patch
+    squares = image.reshape(rows, patch, cols, patch, channels).transpose(0, 2, 1, 3, 4).reshape(
+        rows * cols, patch, patch, channels)
+    squares = squares[rng.permutation(rows * cols)]
+    return squares.reshape(rows, cols, patch, patch, channels).transpose(0, 2, 1, 3, 4).reshape(image.shape)
+
+
+def _tiles(image: np.ndarray, side: int) -> np.ndarray:
+    """The non-overlapping ``side × side`` tiles of ``image`` (H, W, C), row by row."""
+    rows, cols = image.shape[0] // side, image.shape[1] // side
+    return np.stack([image[r * side:(r + 1) * side, c * side:(c + 1) * side]
+                     for r in range(rows) for c in range(cols)])
+
+
+def texture_scores(synthesized, observed, held_out, gram_filters, n_images: int, patch: int, seed: int) -> dict:
+    """Spectrum and Gram distances to the ``held_out`` tiles (pixels 0..255)
+    of the synthesized images and of the baselines: white noise of the
+    observed tile's per-channel mean and standard deviation and shuffled
+    patches of the observed tile (``n_images`` each), and the observed tile
+    itself (one image: the floor, up to the spread between tiles)."""
+    rng = np.random.default_rng(seed)
+    tile = observed[0].astype(np.float64)
+    mean, sd = tile.reshape(-1, tile.shape[-1]).mean(axis=0), tile.reshape(-1, tile.shape[-1]).std(axis=0)
+    sets = {
+        "synthesized": np.asarray(synthesized, np.float64),
+        "white_noise": mean + sd * rng.standard_normal((n_images,) + tile.shape),
+        "shuffled_patches": np.stack([_shuffled_patches(tile, patch, rng) for _ in range(n_images)]),
+        "observed": tile[None],
+    }
+    return {name: {"spectrum": metrics.log_spectrum_distance(images, held_out),
+                   "gram": metrics.gram_distance(images, held_out, gram_filters)}
+            for name, images in sets.items()}
+
+
+def chain_diagnostics(net, params, sigma, observed_model, chains_model) -> dict:
+    """Whether the final chains are samples of the learned model:
+    ``virial`` (gcnjax.descriptor.virial_ratio, 1 at equilibrium, 0 at a
+    local minimum of E), ``f_gap`` (mean f of the data minus mean f of the
+    chains, per pixel: 0 when the chains match the statistic that learning
+    drives to agreement; compare with the thermal ½ per pixel) and ``sd_ratio`` (the
+    chains' pixel standard deviation over the observed one)."""
+    import jax.numpy as jnp
+
+    from gcnjax.descriptor import virial_ratio
+
+    chains = jnp.asarray(chains_model, jnp.float32)
+    f_data = float(np.mean(net.apply(params, jnp.asarray(observed_model, jnp.float32))))
+    f_chains = float(np.mean(net.apply(params, chains)))
+    return {"virial": float(np.mean(virial_ratio(net.apply, params, chains, sigma))),
+            "f_gap": (f_data - f_chains) / np.prod(np.shape(observed_model)[1:]),
+            "sd_ratio": float(np.std(chains_model) / np.std(observed_model))}
+
+
+def _table(rows) -> list:
+    lines = ["| seed | spectrum: synthesized | white noise | Gram: synthesized | shuffled patches | white noise "
+             "| observed tile (spectrum, Gram) | chains: virial, f gap, sd ratio | time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        s, c = row["scores"], row["chains"]
+        lines.append(f"| {row['seed']} | {s['synthesized']['spectrum']:.3f} | {s['white_noise']['spectrum']:.3f} | "
+                     f"{s['synthesized']['gram']:.4g} | {s['shuffled_patches']['gram']:.4g} | "
+                     f"{s['white_noise']['gram']:.4g} | {s['observed']['spectrum']:.3f}, {s['observed']['gram']:.4g} "
+                     f"| {c['virial']:.2f}, {c['f_gap']:.3f}, {c['sd_ratio']:.2f} | {row['seconds']:.0f} |")
+    return lines
 
 
 def main():
@@ -25,48 +146,93 @@ def main():
     parser.add_argument("--kind", choices=["texture", "object"], default="texture")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--load-size", type=int, help="resize to this before the centre crop (textures)")
+    parser.add_argument("--load-size", type=int,
+                        help="textures: resize to this before cutting tiles (default: the image's own size)")
     parser.add_argument("--gray", action="store_true")
-    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--iterations", type=int)
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--chains", type=int, help="synthesized images (default: 4 texture, 7 object)")
-    parser.add_argument("--steps", type=int, help="Langevin steps per iteration (default: 10 texture, 30 object)")
+    parser.add_argument("--chains", type=int, help="synthesized images")
+    parser.add_argument("--steps", type=int, help="Langevin steps per iteration")
+    parser.add_argument("--delta", type=float, help="Langevin step δ (x ← x − (δ²/2)∇E + δξ) (model units)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     parser.add_argument("--top", choices=["dense", "sum"], help="default: sum (texture), dense (object)")
     parser.add_argument("--nonlinearity", choices=frame.NONLINEARITIES, default="abs")
     parser.add_argument("--orientations", type=int, default=6)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[7, 11, 15])
-    parser.add_argument("--thresholds", type=float, nargs="+", metavar="Q",
-                        help="threshold each response at these quantiles of the observed responses (e.g. 0 0.5 0.8 "
-                             "0.95): a piecewise-linear potential per filter instead of one weight")
+    parser.add_argument("--sizes", type=int, nargs="+",
+                        help="filter sizes of the bank (default: 5 7 11 15 for textures, 7 11 15 for objects)")
+    parser.add_argument("--padding", choices=["SAME", "VALID"], default="SAME",
+                        help="the bank's convolution: zero padding at the border, or valid positions only")
+    parser.add_argument("--thresholds", nargs="+", metavar="Q",
+                        help="threshold each response at these quantiles of the observed responses: a "
+                             f"piecewise-linear potential per filter (default for textures: {TEXTURE_THRESHOLDS}); "
+                             "'none' for one weight per filter (the default for objects)")
     parser.add_argument("--colour", choices=frame.COLOURS, default="rgb",
                         help="filter R, G, B, or the opponent channels (luminance, red-green, yellow-blue)")
+    parser.add_argument("--patch", type=int, default=16, help="patch side of the shuffled-patch baseline")
+    options.add_config_flags(parser, DescriptorConfig, skip=("seed", "channels", "image_size", "top"))
     args = parser.parse_args()
 
     channels = 1 if args.gray else 3
     side = args.image_size
+    held_out = None
     if args.kind == "texture":
-        load = dict(size=(args.load_size,) * 2 if args.load_size else None, crop=(side, side))
+        image = load_data(args.data, channels=channels, size=(args.load_size,) * 2 if args.load_size else None)[0]
+        tiles = _tiles(image, side)
+        if len(tiles) < 2:
+            raise SystemExit(f"{args.data}: a {image.shape[0]}×{image.shape[1]} image has no held-out "
+                             f"{side}×{side} tile; raise --load-size or lower --image-size.")
+        images, held_out = tiles[:1], tiles[1:]
     else:
-        load = dict(size=(side, side))
-    images = load_data(args.data, channels=channels, **load)
-    overrides = dict(channels=channels, image_size=(side, side), n_iterations=args.iterations)
-    if args.lr:
-        overrides["learning_rate"] = args.lr
-    if args.chains:
-        overrides["n_chains"] = args.chains
-    if args.steps:
-        from gcnjax.langevin import LangevinConfig
-
-        overrides["langevin"] = LangevinConfig.from_delta(0.3, args.steps)
-    config = presets.frame(args.kind, **overrides)
+        images = load_data(args.data, channels=channels, size=(side, side))
+    config = presets.frame(args.kind, channels=channels, image_size=(side, side))
+    config = options.apply_shortcuts(options.apply_config_flags(config, args), args, DESCRIPTOR_SHORTCUTS)
     model_scale = PixelScale(config.pixel_scale).fit(images).to_model(images)
-    net = frame.filter_bank_net(args.top or config.top, sizes=tuple(args.sizes), n_orientations=args.orientations,
-                                nonlinearity=args.nonlinearity, colour=args.colour,
-                                threshold_quantiles=args.thresholds, images=model_scale)
-    t0 = time.perf_counter()
-    result = frame.learn_frame(config, net, images, args.out, title=f"FRAME {args.kind}: {args.data}",
-                               source=args.data, overwrite=True)
-    print(f"{time.perf_counter() - t0:.0f} s; report: {result['report']}")
+    sizes = args.sizes or ([5, 7, 11, 15] if args.kind == "texture" else [7, 11, 15])
+    bank = dict(sizes=tuple(sizes), n_orientations=args.orientations, colour=args.colour)
+    net = frame.filter_bank_net(args.top or config.top, nonlinearity=args.nonlinearity, padding=args.padding,
+                                threshold_quantiles=_thresholds(args.thresholds, args.kind), images=model_scale, **bank)
+    gram_filters = frame.filter_bank_net(nonlinearity="identity", padding="VALID", **bank).extract
+
+    rows = []
+    for seed in args.seeds:
+        out = args.out if len(args.seeds) == 1 else args.out / f"seed{seed}"
+        t0 = time.perf_counter()
+        result = frame.learn_frame(dataclasses.replace(config, seed=seed), net, images, out,
+                                   title=f"FRAME {args.kind}: {args.data}", source=args.data, overwrite=True)
+        seconds = time.perf_counter() - t0
+        print(f"seed {seed}: {seconds:.0f} s; report: {result['report']}")
+        if held_out is None:
+            continue
+        synthesized = np.load(Path(result["run_dir"]) / "synthesized.npy")
+        scores = texture_scores(synthesized, images, held_out, gram_filters, len(synthesized), args.patch, seed)
+        chains = chain_diagnostics(net, result["params"], config.sigma, model_scale,
+                                   result["scale"].to_model(synthesized))
+        rows.append({"seed": seed, "seconds": seconds, "scores": scores, "chains": chains})
+        with open(Path(result["report"]), "a") as f:
+            f.write("\n## Texture scores (held-out tiles)\n\n" + "\n".join(_table(rows[-1:])) + "\n")
+    if not rows:
+        return
+    summary = {"data": args.data, "tiles": {"side": side, "train": 1, "held_out": len(held_out)},
+               "patch": args.patch, "runs": rows, "mean": {}, "sd": {}}
+    for name in rows[0]["scores"]:
+        for metric in ("spectrum", "gram"):
+            values = [row["scores"][name][metric] for row in rows]
+            summary["mean"][f"{name}.{metric}"] = float(np.mean(values))
+            summary["sd"][f"{name}.{metric}"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    m = summary["mean"]
+    summary["targets"] = {
+        "spectrum_below_half_white_noise": m["synthesized.spectrum"] < 0.5 * m["white_noise.spectrum"],
+        "gram_below_shuffled_patches": m["synthesized.gram"] < m["shuffled_patches.gram"],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    lines = [f"# FRAME texture scores: {args.data}", "",
+             f"Learned from 1 tile of {side}×{side}; compared with {len(held_out)} held-out tiles. Shuffled patches: "
+             f"{args.patch}×{args.patch}.", ""] + _table(rows) + [""]
+    lines += [f"mean ± sd over {len(rows)} seed(s): " + "; ".join(
+        f"{k} {m[k]:.4g} ± {summary['sd'][k]:.2g}" for k in m), "", f"targets: {summary['targets']}"]
+    (args.out / "scores.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

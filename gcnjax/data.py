@@ -324,6 +324,12 @@ class PixelScale:
     kind:
       ``"minus_mean"``: ``x = p − mean`` (the descriptor papers; σ = 1).
         ``mean`` is one value per channel, the data's own unless given.
+      ``"standard"``: ``x = (p − mean) / sd``, ``mean`` per channel as in
+        ``"minus_mean"`` and ``sd`` ONE value, the standard deviation of
+        ``p − mean`` over all pixels and channels (the data's own unless
+        given): unit variance, the colour proportions kept (a scalar
+        scale, so orthogonal colour maps stay orthogonal). A reference
+        ``N(0, σ²)`` then has σ in units of the data's contrast.
       ``"unit"``: ``x = p / 127.5 − 1`` in [−1, 1] (ABP and later code).
       ``"pixels"``: ``x = p``, pixels 0..255 as they are (the multi-grid
         authors' code).
@@ -331,42 +337,54 @@ class PixelScale:
 
     kind: str = "minus_mean"
     mean: Optional[Tuple[float, ...]] = None
+    sd: Optional[float] = None
 
     def __post_init__(self):
-        if self.kind not in ("minus_mean", "unit", "pixels"):
-            raise ValueError(f"PixelScale.kind must be 'minus_mean', 'unit' or 'pixels', got {self.kind!r}.")
+        if self.kind not in ("minus_mean", "standard", "unit", "pixels"):
+            raise ValueError(f"PixelScale.kind must be 'minus_mean', 'standard', 'unit' or 'pixels', "
+                             f"got {self.kind!r}.")
 
     def fit(self, images: np.ndarray) -> "PixelScale":
-        """This scale with its mean taken from ``images`` (if it needs one)."""
-        if self.kind != "minus_mean" or self.mean is not None:
+        """This scale with its mean (and sd) taken from ``images`` (if it needs them)."""
+        if self.kind not in ("minus_mean", "standard"):
             return self
-        mean = np.asarray(images, np.float64).reshape(-1, images.shape[-1]).mean(axis=0)
-        return dataclasses.replace(self, mean=tuple(float(m) for m in mean))
+        flat = np.asarray(images, np.float64).reshape(-1, images.shape[-1])
+        mean = self.mean if self.mean is not None else tuple(float(m) for m in flat.mean(axis=0))
+        sd = self.sd
+        if self.kind == "standard" and sd is None:
+            sd = float(np.sqrt(np.mean((flat - np.asarray(mean)) ** 2)))
+            if not sd > 0:
+                raise ValueError("PixelScale('standard'): the images are constant (sd 0); nothing to scale by.")
+        return dataclasses.replace(self, mean=mean, sd=sd)
+
+    def _divisor(self) -> float:
+        return float(self.sd) if self.kind == "standard" else 1.0
 
     def to_model(self, pixels):
         if self.kind == "pixels":
             return pixels
         if self.kind == "unit":
             return pixels / 127.5 - 1.0
-        if self.mean is None:
-            raise ValueError("PixelScale('minus_mean') has no mean yet; call .fit(images) first.")
-        return pixels - np.asarray(self.mean, np.float32)
+        if self.mean is None or (self.kind == "standard" and self.sd is None):
+            raise ValueError(f"PixelScale({self.kind!r}) has no mean yet; call .fit(images) first.")
+        return (pixels - np.asarray(self.mean, np.float32)) / np.float32(self._divisor())
 
     def to_pixels(self, x):
         if self.kind == "pixels":
             return np.asarray(x)
         if self.kind == "unit":
             return (np.asarray(x) + 1.0) * 127.5
-        return np.asarray(x) + np.asarray(self.mean, np.float32)
+        return np.asarray(x) * np.float32(self._divisor()) + np.asarray(self.mean, np.float32)
 
     def to_dict(self) -> Dict[str, Any]:
-        """``{"kind": ..., "mean": [...] or None}``, as a run's config.json keeps it."""
-        return {"kind": self.kind, "mean": None if self.mean is None else list(self.mean)}
+        """``{"kind": ..., "mean": [...] or None, "sd": ... or None}``, as a run's config.json keeps it."""
+        return {"kind": self.kind, "mean": None if self.mean is None else list(self.mean), "sd": self.sd}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "PixelScale":
         """The scale that :meth:`to_dict` wrote."""
-        return cls(d["kind"], None if d.get("mean") is None else tuple(float(m) for m in d["mean"]))
+        return cls(d["kind"], None if d.get("mean") is None else tuple(float(m) for m in d["mean"]),
+                   None if d.get("sd") is None else float(d["sd"]))
 
     @property
     def range(self) -> Tuple[float, float]:
@@ -376,7 +394,7 @@ class PixelScale:
         if self.kind == "pixels":
             return (0.0, 255.0)
         mean = np.asarray(self.mean)
-        return (float(-mean.max()), float(255.0 - mean.min()))
+        return (float(-mean.max()) / self._divisor(), float(255.0 - mean.min()) / self._divisor())
 
 
 def image_grid(images: np.ndarray, n_cols: Optional[int] = None, pad: int = 2) -> np.ndarray:

@@ -40,6 +40,7 @@ __all__ = [
     "DescriptorState",
     "energy",
     "make_energy_fn",
+    "virial_ratio",
     "init_chains",
     "is_contrastive_divergence",
     "n_state_chains",
@@ -103,7 +104,8 @@ class DescriptorConfig:
       image_size: (height, width) the observed images are resized to;
         ``(frames, height, width)`` for videos, ``(samples,)`` for sounds.
       channels: 1 (gray) or 3.
-      pixel_scale: ``"minus_mean"`` (0..255 minus the mean) or ``"unit"``.
+      pixel_scale: ``"minus_mean"`` (0..255 minus the mean), ``"standard"`` (minus the
+        mean, divided by the sd: unit variance) or ``"unit"`` (:class:`gcnjax.data.PixelScale`).
       batch_size: observed images per iteration (all of them if fewer).
       data_noise: standard deviation of Gaussian noise added to the observed
         batch at every iteration (the short-run code's 0.03 on [−1, 1]
@@ -244,6 +246,24 @@ def make_energy_fn(apply_fn: ApplyFn, params: PyTree, sigma: Optional[float]):
         return energy(apply_fn, params, x[None], sigma)[0]
 
     return energy_fn
+
+
+def virial_ratio(apply_fn: ApplyFn, params: PyTree, x: jax.Array, sigma: Optional[float]) -> jax.Array:
+    """``x·∇E(x) / d`` per image of a batch ``x`` (``d`` values each): an
+    equilibrium check of samples that needs no reference samples.
+
+    For any density ``p ∝ exp(−E)`` on ``R^d`` that decays fast enough,
+    integration by parts gives the virial identity ``E_p[x·∇E(x)] = d``, so
+    the ratio averages to 1 over exact samples. A chain still climbing
+    towards the model's typical set reads below 1, and a local minimum of
+    ``E`` (noise-free Langevin's end, ``x = σ²∇f(x)``) reads exactly 0. For
+    the descriptor ``x·∇E = ||x||²/σ² − x·∇f(x)``, and when ``f`` is
+    positively 1-homogeneous (ReLU or |·| features with a linear top, no
+    biases) ``x·∇f = f``.
+    """
+    grad = jax.grad(lambda z: jnp.sum(energy(apply_fn, params, z, sigma)))(jnp.asarray(x, jnp.float32))
+    axes = tuple(range(1, x.ndim))
+    return jnp.sum(x * grad, axis=axes) / np.prod(x.shape[1:])
 
 
 def is_contrastive_divergence(config: DescriptorConfig) -> bool:

@@ -299,25 +299,36 @@ def sound(n_samples: int, **overrides) -> DescriptorConfig:
 def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
     """Sampling and learning settings of a FRAME run (a DescriptorConfig).
 
-    ``kind="texture"``: 10 Langevin steps per iteration; ``"object"``: 30
-    (the paper's T). Both: σ = 1 on 0..255 minus the mean, δ = 0.3,
-    persistent chains from zero, Adam (lr 0.01, β1 0.5) on the top weights,
-    no gradient capping or weight decay. Adam, because the raw gradient
-    ``E_data[φ] − E_model[φ]`` of a stationary weight is a sum over all
-    positions of responses in pixel units (about 10⁵–10⁶ for a 64×64
-    image): plain SGD needs a learning rate tuned to the image size
-    (about 2e-7 at 64×64, measured), Adam does not.
-    ``layers`` is only used to check image sizes: one layer of the bank's
-    largest filter.
+    ``kind="texture"``: images standardised (``pixel_scale="standard"``:
+    minus the mean, divided by the sd), σ = 1, so that the reference
+    ``q = N(0, σ²I)`` is white noise of the observed variance, and
+    Langevin steps of δ = 0.1 (a tenth of the data's sd), 10 per iteration.
+    ``"object"``: the paper's setting, σ = 1 and δ = 0.3 on 0..255 minus
+    the mean, 30 steps. Both: persistent chains from zero, Adam (lr 0.01,
+    β1 0.5) on the top weights, no gradient capping or weight decay.
+
+    Why the texture model is standardised: with σ = 1 pixel against a
+    texture of sd 20–50 pixels, a filter-bank FRAME model can only reach
+    the data's contrast through f, so ``E = ||x||²/2σ² − f`` is a cold
+    model: samples sit at x ≈ σ²∇f(x), a pixel's conditional spread is
+    about σ, and chains of δ = 0.3 follow the gradient from zero to a
+    grating of the strongest filter and stay there. A reference of the
+    data's own variance keeps the model hot enough for Langevin to mix.
+    Adam, because the raw gradient ``E_data[φ] − E_model[φ]`` of a
+    stationary weight is a sum over all positions (about 10³–10⁶ for a
+    64×64 image): plain SGD needs a learning rate tuned to the image size,
+    Adam does not. ``layers`` is only used to check image sizes: one layer
+    of the bank's largest filter.
     """
     if kind not in ("texture", "object"):
         raise ValueError(f"FRAME kind must be 'texture' or 'object', got {kind!r}.")
+    texture = kind == "texture"
     base = dict(
         layers=(ConvSpec(1, 15, 1, "SAME"),),
-        top="sum" if kind == "texture" else "dense",
+        top="sum" if texture else "dense",
         sigma=1.0,
-        langevin=LangevinConfig.from_delta(0.3, 10 if kind == "texture" else 30),
-        n_chains=4 if kind == "texture" else 7,
+        langevin=LangevinConfig.from_delta(0.1, 10) if texture else LangevinConfig.from_delta(0.3, 30),
+        n_chains=4 if texture else 7,
         chain_init="zeros",
         persistent=True,
         optimizer="adam",
@@ -328,7 +339,7 @@ def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
         max_abs_grad=None,
         image_size=(128, 128),
         channels=3,
-        pixel_scale="minus_mean",
+        pixel_scale="standard" if texture else "minus_mean",
         n_iterations=300,
         run=RunConfig(log_every=10, image_every=50, checkpoint_every=50),
     )

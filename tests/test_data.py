@@ -93,6 +93,29 @@ def test_pixel_scales_invert():
         gdata.PixelScale("minus_mean").to_model(pixels)
 
 
+def test_standard_pixel_scale_has_unit_variance_and_inverts():
+    rng = np.random.default_rng(1)
+    pixels = (rng.normal(size=(3, 6, 6, 3)) * np.array([10.0, 20.0, 30.0]) + np.array([50.0, 100.0, 150.0]))
+    scale = gdata.PixelScale("standard").fit(pixels.astype(np.float32))
+    x = scale.to_model(pixels.astype(np.float32))
+    # Per-channel mean 0; ONE sd, so the mean square over everything is 1
+    # and the channels keep their proportions (closed form: the sample sds).
+    np.testing.assert_allclose(x.reshape(-1, 3).mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(np.mean(x.astype(np.float64) ** 2), 1.0, rtol=1e-4)
+    centred = pixels.reshape(-1, 3) - pixels.reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(scale.sd, np.sqrt(np.mean(centred ** 2)), rtol=1e-6)
+    np.testing.assert_allclose(x.reshape(-1, 3).std(axis=0), centred.std(axis=0) / scale.sd, rtol=1e-4)
+    np.testing.assert_allclose(scale.to_pixels(x), pixels, atol=1e-3)
+    again = gdata.PixelScale.from_dict(scale.to_dict())
+    assert again == scale
+    lo, hi = scale.range
+    np.testing.assert_allclose((lo, hi), (-max(scale.mean) / scale.sd, (255 - min(scale.mean)) / scale.sd))
+    with pytest.raises(ValueError, match="fit"):
+        gdata.PixelScale("standard").to_model(pixels)
+    with pytest.raises(ValueError, match="constant"):
+        gdata.PixelScale("standard").fit(np.full((1, 4, 4, 1), 7.0))
+
+
 def test_image_grid_layout(tmp_path):
     ims = np.stack([np.full((4, 4, 1), v) for v in (0, 100, 200)])
     grid = gdata.image_grid(ims, n_cols=2, pad=1)

@@ -295,3 +295,26 @@ def test_learn_frame_writes_a_run(tmp_path):
     result = F.learn_frame(cfg, net, images, tmp_path / "run", quiet=True)
     assert (tmp_path / "run" / "synthesized.png").is_file() and (tmp_path / "run" / "report.md").is_file()
     assert result["state"].params["params"]["w"].shape == (16, 16, 10)
+
+
+def test_virial_ratio_is_one_under_the_model_and_zero_at_a_minimum():
+    # One-pixel FRAME f(x) = w|x| (a 1-homogeneous f): p ∝ exp(−x²/2σ² + w|x|).
+    sigma, w = 1.5, 0.8
+    net = F.FrameNet(lambda x: jnp.abs(x), top="sum")
+    params = {"params": {"w": jnp.asarray([w], jnp.float32)}}
+    grid = np.linspace(-12.0, 12.0, 24001)
+    ratio = np.asarray(D.virial_ratio(net.apply, params, jnp.asarray(grid.reshape(-1, 1, 1, 1)), sigma))
+    # Pointwise: x·∇E = x²/σ² − w|x| (closed form).
+    np.testing.assert_allclose(ratio, grid ** 2 / sigma ** 2 - w * np.abs(grid), rtol=1e-5, atol=1e-4)
+    # Its average under the model is 1 (the virial identity), by quadrature.
+    density = np.exp(-grid ** 2 / (2 * sigma ** 2) + w * np.abs(grid))
+    np.testing.assert_allclose(np.sum(ratio * density) / np.sum(density), 1.0, rtol=1e-6)
+    # The minima x = ±σ²w (where x = σ²∇f) read exactly 0.
+    minima = jnp.asarray([sigma ** 2 * w, -sigma ** 2 * w]).reshape(2, 1, 1, 1)
+    np.testing.assert_allclose(D.virial_ratio(net.apply, params, minima, sigma), 0.0, atol=1e-6)
+    # d = 1024 pixels of exact reference samples (w = 0): mean ≈ 1 within
+    # its standard error sqrt(2/d)/sqrt(n) (chi-square / d).
+    zero = {"params": {"w": jnp.zeros((1,), jnp.float32)}}
+    x = sigma * jax.random.normal(jax.random.key(0), (8, 32, 32, 1))
+    r = np.asarray(D.virial_ratio(net.apply, zero, x, sigma))
+    assert abs(r.mean() - 1.0) < 4 * np.sqrt(2 / 1024) / np.sqrt(8)
