@@ -7,7 +7,8 @@ ConvNet" (224×224 images, 0..255 minus the mean, σ = 1, δ = 0.3 for maximum
 likelihood and 0.5 for contrastive divergence, SGD with weight decay 1e-4
 (plain for textures; momentum 0.5 for objects and CD),
 each layer's gradient divided by its number of positions and capped at a
-largest absolute entry of 20 (ML) or 1 (CD)).
+largest absolute entry of 20 (ML) or 1 (CD)); the texture net's convs wrap
+at the border (see :func:`texture`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def texture() -> DescriptorConfig:
     model make the scale of f swing by tens of percent from one iteration
     to the next, and the synthesized textures stay blurred. The convs wrap
     around the image border (``"CIRCULAR"`` padding): every pixel of a
-    synthesized texture is then seen by as many units as any other, where
-    zero padding leaves a frame about 8 pixels wide of low contrast (both
+    synthesized texture is then seen by as many units as any other (up to
+    the stride-3 grid), where zero padding leaves a frame about 8 pixels
+    wide of low contrast (both
     measured: experiments/RESULTS.md, "Texture synthesis: why the ivy
     was blurred")."""
     return DescriptorConfig(
