@@ -2,10 +2,26 @@
 
 Learns one stationary descriptor per texture: the paper's ivy and
 scikit-image's brick, grass and gravel, and writes a run directory for each
-plus a summary report.
+(and seed) plus a summary report.
 
     python experiments/texture_synthesis.py --ivy ../shared/data/textures/ivy.jpg --out runs/textures
+    python experiments/texture_synthesis.py --ivy ... --only ivy brick grass --seeds 0 1 2
     python experiments/texture_synthesis.py --full ...    # the authors' 224×224 size and 1000 iterations
+
+Scores, per texture (mean ± sd over the seeds where several are run):
+
+- spectrum distance (:func:`gcnjax.metrics.log_spectrum_distance`) of the
+  synthesized images to the observed one, and of white noise of the observed
+  mean and variance;
+- Gram distance (:func:`gcnjax.metrics.gram_distance`) with the learned
+  net's own first-layer filters (its ``conv1`` kernels, 15×15, on the model's
+  scale: pixels minus the observed mean), of the synthesized images, of the
+  shuffled-patch baseline (:func:`gcnjax.metrics.shuffled_patches`: the
+  observed image cut into 16×16 tiles, about the filters' size, and put back
+  in random order) and of the white noise.
+
+The first seed's run is ``OUT/NAME`` (the auto-encoding check reads it);
+further seeds go to ``OUT/NAME-seedS``.
 """
 
 import argparse
@@ -16,18 +32,52 @@ from pathlib import Path
 import numpy as np
 
 from gcnjax import presets
-from gcnjax.metrics import log_spectrum_distance
-from gcnjax.train import RunConfig
 from gcnjax.cli import load_data
-from gcnjax.synthesis import learn_descriptor
+from gcnjax.metrics import gram_distance, log_spectrum_distance, shuffled_patches
+from gcnjax.synthesis import learn_descriptor, load_run
+from gcnjax.train import RunConfig
+
+# The shuffled-patch baseline's tile: the first-layer filters' size (15)
+# rounded up to a side that divides the crops.
+PATCH = 16
+CPU_SIZE = (64, 64)
+CPU_ITERATIONS = 200
 
 
 def config(full: bool, iterations=None):
     cfg = presets.texture() if full else dataclasses.replace(
-        # CPU size: 128×128 observed images, 4 chains, 600 iterations.
-        presets.texture(), image_size=(128, 128), n_iterations=600,
-        run=RunConfig(image_every=100, checkpoint_every=100))
+        presets.texture(), image_size=CPU_SIZE, n_iterations=CPU_ITERATIONS,
+        run=RunConfig(image_every=50, checkpoint_every=100))
     return cfg if iterations is None else dataclasses.replace(cfg, n_iterations=iterations)
+
+
+def scores(images: np.ndarray, run_dir: Path, seed: int) -> dict:
+    """The spectrum and Gram distances of one finished run (see the module's docstring)."""
+    synthesized = np.load(run_dir / "synthesized.npy")
+    _, scale, _, params = load_run(run_dir)
+    filters = np.asarray(params["params"]["conv1"]["kernel"])
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(images.mean(), images.std(), synthesized.shape)
+    shuffled = np.stack([shuffled_patches(images[0], PATCH, rng) for _ in range(len(synthesized))])
+
+    def gram(other):
+        return gram_distance(scale.to_model(images), scale.to_model(other), filters)
+
+    return {"spectrum_distance_synthesized": log_spectrum_distance(images, synthesized),
+            "spectrum_distance_noise": log_spectrum_distance(images, noise),
+            "gram_distance_synthesized": gram(synthesized),
+            "gram_distance_shuffled": gram(shuffled),
+            "gram_distance_noise": gram(noise)}
+
+
+def _mean_sd(values):
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _cell(values, fmt):
+    mean, sd = _mean_sd(values)
+    return f"{mean:{fmt}}" + (f" ± {sd:{fmt}}" if len(values) > 1 else "")
 
 
 def main():
@@ -36,7 +86,11 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("runs/textures"))
     parser.add_argument("--full", action="store_true", help="the authors' size (GPU)")
     parser.add_argument("--only", nargs="*", help="run only these textures")
-    parser.add_argument("--iterations", type=int, help="learning iterations (default: 600, or the preset's with --full)")
+    parser.add_argument("--iterations", type=int,
+                        help=f"learning iterations (default: {CPU_ITERATIONS}, or the preset's with --full)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds (net initialisation and chains) to run each texture with; scores are "
+                             "reported as mean ± sd over them")
     args = parser.parse_args()
 
     base = config(args.full, args.iterations)
@@ -55,26 +109,44 @@ def main():
     for name, (source, geometry, channels) in jobs.items():
         if source is None or (args.only and name not in args.only):
             continue
-        cfg = dataclasses.replace(base, channels=channels)
         images = load_data(source, channels=channels, **geometry)
         spec = dict(spec=source, channels=channels, size=geometry.get("size"), crop=geometry.get("crop"))
-        result = learn_descriptor(cfg, images, args.out / name, title=f"Texture: {name}", source=source,
-                                  data_spec=spec, overwrite=True)
-        synthesized = np.load(args.out / name / "synthesized.npy")
-        noise = np.random.default_rng(0).normal(images.mean(), images.std(), synthesized.shape)
-        d_synth = log_spectrum_distance(images, synthesized)
-        d_noise = log_spectrum_distance(images, noise)
-        summary[name] = {"spectrum_distance_synthesized": d_synth, "spectrum_distance_noise": d_noise,
-                         "seconds": result["seconds"], "iterations": cfg.n_iterations}
+        per_seed, seconds = [], []
+        for i, seed in enumerate(args.seeds):
+            cfg = dataclasses.replace(base, channels=channels, seed=seed)
+            run_dir = args.out / (name if i == 0 else f"{name}-seed{seed}")
+            result = learn_descriptor(cfg, images, run_dir, title=f"Texture: {name} (seed {seed})", source=source,
+                                      data_spec=spec, overwrite=True)
+            per_seed.append(scores(images, run_dir, seed))
+            seconds.append(result["seconds"])
+            print(f"{name} seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in per_seed[-1].items()), flush=True)
+        keys = per_seed[0].keys()
+        summary[name] = {**{k: _mean_sd([s[k] for s in per_seed])[0] for k in keys},
+                         **{f"{k}_sd": _mean_sd([s[k] for s in per_seed])[1] for k in keys},
+                         "per_seed": {str(seed): s for seed, s in zip(args.seeds, per_seed)},
+                         "seeds": list(args.seeds), "seconds": float(np.mean(seconds)),
+                         "iterations": base.n_iterations, "size": list(size)}
+        col = {k: [s[k] for s in per_seed] for k in keys}
         rows.append(f"| {name} | ![observed]({name}/observed.png) | ![synthesized]({name}/synthesized.png) "
-                    f"| {d_synth:.2f} | {d_noise:.2f} | {result['seconds']:.0f} s |")
+                    f"| {_cell(col['spectrum_distance_synthesized'], '.2f')} "
+                    f"| {_cell(col['spectrum_distance_noise'], '.2f')} "
+                    f"| {_cell(col['gram_distance_synthesized'], '.3g')} "
+                    f"| {_cell(col['gram_distance_shuffled'], '.3g')} "
+                    f"| {_cell(col['gram_distance_noise'], '.3g')} | {np.mean(seconds):.0f} s |")
     report = [
         "# Texture synthesis", "",
+        f"{size[0]}×{size[1]}, {base.n_iterations} iterations, seeds {' '.join(map(str, args.seeds))} "
+        "(mean ± sd over the seeds; the pictures are the first seed's).", "",
         "Spectrum distance: mean |log(1+P_observed) − log(1+P)| of the spatial power spectra, for the "
         "synthesized images and, for scale, for Gaussian white noise of the observed mean and variance.", "",
-        "| texture | observed | synthesized | spectrum distance | white noise | time |",
-        "|---|---|---|---|---|---|", *rows,
+        "Gram distance: mean squared difference of the Gram matrices of the responses to the learned net's "
+        f"first-layer filters (pixels minus the observed mean), for the synthesized images, for the observed "
+        f"image cut into {PATCH}×{PATCH} tiles shuffled (as many images as chains), and for the white noise.", "",
+        "| texture | observed | synthesized | spectrum distance | white noise | Gram distance | shuffled "
+        f"{PATCH}² patches | white noise | time per run |",
+        "|---|---|---|---|---|---|---|---|---|", *rows,
     ]
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text("\n".join(report) + "\n")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"report: {args.out / 'report.md'}")

@@ -24,7 +24,7 @@ __all__ = [
     "feature_statistics", "frechet_distance", "frechet_distance_from_features", "random_feature_frechet",
     "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
-    "filter_responses", "gram_matrices", "gram_distance", "mse", "psnr",
+    "filter_responses", "gram_matrices", "gram_distance", "shuffled_patches", "mse", "psnr",
     "effective_sample_size", "rhat",
     "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance",
 ]
@@ -402,6 +402,28 @@ def gram_distance(images_a, images_b, filters) -> float:
     ga = gram_matrices(images_a, filters).mean(axis=0)
     gb = gram_matrices(images_b, filters).mean(axis=0)
     return float(np.mean((ga - gb) ** 2))
+
+
+def shuffled_patches(image, patch: int, rng: np.random.Generator) -> np.ndarray:
+    """A baseline texture: ``image`` ``(H, W, C)`` cut into the
+    ``(H // patch) · (W // patch)`` non-overlapping ``patch × patch`` tiles
+    of its top-left ``H' × W'`` window (``H' = patch · (H // patch)``), the
+    tiles put back in an order drawn by ``rng`` (a uniform permutation).
+
+    Every tile is a piece of the observed image, so the result has exactly
+    the pixel values of that window (the same histogram), and within a tile
+    every statistic; only structure across the seams is broken. A synthesis
+    that matches the observed texture's statistics better than this has
+    learned more than its pieces up to ``patch`` pixels. ``(H', W', C)``."""
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"shuffled_patches needs one image (H, W, C), got shape {image.shape}.")
+    rows, cols = image.shape[0] // patch, image.shape[1] // patch
+    if patch < 1 or rows < 1 or cols < 1:
+        raise ValueError(f"patch must be an integer from 1 to the image's side {min(image.shape[:2])}, got {patch!r}.")
+    tiles = image[:rows * patch, :cols * patch].reshape(rows, patch, cols, patch, -1).swapaxes(1, 2)
+    tiles = tiles.reshape(rows * cols, patch, patch, -1)[rng.permutation(rows * cols)]
+    return tiles.reshape(rows, cols, patch, patch, -1).swapaxes(1, 2).reshape(rows * patch, cols * patch, -1)
 
 
 # ---------------------------------------------------------------------- reconstruction

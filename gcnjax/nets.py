@@ -129,7 +129,8 @@ OBJECT_LAYERS: Tuple[ConvSpec, ...] = (
 # The texture net pads ("SAME", as the authors' TensorFlow descriptors do):
 # without padding, pixels within a receptive field of the border are seen by
 # few units, and in synthesized textures they stay near the reference mean,
-# a gray frame some 15 pixels wide.
+# a gray frame some 15 pixels wide. The `texture` preset wraps instead
+# ("CIRCULAR"): zero padding still leaves a narrower frame of low contrast.
 TEXTURE_LAYERS: Tuple[ConvSpec, ...] = tuple(
     dataclasses.replace(spec, padding="SAME") for spec in OBJECT_LAYERS
 )

@@ -257,25 +257,31 @@ _xla_kernel_gradient = _kernel_gradient(_xla_conv)
 
 
 def _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads, out_sizes):
-    """δ per axis such that the input gradient of a strided conv is
-    ``z[δ : δ + n]`` with ``z = conv_transpose(g, flip(K)ᵀ, s, "SAME")``
-    (see :func:`conv_subpixel_grad`), or None where that window leaves z."""
-    shifts = []
+    """``(δ, extension)`` per axis such that the input gradient of a strided
+    conv is ``z[δ : δ + n]`` with ``z = conv_transpose(g', flip(K)ᵀ, s,
+    "SAME")`` (see :func:`conv_subpixel_grad`), ``g'`` the cotangent ``g``
+    with ``extension = (e_lo, e_hi)`` zero outputs added before and after:
+    ``(0, 0)`` where the window lies inside the ``z`` of ``g`` itself. The
+    zero outputs add nothing; they only lengthen ``z``, each by ``s``
+    values (``δ`` grows by ``s · e_lo``), to hold the window."""
+    shifts, extensions = [], []
     for n, k, s, (lo, _), o in zip(in_sizes, kernel_sizes, strides, pads, out_sizes):
         delta = lo + _same_transpose_padding(k, s)[0] - (k - 1)
-        if delta < 0 or delta + n > s * o:
-            return None
-        shifts.append(delta)
-    return tuple(shifts)
+        e_lo = -(-max(0, -delta) // s)
+        e_hi = -(-max(0, delta + n - s * o) // s)
+        shifts.append(delta + s * e_lo)
+        extensions.append((e_lo, e_hi))
+    return tuple(shifts), tuple(extensions)
 
 
 def _subpixel_input_gradient(cotangent, x, kernel, strides, padding):
     n_spatial = kernel.ndim - 2
     in_sizes, kernel_sizes = x.shape[1:-1], kernel.shape[:n_spatial]
     pads = _resolve_padding(padding, in_sizes, kernel_sizes, strides)
-    shifts = _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads, cotangent.shape[1:-1])
-    if shifts is None:
-        return _xla_input_gradient(cotangent, x, kernel, strides, padding)
+    shifts, extensions = _subpixel_input_gradient_shift(in_sizes, kernel_sizes, strides, pads,
+                                                        cotangent.shape[1:-1])
+    if any(e_lo or e_hi for e_lo, e_hi in extensions):
+        cotangent = jnp.pad(cotangent, ((0, 0),) + extensions + ((0, 0),))
     flipped = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n_spatial))), -1, -2)
     z = _conv_transpose_skipping_zeros(cotangent, flipped, strides)
     return z[(slice(None),) + tuple(slice(d, d + n) for d, n in zip(shifts, in_sizes))]
@@ -299,9 +305,10 @@ def conv_subpixel_grad(x: jax.Array, kernel: jax.Array, strides: Sequence[int], 
     ``z[i + δ]`` with ``z = conv_transpose(g, K', s, "SAME")``,
     ``K'[j] = K[k − 1 − j]ᵀ`` and ``δ = lo + p − (k − 1)`` (``p`` the
     transposed conv's SAME padding before the dilated input). The kernel's
-    gradient is XLA's. Where the window ``z[δ : δ + n]`` leaves ``z``
-    (some VALID convs whose kernel is longer than the stride) the input
-    gradient is XLA's too. Why: XLA:CPU computes that gradient as a conv
+    gradient is XLA's. Where the window ``z[δ : δ + n]`` would leave ``z``
+    (VALID convs whose kernel is longer than the stride, and so the
+    CIRCULAR ones, VALID convs of the wrapped input), ``g`` is first
+    extended by zero outputs. Why: XLA:CPU computes that gradient as a conv
     of the zero-dilated ``g``, multiplying the zeros too (measured:
     experiments/benchmarks/RESULTS.md).
 

@@ -4,9 +4,11 @@ Each preset is a :class:`~gcnjax.descriptor.DescriptorConfig`; change any
 field with ``dataclasses.replace(preset, field=value)``. The full-size
 presets follow the authors' MatConvNet code for "A Theory of Generative
 ConvNet" (224×224 images, 0..255 minus the mean, σ = 1, δ = 0.3 for maximum
-likelihood and 0.5 for contrastive divergence, SGD with weight decay 1e-4,
+likelihood and 0.5 for contrastive divergence, SGD with weight decay 1e-4
+(plain for textures; momentum 0.5 for objects and CD),
 each layer's gradient divided by its number of positions and capped at a
-largest absolute entry of 20 (ML) or 1 (CD)).
+largest absolute entry of 20 (ML) or 1 (CD)); the texture net's convs wrap
+at the border (see :func:`texture`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,20 @@ __all__ = ["PRESETS", "get", "texture", "object_pattern", "contrastive_divergenc
 def texture() -> DescriptorConfig:
     """Texture synthesis from one image: f = sum of the top responses (a
     stationary model), 10 Langevin steps per iteration, persistent chains
-    started at zero (the reference mean)."""
+    started at zero (the reference mean).
+
+    Plain SGD (momentum 0), as in the authors' code: with momentum 0.5 the
+    capped gradient steps and the lag of the persistent chains behind the
+    model make the scale of f swing by tens of percent from one iteration
+    to the next, and the synthesized textures stay blurred. The convs wrap
+    around the image border (``"CIRCULAR"`` padding): every pixel of a
+    synthesized texture is then seen by as many units as any other (up to
+    the stride-3 grid), where zero padding leaves a frame about 8 pixels
+    wide of low contrast (both
+    measured: experiments/RESULTS.md, "Texture synthesis: why the ivy
+    was blurred")."""
     return DescriptorConfig(
-        layers=TEXTURE_LAYERS,
+        layers=tuple(dataclasses.replace(spec, padding="CIRCULAR") for spec in TEXTURE_LAYERS),
         top="sum",
         sigma=1.0,
         langevin=LangevinConfig.from_delta(0.3, 10),
@@ -38,7 +51,7 @@ def texture() -> DescriptorConfig:
         persistent=True,
         optimizer="sgd",
         learning_rate=1e-4,
-        momentum=0.5,
+        momentum=0.0,
         weight_decay=1e-4,
         divide_by_positions=True,
         max_abs_grad=20.0,
@@ -65,6 +78,8 @@ def object_pattern() -> DescriptorConfig:
         top="dense",
         langevin=LangevinConfig.from_delta(0.3, 30),
         learning_rate=5e-4,
+        # The learning rate above was chosen with this momentum.
+        momentum=0.5,
         n_chains=7,
         n_iterations=1000,
     )

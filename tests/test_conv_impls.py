@@ -44,7 +44,8 @@ def test_fold_time_matches_flax_conv_with_gradients(shape, kernel, stride, paddi
 @pytest.mark.parametrize("shape,kernel,stride,padding", [
     ((2, 16, 16, 3), (4, 4), (2, 2), "SAME"),             # the short-run net's stride-2 layers
     ((2, 9, 11, 3), (4, 4), (2, 2), "SAME"),              # odd sizes
-    ((2, 9, 11, 3), (4, 4), (2, 2), "VALID"),             # the window leaves z: XLA's gradient
+    ((2, 9, 11, 3), (4, 4), (2, 2), "VALID"),             # the window leaves z: g extended by zeros
+    ((2, 20, 17, 2), (15, 15), (3, 3), "CIRCULAR"),       # the texture preset's first layer (also extended)
     ((2, 16, 16, 2), (15, 15), (3, 3), "SAME"),           # the texture net's first layer
     ((2, 13, 12, 3), (5, 5), (2, 3), "CIRCULAR"),         # periodic, a different stride per axis
     ((2, 10, 10, 2), (2, 2), (3, 3), "VALID"),            # kernel shorter than the stride
@@ -122,13 +123,19 @@ def test_conv_unfold_matches_xla_with_gradients(shape, kernel, stride, padding):
 
 
 def test_subpixel_grad_takes_the_subpixel_path_where_it_fits():
-    """The cases above must exercise the sub-pixel input gradient, not only
-    its fall-back: δ per axis for the short-run net's layers is 0, for the
-    texture net's first layer 1 (a window inside z), and None for a VALID
-    4×4 stride-2 conv of 9 rows (its window leaves z)."""
-    assert ops._subpixel_input_gradient_shift((32, 32), (4, 4), (2, 2), ((1, 1), (1, 1)), (16, 16)) == (0, 0)
-    assert ops._subpixel_input_gradient_shift((64,), (15,), (3,), ((7, 7),), (22,)) == (1,)
-    assert ops._subpixel_input_gradient_shift((9,), (4,), (2,), ((0, 0),), (3,)) is None
+    """The cases above must exercise both geometries of the sub-pixel input
+    gradient: δ per axis for the short-run net's layers is 0, for the
+    texture net's first layer (SAME) 1, windows inside z; a VALID 4×4
+    stride-2 conv of 9 rows (3 outputs, z of 6 values) needs the window
+    z[−1 : 8], so one zero output before g and one after (δ = −1 + 2); the
+    texture preset's first layer, CIRCULAR (a VALID conv of the 64 + 14
+    wrapped values, 22 outputs, z of 66), needs z[−6 : 72]: two zero
+    outputs on each side (δ = −6 + 6)."""
+    assert ops._subpixel_input_gradient_shift((32, 32), (4, 4), (2, 2), ((1, 1), (1, 1)), (16, 16)) == (
+        (0, 0), ((0, 0), (0, 0)))
+    assert ops._subpixel_input_gradient_shift((64,), (15,), (3,), ((7, 7),), (22,)) == ((1,), ((0, 0),))
+    assert ops._subpixel_input_gradient_shift((9,), (4,), (2,), ((0, 0),), (3,)) == ((1,), ((1, 1),))
+    assert ops._subpixel_input_gradient_shift((78,), (15,), (3,), ((0, 0),), (22,)) == ((0,), ((2, 2),))
 
 
 def _check_against_flax(shape, kernel, stride, padding, impl):

@@ -218,6 +218,26 @@ def test_gram_matrices_match_direct_computation():
         metrics.gram_matrices(images, filters[:, :, :2])
 
 
+def test_shuffled_patches_keeps_every_tile_and_the_histogram():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(13, 12, 2))          # 13 rows: the last row is cut off (13 // 4 = 3 tiles)
+    out = metrics.shuffled_patches(image, 4, np.random.default_rng(0))
+    window = image[:12, :12]
+    assert out.shape == (12, 12, 2)
+    # the same pixel values, exactly: the histogram of every channel
+    for c in range(2):
+        np.testing.assert_array_equal(np.sort(out[..., c], axis=None), np.sort(window[..., c], axis=None))
+    # each output tile is one input tile, each input tile used once
+    tiles_in = [window[i:i + 4, j:j + 4] for i in range(0, 12, 4) for j in range(0, 12, 4)]
+    tiles_out = [out[i:i + 4, j:j + 4] for i in range(0, 12, 4) for j in range(0, 12, 4)]
+    used = [next(k for k, t in enumerate(tiles_in) if np.array_equal(t, u)) for u in tiles_out]
+    assert sorted(used) == list(range(9)) and used != list(range(9))
+    # one tile the size of the image: nothing moves
+    np.testing.assert_array_equal(metrics.shuffled_patches(window, 12, rng), window)
+    with pytest.raises(ValueError, match="patch"):
+        metrics.shuffled_patches(image, 14, rng)
+
+
 def test_psnr_closed_form():
     x = np.zeros((2, 4, 4, 1))
     y = x + np.array([1.0, 10.0])[:, None, None, None]

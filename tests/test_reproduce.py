@@ -81,3 +81,12 @@ def test_the_seeds_of_a_job_write_beside_its_first(tmp_path):
                                                           "spectrum_distance_noise": 17.31}))
     (row,) = reproduce.measure(wave, tmp_path / "dynamic-wave")
     assert row["verdict"].startswith("**reproduced**") and len(row["scores"]) == 3
+
+
+def test_texture_row_reads_the_spectrum_and_gram_distances(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"ivy": {
+        "spectrum_distance_synthesized": 1.004, "spectrum_distance_noise": 2.9,
+        "gram_distance_synthesized": 7593.1, "gram_distance_shuffled": 17022.5, "gram_distance_noise": 2.39e5}}))
+    text = reproduce._texture(tmp_path)
+    assert text.startswith("spectrum distance to the observed ivy 1.00 (white noise of its mean and variance: 2.90)")
+    assert "filters 7.59e+03 (the observed image's 16² tiles shuffled: 1.7e+04; white noise: 2.39e+05)" in text
