@@ -21,6 +21,7 @@ def _stripes(n, seed):
     return np.clip(images, 0, 255)[..., None].astype(np.float32), labels
 
 
+@pytest.mark.slow
 def test_training_reaches_high_accuracy_and_round_trips(tmp_path):
     images, labels = _stripes(320, 0)
     params, info = classifier.train_classifier(images, labels, TINY)

@@ -165,7 +165,8 @@ def _check_against_flax(shape, kernel, stride, padding, impl):
 # On the CPU the rule picks fold_time for FC_S and unfold for ST (see
 # CPU_CHOICES below): there the forced cases are the same programs as the
 # rule's, so they are slow checks (elsewhere they are not).
-@pytest.mark.parametrize("variant,impl", [pytest.param("fc_s", "fold_time", marks=pytest.mark.slow), ("fc_s", "unfold"),
+@pytest.mark.parametrize("variant,impl", [pytest.param("fc_s", "fold_time", marks=pytest.mark.slow),
+                                          pytest.param("fc_s", "unfold", marks=pytest.mark.slow),
                                           pytest.param("st", "unfold", marks=pytest.mark.slow),
                                           ("st", ops.CPU_RULE), ("fc_s", ops.CPU_RULE)])
 def test_the_video_nets_are_the_same_function_either_way(variant, impl):

@@ -187,6 +187,7 @@ def test_coop_config_is_checked_and_round_trips():
         presets.coop(30)
 
 
+@pytest.mark.slow
 def test_coop_cli_on_a_folder(tmp_path, capsys):
     from PIL import Image
 

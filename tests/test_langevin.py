@@ -114,6 +114,7 @@ def _ula_stationary_cov_eig(A, a):
     return V @ np.diag(1.0 / (lam * (1.0 - a * lam / 2.0))) @ V.T
 
 
+@pytest.mark.slow
 def test_ula_small_step_matches_correlated_gaussian():
     n_chains, n_steps, a = 10_000, 2500, 0.01
     x0 = np.zeros(2)  # a point mass away from mu: the chains have to mix
@@ -241,7 +242,7 @@ mixture_energy = _mixture_energy(MIX_W, MIX_M, MIX_S)
 @pytest.mark.parametrize(
     "mala, step_size, n_steps",
     [
-        (False, 0.04, 2000),  # ULA, a / sd^2 = 0.06: 80 time units
+        pytest.param(False, 0.04, 2000, marks=pytest.mark.slow),  # ULA, a / sd^2 = 0.06: 80 time units
         (True, 0.3, 500),  # MALA, a / sd^2 = 0.47: ~140 time units (acceptance ~0.93)
     ],
     ids=["ula_small_step", "mala_large_step"],
