@@ -102,8 +102,8 @@ def test_sigint_checkpoints_the_current_iteration_and_says_how_to_resume(tmp_pat
     import signal
 
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "gcnjax.cli", "demo", "--image-size", "40", "--iterations", "400",
-            "--checkpoint-every", "1000", "--steps", "1", "--out", str(out), "--quiet"]
+    argv = [sys.executable, "-m", "gcnjax.cli", "demo", "--image-size", "40", "--iterations", "100000",
+            "--checkpoint-every", "1000000", "--steps", "1", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     metrics = out / "metrics.csv"
     deadline = time.time() + 240
