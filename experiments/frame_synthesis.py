@@ -63,24 +63,6 @@ def _thresholds(values, kind: str):
     return tuple(float(v) for v in values)
 
 
-def _shuffled_patches(image: np.ndarray, patch: int, rng: np.random.Generator) -> np.ndarray:
-    """``image`` (H, W, C) cut into non-overlapping ``patch × patch`` squares
-    that are put back in a random order (``rng.permutation``): the same
-    pixels and the same statistics inside every patch, the arrangement
-    between patches destroyed, with seams at the patch borders. H and W must
-    be multiples of ``patch``. A baseline that keeps everything local: a
-    texture model should match the observed filter statistics at least as
-    well as it."""
-    height, width, channels = image.shape
-    if patch < 1 or height % patch or width % patch:
-        raise ValueError(f"patch {patch} must divide the image's height and width {height}×{width}.")
-    rows, cols = height // patch, width // patch
-    squares = image.reshape(rows, patch, cols, patch, channels).transpose(0, 2, 1, 3, 4).reshape(
-        rows * cols, patch, patch, channels)
-    squares = squares[rng.permutation(rows * cols)]
-    return squares.reshape(rows, cols, patch, patch, channels).transpose(0, 2, 1, 3, 4).reshape(image.shape)
-
-
 def _tiles(image: np.ndarray, side: int) -> np.ndarray:
     """The non-overlapping ``side × side`` tiles of ``image`` (H, W, C), row by row."""
     rows, cols = image.shape[0] // side, image.shape[1] // side
@@ -100,7 +82,7 @@ def texture_scores(synthesized, observed, held_out, gram_filters, n_images: int,
     sets = {
         "synthesized": np.asarray(synthesized, np.float64),
         "white_noise": mean + sd * rng.standard_normal((n_images,) + tile.shape),
-        "shuffled_patches": np.stack([_shuffled_patches(tile, patch, rng) for _ in range(n_images)]),
+        "shuffled_patches": np.stack([metrics.shuffled_patches(tile, patch, rng) for _ in range(n_images)]),
         "observed": tile[None],
     }
     return {name: {"spectrum": metrics.log_spectrum_distance(images, held_out),
