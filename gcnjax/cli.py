@@ -638,13 +638,13 @@ def cmd_coop(args) -> int:
     size = args.image_size or (28 if fashion else 64)
 
     def new_config():
-        config = presets.coop(size, channels)
+        config = presets.coop(size, channels, nets=args.nets or "ours")
         if args.clip:
             config = replace_at(config, ("descriptor", "langevin", "clip"), (-1.0, 1.0))
         return config
 
     config, saved = _configure(args, coop.CoopConfig, new_config, COOP_SHORTCUTS,
-                               ("data", "image_size", "gray", "clip"))
+                               ("data", "image_size", "gray", "clip", "nets"))
     spec = saved["data_spec"] if saved else _recorded(dict(spec=args.data, size=(size, size), crop=None,
                                                            channels=channels), args)
     images = _load_spec(spec)
@@ -814,6 +814,7 @@ def _add_coop_command(sub) -> None:
     """coop: cooperative training."""
     from gcnjax.coop import CoopConfig
     from gcnjax.options import add_config_flags
+    from gcnjax.presets import COOP_NETS
 
     p = sub.add_parser("coop", help="cooperative training of a descriptor and a generator (CoopNets)")
     p.add_argument("--data", help="a folder of images, or fashion-mnist[:N] (the first N training images)")
@@ -831,6 +832,9 @@ def _add_coop_command(sub) -> None:
                    help="clip the revised images to the data range [-1, 1] at every Langevin step; keeps the "
                         "descriptor's f from running away at the authors' learning rate on short CPU runs")
     p.add_argument("--latent-dim", type=_positive_int, help="dimension of z (100)")
+    p.add_argument("--nets", choices=COOP_NETS,
+                   help="the nets (gcnjax.presets.coop): the authors' (a batch-normalised generator from a 4x4 "
+                        "start, a descriptor top of 100 summed units; image size 4*2^L) or ours (the default)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (0: none)")
     p.add_argument("--on-divergence", choices=["stop", "retry"],

@@ -68,6 +68,9 @@ class CoopConfig:
       and ``run`` are not used.
     generator_start, generator_channels, generator_kernel, generator_norm:
       the generator net (:class:`gcnjax.nets.GeneratorNet`; tanh output).
+      ``generator_norm="batch"`` (the authors' batch norm) normalises by
+      the statistics of the proposals' batch; it needs 0 latent inference
+      steps (inference runs one chain per example).
     n_iterations, seed, run: of the cooperative run.
     """
 
@@ -99,6 +102,12 @@ class CoopConfig:
             raise ValueError(
                 f"CoopConfig.generator_channels ends with {self.generator_channels[-1]} image channels but "
                 f"descriptor.channels is {self.descriptor.channels}; make them equal."
+            )
+        if self.generator_norm == "batch" and self.generator.langevin.n_steps:
+            raise ValueError(
+                "CoopConfig.generator_norm='batch' with latent inference "
+                f"(generator.langevin.n_steps = {self.generator.langevin.n_steps}): inference runs one chain per "
+                "example, where batch statistics are undefined; use 0 inference steps or generator_norm 'layer'."
             )
         out = self.generator_net().output_shape()[:2]
         if tuple(out) != tuple(self.descriptor.image_size):

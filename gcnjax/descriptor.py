@@ -68,7 +68,9 @@ class DescriptorConfig:
     """Everything that defines a descriptor run (saved with its outputs).
 
     Model:
-      layers, top, activation, init_std: the net (:class:`DescriptorNet`).
+      layers, top, top_units, activation, init_std: the net
+        (:class:`DescriptorNet`; ``top_units`` summed fully connected units
+        of a dense top).
       activate_last, init_scheme: see :class:`gcnjax.nets.DescriptorNet` (the
         short-run net: a linear last conv, PyTorch's default init).
       sigma: σ of the Gaussian reference; ``None`` drops the ``||x||²/2σ²``
@@ -117,6 +119,7 @@ class DescriptorConfig:
 
     layers: Tuple[ConvSpec, ...] = (ConvSpec(100, 15, 3), ConvSpec(64, 5, 1), ConvSpec(30, 3, 1))
     top: str = "sum"
+    top_units: int = 1
     activation: str = "relu"
     init_std: float = 0.01
     sigma: Optional[float] = 1.0
@@ -159,9 +162,9 @@ class DescriptorConfig:
         positive("learning_rate", self.learning_rate)
         positive("init_std", self.init_std)
         positive("max_abs_grad", self.max_abs_grad, allow_none=True)
-        for name in ("n_chains", "batch_size", "n_iterations"):
+        for name in ("n_chains", "batch_size", "n_iterations", "top_units"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"DescriptorConfig.{name} must be an integer >= 1, got {value!r}.")
         if self.weight_decay < 0 or not np.isfinite(self.weight_decay):
             raise ValueError(f"DescriptorConfig.weight_decay must be >= 0, got {self.weight_decay!r}.")
@@ -433,6 +436,7 @@ def make_net(config: DescriptorConfig, depth: Optional[int] = None, dtype=jnp.fl
         layers=tuple(config.layers),
         depth=depth,
         top=config.top,
+        top_units=config.top_units,
         activation=config.activation,
         init_std=config.init_std,
         dtype=dtype,

@@ -178,7 +178,11 @@ class GeneratorConfig:
         if self.net not in GENERATOR_NETS:
             raise ValueError(f"GeneratorConfig.net must be one of {tuple(GENERATOR_NETS)}, got {self.net!r}.")
         if self.net_norm not in ("none", "layer"):
-            raise ValueError(f"GeneratorConfig.net_norm must be 'none' or 'layer', got {self.net_norm!r}.")
+            raise ValueError(
+                f"GeneratorConfig.net_norm must be 'none' or 'layer', got {self.net_norm!r}; batch statistics "
+                "are not offered here: each example's latent is inferred by its own chain, so g(z) must not "
+                "depend on the other examples."
+            )
         if self.out_channels is not None:
             count("out_channels", self.out_channels)
         if self.pixel_scale not in ("unit", "minus_mean"):

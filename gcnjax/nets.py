@@ -30,6 +30,8 @@ __all__ = [
     "stg_layers",
     "SOUND_LAYERS",
     "GENERATOR_NORMS",
+    "BatchStatNorm",
+    "normalise_by_batch",
     "Conv",
     "ConvTranspose",
     "GeneratorNet",
@@ -167,14 +169,24 @@ class DescriptorNet(nn.Module):
 
     * ``top="sum"`` (texture, stationary model): ``f(x) = Σ`` of all the top
       layer's responses over positions and channels.
-    * ``top="dense"`` (object model): one fully connected filter over the
-      whole top map, ``f(x) = <W, h(x)> + b``, with no activation.
+    * ``top="dense"`` (object model): fully connected filters over the
+      whole top map, with no activation, summed:
+      ``f(x) = Σ_k (<W_k, h(x)> + b_k)``, k = 1 … ``top_units``.
+
+    Summed units are one filter ``Σ_k W_k`` as a function, but not as
+    params: every ``W_k`` gets the same gradient, so under Adam the summed
+    filter moves ``top_units`` times as far per step, and it starts with
+    ``sqrt(top_units)`` times the spread. The CoopNets authors' descriptor
+    has 100 such units (a fully connected layer whose outputs the loss and
+    the Langevin gradient sum).
 
     Attributes:
       layers: the conv layers, bottom first.
       depth: use only the first ``depth`` layers (layer-by-layer growth);
         ``None`` for all.
       top: ``"sum"`` or ``"dense"``.
+      top_units: the number of summed fully connected units of the dense
+        top (1: one filter).
       activation: ``"relu"`` (the theory: f piecewise linear) or
         ``"leaky_relu"`` (slope 0.2).
       init_std: standard deviation of the Gaussian initial conv weights.
@@ -191,6 +203,7 @@ class DescriptorNet(nn.Module):
     layers: Sequence[ConvSpec] = TEXTURE_LAYERS
     depth: Optional[int] = None
     top: str = "sum"
+    top_units: int = 1
     activation: str = "relu"
     init_std: float = 0.01
     dtype: jnp.dtype = jnp.float32
@@ -203,6 +216,8 @@ class DescriptorNet(nn.Module):
             raise ValueError(f"DescriptorNet.init_scheme must be 'normal' or 'torch', got {self.init_scheme!r}.")
         if self.top not in ("sum", "dense"):
             raise ValueError(f"DescriptorNet.top must be 'sum' or 'dense', got {self.top!r}.")
+        if isinstance(self.top_units, bool) or int(self.top_units) != self.top_units or self.top_units < 1:
+            raise ValueError(f"DescriptorNet.top_units must be an integer >= 1, got {self.top_units!r}.")
         act = {"relu": nn.relu, "leaky_relu": lambda h: nn.leaky_relu(h, 0.2)}.get(self.activation)
         if act is None:
             raise ValueError(
@@ -242,9 +257,9 @@ class DescriptorNet(nn.Module):
         if self.top == "sum":
             return jnp.sum(h, axis=tuple(range(1, h.ndim)))
         h = h.reshape(h.shape[0], -1)
-        return nn.Dense(
-            1, kernel_init=nn.initializers.normal(self.init_std), name="top"
-        )(h)[:, 0]
+        return jnp.sum(nn.Dense(
+            int(self.top_units), kernel_init=nn.initializers.normal(self.init_std), name="top"
+        )(h), axis=-1)
 
 
 def layer_output_sizes(layers: Sequence[ConvSpec], image_size: Sequence[int]):
@@ -359,7 +374,7 @@ SOUND_LAYERS: Tuple[ConvSpec, ...] = (
 # top-down ConvNet from a latent vector to an image (NHWC) or a waveform
 # (NTC). Shared by the 2-D and 1-D nets below.
 
-GENERATOR_NORMS = ("none", "layer")
+GENERATOR_NORMS = ("none", "layer", "batch")
 GENERATOR_OUTPUTS = ("tanh", "linear")
 
 
@@ -384,13 +399,45 @@ class ConvTranspose(nn.Module):
         return ops.conv_transpose(x, kernel, self.strides) + bias
 
 
+class BatchStatNorm(nn.Module):
+    """Batch normalisation by the statistics of the batch it is given:
+    ``(h − mean) / sqrt(var + ε) + shift``, mean and variance per channel
+    over the examples and positions, a learned ``shift`` and no scale (the
+    CoopNets authors' generator: TensorFlow's ``batch_norm`` defaults, in
+    training mode for learning and sampling alike; before a LeakyReLU a
+    positive scale is absorbed by the next layer's weights).
+
+    It keeps no running averages: ``apply`` stays a pure function of
+    ``(params, z)``, but the output for one example depends on the others
+    in its batch.
+    """
+
+    epsilon: float = 1e-3
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        shift = self.param("shift", nn.initializers.zeros, (h.shape[-1],), jnp.float32)
+        return (normalise_by_batch(h, self.epsilon) + shift).astype(self.dtype)
+
+
+def normalise_by_batch(h: jax.Array, epsilon: float) -> jax.Array:
+    """``(h − mean) / sqrt(var + ε)`` in float32, mean and (biased)
+    variance per channel (last axis) over all other axes: the examples of
+    the batch and their positions."""
+    h32 = h.astype(jnp.float32)
+    axes = tuple(range(h.ndim - 1))
+    mean = jnp.mean(h32, axis=axes)
+    var = jnp.mean(jnp.square(h32 - mean), axis=axes)
+    return (h32 - mean) * jax.lax.rsqrt(var + epsilon)
+
+
 def _check_generator_fields(name, channels, norm, output, kernel, stride):
     if len(channels) < 1 or any(int(c) < 1 for c in channels):
         raise ValueError(f"{name}.channels must be a non-empty list of positive channel counts, got {channels!r}.")
     if norm not in GENERATOR_NORMS:
         raise ValueError(
-            f"{name}.norm must be one of {GENERATOR_NORMS}, got {norm!r}. BatchNorm is not offered: "
-            "inference runs each example's latent chain on its own, so batch statistics would be wrong."
+            f"{name}.norm must be one of {GENERATOR_NORMS}, got {norm!r}."
         )
     if output not in GENERATOR_OUTPUTS:
         raise ValueError(f"{name}.output must be one of {GENERATOR_OUTPUTS}, got {output!r}.")
@@ -421,6 +468,8 @@ def _top_down(z, *, start, channels, kernel, stride, norm, output, init_std, dty
             # g(z) of one example never depends on the others in the batch.
             h = nn.LayerNorm(reduction_axes=tuple(range(1, h.ndim)), feature_axes=-1, dtype=dtype,
                              name=f"norm{i}")(h)
+        elif norm == "batch":
+            h = BatchStatNorm(dtype=dtype, name=f"norm{i}")(h)
         return nn.leaky_relu(h, 0.2)
 
     h = norm_act(h, 0)
@@ -446,13 +495,14 @@ class GeneratorNet(nn.Module):
       channels: ``(C0, C1, …, C_L)``: the first map's channels, then each
         transposed conv's output channels; the last is the image's.
       kernel, stride: of every transposed conv (the papers: 5, 2).
-      norm: ``"none"`` or ``"layer"`` (LayerNorm per example over positions
-        and channels, after the dense layer and each hidden transposed
-        conv). The papers' nets use BatchNorm; it is left out on purpose:
-        ABP infers each example's latent by its own Langevin chain (one
-        example at a time under ``vmap``), where batch statistics would
-        make ``g(z)`` depend on the other examples and need a mutable
-        ``batch_stats`` collection. LayerNorm has neither problem.
+      norm: after the dense layer and each hidden transposed conv:
+        ``"none"``, ``"layer"`` (LayerNorm per example over positions and
+        channels) or ``"batch"`` (:class:`BatchStatNorm`, the papers'
+        BatchNorm by the statistics of the batch given). ``"batch"`` makes
+        ``g(z)`` of one example depend on the others in its batch: fit for
+        CoopNets (whose generator maps a batch of prior draws), not for
+        ABP, which infers each example's latent by its own Langevin chain
+        (:class:`gcnjax.generator.GeneratorConfig` refuses it).
       output: ``"tanh"`` (images in [−1, 1]) or ``"linear"``.
       init_std: standard deviation of the Gaussian initial kernels
         (DCGAN's 0.02); ``None`` for Flax's default (LeCun normal).
@@ -610,12 +660,9 @@ class MultigridNet(nn.Module):
             h = nn.Conv(spec.features, (spec.kernel, spec.kernel), strides=(spec.stride, spec.stride),
                         padding=spec.padding, kernel_init=init, dtype=self.dtype, name=f"conv{i + 1}")(h)
             if self.norm == "batch":
-                h32 = h.astype(jnp.float32)
-                mean = jnp.mean(h32, axis=(0, 1, 2))
-                var = jnp.mean(jnp.square(h32 - mean), axis=(0, 1, 2))
                 scale = self.param(f"bn{i + 1}_scale", nn.initializers.ones, (spec.features,))
                 shift = self.param(f"bn{i + 1}_shift", nn.initializers.zeros, (spec.features,))
-                h = ((h32 - mean) * jax.lax.rsqrt(var + 1e-5) * scale + shift).astype(self.dtype)
+                h = (normalise_by_batch(h, 1e-5) * scale + shift).astype(self.dtype)
             h = nn.leaky_relu(h, 0.2)
         h = h.astype(jnp.float32).reshape(h.shape[0], -1)
         return nn.Dense(1, kernel_init=init, name="top")(h)[:, 0]

@@ -23,7 +23,7 @@ from gcnjax.train import RunConfig
 
 __all__ = ["PRESETS", "get", "texture", "object_pattern", "contrastive_divergence", "demo", "shortrun",
            "shortrun_layers", "MULTIGRID_PRESETS", "get_multigrid", "multigrid_authors", "multigrid_paper", "abp",
-           "stg", "sound", "frame", "coop"]
+           "stg", "sound", "frame", "coop", "COOP_NETS"]
 
 
 def texture() -> DescriptorConfig:
@@ -365,29 +365,51 @@ def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
 # ---------------------------------------------------------------- cooperative training
 
 
-def coop(image_size: int = 64, channels: int = 3, width: int = 64, **overrides):
+COOP_NETS = ("ours", "authors")
+
+
+def coop(image_size: int = 64, channels: int = 3, width: int = 64, nets: str = "ours", **overrides):
     """The authors' settings (CoopNets TensorFlow code) at a CPU size.
 
-    Images in [−1, 1]. Descriptor: conv 5×5 s2 64 → conv 3×3 s2 128 →
-    conv 3×3 s1 256 (SAME, LeakyReLU 0.2) → one fully connected filter;
+    Images in [−1, 1]. Descriptor: conv 5×5 s2 w → conv 3×3 s2 2w →
+    conv 3×3 s1 4w (SAME, LeakyReLU 0.2) → a fully connected top;
     σ_d = 0.016, T = 15 revision steps of δ = 0.002, Adam lr 0.007 β1 0.5.
     Generator: z (100-d) → Dense → (s, s, C0) → 5×5 transposed convs of
-    stride 2 → tanh, with s = image_size / 2^L ≤ 8; σ_g = 0.3, no latent
-    inference (0 steps), Adam lr 1e-4 β1 0.5 (raise it for short runs).
-    ``image_size`` must be 4 × (a number ≤ 8) or 8 × (a number ≤ 8)
-    (28, 32, 64 …). ``width`` (64) scales every layer's channels (the
-    descriptor's are width, 2·width, 4·width; the generator's last hidden
-    layer has width channels): 32 quarters the work, for CPU runs.
+    stride 2 → tanh; σ_g = 0.3, no latent inference (0 steps), Adam lr
+    1e-4 β1 0.5 (raise it for short runs).
+
+    ``nets`` picks the two nets:
+
+    * ``"authors"``: as in the authors' code. The descriptor's top is 100
+      summed fully connected units (``top_units=100``); the generator
+      starts at s = 4 (the authors' 1×1 → 4×4 transposed conv of kernel 4,
+      VALID, which is exactly a dense layer reshaped to 4×4), C0 = 2^(L−1)·w
+      halving to w at the last hidden layer, each hidden layer batch-
+      normalised by its batch's statistics (``generator_norm="batch"``).
+      Needs an image size of 4·2^L (32, 64 …).
+    * ``"ours"``: one top unit, no normalisation, s = image_size / 2^L ≤ 8
+      for the smallest such L in 2..4 (28 → 7, 32 → 8, 64 → 8).
+
+    ``width`` (w = 64, the authors') scales every layer's channels (the
+    descriptor's are w, 2w, 4w): 32 quarters the work, for CPU runs.
     ``overrides`` replace CoopConfig fields.
     """
     from gcnjax.coop import CoopConfig
     from gcnjax.generator import GeneratorConfig
 
+    if nets not in COOP_NETS:
+        raise ValueError(f"nets must be one of {COOP_NETS}, got {nets!r}.")
     size = int(image_size)
-    n_up = next((L for L in (2, 3, 4) if size % (2**L) == 0 and size // (2**L) <= 8), None)
-    if n_up is None:
-        raise ValueError(f"image size {size} cannot be made by doubling a start of at most 8 pixels; "
-                         "use e.g. 28, 32 or 64.")
+    if nets == "authors":
+        n_up = next((L for L in range(1, 8) if size == 4 * 2**L), None)
+        if n_up is None:
+            raise ValueError(f"image size {size} is not 4·2^L (8, 16, 32, 64, 128 …), which the authors' "
+                             "generator (a 4×4 start doubled L times) needs; use nets='ours' or such a size.")
+    else:
+        n_up = next((L for L in (2, 3, 4) if size % (2**L) == 0 and size // (2**L) <= 8), None)
+        if n_up is None:
+            raise ValueError(f"image size {size} cannot be made by doubling a start of at most 8 pixels; "
+                             "use e.g. 28, 32 or 64.")
     start = size // 2**n_up
     w = int(width)
     if w < 1:
@@ -395,14 +417,16 @@ def coop(image_size: int = 64, channels: int = 3, width: int = 64, **overrides):
     widths = tuple(w * 2**i for i in reversed(range(n_up)))  # e.g. (256, 128, 64)
     descriptor = DescriptorConfig(
         layers=(ConvSpec(w, 5, 2, "SAME"), ConvSpec(2 * w, 3, 2, "SAME"), ConvSpec(4 * w, 3, 1, "SAME")),
-        top="dense", activation="leaky_relu", init_std=0.01, sigma=0.016,
-        langevin=LangevinConfig.from_delta(0.002, 15), n_chains=64, chain_init="zeros", persistent=False,
-        optimizer="adam", learning_rate=0.007, beta1=0.5, weight_decay=0.0, divide_by_positions=False,
-        max_abs_grad=None, image_size=(size, size), channels=int(channels), pixel_scale="unit", batch_size=64,
+        top="dense", top_units=100 if nets == "authors" else 1, activation="leaky_relu", init_std=0.01,
+        sigma=0.016, langevin=LangevinConfig.from_delta(0.002, 15), n_chains=64, chain_init="zeros",
+        persistent=False, optimizer="adam", learning_rate=0.007, beta1=0.5, weight_decay=0.0,
+        divide_by_positions=False, max_abs_grad=None, image_size=(size, size), channels=int(channels),
+        pixel_scale="unit", batch_size=64,
     )
     generator = GeneratorConfig(latent_dim=100, sigma=0.3, langevin=LangevinConfig.from_delta(0.1, 0),
                                   optimizer="adam", learning_rate=1e-4, beta1=0.5)
     base = dict(descriptor=descriptor, generator=generator, generator_start=(start, start),
-                generator_channels=widths + (int(channels),))
+                generator_channels=widths + (int(channels),),
+                generator_norm="batch" if nets == "authors" else "none")
     base.update(overrides)
     return CoopConfig(**base)

@@ -185,6 +185,58 @@ def test_coop_config_is_checked_and_round_trips():
         dataclasses.replace(config, descriptor=dataclasses.replace(config.descriptor, pixel_scale="minus_mean"))
     with pytest.raises(ValueError, match="cannot be made"):
         presets.coop(30)
+    authors = presets.coop(32, 3, width=8, nets="authors")
+    assert authors.generator_start == (4, 4) and authors.generator_channels == (32, 16, 8, 3)
+    assert authors.generator_norm == "batch" and authors.descriptor.top_units == 100
+    assert coop.CoopConfig.from_dict(authors.to_dict()) == authors
+    with pytest.raises(ValueError, match="4·2"):
+        presets.coop(28, 1, nets="authors")
+    with pytest.raises(ValueError, match="inference"):
+        dataclasses.replace(authors, generator=dataclasses.replace(
+            authors.generator, langevin=LangevinConfig.from_delta(0.1, 3)))
+    with pytest.raises(ValueError, match="batch statistics"):
+        G.GeneratorConfig(net_norm="batch")
+
+
+def test_the_authors_nets_are_the_functions_their_code_computes():
+    """The authors' descriptor top (100 fully connected units, summed) is one
+    filter Σ W_k as a function; the generator's 1×1 → 4×4 transposed conv of
+    kernel 4 (VALID) is a dense layer reshaped; batch statistics leave each
+    channel with mean = shift and variance var/(var + ε)."""
+    config = presets.coop(8, 1, width=2, nets="authors")
+    des_net, gen_net = coop.make_nets(config)
+    x = jax.random.normal(jax.random.key(0), (5, 8, 8, 1))
+    params = des_net.init(jax.random.key(1), x)
+    top = params["params"]["top"]
+    assert top["kernel"].shape[-1] == 100
+    one_unit = D.make_net(dataclasses.replace(config.descriptor, top_units=1))
+    summed = jax.tree_util.tree_map(lambda a: a, params)
+    summed["params"]["top"] = {"kernel": top["kernel"].sum(-1, keepdims=True), "bias": top["bias"].sum(-1, keepdims=True)}
+    np.testing.assert_allclose(des_net.apply(params, x), one_unit.apply(summed, x), rtol=1e-4, atol=1e-4)
+
+    z = jax.random.normal(jax.random.key(2), (6, 3))
+    dense = jax.random.normal(jax.random.key(3), (3, 4 * 4 * 5))
+    # TensorFlow's conv2d_transpose (the gradient of a conv): kernel (kh, kw, out, in).
+    kernel = dense.reshape(3, 4, 4, 5).transpose(1, 2, 3, 0)
+    convt = jax.lax.conv_transpose(z.reshape(6, 1, 1, 3), kernel, (1, 1), "VALID",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+    np.testing.assert_allclose(convt, (z @ dense).reshape(6, 4, 4, 5), rtol=1e-5, atol=1e-5)
+
+    from gcnjax.nets import BatchStatNorm
+
+    h = 3.0 + 2.0 * jax.random.normal(jax.random.key(4), (6, 4, 4, 5))
+    norm = BatchStatNorm()
+    p = norm.init(jax.random.key(5), h)
+    p = {"params": {"shift": jnp.arange(5.0)}}
+    out = np.asarray(norm.apply(p, h), np.float64)
+    var = np.asarray(h, np.float64).reshape(-1, 5).var(0)
+    np.testing.assert_allclose(out.reshape(-1, 5).mean(0), np.arange(5.0), atol=1e-5)
+    np.testing.assert_allclose(out.reshape(-1, 5).var(0), var / (var + 1e-3), rtol=1e-4)
+    # g(z) of one example depends on its batch: the same z among other draws maps elsewhere.
+    g_params = gen_net.init(jax.random.key(6), z)
+    g_params = jax.tree_util.tree_map(lambda a: a + 0.1, g_params)
+    alone, among = gen_net.apply(g_params, z[:3]), gen_net.apply(g_params, z)[:3]
+    assert float(jnp.abs(alone - among).max()) > 1e-3
 
 
 @pytest.mark.slow
@@ -198,10 +250,11 @@ def test_coop_cli_on_a_folder(tmp_path, capsys):
         Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "run"
     argv = ["coop", "--data", str(folder), "--out", str(out), "--image-size", "16", "--iterations", "2",
-            "--chains", "3", "--steps", "2", "--latent-dim", "4", "--clip", "--quiet"]
+            "--chains", "3", "--steps", "2", "--latent-dim", "4", "--clip", "--nets", "authors", "--quiet"]
     assert cli.main(argv) == 0
-    saved = json.loads((out / "config.json").read_text())["config"]["descriptor"]["langevin"]
-    assert tuple(saved["clip"]) == (-1.0, 1.0)
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert tuple(saved["descriptor"]["langevin"]["clip"]) == (-1.0, 1.0)
+    assert saved["generator_norm"] == "batch" and saved["descriptor"]["top_units"] == 100
     assert str(out / "report.md") in capsys.readouterr().out
     assert (out / "revised.png").is_file() and (out / "proposals.png").is_file()
     assert cli.main(["coop", "--out", str(out), "--resume", "--quiet"]) == 0

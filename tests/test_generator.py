@@ -359,8 +359,8 @@ def test_generator_net_layer_norm_is_per_example():
     together = np.asarray(net.apply(params, z))
     alone = np.asarray(net.apply(params, z[1:2]))
     np.testing.assert_allclose(together[1:2], alone, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="BatchNorm"):
-        nets.GeneratorNet(norm="batch").init(jax.random.key(0), z)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        nets.GeneratorNet(norm="group").init(jax.random.key(0), z)
 
 
 @pytest.mark.parametrize("field, value", [
