@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gcnjax import coop, metrics, presets
-from gcnjax.cli import load_data
+from gcnjax.data import load_data
 from gcnjax.data import PixelScale
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from gcnjax import abp, coop, presets
 from gcnjax import generator as G
 from gcnjax import multigrid as M
-from gcnjax.cli import load_data
+from gcnjax.data import load_data
 from gcnjax.langevin import LangevinConfig
 from gcnjax.synthesis import learn_descriptor
 from gcnjax.train import RunConfig

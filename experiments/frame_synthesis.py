@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from gcnjax import frame, metrics, options, presets
-from gcnjax.cli import DESCRIPTOR_SHORTCUTS, load_data
+from gcnjax.cli import DESCRIPTOR_SHORTCUTS
+from gcnjax.data import load_data
 from gcnjax.data import PixelScale
 from gcnjax.descriptor import DescriptorConfig
 

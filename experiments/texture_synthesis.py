@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from gcnjax import presets
-from gcnjax.cli import load_data
+from gcnjax.data import load_data
 from gcnjax.metrics import gram_distance, log_spectrum_distance, shuffled_patches
 from gcnjax.synthesis import learn_descriptor, load_run
 from gcnjax.train import RunConfig

@@ -515,10 +515,8 @@ def _chains(run_dir: Path, payload: Dict[str, Any], settings):
         return Picture(gdata.sound_to_pixels(x) if scale.pixels is None else x)
 
     if settings.given is not None:
-        from gcnjax.cli import load_generator_data
-
         spec = payload.get("data_spec") or {}
-        observations, _ = load_generator_data(settings.given, config.net, size=spec.get("size"),
+        observations, _ = gdata.load_generator_data(settings.given, config.net, size=spec.get("size"),
                                               channels=config.out_channels)
         if observations.shape[1:] != shape:
             raise ValueError(f"--given {settings.given!r} holds examples of shape {observations.shape[1:]}, the "

@@ -27,51 +27,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from gcnjax.data import load_data, load_generator_data
+
 __all__ = ["main", "load_data"]
-
-
-def load_data(spec: str, size=None, channels: int = 3, crop=None):
-    """Images from ``spec``: an image file, a folder of images,
-    ``skimage:NAME`` for a bundled texture (brick, grass, gravel),
-    ``skimage:photos`` for tiles of ``size`` cut from scikit-image's bundled
-    colour photos, ``fashion-mnist[:N]`` (the first N training images of
-    Debian's Fashion-MNIST, zero-padded or resized to ``size``) or
-    ``idx:FOLDER`` (the training images of any folder of MNIST-format idx
-    files, likewise); resized to ``size`` and then centre-cropped to
-    ``crop`` where given."""
-    from gcnjax import data as gdata
-
-    if spec == "skimage:photos":
-        return gdata.bundled_photo_tiles(size or 32, channels=channels)
-    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
-        return _fashion_mnist(spec, size, channels)
-    if spec.startswith("idx:"):
-        return _fashion_mnist("fashion-mnist", size, channels, root=spec.split(":", 1)[1])
-    if spec.startswith("skimage:"):
-        return gdata.bundled_texture(spec.split(":", 1)[1], size=size, channels=channels, crop=crop)
-    return gdata.load_images(spec, size=size, channels=channels, crop=crop)
-
-
-def _fashion_mnist(spec: str, size, channels: int, root=None):
-    import numpy as np
-
-    from gcnjax import data as gdata
-
-    limit = None
-    if ":" in spec:
-        text = spec.split(":", 1)[1]
-        if not text.isdigit() or int(text) < 1:
-            raise gdata.DataError(f"fashion-mnist:N needs a whole number N >= 1 of images, got {spec!r}.")
-        limit = int(text)
-    images, _ = gdata.load_fashion_mnist(root or gdata.FASHION_MNIST_DIR, limit=limit)
-    if size is not None:
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        dh, dw = h - 28, w - 28
-        if dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0:  # pad, as is usual for 32×32 nets
-            images = np.pad(images, ((0, 0), (dh // 2, dh // 2), (dw // 2, dw // 2), (0, 0)))
-        elif (h, w) != (28, 28):
-            images = np.stack([gdata._resize(im, (h, w)) for im in images])
-    return np.repeat(images, 3, axis=-1) if channels == 3 else images
 
 
 def _positive_int(text: str) -> int:
@@ -323,25 +281,6 @@ def cmd_theory(args) -> int:
           f"{result['distinct_patterns']} of {result['n_starts']} starts")
     print(f"report: {result['report']}")
     return 0
-
-
-def load_generator_data(spec: str, net: str, *, size=None, channels=None, limit=None):
-    """Observations for a generator: ``(array, rate or None, data_spec)``.
-
-    ``spec`` is what :func:`load_data` reads (a folder of images,
-    ``fashion-mnist``, ``idx:FOLDER``, ...), resized to the net's size, or,
-    for ``net == "sound"``, a WAV file or folder (cut into clips of the
-    sound net's length)."""
-    from gcnjax import data as gdata
-    from gcnjax import generator as G
-
-    base = G.GENERATOR_NETS[net]()
-    shape = base.output_shape()
-    if net == "sound":
-        clips, rate = gdata.load_sound_clips(spec, shape[0])
-        return clips[:limit], rate
-    images = load_data(spec, size=size or shape[:2], channels=channels or shape[-1])
-    return images[:limit], None
 
 
 def cmd_abp_train(args) -> int:

@@ -299,7 +299,10 @@ def _trainer(config: CoopConfig, x: jax.Array, scale: gdata.PixelScale, images: 
         finish=finish,
         describe=(f"{dcfg.n_chains} proposals per iteration revised by {dcfg.langevin.n_steps} Langevin steps "
                   f"(step {dcfg.langevin.step_size:g}, noise {dcfg.langevin.noise_scale}); σ_d = {dcfg.sigma}, "
-                  f"σ_g = {gcfg.sigma}, {gcfg.langevin.n_steps} latent inference steps."),
+                  f"σ_g = {gcfg.sigma}, {gcfg.langevin.n_steps} latent inference steps; descriptor top of "
+                  f"{dcfg.top_units} summed unit(s), generator from {config.generator_start[0]}×"
+                  f"{config.generator_start[1]} with {config.generator_norm} normalisation"
+                  + ("; revised images clipped to [−1, 1]" if dcfg.langevin.clip is not None else "") + "."),
         plot_keys=("energy_data", "energy_proposals", "energy_revised", "revision_drop"),
     )
 
@@ -358,7 +361,10 @@ def _chains(run_dir, payload: Dict[str, Any], settings):
         picture=Picture,
         describe=(f"the generator's proposals g(z), z ~ N(0, I_{config.generator.latent_dim}), revised by "
                   f"{sampler.n_steps} Langevin steps (step {sampler.step_size:g}, noise {sampler.noise_scale}) "
-                  f"under the descriptor, σ = {dcfg.sigma}."),
+                  f"under the descriptor, σ = {dcfg.sigma}."
+                  + (" The generator's batch norm normalises each block of chains by that block's statistics, as "
+                     "the authors' code does each batch it samples (a padded last block draws its padding "
+                     "from the prior too)." if config.generator_norm == "batch" else "")),
         n_steps=sampler.n_steps,
         logdensity=lambda params, x: -D.make_energy_fn(des_net.apply, params["descriptor"], dcfg.sigma)(x),
     )

@@ -17,6 +17,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = [
+    "load_data",
+    "load_generator_data",
     "DataError",
     "shuffled_batches",
     "check_batch",
@@ -762,3 +764,62 @@ def load_sound_clips(source: Union[PathLike, Sequence[PathLike]], length: int, *
     if not clips:
         raise DataError(f"no WAV file in {str(source)!r} is at least {length} samples long; use shorter clips.")
     return np.stack(clips)[..., None].astype(np.float32), next(iter(rates.values()))
+
+
+# ---------------------------------------------------------------- data specs
+
+
+def load_data(spec: str, size=None, channels: int = 3, crop=None):
+    """Images from ``spec``: an image file, a folder of images,
+    ``skimage:NAME`` for a bundled texture (brick, grass, gravel),
+    ``skimage:photos`` for tiles of ``size`` cut from scikit-image's bundled
+    colour photos, ``fashion-mnist[:N]`` (the first N training images of
+    Debian's Fashion-MNIST, zero-padded or resized to ``size``) or
+    ``idx:FOLDER`` (the training images of any folder of MNIST-format idx
+    files, likewise); resized to ``size`` and then centre-cropped to
+    ``crop`` where given."""
+    if spec == "skimage:photos":
+        return bundled_photo_tiles(size or 32, channels=channels)
+    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
+        return _fashion_mnist(spec, size, channels)
+    if spec.startswith("idx:"):
+        return _fashion_mnist("fashion-mnist", size, channels, root=spec.split(":", 1)[1])
+    if spec.startswith("skimage:"):
+        return bundled_texture(spec.split(":", 1)[1], size=size, channels=channels, crop=crop)
+    return load_images(spec, size=size, channels=channels, crop=crop)
+
+
+def _fashion_mnist(spec: str, size, channels: int, root=None):
+    limit = None
+    if ":" in spec:
+        text = spec.split(":", 1)[1]
+        if not text.isdigit() or int(text) < 1:
+            raise DataError(f"fashion-mnist:N needs a whole number N >= 1 of images, got {spec!r}.")
+        limit = int(text)
+    images, _ = load_fashion_mnist(root or FASHION_MNIST_DIR, limit=limit)
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        dh, dw = h - 28, w - 28
+        if dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0:  # pad, as is usual for 32×32 nets
+            images = np.pad(images, ((0, 0), (dh // 2, dh // 2), (dw // 2, dw // 2), (0, 0)))
+        elif (h, w) != (28, 28):
+            images = np.stack([_resize(im, (h, w)) for im in images])
+    return np.repeat(images, 3, axis=-1) if channels == 3 else images
+
+
+def load_generator_data(spec: str, net: str, *, size=None, channels=None, limit=None):
+    """Observations for a generator: ``(array, sample rate or None)``.
+
+    ``spec`` is what :func:`load_data` reads (a folder of images,
+    ``fashion-mnist``, ``idx:FOLDER``, ...), resized to the net's size, or,
+    for ``net == "sound"``, a WAV file or folder (cut into clips of the
+    sound net's length)."""
+    from gcnjax import generator as G  # jax: only for generator nets
+
+    base = G.GENERATOR_NETS[net]()
+    shape = base.output_shape()
+    if net == "sound":
+        clips, rate = load_sound_clips(spec, shape[0])
+        return clips[:limit], rate
+    images = load_data(spec, size=size or shape[:2], channels=channels or shape[-1])
+    return images[:limit], None

@@ -13,7 +13,7 @@ from PIL import Image
 
 from gcnjax import abp, cli, masks
 from gcnjax import generator as G
-from gcnjax.data import DataError
+from gcnjax.data import DataError, load_data
 from gcnjax.langevin import LangevinConfig
 from gcnjax.train import RunConfig
 
@@ -281,7 +281,7 @@ def test_abp_commands_end_to_end(tmp_path, capsys):
     rec = json.loads((tmp_path / "rec" / "results.json").read_text())
     assert {"reconstruction_mse", "reconstruction_mse_pca"} <= set(rec)
     # PCA's column is PCA's error on these images, fitted on the run's 6 training images.
-    images = cli.load_data(str(folder), size=(28, 28), channels=1)
+    images = load_data(str(folder), size=(28, 28), channels=1)
     pca = (abp.pca_reconstruct(images[:6] / 127.5 - 1, images / 127.5 - 1, 3) + 1) * 127.5
     np.testing.assert_allclose(rec["reconstruction_mse_pca"], abp.mean_squared_error(images, pca).mean(), rtol=1e-4)
     # Bad input: one line, exit status 2.

@@ -255,8 +255,6 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
     """(d) one training iteration of the spatial-temporal descriptor
     (``presets.stg``): K Langevin steps of the persistent video chains,
     then one Adam step."""
-    from gcnjax import stg
-
     config = presets.stg(variant, frames=frames, image_size=size, channels=3, n_chains=n_chains,
                             langevin=langevin.LangevinConfig.from_delta(0.3, n_steps))
     shape = (frames, size, size, 3)
