@@ -192,8 +192,13 @@ def _multigrid(out):
 def _multigrid_inpaint(out):
     p = _summary(out)["inpainting"]
     unit = 255.0  # multi-grid runs report errors in pixel values 0..255
-    return (f"{p['mask']} missing: recovery MAE {p['mean_recovery_error'] / unit:.4f} (filled with the mean "
-            f"colour: {p['mean_colour_fill_error'] / unit:.4f})")
+    baselines = "".join(f", {label} {p[key] / unit:.4f}" for key, label in (
+        ("pca_error", f"PCA (d = {p.get('pca_dim')}, fitted on the training faces)"),
+        ("nearest_training_face_error", "the nearest training face"),
+        ("training_mean_error", "the training faces' mean")) if key in p)
+    return (f"{p['mask']} missing on {p.get('faces', 16)} held-out faces: recovery MAE "
+            f"{p['mean_recovery_error'] / unit:.4f}; filled with each face's mean colour "
+            f"{p['mean_colour_fill_error'] / unit:.4f}{baselines}")
 
 
 def _coop(out):
@@ -317,7 +322,9 @@ JOBS: List[Job] = [
                                              o / "singlegrid" / "fresh_samples.png")),
          Row("Multi-grid inpainting, Gao et al. 2018",
              "occluded faces completed by sampling the missing pixels (pictures)",
-             _multigrid_inpaint, lambda o: _existing(o / "inpaint" / "recovered.png"))]),
+             _multigrid_inpaint, lambda o: _existing(o / "inpaint" / "recovered.png"),
+             score=lambda o: [(_summary(o)["inpainting"]["mean_recovery_error"],
+                               _summary(o)["inpainting"]["pca_error"])])]),
     Job("coop", lambda d, full: _py("coop_training", "--data", f"{d}/faces64", "--out", "{out}/coop",
                                     *(["--image-size", "64", "--iterations", "3000", "--chains", "100",
                                        "--width", "64"] if full else
