@@ -12,10 +12,12 @@ clipped to the data range:
         --gen-lr 1e-4 --clip --out runs/coop/fashion
 
 With --limit below the folder's size, the images past the limit are held
-out (no model sees them), and summary.json gets the random-feature Fréchet
-distance TO THOSE HELD-OUT IMAGES of as many generator samples, revised
-samples, training images (the floor: real faces of the same kind) and images
-of per-pixel noise. --nets authors takes the authors' nets (gcnjax.presets.coop).
+out (no model sees them), and summary.json's "quality" holds two Fréchet
+distances TO THOSE HELD-OUT IMAGES (random conv features; eigenface
+coordinates) of as many generator samples, revised samples, training images
+(the floor: real faces of the same kind) and images of per-pixel noise, over
+5 draws each (sample_quality; --score recomputes them for a finished run).
+--nets authors takes the authors' nets (gcnjax.presets.coop).
 """
 
 import argparse
@@ -27,34 +29,71 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gcnjax import coop, metrics, presets
+from gcnjax import abp, coop, metrics, presets
 from gcnjax.data import load_data
 from gcnjax.data import PixelScale
 
 
-def sample_quality(config, state, train, held_out, seed=0):
-    """Random-feature Fréchet distance (gcnjax.metrics) to the held-out
-    images of as many generator samples, revised samples, training images
-    and images of per-pixel Gaussian noise (the training images' mean and
-    std): equal N, so the values compare; the training images are the
-    floor a model of these faces could reach, the noise a model that
-    learned only each pixel's mean and spread."""
+def sample_quality(config, params, train, held_out, seed=0, draws=5, pca_dim=20):
+    """Distances to the held-out images (no model saw them) of sets of as
+    many images as there are held-out ones: generator samples g(z), the
+    descriptor's revisions of them, training images (the floor: real faces
+    of the same kind) and per-pixel Gaussian noise of the training images'
+    mean and std (a model of each pixel's spread alone). Two distances:
+
+    * ``random_conv``: the Fréchet distance of a fixed random conv net's
+      pooled features (gcnjax.metrics.random_feature_frechet: colour,
+      contrast, edges; blind to where they are);
+    * ``eigenface``: the Fréchet distance of the coordinates in the top
+      ``pca_dim`` principal components of the training images, pixels in
+      [0, 1] (where the light and dark regions of a face sit: its layout).
+
+    Each set is drawn ``draws`` times (fresh z, fresh training images,
+    fresh noise): ``{set: {distance: [value per draw]}}``."""
     n = len(held_out)
     des_net, gen_net = coop.make_nets(config)
     sampler = coop.make_sampler(config, des_net.apply, gen_net.apply)
-    key = jax.random.key(seed)
-    z = jax.random.normal(key, (n, config.generator.latent_dim), jnp.float32)
-    proposals, revised = sampler(state, z, jax.random.fold_in(key, 1))
+    state = coop.CoopState(params["descriptor"], None, params["generator"], None, None, None)
     scale = PixelScale("unit")
+    mean, components = abp.pca_fit(np.asarray(train, np.float64) / 255.0, pca_dim)
+
+    def eigen(x):  # coordinates of images scaled to [0, 1]
+        return (np.asarray(x, np.float64).reshape(len(x), -1) / 255.0 - mean.reshape(-1)) @ components.T
+
+    held_eigen = eigen(held_out)
     rng = np.random.default_rng(seed)
-    noise = rng.normal(train.mean(0), train.std(0), (n,) + train.shape[1:]).clip(0, 255)
-    real = train[rng.choice(len(train), n, replace=False)]
-    sets = {"generator": scale.to_pixels(np.asarray(proposals)), "revised": scale.to_pixels(np.asarray(revised)),
-            "training_real": real, "pixel_gaussian": noise}
-    finite = {name: bool(np.isfinite(x).all()) for name, x in sets.items()}
-    return {"n": n, "against": "held-out images",
-            **{name: (metrics.random_feature_frechet(x, held_out) if finite[name] else float("nan"))
-               for name, x in sets.items()}}
+    out = {name: {"random_conv": [], "eigenface": []} for name in ("generator", "revised", "training_real",
+                                                                    "pixel_gaussian")}
+    for draw in range(draws):
+        key = jax.random.fold_in(jax.random.key(seed), draw)
+        z = jax.random.normal(key, (n, config.generator.latent_dim), jnp.float32)
+        proposals, revised = sampler(state, z, jax.random.fold_in(key, 1))
+        sets = {"generator": scale.to_pixels(np.asarray(proposals)), "revised": scale.to_pixels(np.asarray(revised)),
+                "training_real": train[rng.choice(len(train), n, replace=False)],
+                "pixel_gaussian": rng.normal(train.mean(0), train.std(0), (n,) + train.shape[1:]).clip(0, 255)}
+        for name, x in sets.items():
+            finite = bool(np.isfinite(x).all())
+            out[name]["random_conv"].append(metrics.random_feature_frechet(x, held_out) if finite else float("nan"))
+            out[name]["eigenface"].append(
+                metrics.frechet_distance_from_features(eigen(x), held_eigen) if finite else float("nan"))
+    return {"n": n, "draws": draws, "against": "held-out images", "pca_dim": pca_dim, **out}
+
+
+def _brief(quality) -> str:
+    return "; ".join(f"{name}: " + ", ".join(f"{d} {np.mean(v):.4g} ± {np.std(v, ddof=1):.2g}"
+                                           for d, v in quality[name].items())
+                     for name in ("generator", "revised", "training_real", "pixel_gaussian"))
+
+
+def _split(args):
+    """(training images, held-out images) of ``--data`` and ``--limit``."""
+    fashion = args.data.startswith("fashion-mnist")
+    channels = 1 if fashion else 3
+    size = args.image_size or (28 if fashion else 64)
+    images = load_data(args.data, size=(size, size), channels=channels)
+    if args.limit:
+        return images[: args.limit], images[args.limit:]
+    return images, images[:0]
 
 
 def main():
@@ -80,15 +119,22 @@ def main():
                         help="override the nets' generator normalisation (ablations)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--score", action="store_true",
+                        help="only score the finished run in --out against the held-out images (summary.json's "
+                             "'quality'), with the --data and --limit it was trained with")
     args = parser.parse_args()
+    if args.score:
+        images, held_out = _split(args)
+        config, _, _, _, params = coop.load_coop_run(args.out)
+        path = args.out / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        summary["quality"] = sample_quality(config, params, images, held_out)
+        path.write_text(json.dumps(summary, indent=2))
+        print(_brief(summary["quality"]))
+        return
 
-    fashion = args.data.startswith("fashion-mnist")
-    channels = 1 if fashion else 3
-    size = args.image_size or (28 if fashion else 64)
-    images = load_data(args.data, size=(size, size), channels=channels)
-    held_out = images[args.limit:] if args.limit else images[:0]
-    if args.limit:
-        images = images[: args.limit]
+    images, held_out = _split(args)
+    size, channels = images.shape[1], images.shape[-1]
     config = presets.coop(size, channels, width=args.width, nets=args.nets, n_iterations=args.iterations,
                           seed=args.seed)
     d = dataclasses.replace(config.descriptor, n_chains=args.chains, batch_size=args.chains, learning_rate=args.lr,
@@ -113,8 +159,10 @@ def main():
                "max_abs_f": float(np.nanmax(np.abs(h["f_data"]))),
                "revision_mse_last": float(h["revision_mse"][-1])}
     if len(held_out) >= 50:
-        summary["frechet"] = sample_quality(config, result["state"], images, held_out)
-        print("random-feature Fréchet distance to the held-out images:", summary["frechet"])
+        state = result["state"]
+        summary["quality"] = sample_quality(config, {"descriptor": state.des_params, "generator": state.gen_params},
+                                            images, held_out)
+        print("distances to the held-out images:", _brief(summary["quality"]))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{result['seconds']:.0f} s; revision lowered the energy in {int((h['revision_drop'] > 0).sum())} of "
           f"{len(h['revision_drop'])} logged iterations; report: {result['report']}")
