@@ -61,6 +61,19 @@ def inpainting_baselines(train, faces, mask, pca_dim):
     return {"pca": fills["pca"], "training_mean": fills["mean"], "nearest_training_face": np.stack(nearest)}
 
 
+def coarse_errors(faces, fill, mask, grids):
+    """The error on the missing pixels of ``fill`` read at each grid: averaged
+    over the grid's blocks, up-sampled back (nearest), the observed pixels
+    from ``faces``; what a fill gets right at that coarseness, comparable
+    with the multi-grid fill after that grid."""
+    size = faces.shape[1]
+    out = {}
+    for g in grids:
+        coarse = np.asarray(M.upsample(M.downsample(jnp.asarray(fill, jnp.float32), int(g)), size))
+        out[M.grid_key(int(g))] = float(recovery_error(faces, np.where(mask > 0, faces, coarse), mask).mean())
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", help="folder of 64×64 faces (e.g. ../shared/data/faces64)")
@@ -78,6 +91,8 @@ def main():
     ap.add_argument("--inpaint", type=int, default=None,
                     help="held-out faces to inpaint (default: all --held-out of them)")
     ap.add_argument("--pca-dim", type=int, default=20, help="dimension of the PCA baseline of inpainting")
+    ap.add_argument("--no-single-grid", action="store_true",
+                    help="learn the multi-grid models only (no single-grid comparison)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
 
@@ -101,18 +116,19 @@ def main():
                             "single_grid_langevin_steps": single.langevin.n_steps}}
 
     results = {}
-    for name, cfg in (("multigrid", config), ("singlegrid", single)):
+    models = (("multigrid", config),) + (() if args.no_single_grid else (("singlegrid", single),))
+    for name, cfg in models:
         t0 = time.perf_counter()
         res = M.learn_multigrid(cfg, train, out / name, title=f"{name} faces", source=args.data,
                                 overwrite=args.overwrite, quiet=True)
         seconds = time.perf_counter() - t0
-        # Fresh synthesis after learning: 4 batches, started from the training
+        # Fresh synthesis after learning: up to 4 batches, started from the training
         # faces' mean colours (multi-grid) or noise (single grid).
         apply_fns = {g: n.apply for g, n in res["nets"].items()}
         synth = M.make_synthesizer(cfg, apply_fns, res["scale"].range)
         key = jax.random.key(123)
         samples = []
-        for i in range(4):
+        for i in range(max(1, min(4, len(train) // args.batch))):
             batch = jnp.asarray(res["scale"].to_model(train[i * args.batch:(i + 1) * args.batch]))
             s = synth(jax.random.fold_in(key, i), res["state"].params, batch)
             samples.append(res["scale"].to_pixels(np.asarray(s[M.grid_key(64)])))
@@ -123,9 +139,10 @@ def main():
 
     flat = np.broadcast_to(train[:64].mean(axis=(1, 2), keepdims=True), train[:64].shape).copy()
     distances = {}
-    for label, images in (("held-out real faces", held), ("start: flat mean colours", flat),
-                          ("multi-grid samples", results["multigrid"]["samples"]),
-                          ("single-grid samples", results["singlegrid"]["samples"])):
+    sets = {"held-out real faces": held, "start: flat mean colours": flat,
+            **{f"{'multi' if name == 'multigrid' else 'single'}-grid samples": results[name]["samples"]
+               for name in results}}
+    for label, images in sets.items():
         distances[label] = {"random_feature_frechet": metrics.random_feature_frechet(images, train),
                             "log_spectrum_distance": log_spectrum_distance(images, train)}
     summary["distances_to_training_faces"] = distances
@@ -142,6 +159,9 @@ def main():
                              "per_image": [float(e) for e in fill["errors"]],
                              **{f"{name}_error": float(recovery_error(faces, x, mask).mean())
                                 for name, x in baselines.items()},
+                             "mean_recovery_error_by_grid": fill["mean_recovery_error_by_grid"],
+                             "baselines_by_grid": {name: coarse_errors(faces, x, mask, config.grids)
+                                                   for name, x in baselines.items()},
                              "pca_dim": args.pca_dim}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("distances_to_training_faces", "inpainting", "seconds")}, indent=2))
@@ -152,7 +172,8 @@ def main():
         mg = out / "multigrid"
         shutil.copy(mg / "images" / "pyramid_final.png", dest / "multigrid_faces_pyramid.png")
         shutil.copy(mg / "fresh_samples.png", dest / "multigrid_faces_samples.png")
-        shutil.copy(out / "singlegrid" / "fresh_samples.png", dest / "singlegrid_faces_samples.png")
+        if "singlegrid" in results:
+            shutil.copy(out / "singlegrid" / "fresh_samples.png", dest / "singlegrid_faces_samples.png")
         gdata.save_image_grid(dest / "multigrid_faces_observed.png", train[:16], n_cols=8)
         rows = np.concatenate([faces[:8], np.where(mask[:8] > 0, faces[:8], 127.5), fill["recovered"][:8],
                                baselines["pca"][:8]])

@@ -242,7 +242,19 @@ def test_run_writes_all_grids_and_resumes_identically(tmp_path):
     from gcnjax.metrics import recovery_error
 
     np.testing.assert_allclose(result["errors"], recovery_error(images, result["recovered"], mask))
-    assert json.loads((tmp_path / "fill" / "summary.json").read_text())["n_images"] == 3
+    summary = json.loads((tmp_path / "fill" / "summary.json").read_text())
+    assert summary["n_images"] == 3
+    by_grid = summary["mean_recovery_error_by_grid"]
+    assert list(by_grid) == ["start", "grid4", "grid8"]
+    assert by_grid["grid8"] == pytest.approx(float(result["errors"].mean()), rel=1e-6)
+    assert by_grid["start"] == pytest.approx(summary["mean_colour_fill_error"], rel=1e-6)
+    # The 4×4 fill read at 8×8, recomputed: each coarse pixel over its 2×2 block, observed pixels kept.
+    config, scale, nets, params = M.load_multigrid_run(tmp_path / "full")
+    fills = M.inpaint(jax.random.key(0), config, {g: n.apply for g, n in nets.items()}, params,
+                      jnp.asarray(scale.to_model(images)), jnp.asarray(mask), scale.range)
+    coarse = scale.to_pixels(np.repeat(np.repeat(np.asarray(fills["grid4"]), 2, axis=1), 2, axis=2))
+    expected = recovery_error(images, np.where(mask > 0, images, coarse), mask).mean()
+    assert by_grid["grid4"] == pytest.approx(float(expected), rel=1e-4)
 
 
 def test_single_grid_baseline_has_equal_steps():
