@@ -430,19 +430,30 @@ def make_synthesizer(config: MultigridConfig, apply_fns: Dict[int, ApplyFn], box
 
 
 def inpaint(key, config: MultigridConfig, apply_fns: Dict[int, ApplyFn], params: Dict[str, PyTree],
-            observed: jax.Array, mask: jax.Array, box: Tuple[float, float]) -> Dict[str, jax.Array]:
+            observed: jax.Array, mask: jax.Array, box: Tuple[float, float],
+            start: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
     """Fill in the missing pixels (``mask == 0``) of ``observed`` coarse to fine.
 
     The 1×1 start is the mean colour of each image's OBSERVED pixels,
     ``Σ m·x / Σ m``; at each grid the coarse pixels whose whole block is
     observed are clamped to the down-sampled data at every Langevin step
     (:func:`coarse_to_fine`), and at the finest grid every observed pixel
-    equals the data exactly. Returns the images at each grid by
-    :func:`grid_key`. jit it with ``config`` static (see :func:`inpaint_run`).
+    equals the data exactly. ``start``, a batch of square images at a size
+    s (e.g. another fill down-sampled), replaces the 1×1 start: only the
+    grids finer than s run, refining it. Returns the images at each grid by
+    :func:`grid_key`, and ``"start"``. jit it with ``config`` static (see
+    :func:`inpaint_run`).
     """
     mask = jnp.broadcast_to(mask, observed.shape[:3] + (1,)).astype(jnp.float32)
-    total = jnp.maximum(jnp.sum(mask, axis=(1, 2), keepdims=True), 1.0)
-    start = jnp.sum(mask * observed, axis=(1, 2), keepdims=True) / total
+    if start is None:
+        total = jnp.maximum(jnp.sum(mask, axis=(1, 2), keepdims=True), 1.0)
+        start = jnp.sum(mask * observed, axis=(1, 2), keepdims=True) / total
+    else:
+        finer = tuple(g for g in config.grids if int(g) > start.shape[1])
+        if not finer or start.shape[0] != observed.shape[0] or start.shape[1] != start.shape[2]:
+            raise ValueError(f"start of shape {start.shape}: give one square image per observed image, "
+                             f"coarser than the finest grid {config.image_size}.")
+        config = dataclasses.replace(config, grids=finer)
     return coarse_to_fine(key, config, apply_fns, params, start, box, observed=observed, mask=mask)[0]
 
 

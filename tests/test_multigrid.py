@@ -206,6 +206,17 @@ def test_inpainting_leaves_observed_pixels_unchanged():
     ring[1:3, 1:3] = False
     np.testing.assert_allclose(coarse[:, ring], data4[:, ring], rtol=1e-5)
 
+    # Refining a given 4×4 start runs the 8×8 grid only: from the run's own 4×4 fill
+    # (noise-free chains) it is the run's 8×8 fill.
+    apply_fns = {g: n.apply for g, n in nets.items()}
+    refined = M.inpaint(jax.random.key(9), cfg, apply_fns, params, jnp.asarray(data), jnp.asarray(mask),
+                        (0.0, 255.0), start=out["grid4"])
+    assert sorted(refined) == ["grid8", "start"]
+    np.testing.assert_allclose(np.asarray(refined["grid8"]), finest, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="coarser than the finest grid"):
+        M.inpaint(jax.random.key(9), cfg, apply_fns, params, jnp.asarray(data), jnp.asarray(mask), (0.0, 255.0),
+                  start=jnp.asarray(data))
+
 
 # ---------------------------------------------------------------- runs
 
