@@ -20,7 +20,9 @@ Inpainting fills a mask of the held-out faces (a centred 32×32 block by
 default) with the multi-grid model and, beside it, with PCA (d = 20), the
 training faces' mean and the nearest training face, all fitted on the
 training faces; the errors are mean absolute errors on the missing pixels
-(0..255).
+(0..255). Where the error is made: the fill after each grid beside the
+baselines' fills read at that grid (``coarse_errors``), and the finer grids
+started from the truth's and PCA's coarse images (``refined_from_coarse``).
 """
 
 from __future__ import annotations
