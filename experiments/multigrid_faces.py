@@ -65,15 +65,12 @@ def inpainting_baselines(train, faces, mask, pca_dim):
 
 def coarse_errors(faces, fill, mask, grids):
     """The error on the missing pixels of ``fill`` read at each grid: averaged
-    over the grid's blocks, up-sampled back (nearest), the observed pixels
-    from ``faces``; what a fill gets right at that coarseness, comparable
-    with the multi-grid fill after that grid."""
+    over the grid's blocks, up-sampled back (nearest); what a fill gets right
+    at that coarseness, comparable with the multi-grid fill after that grid."""
     size = faces.shape[1]
-    out = {}
-    for g in grids:
-        coarse = np.asarray(M.upsample(M.downsample(jnp.asarray(fill, jnp.float32), int(g)), size))
-        out[M.grid_key(int(g))] = float(recovery_error(faces, np.where(mask > 0, faces, coarse), mask).mean())
-    return out
+    return {M.grid_key(int(g)): float(recovery_error(
+        faces, np.asarray(M.upsample(M.downsample(jnp.asarray(fill, jnp.float32), int(g)), size)), mask).mean())
+        for g in grids}
 
 
 def refined_from_coarse(run_dir, faces, mask, fills):
@@ -94,8 +91,7 @@ def refined_from_coarse(run_dir, faces, mask, fills):
             start = M.downsample(jnp.asarray(scale.to_model(fill)), int(g))
             finest = scale.to_pixels(np.asarray(refine(jax.random.key(0), params, observed, m, start)[
                 M.grid_key(config.image_size)]))
-            out[f"{name}_from_{M.grid_key(int(g))}"] = float(
-                recovery_error(faces, np.where(mask > 0, faces, finest), mask).mean())
+            out[f"{name}_from_{M.grid_key(int(g))}"] = float(recovery_error(faces, finest, mask).mean())
     return out
 
 

@@ -687,8 +687,8 @@ def inpaint_run(run_dir: Union[str, Path], images: np.ndarray, mask: np.ndarray,
     the recovery at each grid, the per-image recovery errors on the missing
     pixels (:func:`gcnjax.metrics.recovery_error`, in pixel units 0..255)
     against the baseline of filling with the observed mean colour, and the
-    mean error of each grid's fill read at the finest grid (up-sampled, the
-    observed pixels from the data: ``mean_recovery_error_by_grid``)."""
+    mean error of each grid's fill read at the finest grid (up-sampled:
+    ``mean_recovery_error_by_grid``)."""
     config, scale, nets, params = load_multigrid_run(run_dir)
     images = _check_images(images, config)
     mask = np.asarray(mask, np.float32)
@@ -712,10 +712,10 @@ def _inpaint_into(out_run: RunDir, run_dir, config: MultigridConfig, scale: gdat
     # that pixel-scale round-off cannot touch them.
     finest = np.where(mask > 0, images, finest)
     errors = recovery_error(images, finest, mask)
-    # Each grid's fill read at the finest grid (nearest up-sampling, observed
-    # pixels from the data): where along the pyramid the error is made.
-    by_grid = {k: recovery_error(images, np.where(mask > 0, images, np.asarray(upsample(jnp.asarray(v), size))),
-                                 mask) for k, v in recovered.items()}
+    # Each grid's fill read at the finest grid (nearest up-sampling; the error
+    # counts the missing pixels only): where along the pyramid it is made.
+    by_grid = {k: recovery_error(images, np.asarray(upsample(jnp.asarray(v), size)), mask)
+               for k, v in recovered.items()}
     baseline = by_grid["start"]
     gray = np.where(mask > 0, images, 127.5)
     gdata.save_image_grid(out_run.path / "truth.png", images)
