@@ -249,9 +249,19 @@ def baseline_recoveries(pca, x: np.ndarray, mask: np.ndarray, mean: Optional[np.
 
 # ---------------------------------------------------------------- inference on new data
 
+#: Rounds of inference (each the run's Langevin steps) for new observations:
+#: reconstruction, recovery and the held-out table. Chosen on validation
+#: faces: at 64² with the ``face`` net, 10 rounds leave the posterior mode
+#: short of convergence (experiments/RESULTS.md).
+RECONSTRUCTION_ROUNDS = 30
+
+#: Rounds of inference in the early-stopping check during learning: a
+#: cheaper inference that ranks the checkpoints (it runs at every snapshot).
+VALIDATION_ROUNDS = 10
+
 
 def reconstruct_images(key: jax.Array, config: G.GeneratorConfig, net, params, x_model: np.ndarray, *,
-                       mask: Optional[np.ndarray] = None, rounds: int = 10, chunk: int = 1000,
+                       mask: Optional[np.ndarray] = None, rounds: int = RECONSTRUCTION_ROUNDS, chunk: int = 1000,
                        noise: bool = False, prior_weight: float = 1.0, z0: Optional[np.ndarray] = None):
     """Infer the latents of new observations (model values) and regenerate them.
 
@@ -291,7 +301,7 @@ def reconstruct_images(key: jax.Array, config: G.GeneratorConfig, net, params, x
 
 
 def recover_images(key, config, net, params, scale: ObservationScale, observations: np.ndarray,
-                   mask: np.ndarray, *, rounds: int = 10) -> Dict[str, np.ndarray]:
+                   mask: np.ndarray, *, rounds: int = RECONSTRUCTION_ROUNDS) -> Dict[str, np.ndarray]:
     """Recovery of occluded observations: infer z from the observed values
     only, fill the missing ones with ``g(z)``. Returns the recovered
     observations (observed values kept, missing ones from ``g(z)``), ``g(z)``
@@ -359,7 +369,7 @@ def _outputs(config: G.GeneratorConfig, net, scale: ObservationScale, x, x_obs: 
     × the config's Langevin (noise on, as in training), starting from
     ``state.latents``, so that every output comes from one set of params."""
     mask, sample_rate, n = inputs.get("mask"), inputs.get("sample_rate"), x.shape[0]
-    rounds = inputs.get("test_rounds", 10)
+    rounds = inputs.get("test_rounds", RECONSTRUCTION_ROUNDS)
     generate = jax.jit(net.apply)
     pixels = scale.pixels is not None
     samples = scale.to_data(generate(params, sample_z))
@@ -456,7 +466,7 @@ def _trainer(config: G.GeneratorConfig, x: jax.Array, scale: ObservationScale, x
     on θ; early stopping on validation examples where given."""
     mask = inputs.get("mask")
     validation_observations = inputs.get("validation_observations")
-    rounds = inputs.get("test_rounds", 10)
+    rounds = inputs.get("validation_rounds", VALIDATION_ROUNDS)
     net = G.make_net(config)
     n = x.shape[0]
     step = G.make_train_step(config, net.apply, G.make_optimizer(config))
@@ -591,8 +601,9 @@ FAMILY = Family(
 
 def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
                     mask: Optional[np.ndarray] = None, mask_spec: Optional[str] = None,
-                    test_observations: Optional[np.ndarray] = None, test_rounds: int = 10,
-                    validation_observations: Optional[np.ndarray] = None, title: str = "Generator (ABP)",
+                    test_observations: Optional[np.ndarray] = None, test_rounds: int = RECONSTRUCTION_ROUNDS,
+                    validation_observations: Optional[np.ndarray] = None,
+                    validation_rounds: int = VALIDATION_ROUNDS, title: str = "Generator (ABP)",
                     source: str = "", data_spec: Optional[Dict[str, object]] = None,
                     sample_rate: Optional[int] = None, overwrite: bool = False, resume: bool = False,
                     quiet: bool = False, devices: Optional[int] = None) -> Dict[str, object]:
@@ -617,7 +628,8 @@ def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
         dimension fitted on the training set.
       validation_observations: examples for early stopping (neither trained
         nor tested on): at every snapshot (``config.run.image_every``) their
-        least-squares reconstruction error is logged to ``validation.json``,
+        least-squares reconstruction error (``validation_rounds`` × the
+        config's Langevin, without noise) is logged to ``validation.json``,
         and the params with the lowest one are the run's ``params.msgpack``,
         the ones every output is drawn with (the training latents are
         refined under them first when they are not the last iteration's);
@@ -632,11 +644,13 @@ def learn_generator(config: G.GeneratorConfig, observations: np.ndarray, out, *,
     return learn(FAMILY, config, observations, out, title=title, source=source, data_spec=data_spec,
                  overwrite=overwrite, resume=resume, quiet=quiet, devices=devices, mask=mask, mask_spec=mask_spec,
                  test_observations=test_observations, test_rounds=test_rounds,
-                 validation_observations=validation_observations, sample_rate=sample_rate)
+                 validation_observations=validation_observations, validation_rounds=validation_rounds,
+                 sample_rate=sample_rate)
 
 
 def heldout_comparison(config: G.GeneratorConfig, net, params, scale: "ObservationScale", x_train_model: np.ndarray,
-                       test_observations: np.ndarray, *, rounds: int = 10, seed: int = 2, pca=None):
+                       test_observations: np.ndarray, *, rounds: int = RECONSTRUCTION_ROUNDS, seed: int = 2,
+                       pca=None):
     """Reconstruction of held-out examples by ABP against PCA at the same
     latent dimension (fitted on the training set ``x_train_model``).
 
@@ -727,7 +741,7 @@ def load_generator_run(run_dir):
     return config, scale, net, params, payload
 
 
-def recover_run(run_dir, observations: np.ndarray, out, mask_specs: Sequence[str], *, rounds: int = 10,
+def recover_run(run_dir, observations: np.ndarray, out, mask_specs: Sequence[str], *, rounds: int = RECONSTRUCTION_ROUNDS,
                 seed: int = 0, overwrite: bool = False) -> Dict[str, object]:
     """Recover occluded versions of ``observations`` with a learned generator.
 

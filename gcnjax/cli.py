@@ -346,7 +346,8 @@ def cmd_abp_recover(args) -> int:
     masks = args.mask if args.command_abp == "inpaint" else []
     if args.command_abp == "inpaint" and not masks:
         raise ValueError("inpaint needs at least one --mask, e.g. --mask pepper:0.7 or --mask block:20.")
-    result = abp.recover_run(args.run, data, args.out, masks, rounds=args.rounds, seed=args.seed,
+    rounds = abp.RECONSTRUCTION_ROUNDS if args.rounds is None else args.rounds
+    result = abp.recover_run(args.run, data, args.out, masks, rounds=rounds, seed=args.seed,
                              overwrite=args.overwrite)
     for name, value in result["errors"].items():
         if isinstance(value, dict):  # a mask: ABP and the baselines
@@ -693,8 +694,9 @@ def _add_generator_commands(sub) -> None:
         if name == "inpaint":
             p.add_argument("--mask", action="append", default=[],
                            help="pepper:FRACTION or block:SIZE (repeat for several)")
-        p.add_argument("--rounds", type=_positive_int, default=10,
-                       help="inference rounds, each the run's Langevin steps")
+        p.add_argument("--rounds", type=_positive_int,
+                       help="inference rounds, each the run's Langevin steps (default 30: "
+                            "gcnjax.abp.RECONSTRUCTION_ROUNDS)")
         p.add_argument("--limit", type=_positive_int, help="use only the first N images")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", type=Path)

@@ -130,7 +130,7 @@ def test_learn_generator_writes_a_run_with_the_pca_table(tmp_path):
 def test_early_stopping_keeps_the_params_of_the_best_validation_error(tmp_path):
     data = _digits(16, seed=2)
     r = abp.learn_generator(TINY, data[:10], tmp_path / "run", validation_observations=data[10:13],
-                            test_rounds=2, quiet=True)
+                            validation_rounds=2, test_rounds=2, quiet=True)
     record = json.loads((tmp_path / "run" / "validation.json").read_text())
     assert [row["iteration"] for row in record["rows"]] == [2, 4, 6]
     best = min(record["rows"], key=lambda row: row["mse"])
