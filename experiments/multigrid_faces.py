@@ -40,6 +40,7 @@ import numpy as np
 
 from gcnjax import data as gdata
 from gcnjax import abp, masks, metrics
+from gcnjax import descriptor as D
 from gcnjax import multigrid as M
 from gcnjax import presets
 from gcnjax.metrics import log_spectrum_distance, recovery_error
@@ -95,6 +96,54 @@ def refined_from_coarse(run_dir, faces, mask, fills):
     return out
 
 
+def langevin_flops(config, nets, params, box):
+    """FLOPs of one Langevin step (the gradient of the batch's energy in x)
+    at each grid of ``config``, batch ``config.batch_size``, from XLA's cost
+    analysis of the compiled gradient: ``{grid: flops}``."""
+    flops = {}
+    for g in config.grids:
+        g = int(g)
+        x = jnp.zeros((config.batch_size, g, g, config.channels), jnp.float32)
+        grad = jax.grad(lambda x, p=params[M.grid_key(g)], f=nets[g].apply: jnp.sum(
+            D.energy(f, p, x, config.sigma)))
+        cost = jax.jit(grad).lower(x).compile().cost_analysis()
+        flops[g] = float((cost[0] if isinstance(cost, list) else cost)["flops"])
+    return flops
+
+
+def single_grid(config, spec, flops):
+    """The single-grid model of a ``START:STEPS`` spec: the finest grid
+    alone, chains from ``START`` (``noise`` or ``mean``, the multi-grid
+    start), with ``STEPS`` Langevin steps per iteration: a number, ``steps``
+    (as many as all the grids of ``config`` take) or ``flops`` (as many as
+    cost the FLOPs of the multi-grid's steps at all its grids, ``flops`` by
+    :func:`langevin_flops`)."""
+    start, _, steps = spec.partition(":")
+    base = M.single_grid_baseline(config)
+    if steps == "flops":
+        total = config.langevin.n_steps * sum(flops.values())
+        steps = max(1, round(total / flops[config.image_size]))
+    elif steps in ("steps", ""):
+        steps = base.langevin.n_steps
+    else:
+        steps = int(steps)
+    return dataclasses.replace(base, start=start, langevin=dataclasses.replace(base.langevin, n_steps=steps))
+
+
+def learned(cfg, train, out, *, reuse, overwrite, title, source):
+    """A run of ``cfg`` in ``out``: learned, or with ``reuse`` loaded when
+    ``out`` holds a finished run of the same config."""
+    if reuse and (out / "params.msgpack").exists():
+        config, scale, nets, params = M.load_multigrid_run(out)
+        if config != cfg:
+            raise SystemExit(f"--reuse: {out} holds a run of another config; drop --reuse or choose another --out.")
+        return {"nets": nets, "params": params, "scale": scale, "seconds": None}
+    t0 = time.perf_counter()
+    res = M.learn_multigrid(cfg, train, out, title=title, source=source, overwrite=overwrite, quiet=True)
+    return {"nets": res["nets"], "params": res["state"].params, "scale": res["scale"],
+            "seconds": time.perf_counter() - t0}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", help="folder of 64×64 faces (e.g. ../shared/data/faces64)")
@@ -114,6 +163,13 @@ def main():
     ap.add_argument("--pca-dim", type=int, default=20, help="dimension of the PCA baseline of inpainting")
     ap.add_argument("--no-single-grid", action="store_true",
                     help="learn the multi-grid models only (no single-grid comparison)")
+    ap.add_argument("--single-grids", nargs="+", default=["noise:steps"],
+                    help="single-grid baselines, START:STEPS each: START noise or mean (the multi-grid's start), "
+                         "STEPS a number, 'steps' (as many as all grids take) or 'flops' (the multi-grid's "
+                         "Langevin FLOPs)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="load the finished runs in --out instead of learning again")
+    ap.add_argument("--no-inpainting", action="store_true")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
 
@@ -131,44 +187,60 @@ def main():
         learning_rate=args.lr or base.learning_rate,
         langevin=dataclasses.replace(base.langevin, n_steps=args.steps, unroll=1),
         run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations // 2),
+        seed=args.seed,
     )
-    single = M.single_grid_baseline(config)
-    summary = {"settings": {"faces": args.faces, "held_out": args.held_out, "config": config.to_dict(),
-                            "single_grid_langevin_steps": single.langevin.n_steps}}
+    summary = {"settings": {"faces": args.faces, "held_out": args.held_out, "config": config.to_dict()}}
 
     results = {}
-    models = (("multigrid", config),) + (() if args.no_single_grid else (("singlegrid", single),))
-    for name, cfg in models:
-        t0 = time.perf_counter()
-        res = M.learn_multigrid(cfg, train, out / name, title=f"{name} faces", source=args.data,
-                                overwrite=args.overwrite, quiet=True)
-        seconds = time.perf_counter() - t0
+
+    def learn_and_sample(name, cfg):
+        res = learned(cfg, train, out / name, reuse=args.reuse, overwrite=args.overwrite, title=f"{name} faces",
+                      source=args.data)
         # Fresh synthesis after learning: up to 4 batches, started from the training
-        # faces' mean colours (multi-grid) or noise (single grid).
+        # faces' mean colours or from noise, as the model's chains start.
         apply_fns = {g: n.apply for g, n in res["nets"].items()}
         synth = M.make_synthesizer(cfg, apply_fns, res["scale"].range)
         key = jax.random.key(123)
         samples = []
         for i in range(max(1, min(4, len(train) // args.batch))):
             batch = jnp.asarray(res["scale"].to_model(train[i * args.batch:(i + 1) * args.batch]))
-            s = synth(jax.random.fold_in(key, i), res["state"].params, batch)
+            s = synth(jax.random.fold_in(key, i), res["params"], batch)
             samples.append(res["scale"].to_pixels(np.asarray(s[M.grid_key(64)])))
         samples = np.clip(np.concatenate(samples), 0, 255)
         gdata.save_image_grid(out / name / "fresh_samples.png", samples[:16], n_cols=8)
-        results[name] = {"seconds": seconds, "samples": samples, "res": res}
-        print(f"{name}: learned in {seconds:.0f} s", flush=True)
+        results[name] = {"seconds": res["seconds"], "samples": samples, "res": res, "steps": cfg.langevin.n_steps}
+        print(f"{name}: learned in {res['seconds'] or 0:.0f} s", flush=True)
+        return res
+
+    multi = learn_and_sample("multigrid", config)
+    flops = langevin_flops(config, multi["nets"], multi["params"], multi["scale"].range)
+    summary["settings"]["langevin_flops_per_step"] = {str(g): f for g, f in flops.items()}
+    singles = {}
+    for spec in ([] if args.no_single_grid else args.single_grids):
+        # The default spec keeps its old directory name, the reproduction report's.
+        name = "singlegrid" if spec == "noise:steps" else "singlegrid_" + spec.replace(":", "_")
+        cfg = single_grid(config, spec, flops)
+        learn_and_sample(name, cfg)
+        singles[name] = {"spec": spec, "start": cfg.start, "langevin_steps": cfg.langevin.n_steps,
+                         "flops_per_iteration_vs_multigrid": cfg.langevin.n_steps * flops[config.image_size] / (
+                             config.langevin.n_steps * sum(flops.values()))}
+    summary["settings"]["single_grids"] = singles
 
     flat = np.broadcast_to(train[:64].mean(axis=(1, 2), keepdims=True), train[:64].shape).copy()
     distances = {}
-    sets = {"held-out real faces": held, "start: flat mean colours": flat,
-            **{f"{'multi' if name == 'multigrid' else 'single'}-grid samples": results[name]["samples"]
-               for name in results}}
+    sets = {"held-out real faces": held, "start: flat mean colours": flat, "multi-grid samples": results[
+        "multigrid"]["samples"], **{("single-grid samples" if name == "singlegrid" else f"{name} samples"):
+                                    results[name]["samples"] for name in singles}}
     for label, images in sets.items():
         distances[label] = {"random_feature_frechet": metrics.random_feature_frechet(images, train),
                             "log_spectrum_distance": log_spectrum_distance(images, train)}
     summary["distances_to_training_faces"] = distances
     summary["seconds"] = {k: v["seconds"] for k, v in results.items()}
 
+    if args.no_inpainting:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps({k: summary[k] for k in ("distances_to_training_faces", "seconds")}, indent=2))
+        return
     n_fill = args.inpaint or len(held)
     faces = held[:n_fill]
     mask = masks.from_spec(args.mask, faces.shape)
