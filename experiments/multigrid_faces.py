@@ -1,12 +1,17 @@
 """Multi-grid learning of 64×64 faces, inpainting, and single-grid vs
-multi-grid at an equal number of Langevin steps (PAPERS §5).
+multi-grid at equal compute (PAPERS §5).
 
     python experiments/multigrid_faces.py ../shared/data/faces64 --out runs/multigrid_faces
 
 Sized for a busy 2-core CPU: a subset of faces, nets at a fraction of the
-authors' widths, few Langevin steps per grid. Writes two run directories
-(multigrid/, singlegrid/), an inpainting run (inpaint/), and summary.json
-with the comparison numbers; --results copies small PNGs for RESULTS.md.
+authors' widths, few Langevin steps per grid. Writes the run directories
+(multigrid/, one per single-grid baseline: singlegrid*/), an inpainting run
+(inpaint/), and summary.json with the comparison numbers; --results copies
+small PNGs for RESULTS.md. The single-grid baselines (``--single-grids``)
+model the finest grid alone, their chains from noise or from the multi-grid's
+start (each face's mean colour), with as many Langevin steps as all the grids
+take or as many as cost the same FLOPs (XLA's cost analysis of one step at
+each grid, ``summary.json``'s ``langevin_flops_per_step``).
 
 The comparison statistic: gcnjax.metrics.random_feature_frechet, the
 Fréchet distance between Gaussians fitted to the features of a fixed,
