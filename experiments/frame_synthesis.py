@@ -71,26 +71,6 @@ def _tiles(image: np.ndarray, side: int) -> np.ndarray:
                      for r in range(rows) for c in range(cols)])
 
 
-def texture_scores(synthesized, observed, held_out, gram_filters, n_images: int, patch: int, seed: int) -> dict:
-    """Spectrum and Gram distances to the ``held_out`` tiles (pixels 0..255)
-    of the synthesized images and of the baselines: white noise of the
-    observed tile's per-channel mean and standard deviation and shuffled
-    patches of the observed tile (``n_images`` each), and the observed tile
-    itself (one image: the floor, up to the spread between tiles)."""
-    rng = np.random.default_rng(seed)
-    tile = observed[0].astype(np.float64)
-    mean, sd = tile.reshape(-1, tile.shape[-1]).mean(axis=0), tile.reshape(-1, tile.shape[-1]).std(axis=0)
-    sets = {
-        "synthesized": np.asarray(synthesized, np.float64),
-        "white_noise": mean + sd * rng.standard_normal((n_images,) + tile.shape),
-        "shuffled_patches": np.stack([metrics.shuffled_patches(tile, patch, rng) for _ in range(n_images)]),
-        "observed": tile[None],
-    }
-    return {name: {"spectrum": metrics.log_spectrum_distance(images, held_out),
-                   "gram": metrics.gram_distance(images, held_out, gram_filters)}
-            for name, images in sets.items()}
-
-
 def chain_diagnostics(net, params, sigma, observed_model, chains_model) -> dict:
     """Whether the final chains are samples of the learned model:
     ``virial`` (gcnjax.descriptor.virial_ratio, 1 at equilibrium, 0 at a
@@ -187,7 +167,8 @@ def main():
         if held_out is None:
             continue
         synthesized = np.load(Path(result["run_dir"]) / "synthesized.npy")
-        scores = texture_scores(synthesized, images, held_out, gram_filters, len(synthesized), args.patch, seed)
+        scores = metrics.texture_scores(synthesized, held_out, images[0], gram_filters, patch=args.patch, seed=seed,
+                                        with_observed=True)
         chains = chain_diagnostics(net, result["params"], config.sigma, model_scale,
                                    result["scale"].to_model(synthesized))
         rows.append({"seed": seed, "seconds": seconds, "scores": scores, "chains": chains})

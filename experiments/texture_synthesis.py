@@ -8,11 +8,12 @@ scikit-image's brick, grass and gravel, and writes a run directory for each
     python experiments/texture_synthesis.py --ivy ... --only ivy brick grass --seeds 0 1 2
     python experiments/texture_synthesis.py --full ...    # the authors' 224×224 size and 1000 iterations
 
-Scores, per texture (mean ± sd over the seeds where several are run):
+Scores, per texture (:func:`gcnjax.metrics.texture_scores`; mean ± sd over
+the seeds where several are run):
 
 - spectrum distance (:func:`gcnjax.metrics.log_spectrum_distance`) of the
   synthesized images to the observed one, and of white noise of the observed
-  mean and variance;
+  per-channel mean and variance;
 - Gram distance (:func:`gcnjax.metrics.gram_distance`) with the learned
   net's own first-layer filters (its ``conv1`` kernels, 15×15, on the model's
   scale: pixels minus the observed mean), of the synthesized images, of the
@@ -33,7 +34,7 @@ import numpy as np
 
 from gcnjax import presets
 from gcnjax.data import load_data
-from gcnjax.metrics import gram_distance, log_spectrum_distance, shuffled_patches
+from gcnjax.metrics import texture_scores
 from gcnjax.synthesis import learn_descriptor, load_run
 from gcnjax.train import RunConfig
 
@@ -53,21 +54,15 @@ def config(full: bool, iterations=None):
 
 def scores(images: np.ndarray, run_dir: Path, seed: int) -> dict:
     """The spectrum and Gram distances of one finished run (see the module's docstring)."""
-    synthesized = np.load(run_dir / "synthesized.npy")
     _, scale, _, params = load_run(run_dir)
     filters = np.asarray(params["params"]["conv1"]["kernel"])
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(images.mean(), images.std(), synthesized.shape)
-    shuffled = np.stack([shuffled_patches(images[0], PATCH, rng) for _ in range(len(synthesized))])
-
-    def gram(other):
-        return gram_distance(scale.to_model(images), scale.to_model(other), filters)
-
-    return {"spectrum_distance_synthesized": log_spectrum_distance(images, synthesized),
-            "spectrum_distance_noise": log_spectrum_distance(images, noise),
-            "gram_distance_synthesized": gram(synthesized),
-            "gram_distance_shuffled": gram(shuffled),
-            "gram_distance_noise": gram(noise)}
+    s = texture_scores(np.load(run_dir / "synthesized.npy"), images, images[0], filters, patch=PATCH, seed=seed,
+                       to_model=scale.to_model)
+    return {"spectrum_distance_synthesized": s["synthesized"]["spectrum"],
+            "spectrum_distance_noise": s["white_noise"]["spectrum"],
+            "gram_distance_synthesized": s["synthesized"]["gram"],
+            "gram_distance_shuffled": s["shuffled_patches"]["gram"],
+            "gram_distance_noise": s["white_noise"]["gram"]}
 
 
 def _mean_sd(values):

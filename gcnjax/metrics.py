@@ -24,7 +24,7 @@ __all__ = [
     "feature_statistics", "frechet_distance", "frechet_distance_from_features", "random_feature_frechet",
     "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
-    "filter_responses", "gram_matrices", "gram_distance", "shuffled_patches", "mse", "psnr",
+    "filter_responses", "gram_matrices", "gram_distance", "shuffled_patches", "texture_scores", "mse", "psnr",
     "effective_sample_size", "rhat",
     "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance",
 ]
@@ -424,6 +424,44 @@ def shuffled_patches(image, patch: int, rng: np.random.Generator) -> np.ndarray:
     tiles = image[:rows * patch, :cols * patch].reshape(rows, patch, cols, patch, -1).swapaxes(1, 2)
     tiles = tiles.reshape(rows * cols, patch, patch, -1)[rng.permutation(rows * cols)]
     return tiles.reshape(rows, cols, patch, patch, -1).swapaxes(1, 2).reshape(rows * patch, cols * patch, -1)
+
+
+def texture_scores(synthesized, reference, observed, filters, *, patch: int, seed: int = 0,
+                   to_model: Optional[Callable] = None, with_observed: bool = False) -> dict:
+    """How near a synthesized texture is to ``reference`` (images, pixels),
+    beside two baselines made from the ``observed`` image (``(H, W, C)``,
+    what the model learned from): Gaussian white noise of its per-channel
+    mean and standard deviation, and its :func:`shuffled_patches` of side
+    ``patch``, as many images of each as ``synthesized`` holds, drawn from
+    ``numpy.random.default_rng(seed)``. With ``with_observed`` the observed
+    image itself is scored too (against held-out ``reference`` tiles: the
+    floor, up to the spread between tiles).
+
+    Returns ``{set: {"spectrum": d_s, "gram": d_g}}`` for the sets
+    ``"synthesized"``, ``"white_noise"``, ``"shuffled_patches"`` (and
+    ``"observed"``): ``d_s`` the :func:`log_spectrum_distance` to
+    ``reference``, ``d_g`` the :func:`gram_distance` with ``filters``, both
+    sets first mapped by ``to_model`` (e.g. the model's pixel scale, the one
+    its filters work on; default: pixels as they are)."""
+    rng = np.random.default_rng(seed)
+    synthesized = np.asarray(synthesized, np.float64)
+    observed = np.asarray(observed, np.float64)
+    if observed.ndim != 3:
+        raise ValueError(f"texture_scores: observed must be one image (H, W, C), got shape {observed.shape}.")
+    n = synthesized.shape[0]
+    channels = observed.reshape(-1, observed.shape[-1])
+    sets = {
+        "synthesized": synthesized,
+        "white_noise": channels.mean(axis=0) + channels.std(axis=0) * rng.standard_normal((n,) + observed.shape),
+        "shuffled_patches": np.stack([shuffled_patches(observed, patch, rng) for _ in range(n)]),
+    }
+    if with_observed:
+        sets["observed"] = observed[None]
+    to_model = to_model or (lambda x: x)
+    reference_model = to_model(np.asarray(reference, np.float64))
+    return {name: {"spectrum": log_spectrum_distance(images, reference),
+                   "gram": gram_distance(to_model(images), reference_model, filters)}
+            for name, images in sets.items()}
 
 
 # ---------------------------------------------------------------------- reconstruction

@@ -238,6 +238,34 @@ def test_shuffled_patches_keeps_every_tile_and_the_histogram():
         metrics.shuffled_patches(image, 14, rng)
 
 
+def test_texture_scores_closed_forms():
+    rng = np.random.default_rng(5)
+    observed = 100.0 + 20.0 * rng.normal(size=(64, 64, 2)) * np.array([1.0, 0.5])
+    identity = np.eye(2).reshape(1, 1, 2, 2)          # 1×1 filters: the Gram matrix is E[x xᵀ] over pixels
+    s = metrics.texture_scores(observed[None].repeat(3, 0), observed[None], observed, identity, patch=64, seed=1,
+                               with_observed=True)
+    # the observed image itself and its one-patch shuffles are at distance 0, both measures
+    for name in ("synthesized", "shuffled_patches", "observed"):
+        assert s[name] == {"spectrum": pytest.approx(0.0, abs=1e-12), "gram": pytest.approx(0.0, abs=1e-12)}
+    # white noise of the per-channel mean and sd has the observed second moments per channel: E[x²] =
+    # m² + sd²; its Gram matrix differs from the observed one by the cross term m₁m₂ − E[x₁x₂] ≈ 0 and by
+    # sampling noise only, far below a copy of twice the contrast around the mean
+    doubled = metrics.texture_scores(2 * observed[None] - observed.mean((0, 1)), observed[None], observed, identity,
+                                     patch=64, seed=1)
+    # twice the contrast: E[x'²] − E[x²] = 3 sd² per channel (sd 20 and 10), the cross term unchanged
+    assert doubled["synthesized"]["gram"] == pytest.approx((9 * 20.0**4 + 9 * 10.0**4) / 4, rel=0.1)
+    assert s["white_noise"]["gram"] < 1e-2 * doubled["synthesized"]["gram"]
+    assert s["white_noise"]["spectrum"] > 0.5
+    # the same seed draws the same baselines; to_model maps every set before the Gram matrices only
+    again = metrics.texture_scores(observed[None].repeat(3, 0), observed[None], observed, identity, patch=16, seed=1)
+    assert again["white_noise"] == s["white_noise"]
+    flat = metrics.texture_scores(observed[None].repeat(3, 0), observed[None], observed, identity, patch=16, seed=1,
+                                  to_model=lambda x: 0 * x)
+    assert flat["white_noise"]["gram"] == 0.0 and flat["white_noise"]["spectrum"] == s["white_noise"]["spectrum"]
+    with pytest.raises(ValueError, match="observed must be one image"):
+        metrics.texture_scores(observed[None], observed[None], observed[None], identity, patch=16)
+
+
 def test_psnr_closed_form():
     x = np.zeros((2, 4, 4, 1))
     y = x + np.array([1.0, 10.0])[:, None, None, None]
