@@ -5,13 +5,14 @@ multi-grid at equal compute (PAPERS §5).
 
 Sized for a busy 2-core CPU: a subset of faces, nets at a fraction of the
 authors' widths, few Langevin steps per grid. Writes the run directories
-(multigrid/, one per single-grid baseline: singlegrid*/), an inpainting run
+(multigrid/, one per single-grid baseline: singlegrid_START_STEPS/), an inpainting run
 (inpaint/), and summary.json with the comparison numbers; --results copies
 small PNGs for RESULTS.md. The single-grid baselines (``--single-grids``)
 model the finest grid alone, their chains from noise or from the multi-grid's
 start (each face's mean colour), with as many Langevin steps as all the grids
 take or as many as cost the same FLOPs (XLA's cost analysis of one step at
-each grid, ``summary.json``'s ``langevin_flops_per_step``).
+each grid, ``summary.json``'s ``langevin_flops_per_step``); by default one,
+from the multi-grid's start at its Langevin FLOPs (``mean:flops``).
 
 The comparison statistic: gcnjax.metrics.random_feature_frechet, the
 Fréchet distance between Gaussians fitted to the features of a fixed,
@@ -168,10 +169,10 @@ def main():
     ap.add_argument("--pca-dim", type=int, default=20, help="dimension of the PCA baseline of inpainting")
     ap.add_argument("--no-single-grid", action="store_true",
                     help="learn the multi-grid models only (no single-grid comparison)")
-    ap.add_argument("--single-grids", nargs="+", default=["noise:steps"],
+    ap.add_argument("--single-grids", nargs="+", default=["mean:flops"],
                     help="single-grid baselines, START:STEPS each: START noise or mean (the multi-grid's start), "
                          "STEPS a number, 'steps' (as many as all grids take) or 'flops' (the multi-grid's "
-                         "Langevin FLOPs)")
+                         "Langevin FLOPs); default mean:flops, equal compute from the same start")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="load the finished runs in --out instead of learning again")
     ap.add_argument("--no-inpainting", action="store_true")
@@ -222,8 +223,7 @@ def main():
     summary["settings"]["langevin_flops_per_step"] = {str(g): f for g, f in flops.items()}
     singles = {}
     for spec in ([] if args.no_single_grid else args.single_grids):
-        # The default spec keeps its old directory name, the reproduction report's.
-        name = "singlegrid" if spec == "noise:steps" else "singlegrid_" + spec.replace(":", "_")
+        name = "singlegrid_" + spec.replace(":", "_")
         cfg = single_grid(config, spec, flops)
         learn_and_sample(name, cfg)
         singles[name] = {"spec": spec, "start": cfg.start, "langevin_steps": cfg.langevin.n_steps,
@@ -234,8 +234,7 @@ def main():
     flat = np.broadcast_to(train[:64].mean(axis=(1, 2), keepdims=True), train[:64].shape).copy()
     distances = {}
     sets = {"held-out real faces": held, "start: flat mean colours": flat, "multi-grid samples": results[
-        "multigrid"]["samples"], **{("single-grid samples" if name == "singlegrid" else f"{name} samples"):
-                                    results[name]["samples"] for name in singles}}
+        "multigrid"]["samples"], **{f"{name} samples": results[name]["samples"] for name in singles}}
     for label, images in sets.items():
         distances[label] = {"random_feature_frechet": metrics.random_feature_frechet(images, train),
                             "log_spectrum_distance": log_spectrum_distance(images, train)}
@@ -273,8 +272,8 @@ def main():
         mg = out / "multigrid"
         shutil.copy(mg / "images" / "pyramid_final.png", dest / "multigrid_faces_pyramid.png")
         shutil.copy(mg / "fresh_samples.png", dest / "multigrid_faces_samples.png")
-        if "singlegrid" in results:
-            shutil.copy(out / "singlegrid" / "fresh_samples.png", dest / "singlegrid_faces_samples.png")
+        for name in singles:
+            shutil.copy(out / name / "fresh_samples.png", dest / f"{name}_faces_samples.png")
         gdata.save_image_grid(dest / "multigrid_faces_observed.png", train[:16], n_cols=8)
         rows = np.concatenate([faces[:8], np.where(mask[:8] > 0, faces[:8], 127.5), fill["recovered"][:8],
                                baselines["pca"][:8]])

@@ -6,7 +6,7 @@ command, the settings and the run time.
     python -m experiments.reproduce --data ../shared/data --full     # the papers' sizes (a GPU)
     python -m experiments.reproduce --data ../shared/data --only abp coop   # rerun some jobs
 
-The default size fits the 2-core CPU (about 100 minutes in all); ``--full``
+The default size fits the 2-core CPU (about two hours in all); ``--full``
 passes ``--full`` (or the papers' settings) to every experiment. The cheap
 jobs run 3 seeds (``Job.seeds``; seed 0's output makes the row, the others
 go to ``OUT/JOB-seedS``), and a row with a number and a baseline
@@ -160,15 +160,20 @@ def _spectrum(out, what):
 
 def _fire(out):
     s = _summary(out)
-    text = (f"spatial-temporal spectrum distance {s['spectrum_distance_synthesized']:.2f} (noise of the data's "
-            f"variance: {s['spectrum_distance_noise']:.2f}); but the persistent chains are near-copies of the "
-            f"observed video (MAE {s['chains_mae_to_observed']:.1f} of 255; consecutive observed frames differ by "
-            f"{s['observed_consecutive_frames_mae']:.1f})")
+    step = s["observed_consecutive_frames_mae"]
+
+    def copies(distance):  # nearer to the observed frames than they are to each other
+        return "copies" if distance < step else "not copies"
+
+    text = (f"spatial-temporal spectrum distance of the persistent chains {s['spectrum_distance_synthesized']:.2f} "
+            f"(noise of the data's variance: {s['spectrum_distance_noise']:.2f}); the chains are "
+            f"{s['chains_mae_to_observed']:.1f} of 255 from the observed video ({copies(s['chains_mae_to_observed'])}: "
+            f"consecutive observed frames differ by {step:.1f})")
     if s.get("longer_frames"):
+        near = s["longer_nearest_observed_frame_mae"]
         text += (f". Videos of {s['longer_frames']} frames from noise: spectrum distance (first frames) "
-                 f"{s['spectrum_distance_longer_first_frames']:.2f}, each frame {s['longer_nearest_observed_frame_mae']:.1f}"
-                 f" from its nearest observed frame (new frames, not copies), the two videos "
-                 f"{s['longer_between_videos_mae']:.1f} apart")
+                 f"{s['spectrum_distance_longer_first_frames']:.2f}, each frame {near:.1f} from its nearest observed "
+                 f"frame ({copies(near)}), the two videos {s['longer_between_videos_mae']:.1f} apart")
     return text
 
 
@@ -180,13 +185,23 @@ def _stg_recover(out):
             f"{s['temporal_interpolation_error'] / unit:.4f}")
 
 
+SINGLE_GRID = "singlegrid_mean_flops"  # the multi-grid job's baseline: the same start, equal Langevin FLOPs
+
+
 def _multigrid(out):
     s = _summary(out)
     d = s["distances_to_training_faces"]
     f = {k: v["random_feature_frechet"] for k, v in d.items()}
+    single = s["settings"]["single_grids"][SINGLE_GRID]
     return (f"Fréchet distance of random-conv features to the training faces: multi-grid samples "
-            f"{f['multi-grid samples']:.3g}, single grid at equal Langevin steps {f['single-grid samples']:.3g}, "
-            f"held-out real faces {f['held-out real faces']:.3g}, flat mean colours {f['start: flat mean colours']:.3g}")
+            f"{f['multi-grid samples']:.3g}, a single 64² grid from the same start at equal Langevin FLOPs "
+            f"({single['langevin_steps']} steps) {f[SINGLE_GRID + ' samples']:.3g}, held-out real faces "
+            f"{f['held-out real faces']:.3g}, flat mean colours {f['start: flat mean colours']:.3g}")
+
+
+def _multigrid_score(out):
+    f = _summary(out)["distances_to_training_faces"]
+    return [(f["multi-grid samples"]["random_feature_frechet"], f[SINGLE_GRID + " samples"]["random_feature_frechet"])]
 
 
 def _multigrid_inpaint(out):
@@ -264,8 +279,8 @@ JOBS: List[Job] = [
     Job("abp", lambda d, full: _py("abp_faces", "--data", f"{d}/faces64", "--seeds", "0", "1", "2",
                                    *(["--full"] if full else [])),
         "`gcnjax abp train`'s defaults (σ = 0.05, 10 warm-started Langevin steps of δ = 0.05, Adam 1e-3, batch "
-        "50, 40 epochs, early stopping every 50 iterations); faces 1–600 to train, 601–700 for early stopping, "
-        "701–800 tested; CPU: 32², the `face32` net, d = 20; full: 64², the `face` net, d = 100",
+        "50, 40 epochs, early stopping every 50 iterations) and `reconstruct`'s and `inpaint`'s (30 rounds of "
+        "inference); faces 1–600 to train, 601–700 for early stopping, 701–800 tested; CPU: 32², the `face32` net, d = 20; full: 64², the `face` net, d = 100",
         [Row("ABP: reconstruction of held-out faces against PCA at the same d, Han et al. 2017",
              "ABP's reconstruction error of testing images is below PCA's at the same latent dimension "
              "(a table; CelebA faces, not comparable in value)",
@@ -292,13 +307,18 @@ JOBS: List[Job] = [
                                             "--out", "{out}/dynamic-fire",
                                             *(["--frames", "70", "--size", "100", "--iterations", "500",
                                                "--chains", "3", "--steps", "20", "--synth-frames", "140"] if full else
-                                              ["--frames", "16", "--size", "32", "--iterations", "400",
-                                               "--steps", "10", "--synth-frames", "32"])),
-        "ST net; CPU: 16 frames of 32², 400 iterations, 2 persistent chains, 10 steps, then 2 videos of 32 frames "
-        "from noise (250 steps); full: the paper's 70 frames of 100², 500 iterations, 3 chains, 20 steps",
+                                              ["--variant", "st_small", "--frames", "16", "--size", "32",
+                                               "--iterations", "1000", "--steps", "10", "--synth-frames", "32"])),
+        "CPU: the `st_small` net (its top units see 13×17×17: the ST net's see the whole 16×32×32 clip and copy "
+        "it), 16 frames of 32², 1000 iterations, 2 persistent chains, 10 steps, then 2 videos of 32 frames from "
+        "noise (250 steps); full: the ST net at the paper's 70 frames of 100², 500 iterations, 3 chains, 20 steps",
         [Row("Dynamic texture synthesis (fire pot), Xie et al. 2017",
              "synthesized videos that look like the observed fire (videos, no number)",
-             _fire, lambda o: _existing(o / "observed_vs_synthesized_frames.png", o / "longer_frames.png"))]),
+             _fire, lambda o: _existing(o / "observed_vs_synthesized_frames.png", o / "longer_frames.png"),
+             score=lambda o: _pair(_summary(o), "spectrum_distance_longer_first_frames", "spectrum_distance_noise"),
+             limit="the CPU size with a smaller net than the paper's (`st_small`); the videos have the fire's "
+                   "colours and layout, not its flames")],
+        seeds=3),
     Job("dynamic-recover", lambda d, full: _py("dynamic_textures", "recover", "--data", f"{d}/videos/fire_pot.avi",
                                                "--out", "{out}/dynamic-recover", "--mask", "frames:6-9",
                                                "--frames", "16", "--size", "32", "--iterations", "60",
@@ -322,21 +342,27 @@ JOBS: List[Job] = [
                    "observed pulsing (the net's top units see 17 ms, one pulse is 70 ms)")],
         seeds=3),
     Job("multigrid", lambda d, full: [*_py("multigrid_faces", f"{d}/faces64", "--out", "{out}/multigrid",
-                                           "--overwrite", *([] if full else ["--iterations", "480"])),
+                                           "--single-grids", "mean:flops", "--overwrite",
+                                           *([] if full else ["--iterations", "480"])),
                                       *(["--faces", "700", "--iterations", "3000", "--width", "1", "--steps", "30",
                                          "--batch", "100"] if full else [])],
         "`authors` preset (des4/des16/des64, batch norm, no noise, 0..255); CPU: 160 faces, nets at 1/8 of the "
-        "authors' widths, 15 steps per grid, 480 iterations",
+        "authors' widths, 15 steps per grid, 480 iterations; the baseline: the 64² grid alone, from the same "
+        "start, with as many Langevin steps as cost the multi-grid's FLOPs",
         [Row("Multi-grid synthesis of 64² faces from 1×1 starts, Gao et al. 2018",
-             "realistic 64² samples (pictures; Inception scores on CIFAR-10)",
+             "realistic 64² samples, better than a single grid's (pictures; Inception scores on CIFAR-10)",
              _multigrid, lambda o: _existing(o / "multigrid" / "images" / "pyramid_final.png",
                                              o / "multigrid" / "fresh_samples.png",
-                                             o / "singlegrid" / "fresh_samples.png")),
+                                             o / SINGLE_GRID / "fresh_samples.png"),
+             score=_multigrid_score,
+             limit="a CPU size (160 faces, nets at 1/8 of the authors' widths); the samples stay far from real "
+                   "faces"),
          Row("Multi-grid inpainting, Gao et al. 2018",
              "occluded faces completed by sampling the missing pixels (pictures)",
              _multigrid_inpaint, lambda o: _existing(o / "inpaint" / "recovered.png"),
              score=lambda o: [(_summary(o)["inpainting"]["mean_recovery_error"],
-                               _summary(o)["inpainting"]["pca_error"])])]),
+                               _summary(o)["inpainting"]["pca_error"])])],
+        seeds=3),
     Job("coop", lambda d, full: _py("coop_training", "--data", f"{d}/faces64", "--out", "{out}/coop", "--nets",
                                     "authors", "--lr", "0.007", "--gen-lr", "1e-4",
                                     *(["--image-size", "64", "--iterations", "3000", "--chains", "100",
