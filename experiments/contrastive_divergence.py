@@ -28,10 +28,11 @@ from gcnjax.train import RunConfig
 from gcnjax.synthesis import learn_descriptor
 
 
-def config(full: bool, iterations=None):
+def config(full: bool, iterations=None, seed: int = 0):
     cfg = presets.contrastive_divergence() if full else dataclasses.replace(
         presets.contrastive_divergence(), image_size=(96, 96), n_iterations=1500,
         run=RunConfig(image_every=250, checkpoint_every=250))
+    cfg = dataclasses.replace(cfg, seed=seed)
     return cfg if iterations is None else dataclasses.replace(cfg, n_iterations=iterations)
 
 
@@ -49,9 +50,10 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--iterations", type=int, help="learning iterations (default: 1500, or the preset's with --full)")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (initial weights, noise, batch order)")
     args = parser.parse_args()
 
-    cfg = config(args.full, args.iterations)
+    cfg = config(args.full, args.iterations, args.seed)
     images = gdata.load_images(args.data, size=cfg.image_size, channels=cfg.channels)
     result = learn_descriptor(cfg, images, args.out, title=f"Contrastive divergence: {Path(args.data).name}",
                               source=args.data, overwrite=True)

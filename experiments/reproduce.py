@@ -6,7 +6,7 @@ command, the settings and the run time.
     python -m experiments.reproduce --data ../shared/data --full     # the papers' sizes (a GPU)
     python -m experiments.reproduce --data ../shared/data --only abp coop   # rerun some jobs
 
-The default size fits the 2-core CPU (about two hours in all); ``--full``
+The default size fits the 2-core CPU (about 85 minutes in all); ``--full``
 passes ``--full`` (or the papers' settings) to every experiment. The cheap
 jobs run 3 seeds (``Job.seeds``; seed 0's output makes the row, the others
 go to ``OUT/JOB-seedS``), and a row with a number and a baseline
@@ -275,7 +275,8 @@ JOBS: List[Job] = [
         [Row("Contrastive divergence reconstructs the observed image (rose), Xie et al. 2016",
              "CD-learned models reconstruct the observed images, x ≈ σ²∇f(x) (pictures)",
              _cd, lambda o: _existing(o / "reconstruction.png"),
-             score=lambda o: _pair(_summary(o), "autoencoding_error_learned", "autoencoding_error_initial"))]),
+             score=lambda o: _pair(_summary(o), "autoencoding_error_learned", "autoencoding_error_initial"))],
+        seeds=3),
     Job("abp", lambda d, full: _py("abp_faces", "--data", f"{d}/faces64", "--seeds", "0", "1", "2",
                                    *(["--full"] if full else [])),
         "`gcnjax abp train`'s defaults (σ = 0.05, 10 warm-started Langevin steps of δ = 0.05, Adam 1e-3, batch "
