@@ -32,8 +32,7 @@ def config(full: bool, iterations=None, seed: int = 0):
     cfg = presets.contrastive_divergence() if full else dataclasses.replace(
         presets.contrastive_divergence(), image_size=(96, 96), n_iterations=1500,
         run=RunConfig(image_every=250, checkpoint_every=250))
-    cfg = dataclasses.replace(cfg, seed=seed)
-    return cfg if iterations is None else dataclasses.replace(cfg, n_iterations=iterations)
+    return dataclasses.replace(cfg, seed=seed, n_iterations=iterations or cfg.n_iterations)
 
 
 def reconstruction(net, params, sigma, x):

@@ -281,7 +281,8 @@ JOBS: List[Job] = [
                                    *(["--full"] if full else [])),
         "`gcnjax abp train`'s defaults (σ = 0.05, 10 warm-started Langevin steps of δ = 0.05, Adam 1e-3, batch "
         "50, 40 epochs, early stopping every 50 iterations) and `reconstruct`'s and `inpaint`'s (30 rounds of "
-        "inference); faces 1–600 to train, 601–700 for early stopping, 701–800 tested; CPU: 32², the `face32` net, d = 20; full: 64², the `face` net, d = 100",
+        "inference); faces 1–600 to train, 601–700 for early stopping, 701–800 tested; CPU: 32², the `face32` "
+        "net, d = 20; full: 64², the `face` net, d = 100",
         [Row("ABP: reconstruction of held-out faces against PCA at the same d, Han et al. 2017",
              "ABP's reconstruction error of testing images is below PCA's at the same latent dimension "
              "(a table; CelebA faces, not comparable in value)",
