@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gcnjax import abp, cli
+from gcnjax import abp, cli, metrics
 from gcnjax import data as gdata
 
 
@@ -107,18 +107,18 @@ def _heldout_errors(run_dir: Path, train_images, test_images):
     return arrays["heldout_errors"]
 
 
-def _mean_sd(rows, key):
-    values = np.array([r[key][0] if isinstance(r[key], list) else r[key] for r in rows], np.float64)
-    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
-            "values": values.tolist()}
+def _over_seeds(rows, key):
+    values = [float(r[key][0] if isinstance(r[key], list) else r[key]) for r in rows]
+    mean, sd = metrics.mean_sd(values)
+    return {"mean": mean, "sd": sd, "values": values}
 
 
 def _aggregate(rows):
     """The test stage's rows (one per seed) with their mean and spread."""
-    out = {"seeds": rows, **{k: _mean_sd(rows, k) for k in (
+    out = {"seeds": rows, **{k: _over_seeds(rows, k) for k in (
         "test_mse_abp", "test_mse_abp_fit", "test_mse_pca", "test_abp_better_fraction", "reconstruct_command_mse",
         "reconstruct_command_mse_pca")}}
-    out["recovery"] = {m: {method: _mean_sd([{"v": r["recovery"][m][method]} for r in rows], "v")
+    out["recovery"] = {m: {method: _over_seeds([{"v": r["recovery"][m][method]} for r in rows], "v")
                            for method in rows[0]["recovery"][m]} for m in rows[0]["recovery"]}
     return out
 

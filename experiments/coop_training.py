@@ -80,7 +80,7 @@ def sample_quality(config, params, train, held_out, seed=0, draws=5, pca_dim=20)
 
 
 def _brief(quality) -> str:
-    return "; ".join(f"{name}: " + ", ".join(f"{d} {np.mean(v):.4g} ± {np.std(v, ddof=1):.2g}"
+    return "; ".join(f"{name}: " + ", ".join(f"{d} {metrics.format_mean_sd(v, '.4g', '.2g')}"
                                            for d, v in quality[name].items())
                      for name in ("generator", "revised", "training_real", "pixel_gaussian"))
 

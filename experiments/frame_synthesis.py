@@ -180,9 +180,8 @@ def main():
                "patch": args.patch, "runs": rows, "mean": {}, "sd": {}}
     for name in rows[0]["scores"]:
         for metric in ("spectrum", "gram"):
-            values = [row["scores"][name][metric] for row in rows]
-            summary["mean"][f"{name}.{metric}"] = float(np.mean(values))
-            summary["sd"][f"{name}.{metric}"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            mean, sd = metrics.mean_sd([row["scores"][name][metric] for row in rows])
+            summary["mean"][f"{name}.{metric}"], summary["sd"][f"{name}.{metric}"] = mean, sd
     m = summary["mean"]
     summary["targets"] = {
         "spectrum_below_half_white_noise": m["synthesized.spectrum"] < 0.5 * m["white_noise.spectrum"],
@@ -194,7 +193,8 @@ def main():
              f"Learned from 1 tile of {side}×{side}; compared with {len(held_out)} held-out tiles. Shuffled patches: "
              f"{args.patch}×{args.patch}.", ""] + _table(rows) + [""]
     lines += [f"mean ± sd over {len(rows)} seed(s): " + "; ".join(
-        f"{k} {m[k]:.4g} ± {summary['sd'][k]:.2g}" for k in m), "", f"targets: {summary['targets']}"]
+        f"{k} " + metrics.format_mean_sd([r["scores"][k.split(".")[0]][k.split(".")[1]] for r in rows], ".4g", ".2g")
+        for k in m), "", f"targets: {summary['targets']}"]
     (args.out / "scores.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -167,12 +167,11 @@ def main():
     ap.add_argument("--inpaint", type=int, default=None,
                     help="held-out faces to inpaint (default: all --held-out of them)")
     ap.add_argument("--pca-dim", type=int, default=20, help="dimension of the PCA baseline of inpainting")
-    ap.add_argument("--no-single-grid", action="store_true",
-                    help="learn the multi-grid models only (no single-grid comparison)")
-    ap.add_argument("--single-grids", nargs="+", default=["mean:flops"],
+    ap.add_argument("--single-grids", nargs="*", default=["mean:flops"],
                     help="single-grid baselines, START:STEPS each: START noise or mean (the multi-grid's start), "
                          "STEPS a number, 'steps' (as many as all grids take) or 'flops' (the multi-grid's "
-                         "Langevin FLOPs); default mean:flops, equal compute from the same start")
+                         "Langevin FLOPs); default mean:flops, equal compute from the same start; none given "
+                         "(--single-grids alone): the multi-grid models only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="load the finished runs in --out instead of learning again")
     ap.add_argument("--no-inpainting", action="store_true")
@@ -222,7 +221,7 @@ def main():
     flops = langevin_flops(config, multi["nets"], multi["params"], multi["scale"].range)
     summary["settings"]["langevin_flops_per_step"] = {str(g): f for g, f in flops.items()}
     singles = {}
-    for spec in ([] if args.no_single_grid else args.single_grids):
+    for spec in args.single_grids:
         name = "singlegrid_" + spec.replace(":", "_")
         cfg = single_grid(config, spec, flops)
         learn_and_sample(name, cfg)

@@ -34,7 +34,7 @@ import numpy as np
 
 from gcnjax import presets
 from gcnjax.data import load_data
-from gcnjax.metrics import texture_scores
+from gcnjax.metrics import format_mean_sd, mean_sd, texture_scores
 from gcnjax.synthesis import learn_descriptor, load_run
 from gcnjax.train import RunConfig
 
@@ -63,16 +63,6 @@ def scores(images: np.ndarray, run_dir: Path, seed: int) -> dict:
             "gram_distance_synthesized": s["synthesized"]["gram"],
             "gram_distance_shuffled": s["shuffled_patches"]["gram"],
             "gram_distance_noise": s["white_noise"]["gram"]}
-
-
-def _mean_sd(values):
-    values = np.asarray(values, np.float64)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
-def _cell(values, fmt):
-    mean, sd = _mean_sd(values)
-    return f"{mean:{fmt}}" + (f" ± {sd:{fmt}}" if len(values) > 1 else "")
 
 
 def main():
@@ -116,18 +106,18 @@ def main():
             seconds.append(result["seconds"])
             print(f"{name} seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in per_seed[-1].items()), flush=True)
         keys = per_seed[0].keys()
-        summary[name] = {**{k: _mean_sd([s[k] for s in per_seed])[0] for k in keys},
-                         **{f"{k}_sd": _mean_sd([s[k] for s in per_seed])[1] for k in keys},
+        summary[name] = {**{k: mean_sd([s[k] for s in per_seed])[0] for k in keys},
+                         **{f"{k}_sd": mean_sd([s[k] for s in per_seed])[1] for k in keys},
                          "per_seed": {str(seed): s for seed, s in zip(args.seeds, per_seed)},
                          "seeds": list(args.seeds), "seconds": float(np.mean(seconds)),
                          "iterations": base.n_iterations, "size": list(size)}
         col = {k: [s[k] for s in per_seed] for k in keys}
         rows.append(f"| {name} | ![observed]({name}/observed.png) | ![synthesized]({name}/synthesized.png) "
-                    f"| {_cell(col['spectrum_distance_synthesized'], '.2f')} "
-                    f"| {_cell(col['spectrum_distance_noise'], '.2f')} "
-                    f"| {_cell(col['gram_distance_synthesized'], '.3g')} "
-                    f"| {_cell(col['gram_distance_shuffled'], '.3g')} "
-                    f"| {_cell(col['gram_distance_noise'], '.3g')} | {np.mean(seconds):.0f} s |")
+                    f"| {format_mean_sd(col['spectrum_distance_synthesized'], '.2f')} "
+                    f"| {format_mean_sd(col['spectrum_distance_noise'], '.2f')} "
+                    f"| {format_mean_sd(col['gram_distance_synthesized'], '.3g')} "
+                    f"| {format_mean_sd(col['gram_distance_shuffled'], '.3g')} "
+                    f"| {format_mean_sd(col['gram_distance_noise'], '.3g')} | {np.mean(seconds):.0f} s |")
     report = [
         "# Texture synthesis", "",
         f"{size[0]}×{size[1]}, {base.n_iterations} iterations, seeds {' '.join(map(str, args.seeds))} "

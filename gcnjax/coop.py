@@ -199,8 +199,9 @@ def make_train_step(config: CoopConfig, des_apply: ApplyFn, gen_apply: ApplyFn,
         revised = jax.lax.stop_gradient(revised)
 
         # The descriptor learns from the revised images (maximum likelihood).
-        des_params, des_opt_state, des_grads, (f_revised, f_data) = D.ml_update(
+        des_params, des_opt_state, des_grads, terms = D.ml_update(
             des_optimizer, des_apply, state.des_params, state.des_opt_state, data, revised)
+        f_revised, f_data = terms.f_samples, terms.f_data
 
         # The generator learns to map its z (optionally inferred from z) to them.
         if inference.n_steps:
@@ -231,6 +232,7 @@ def make_train_step(config: CoopConfig, des_apply: ApplyFn, gen_apply: ApplyFn,
             # Either net's learning gradient exactly zero (every unit dead, or
             # the generator's tanh saturated): learning cannot go on.
             "dead_units": ((optax.tree.norm(des_grads) == 0) | (optax.tree.norm(gen_grads) == 0)).astype(jnp.float32),
+            "samples_flat": D.flat_samples(terms, optax.tree.norm(des_grads)),
         }
         new_state = CoopState(des_params, des_opt_state, gen_params, gen_opt_state, key, state.step + 1)
         return new_state, metrics

@@ -46,6 +46,7 @@ __all__ = [
     "n_state_chains",
     "synthesize",
     "ml_loss",
+    "MLTerms",
     "ml_update",
     "add_data_noise",
     "make_optimizer",
@@ -55,6 +56,7 @@ __all__ = [
     "make_net",
     "init_state",
     "make_train_step",
+    "flat_samples",
     "grow",
     "descend_to_minimum",
     "activation_pattern",
@@ -315,28 +317,51 @@ def synthesize(key, apply_fn: ApplyFn, params: PyTree, x0: jax.Array, sampler: l
     return sampler.run(key, make_energy_fn(apply_fn, params, sigma), x0)
 
 
-def _ml_terms(params: PyTree, apply_fn: ApplyFn, data: jax.Array, samples: jax.Array):
-    f_samples = jnp.mean(apply_fn(params, samples))
-    f_data = jnp.mean(apply_fn(params, data))
-    return f_samples - f_data, (f_samples, f_data)
+def _mean_f(params: PyTree, apply_fn: ApplyFn, x: jax.Array) -> jax.Array:
+    return jnp.mean(apply_fn(params, x))
 
 
 def ml_loss(params: PyTree, apply_fn: ApplyFn, data: jax.Array, samples: jax.Array) -> jax.Array:
     """``mean f(samples) − mean f(data)``: its gradient is the negative of the
     log-likelihood gradient ``E_data[∂f/∂w] − E_model[∂f/∂w]`` (the
     reference term does not depend on w)."""
-    return _ml_terms(params, apply_fn, data, samples)[0]
+    return _mean_f(params, apply_fn, samples) - _mean_f(params, apply_fn, data)
+
+
+class MLTerms(NamedTuple):
+    """The two halves of one maximum-likelihood gradient, at the old params:
+    ``f_samples``, ``f_data`` (mean f) and ``samples_grad_norm``, the norm of
+    ``E_model[∂f/∂w]`` alone. That half is exactly zero when f is flat on
+    every sample (e.g. every ReLU of the top off on the chains): learning
+    then only raises f on the data, without bound."""
+
+    f_samples: jax.Array
+    f_data: jax.Array
+    samples_grad_norm: jax.Array
 
 
 def ml_update(optimizer: optax.GradientTransformation, apply_fn: ApplyFn, params: PyTree, opt_state,
               data: jax.Array, samples: jax.Array):
     """One maximum-likelihood update: the optimizer's step on :func:`ml_loss`
     (``samples`` taken as constants). Returns ``(params, opt_state, grads,
-    (mean f(samples), mean f(data)))``, the latter at the old params."""
-    (_, means), grads = jax.value_and_grad(_ml_terms, has_aux=True)(params, apply_fn, data,
-                                                                   jax.lax.stop_gradient(samples))
+    terms)``, ``grads = E_model[∂f/∂w] − E_data[∂f/∂w]`` and ``terms`` the
+    :class:`MLTerms` at the old params."""
+    # The halves separately cost what their difference does (one forward and
+    # backward pass over each batch) and show when the samples' half vanishes.
+    f_samples, grads_samples = jax.value_and_grad(_mean_f)(params, apply_fn, jax.lax.stop_gradient(samples))
+    f_data, grads_data = jax.value_and_grad(_mean_f)(params, apply_fn, data)
+    grads = jax.tree_util.tree_map(jnp.subtract, grads_samples, grads_data)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, grads, means
+    terms = MLTerms(f_samples, f_data, optax.tree.norm(grads_samples))
+    return optax.apply_updates(params, updates), opt_state, grads, terms
+
+
+def flat_samples(terms: MLTerms, grad_norm: jax.Array) -> jax.Array:
+    """1.0 when the samples' half of the learning gradient is exactly zero
+    while the whole is not: f is flat on every sample, so the update only
+    raises f on the data. A run whose chains keep landing there has collapsed
+    (:func:`gcnjax.train.fit` stops it); 0.0 otherwise."""
+    return ((terms.samples_grad_norm == 0) & (grad_norm > 0)).astype(jnp.float32)
 
 
 def add_data_noise(key: jax.Array, data: jax.Array, sd: float) -> jax.Array:
@@ -485,7 +510,8 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
     ``energy_samples`` (mean E), ``grad_norm`` (of the learning gradient),
     ``chain_grad_norm`` (last Langevin step), ``acceptance``, ``diverged``
     (number of chains that became non-finite), ``dead_units`` (1 when every
-    unit is inactive and learning cannot recover). With
+    unit is inactive and learning cannot recover), ``samples_flat`` (1 when
+    f is flat on every sample but not on the data: :func:`flat_samples`). With
     ``config.data_noise > 0`` the data are ``data + data_noise · ξ``, fresh
     noise every iteration; CD's chains start at those noisy images, the ones
     the data term averages over.
@@ -507,8 +533,9 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
         samples, info = synthesize(k_langevin, apply_fn, state.params, x0, sampler, sigma)
         samples = jax.lax.stop_gradient(samples)
 
-        params, opt_state, grads, (f_samples, f_data) = ml_update(optimizer, apply_fn, state.params,
-                                                                   state.opt_state, data, samples)
+        params, opt_state, grads, terms = ml_update(optimizer, apply_fn, state.params, state.opt_state,
+                                                    data, samples)
+        f_samples, f_data = terms.f_samples, terms.f_data
         def reference(x):
             if sigma is None:
                 return 0.0
@@ -529,6 +556,7 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
             # exactly zero, though the samples differ from the data.
             "dead_units": ((grad_norm == 0) & (f_data == f_samples)
                            & (jnp.mean(samples) != jnp.mean(data))).astype(jnp.float32),
+            "samples_flat": flat_samples(terms, grad_norm),
         }
         new_state = DescriptorState(params, opt_state, samples, key, state.step + 1)
         return new_state, metrics

@@ -7,12 +7,13 @@
   Inception-v3 features, FCD with gcnjax's Fashion-MNIST classifier) and the
   kernel MMD (KID).
 - MCMC diagnostics: effective sample size and split R̂ of chains' traces.
+- A number over seeds: its mean and sample standard deviation.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -26,7 +27,7 @@ __all__ = [
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
     "filter_responses", "gram_matrices", "gram_distance", "shuffled_patches", "texture_scores", "mse", "psnr",
     "effective_sample_size", "rhat",
-    "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance",
+    "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance", "mean_sd", "format_mean_sd",
 ]
 
 
@@ -594,3 +595,24 @@ def spatiotemporal_spectrum_distance(a: np.ndarray, b: np.ndarray) -> float:
     if pa.shape != pb.shape:
         raise ValueError(f"video sets of different sizes: {pa.shape} vs {pb.shape}.")
     return float(np.mean(np.abs(np.log1p(pa) - np.log1p(pb))))
+
+
+# ---------------------------------------------------------------------- over seeds
+
+
+def mean_sd(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """``(mean, sd)`` of one number's values over seeds (or draws): the
+    sample standard deviation ``sqrt(Σ (v − mean)² / (n − 1))``, None for a
+    single value."""
+    values = np.asarray(values, np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("mean_sd needs at least one value.")
+    return float(values.mean()), (float(values.std(ddof=1)) if values.size > 1 else None)
+
+
+def format_mean_sd(values: Sequence[float], mean_format: str = ".4g", sd_format: Optional[str] = None) -> str:
+    """``"mean ± sd"`` of :func:`mean_sd` (``sd_format`` defaults to
+    ``mean_format``); the mean alone for a single value."""
+    mean, sd = mean_sd(values)
+    sd_format = mean_format if sd_format is None else sd_format
+    return f"{mean:{mean_format}}" + ("" if sd is None else f" ± {sd:{sd_format}}")

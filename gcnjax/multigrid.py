@@ -398,20 +398,24 @@ def make_train_step(config: MultigridConfig, apply_fns: Dict[int, ApplyFn],
         samples, _ = coarse_to_fine(k_chains, config, apply_fns, state.params, start, box)
         params, opt_state, metrics = {}, {}, {}
         diverged = jnp.int32(0)
+        samples_flat = jnp.float32(0)  # any grid's
         for g in grids:
             name = grid_key(g)
             data_g = downsample(data, g)
             synthesized = jax.lax.stop_gradient(samples[name])
-            params[name], opt_state[name], grads, (f_samples, f_data) = D.ml_update(
+            params[name], opt_state[name], grads, terms = D.ml_update(
                 optimizer, apply_fns[g], state.params[name], state.opt_state[name], data_g, synthesized)
+            f_samples, f_data = terms.f_samples, terms.f_data
             metrics[f"f_data_{g}"] = f_data
             metrics[f"f_samples_{g}"] = f_samples
             metrics[f"energy_data_{g}"] = _mean_reference(data_g, config.sigma) - f_data
             metrics[f"energy_samples_{g}"] = _mean_reference(synthesized, config.sigma) - f_samples
             metrics[f"grad_norm_{g}"] = optax.tree.norm(grads)
+            samples_flat = jnp.maximum(samples_flat, D.flat_samples(terms, metrics[f"grad_norm_{g}"]))
             flat = synthesized.reshape(synthesized.shape[0], -1)
             diverged = diverged + jnp.sum(~jnp.all(jnp.isfinite(flat), axis=1))
         metrics["diverged"] = diverged
+        metrics["samples_flat"] = samples_flat
         return MultigridState(params, opt_state, samples, key, state.step + 1), metrics
 
     return jax.jit(train_step, donate_argnums=(0,))

@@ -43,7 +43,17 @@ class TrainingDiverged(ChainDivergedError):
 
 class TrainingStalled(ValueError):
     """Learning cannot go on: e.g. every ReLU of the net is inactive, so f is
-    constant and its gradient is zero for good."""
+    constant and its gradient is zero for good; or the chains keep landing
+    where f is flat, so learning only raises f on the data."""
+
+
+# The collapse check of :func:`fit`: the share of recent iterations with
+# ``samples_flat`` (an exponential average over about this many iterations)
+# above which the run is stopped. A learning run whose chains sit where f is
+# flat gets no pull from them; once that holds for a good part of the
+# iterations, f of the data runs away and does not come back.
+FLAT_SAMPLES_HORIZON = 100
+FLAT_SAMPLES_LIMIT = 0.25
 
 
 def _is_key(leaf) -> bool:
@@ -623,6 +633,17 @@ def _stalled(iteration: int, last_good: Optional[int]) -> TrainingStalled:
     )
 
 
+def _collapsed(iteration: int, share: float, last_good: Optional[int]) -> TrainingStalled:
+    where = (f"; the last checkpoint (step {last_good}) may already be collapsed: go back to one from before the "
+             "first iterations with samples_flat = 1 in metrics.csv") if last_good is not None else ""
+    return TrainingStalled(
+        f"the chains collapsed at iteration {iteration}: f was flat on every chain (the samples' half of the "
+        f"learning gradient exactly zero) in {share:.0%} of the last ~{FLAT_SAMPLES_HORIZON} iterations, so "
+        f"learning only raises f on the data, without bound{where}. Start again with a lower learning rate "
+        "(--lr) or fewer iterations."
+    )
+
+
 def fit(
     step_fn: Callable,
     state,
@@ -650,7 +671,10 @@ def fit(
     from a state whose steps and params were all finite, so the last
     checkpoint is always good. Divergence raises :class:`TrainingDiverged`
     (naming ``step_size`` and the last good checkpoint), a logged
-    ``dead_units > 0`` :class:`TrainingStalled`, SIGINT
+    ``dead_units > 0`` :class:`TrainingStalled`, as does a collapse: the
+    metric ``samples_flat`` set in more than ``FLAT_SAMPLES_LIMIT`` of the
+    iterations (an exponential average over ``FLAT_SAMPLES_HORIZON``, kept
+    on the device), checked when a row is logged; SIGINT
     :class:`TrainingInterrupted` after checkpointing the iteration reached.
     ``on_snapshot(state, i)`` runs every ``run.image_every`` iterations and
     after the last. Returns ``(state, history)``, the logged rows."""
@@ -658,6 +682,7 @@ def fit(
     bar = _progress(total or end, start, quiet, desc)
     t0 = time.perf_counter()
     bad = jnp.bool_(False)
+    flat_share = jnp.float32(0)
     last_good = checkpointer.latest_step() if checkpointer is not None else None
 
     def diverged(i, values=None):
@@ -669,6 +694,8 @@ def fit(
             state, metrics = step_fn(state, batches(i))
             done = i + 1
             bad = bad | _bad_step(metrics)
+            if "samples_flat" in metrics:
+                flat_share = flat_share + (metrics["samples_flat"] - flat_share) / FLAT_SAMPLES_HORIZON
             it = i + 1
             last = it == end
             log_now = (it - start - 1) % run.log_every == 0 or last
@@ -684,6 +711,8 @@ def fit(
                     run_dir.log(row)
                 if values.get("dead_units", 0) > 0:
                     raise _stalled(it, last_good)
+                if "samples_flat" in values and float(flat_share) > FLAT_SAMPLES_LIMIT:
+                    raise _collapsed(it, float(flat_share), last_good)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("f_data", "f_samples", "loss")})
             if checkpoint_now:
                 if bool(bad | ~_finite_tree(state)):

@@ -369,3 +369,17 @@ def test_ess_and_rhat_of_langevin_chains():
                                n_steps=10, step_size=0.01)
     positions = np.sqrt(2 * np.asarray(early.energy, np.float64).T) * np.sign([[-1], [-1], [1], [1]])
     assert metrics.rhat(positions) > 2
+
+
+def test_mean_sd_over_seeds():
+    """Mean and the sample sd (n − 1): 1, 2, 3, 4 → 2.5 and sqrt(5/3)."""
+    from gcnjax.metrics import format_mean_sd, mean_sd
+
+    mean, sd = mean_sd([1, 2, 3, 4])
+    assert mean == 2.5 and sd == pytest.approx(np.sqrt(5 / 3), rel=1e-12)
+    assert mean_sd([0.25]) == (0.25, None)
+    assert format_mean_sd([1, 2, 3, 4], ".2f") == "2.50 ± 1.29"
+    assert format_mean_sd([1, 2, 3, 4], ".3g", ".1g") == "2.5 ± 1"
+    assert format_mean_sd([7.0], ".2f") == "7.00"
+    with pytest.raises(ValueError, match="at least one"):
+        mean_sd([])

@@ -90,3 +90,14 @@ def test_texture_row_reads_the_spectrum_and_gram_distances(tmp_path):
     text = reproduce._texture(tmp_path)
     assert text.startswith("spectrum distance to the observed ivy 1.00 (white noise of its mean and variance: 2.90)")
     assert "filters 7.59e+03 (the observed image's 16² tiles shuffled: 1.7e+04; white noise: 2.39e+05)" in text
+
+
+def test_a_cpu_size_limit_does_not_follow_a_full_run():
+    """The fire row's verdict names `st_small` at the CPU size; a `--full`
+    run (the ST net) gets the row's full-size limit instead."""
+    fire_job = next(j for j in reproduce.JOBS if j.name == "dynamic-fire")
+    (fire,) = fire_job.rows
+    assert "st_small" in fire.limit_at(False) and "st_small" not in fire.limit_at(True)
+    assert "judge the videos" in fire.limit_at(True)
+    wave = next(j for j in reproduce.JOBS if j.name == "dynamic-wave").rows[0]
+    assert wave.limit_at(True) == wave.limit_at(False) == ""

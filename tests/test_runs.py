@@ -265,4 +265,51 @@ def test_dead_net_stops_with_a_clear_message(tmp_path):
     # a live net is not flagged
     live = D.init_state(jax.random.key(0), cfg, net, data)
     _, metrics = step(live, data)
-    assert float(metrics["dead_units"]) == 0.0
+    assert float(metrics["dead_units"]) == 0.0 and float(metrics["samples_flat"]) == 0.0
+
+
+def test_ml_update_splits_the_gradient_and_sees_a_flat_samples_half():
+    """f(x) = relu(<w, x>): on data with <w, x> > 0 and samples with
+    <w, x> < 0 the samples' half E_model[∂f/∂w] is exactly 0, and the whole
+    gradient is −mean(data), the closed form."""
+    import optax
+
+    def apply_fn(params, x):
+        return jax.nn.relu(x @ params["w"])
+
+    w = jnp.array([1.0, -2.0, 0.5])
+    data = jnp.array([[2.0, 0.0, 1.0], [1.0, -1.0, 0.0]])  # <w, x> = 2.5, 3
+    samples = jnp.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])  # −1, −1.5
+    opt = optax.sgd(0.1)
+    params, _, grads, terms = D.ml_update(opt, apply_fn, {"w": w}, opt.init({"w": w}), data, samples)
+    np.testing.assert_allclose(grads["w"], -data.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(params["w"], w + 0.1 * data.mean(0), rtol=1e-6)
+    assert float(terms.samples_grad_norm) == 0.0 and float(terms.f_samples) == 0.0
+    np.testing.assert_allclose(terms.f_data, 2.75, rtol=1e-6)
+    assert float(D.flat_samples(terms, optax.tree.norm(grads))) == 1.0
+    # samples on the active side: the halves are the two means, the whole their difference
+    live = -samples
+    _, _, grads, terms = D.ml_update(opt, apply_fn, {"w": w}, opt.init({"w": w}), data, live)
+    np.testing.assert_allclose(grads["w"], live.mean(0) - data.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(terms.samples_grad_norm, np.linalg.norm(live.mean(0)), rtol=1e-6)
+    assert float(D.flat_samples(terms, optax.tree.norm(grads))) == 0.0
+
+
+def test_fit_stops_a_run_whose_chains_keep_landing_where_f_is_flat():
+    """The share of flat iterations is an exponential average over
+    FLAT_SAMPLES_HORIZON = 100 iterations: flat at every step it passes
+    FLAT_SAMPLES_LIMIT = 0.25 when 1 − 0.99^n > 0.25, first at n = 29. Flat
+    at one step in ten it stays near 0.1, and the run goes on."""
+    from gcnjax.train import FLAT_SAMPLES_HORIZON, FLAT_SAMPLES_LIMIT, TrainingStalled, fit
+
+    assert (FLAT_SAMPLES_HORIZON, FLAT_SAMPLES_LIMIT) == (100, 0.25)
+
+    def step(every):
+        def step_fn(i, _):
+            return i + 1, {"f_data": jnp.float32(1.0), "samples_flat": jnp.float32((i + 1) % every == 0)}
+        return step_fn
+
+    with pytest.raises(TrainingStalled, match=r"collapsed at iteration 29\b.*25%.*--lr"):
+        fit(step(1), 0, lambda i: None, end=200, run=RunConfig(log_every=1), quiet=True)
+    state, history = fit(step(10), 0, lambda i: None, end=300, run=RunConfig(log_every=1), quiet=True)
+    assert state == 300 and len(history) == 300
