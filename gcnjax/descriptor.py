@@ -331,9 +331,12 @@ def ml_loss(params: PyTree, apply_fn: ApplyFn, data: jax.Array, samples: jax.Arr
 class MLTerms(NamedTuple):
     """The two halves of one maximum-likelihood gradient, at the old params:
     ``f_samples``, ``f_data`` (mean f) and ``samples_grad_norm``, the norm of
-    ``E_model[∂f/∂w]`` alone. That half is exactly zero when f is flat on
-    every sample (e.g. every ReLU of the top off on the chains): learning
-    then only raises f on the data, without bound."""
+    ``E_model[∂f/∂w]`` alone, less the params whose gradient is the same
+    on samples and data (one equal on every input, such as that of a bias
+    added to f, says nothing about where the samples are). It is
+    exactly zero when f is flat on every sample (e.g. every ReLU under the
+    top off on the chains): learning then only raises f on the data,
+    without bound."""
 
     f_samples: jax.Array
     f_data: jax.Array
@@ -352,7 +355,8 @@ def ml_update(optimizer: optax.GradientTransformation, apply_fn: ApplyFn, params
     f_data, grads_data = jax.value_and_grad(_mean_f)(params, apply_fn, data)
     grads = jax.tree_util.tree_map(jnp.subtract, grads_samples, grads_data)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    terms = MLTerms(f_samples, f_data, optax.tree.norm(grads_samples))
+    informative = jax.tree_util.tree_map(lambda s, d: jnp.where(jnp.all(s == d), 0.0, s), grads_samples, grads_data)
+    terms = MLTerms(f_samples, f_data, optax.tree.norm(informative))
     return optax.apply_updates(params, updates), opt_state, grads, terms
 
 

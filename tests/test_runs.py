@@ -269,27 +269,29 @@ def test_dead_net_stops_with_a_clear_message(tmp_path):
 
 
 def test_ml_update_splits_the_gradient_and_sees_a_flat_samples_half():
-    """f(x) = relu(<w, x>): on data with <w, x> > 0 and samples with
-    <w, x> < 0 the samples' half E_model[∂f/∂w] is exactly 0, and the whole
-    gradient is −mean(data), the closed form."""
+    """f(x) = relu(<w, x>) + b: on data with <w, x> > 0 and samples with
+    <w, x> < 0 the samples' half E_model[∂f/∂w] is exactly 0 (∂f/∂b = 1 on
+    every input, left out), and the whole gradient is −mean(data) for w and
+    0 for b, the closed form."""
     import optax
 
     def apply_fn(params, x):
-        return jax.nn.relu(x @ params["w"])
+        return jax.nn.relu(x @ params["w"]) + params["b"]
 
-    w = jnp.array([1.0, -2.0, 0.5])
+    w = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.float32(0.3)}
     data = jnp.array([[2.0, 0.0, 1.0], [1.0, -1.0, 0.0]])  # <w, x> = 2.5, 3
     samples = jnp.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])  # −1, −1.5
     opt = optax.sgd(0.1)
-    params, _, grads, terms = D.ml_update(opt, apply_fn, {"w": w}, opt.init({"w": w}), data, samples)
+    params, _, grads, terms = D.ml_update(opt, apply_fn, w, opt.init(w), data, samples)
     np.testing.assert_allclose(grads["w"], -data.mean(0), rtol=1e-6)
-    np.testing.assert_allclose(params["w"], w + 0.1 * data.mean(0), rtol=1e-6)
-    assert float(terms.samples_grad_norm) == 0.0 and float(terms.f_samples) == 0.0
-    np.testing.assert_allclose(terms.f_data, 2.75, rtol=1e-6)
+    assert float(grads["b"]) == 0.0
+    np.testing.assert_allclose(params["w"], w["w"] + 0.1 * data.mean(0), rtol=1e-6)
+    assert float(terms.samples_grad_norm) == 0.0
+    np.testing.assert_allclose([terms.f_samples, terms.f_data], [0.3, 3.05], rtol=1e-6)
     assert float(D.flat_samples(terms, optax.tree.norm(grads))) == 1.0
     # samples on the active side: the halves are the two means, the whole their difference
     live = -samples
-    _, _, grads, terms = D.ml_update(opt, apply_fn, {"w": w}, opt.init({"w": w}), data, live)
+    _, _, grads, terms = D.ml_update(opt, apply_fn, w, opt.init(w), data, live)
     np.testing.assert_allclose(grads["w"], live.mean(0) - data.mean(0), rtol=1e-6)
     np.testing.assert_allclose(terms.samples_grad_norm, np.linalg.norm(live.mean(0)), rtol=1e-6)
     assert float(D.flat_samples(terms, optax.tree.norm(grads))) == 0.0
