@@ -151,6 +151,23 @@ def run_procedural(args):
     _finish(args, summary)
 
 
+LATER_CLIPS = 5  # the observed video's clips after the learned one, to scale the spectrum distance
+
+
+def observed_clip_distance(path, frames: int, size: int, channels: int):
+    """The fire's own variation: the mean spatial-temporal spectrum distance
+    of the observed video's next clips of ``frames`` frames (up to
+    :data:`LATER_CLIPS` of them, as many as it holds) to its first, the one
+    the model learns; None when the video holds no second clip. A synthesized
+    video this near the first clip is as near as the fire itself comes."""
+    video = gdata.load_video(path, n_frames=frames * (LATER_CLIPS + 1), size=(size, size), channels=channels)
+    first = video[None, :frames]
+    later = [video[None, start:start + frames] for start in range(frames, len(video) - frames + 1, frames)]
+    if not later:
+        return None, 0
+    return float(np.mean([metrics.spatiotemporal_spectrum_distance(first, clip) for clip in later])), len(later)
+
+
 def run_fire(args):
     channels = 1 if args.gray else 3
     video = gdata.load_video(args.data, n_frames=args.frames, size=(args.size, args.size), channels=channels)
@@ -168,6 +185,8 @@ def run_fire(args):
         "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
                                             for n in noise]),
     }
+    summary["spectrum_distance_observed_later_clips"], summary["observed_later_clips"] = observed_clip_distance(
+        args.data, video.shape[0], args.size, channels)
     # Copies or new videos? The persistent chains against the observed video,
     # and each frame of the videos synthesized from noise against its nearest
     # observed frame (pixel values 0..255; consecutive observed frames differ

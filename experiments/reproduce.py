@@ -171,8 +171,11 @@ def _fire(out):
     def copies(distance):  # nearer to the observed frames than they are to each other
         return "copies" if distance < step else "not copies"
 
+    later = s.get("spectrum_distance_observed_later_clips")
+    floor = (f"; the observed video's own later clips: {later:.2f}, {s['observed_later_clips']} of them"
+             if later is not None else "")
     text = (f"spatial-temporal spectrum distance of the persistent chains {s['spectrum_distance_synthesized']:.2f} "
-            f"(noise of the data's variance: {s['spectrum_distance_noise']:.2f}); the chains are "
+            f"(noise of the data's variance: {s['spectrum_distance_noise']:.2f}{floor}); the chains are "
             f"{s['chains_mae_to_observed']:.1f} of 255 from the observed video ({copies(s['chains_mae_to_observed'])}: "
             f"consecutive observed frames differ by {step:.1f})")
     if s.get("longer_frames"):

@@ -101,3 +101,30 @@ def test_a_cpu_size_limit_does_not_follow_a_full_run():
     assert "judge the videos" in fire.limit_at(True)
     wave = next(j for j in reproduce.JOBS if j.name == "dynamic-wave").rows[0]
     assert wave.limit_at(True) == wave.limit_at(False) == ""
+
+
+def test_the_fire_is_scaled_by_its_own_later_clips(tmp_path):
+    """A video that repeats every 4 frames: each later clip of 4 has the
+    first clip's spectrum exactly (distance 0), and 10 frames hold 1 more
+    complete clip; a clip that changes is farther; a video of one clip has
+    none to compare."""
+    import imageio.v3 as iio
+
+    from experiments.dynamic_textures import observed_clip_distance
+
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    periodic = tmp_path / "periodic"
+    periodic.mkdir()
+    for t in range(10):
+        iio.imwrite(periodic / f"{t:03d}.png", clip[t % 4])
+    distance, n = observed_clip_distance(periodic, 4, 8, 3)
+    assert (distance, n) == (0.0, 1)
+    changing = tmp_path / "changing"
+    changing.mkdir()
+    for t in range(8):
+        frame = clip[t % 4] if t < 4 else np.clip(clip[t % 4].astype(int) // 4 + 100, 0, 255).astype(np.uint8)
+        iio.imwrite(changing / f"{t:03d}.png", frame)
+    distance, n = observed_clip_distance(changing, 4, 8, 3)
+    assert n == 1 and distance > 0.1
+    assert observed_clip_distance(periodic, 8, 8, 3) == (None, 0)
