@@ -112,8 +112,8 @@ def small_config(args, variant: str, frames: int, size: int, channels: int):
     iterations, chains and Langevin steps cut to fit the CPU budget."""
     return presets.stg(
         variant, frames=frames, image_size=size, channels=channels, n_chains=args.chains,
-        n_iterations=args.iterations, langevin=LangevinConfig.from_delta(0.3, args.steps),
-        learning_rate=args.lr, seed=args.seed,
+        n_iterations=args.iterations, langevin=LangevinConfig.from_delta(args.delta, args.steps),
+        learning_rate=args.lr, seed=args.seed, pixel_scale=args.pixel_scale,
         run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations),
     )
 
@@ -233,7 +233,7 @@ def run_sound(args):
         source = "440 + 660 Hz tone"
     config = dataclasses.replace(
         presets.sound(len(samples)), n_chains=args.chains, n_iterations=args.iterations,
-        langevin=LangevinConfig.from_delta(0.3, args.steps), learning_rate=args.lr, seed=args.seed,
+        langevin=LangevinConfig.from_delta(args.delta, args.steps), learning_rate=args.lr, seed=args.seed,
         run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations))
     t0 = time.perf_counter()
     result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(source).name}", source=source,
@@ -272,6 +272,9 @@ def main(argv=None):
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--delta", type=float, default=0.3, help="Langevin step δ, in the units of --pixel-scale")
+    ap.add_argument("--pixel-scale", default="minus_mean", choices=["minus_mean", "standard"],
+                    help="the authors' 0..255 minus the mean (σ = 1 pixel), or standardised (σ = the data's sd)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fps", type=float, default=10.0)
     ap.add_argument("--gray", action="store_true")
