@@ -193,8 +193,8 @@ def main():
              f"Learned from 1 tile of {side}×{side}; compared with {len(held_out)} held-out tiles. Shuffled patches: "
              f"{args.patch}×{args.patch}.", ""] + _table(rows) + [""]
     lines += [f"mean ± sd over {len(rows)} seed(s): " + "; ".join(
-        f"{k} " + metrics.format_mean_sd([r["scores"][k.split(".")[0]][k.split(".")[1]] for r in rows], ".4g", ".2g")
-        for k in m), "", f"targets: {summary['targets']}"]
+        f"{name}.{metric} " + metrics.format_mean_sd([r["scores"][name][metric] for r in rows], ".4g", ".2g")
+        for name in rows[0]["scores"] for metric in ("spectrum", "gram")), "", f"targets: {summary['targets']}"]
     (args.out / "scores.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
