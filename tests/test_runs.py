@@ -315,3 +315,29 @@ def test_fit_stops_a_run_whose_chains_keep_landing_where_f_is_flat():
         fit(step(1), 0, lambda i: None, end=200, run=RunConfig(log_every=1), quiet=True)
     state, history = fit(step(10), 0, lambda i: None, end=300, run=RunConfig(log_every=1), quiet=True)
     assert state == 300 and len(history) == 300
+
+
+def test_a_descriptor_run_whose_chains_sit_where_f_is_flat_is_stopped():
+    """One conv layer of positive filters, f = Σ relu(w * x + b): on data of
+    +50 every unit is on, on chains started at −300 every unit is off, so
+    the step's samples' half is exactly zero (samples_flat = 1) while f of
+    the data grows; the run stops at iteration 29, where the average of the
+    flat iterations first passes 0.25 (1 − 0.99^29)."""
+    from gcnjax.train import TrainingStalled, fit
+
+    cfg = _tiny_config(activate_last=True, top="sum", persistent=True, sigma=1.0)
+    net = D.make_net(cfg)
+    data = jnp.full((1, 20, 20, 1), 50.0)
+
+    def flat_state():  # fresh arrays each time: the step donates its state
+        state = D.init_state(jax.random.key(0), cfg, net, data)
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, p: jnp.abs(p) + 0.05 if path[-1].key == "kernel" else jnp.zeros_like(p), state.params)
+        return state._replace(params=params, chains=jnp.full(state.chains.shape, -300.0))
+
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, flat_state().params, (20, 20)))
+    _, metrics = step(flat_state(), data)
+    assert float(metrics["samples_flat"]) == 1.0 and float(metrics["f_samples"]) == 0.0
+    assert float(metrics["f_data"]) > 0 and float(metrics["dead_units"]) == 0.0
+    with pytest.raises(TrainingStalled, match=r"collapsed at iteration 29\b"):
+        fit(step, flat_state(), lambda i: data, end=60, run=RunConfig(log_every=1), quiet=True)
