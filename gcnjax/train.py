@@ -396,10 +396,12 @@ class RunDir:
     def fail(self, err: BaseException) -> None:
         """After ``err`` stopped the command: a run that can go on (a resumed
         one, or one with a checkpoint past its start) is kept, and the
-        message says how to continue or restart it; anything else that this
-        run wrote is removed (:meth:`discard`), so that the same command can
-        be given again, and the message says so. The note is appended to
-        ``err``'s message."""
+        message says how to continue or restart it; so is a stalled or
+        collapsed one (:class:`TrainingStalled`) that logged metrics, the
+        record of how it got there. Anything else that this run wrote is
+        removed (:meth:`discard`), so that the same command can be given
+        again, and the message says so. The note is appended to ``err``'s
+        message."""
         if self.resumed:
             return
         reached = self.reached()
@@ -408,6 +410,9 @@ class RunDir:
                 return  # its message already says how to resume
             note = (f"the run is kept at {reached} in {str(self.path)!r}: --resume continues it with its own "
                     "settings, --overwrite starts it again")
+        elif isinstance(err, TrainingStalled) and (self.path / "metrics.csv").is_file():
+            note = (f"its metrics are kept in {str(self.path / 'metrics.csv')!r}, with no checkpoint past the start: "
+                    "--overwrite starts it again")
         else:
             self.discard()
             note = f"nothing was kept in {str(self.path)!r}"
@@ -635,7 +640,7 @@ def _stalled(iteration: int, last_good: Optional[int]) -> TrainingStalled:
 
 def _collapsed(iteration: int, share: float, last_good: Optional[int]) -> TrainingStalled:
     where = (f"; the last checkpoint (step {last_good}) may already be collapsed: go back to one from before the "
-             "first iterations with samples_flat = 1 in metrics.csv") if last_good is not None else ""
+             "first iterations with samples_flat = 1 in metrics.csv") if last_good else ""
     return TrainingStalled(
         f"the chains collapsed at iteration {iteration}: f was flat on every chain (the samples' half of the "
         f"learning gradient exactly zero) in {share:.0%} of the last ~{FLAT_SAMPLES_HORIZON} iterations, so "

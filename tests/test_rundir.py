@@ -167,6 +167,15 @@ def test_a_failed_run_is_kept_only_where_it_can_go_on(tmp_path):
         with fresh:
             raise ValueError("boom")
     assert not (tmp_path / "fresh").exists()
+    # A stalled or collapsed run keeps its metrics, the record of how it got there.
+    from gcnjax.train import TrainingStalled
+
+    stalled = RunDir(tmp_path / "stalled")
+    stalled.log({"iteration": 1, "samples_flat": 1.0})
+    with pytest.raises(TrainingStalled, match=r"metrics are kept in .*metrics\.csv.*--overwrite"):
+        with stalled:
+            raise TrainingStalled("the chains collapsed at iteration 1")
+    assert (tmp_path / "stalled" / "metrics.csv").read_text().splitlines()[-1] == "1,1.0"
 
 
 def test_resume_takes_equal_settings_and_refuses_other_data(tmp_path, capsys):
