@@ -107,6 +107,13 @@ def temporal_interpolation(video: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return flat_v.reshape(video.shape)
 
 
+def _run_config(iterations: int) -> RunConfig:
+    """Pictures and checkpoints four times a run, so that a run stopped on
+    the way (diverged, collapsed) keeps states from before it stopped."""
+    every = max(1, iterations // 4)
+    return RunConfig(log_every=5, image_every=every, checkpoint_every=every)
+
+
 def small_config(args, variant: str, frames: int, size: int, channels: int):
     """The authors' settings (:func:`gcnjax.presets.stg`) with the
     iterations, chains and Langevin steps cut to fit the CPU budget."""
@@ -114,7 +121,7 @@ def small_config(args, variant: str, frames: int, size: int, channels: int):
         variant, frames=frames, image_size=size, channels=channels, n_chains=args.chains,
         n_iterations=args.iterations, langevin=LangevinConfig.from_delta(args.delta, args.steps),
         learning_rate=args.lr, seed=args.seed, pixel_scale=args.pixel_scale,
-        run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations),
+        run=_run_config(args.iterations),
     )
 
 
@@ -234,7 +241,7 @@ def run_sound(args):
     config = dataclasses.replace(
         presets.sound(len(samples)), n_chains=args.chains, n_iterations=args.iterations,
         langevin=LangevinConfig.from_delta(args.delta, args.steps), learning_rate=args.lr, seed=args.seed,
-        run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations))
+        run=_run_config(args.iterations))
     t0 = time.perf_counter()
     result = stg.learn_sound(config, samples, rate, args.out, title=f"Sound: {Path(source).name}", source=source,
                              overwrite=True)
