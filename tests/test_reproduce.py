@@ -128,3 +128,19 @@ def test_the_fire_is_scaled_by_its_own_later_clips(tmp_path):
     distance, n = observed_clip_distance(changing, 4, 8, 3)
     assert n == 1 and distance > 0.1
     assert observed_clip_distance(periodic, 8, 8, 3) == (None, 0)
+
+
+def test_the_fire_row_says_when_the_videos_from_noise_sit_below_the_data(tmp_path):
+    summary = {"observed_consecutive_frames_mae": 13.2, "spectrum_distance_synthesized": 1.15,
+               "spectrum_distance_noise": 4.12, "spectrum_distance_observed_later_clips": 0.97,
+               "observed_later_clips": 5, "chains_mae_to_observed": 50.0, "longer_frames": 32,
+               "longer_nearest_observed_frame_mae": 66.1, "longer_between_videos_mae": 4.2,
+               "spectrum_distance_longer_first_frames": 1.91, "energy_observed": -2.71e8,
+               "energy_chains": -3.42e8, "energy_longer_first_frames": -4.87e8}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    text = reproduce._fire(tmp_path)
+    assert "later clips: 0.97, 5 of them" in text and "50.0 of 255 from the observed video (not copies" in text
+    assert "energy -4.87e+08 (the observed video -2.71e+08, the chains -3.42e+08: below both)" in text
+    summary["energy_longer_first_frames"] = -3.0e8  # between the chains and the data: no warning
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert "below both" not in reproduce._fire(tmp_path)
