@@ -22,11 +22,9 @@ import json
 import time
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 
 from gcnjax import data as gdata
-from gcnjax import descriptor as D
 from gcnjax import metrics, presets, stg
 from gcnjax.cli import _video_mask
 from gcnjax.langevin import LangevinConfig
@@ -196,18 +194,10 @@ def run_fire(args):
     }
     summary["spectrum_distance_observed_later_clips"], summary["observed_later_clips"] = observed_clip_distance(
         args.data, video.shape[0], args.size, channels)
-    # Where the samples sit in the learned energy: videos from noise far below
-    # the observed video have found a mode the persistent chains never visit.
-    net, params, scale = result["net"], result["state"].params, result["scale"]
-
-    def mean_energy(pixels):
-        x = jnp.asarray(scale.to_model(np.asarray(pixels, np.float32)))
-        return float(jnp.mean(D.energy(net.apply, params, x, config.sigma)))
-
-    summary["energy_observed"] = mean_energy(observed)
-    summary["energy_chains"] = mean_energy(synthesized)
-    if "longer_pixels" in result:
-        summary["energy_longer_first_frames"] = mean_energy(np.asarray(result["longer_pixels"])[:, : video.shape[0]])
+    if "energies" in result:  # where the samples sit in the learned energy
+        e = result["energies"]
+        summary.update(energy_observed=e["observed"], energy_chains=e["chains"],
+                       energy_longer_first_frames=e["from_noise"])
     # Copies or new videos? The persistent chains against the observed video,
     # and each frame of the videos synthesized from noise against its nearest
     # observed frame (pixel values 0..255; consecutive observed frames differ

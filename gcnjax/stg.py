@@ -102,6 +102,43 @@ def _write_video_outputs(run_path: Path, observed: np.ndarray, synthesized: np.n
     return paths
 
 
+def _energies(config: D.DescriptorConfig, net, params, scale, **videos) -> Dict[str, float]:
+    """Mean learned energy E of each named set of videos (pixels)."""
+    def mean_energy(pixels):
+        x = jnp.asarray(scale.to_model(np.asarray(pixels, np.float32)))
+        return float(jnp.mean(D.energy(net.apply, params, x, config.sigma)))
+
+    return {name: mean_energy(pixels) for name, pixels in videos.items()}
+
+
+SPURIOUS_MODE_MARGIN = 0.25
+
+
+def spurious_mode(energies: Dict[str, float]) -> bool:
+    """True when the videos from noise sit in the learned energy below both
+    the observed video and the persistent chains, by more than
+    ``SPURIOUS_MODE_MARGIN`` of the lower one's magnitude: a mode of the
+    model that learning's chains never visited (a small difference is left
+    alone: samples from noise that have not finished mixing differ a little
+    anyway)."""
+    floor = min(energies["observed"], energies["chains"])
+    return energies["from_noise"] < floor - SPURIOUS_MODE_MARGIN * abs(floor)
+
+
+def _report_energies(report: Path, energies: Dict[str, float], steps: int) -> None:
+    lines = ["", "## Where the samples sit in the learned energy", "",
+             "| observed video | persistent chains | videos from noise (first frames) |", "|---|---|---|",
+             f"| {energies['observed']:.4g} | {energies['chains']:.4g} | {energies['from_noise']:.4g} |", ""]
+    if spurious_mode(energies):
+        lines += [f"Warning: the videos from noise ({steps} Langevin steps) sit far below both the observed video "
+                  "and the persistent chains: the model has a mode that learning's chains never visited, and "
+                  "its samples from noise are not like the data. More chains, or chains restarted from noise "
+                  "during learning, can find it.", ""]
+    if report.is_file():
+        with open(report, "a") as f:
+            f.write("\n".join(lines))
+
+
 def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *, fps: float = 10.0,
                           synth_frames: Optional[int] = None, synth_steps: Optional[int] = None,
                           title: str = "Dynamic texture", source: str = "", data_spec=None,
@@ -114,7 +151,12 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
     ``synth_frames``: also synthesize videos of that many frames (more than
     observed, say) from noise with ``synth_steps`` Langevin steps (default
     25 iterations' worth), written as ``longer.gif``, ``longer_frames.png``
-    and ``longer.npy`` (pixels).
+    and ``longer.npy`` (pixels); and compare where they sit in the learned
+    energy: ``result["energies"]`` holds the mean ``E = ||x||²/2σ² − f(x)``
+    of the observed videos, the persistent chains and the videos from noise
+    (on their first T frames, T observed), and the report gets a table of
+    them, with a warning when the videos from noise sit below both: a mode
+    of the model that learning's chains never visited.
     """
     from gcnjax.synthesis import learn_descriptor
 
@@ -136,6 +178,9 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
         np.save(run_path / "longer.npy", longer.astype(np.float32))
         result["longer_seconds"] = time.perf_counter() - t0
         result["longer_pixels"] = longer
+        result["energies"] = _energies(config, result["net"], result["state"].params, scale,
+                                       observed=videos, chains=synthesized, from_noise=longer[:, : videos.shape[1]])
+        _report_energies(run_path / "report.md", result["energies"], steps)
     result["synthesized_pixels"] = synthesized
     result["observed_pixels"] = videos
     return result
