@@ -215,6 +215,7 @@ def make_train_step(config: CoopConfig, des_apply: ApplyFn, gen_apply: ApplyFn,
         energy_revised = _mean_energy(des_apply, state.des_params, revised, dcfg.sigma)
         finite = jnp.all(info.is_finite, axis=0) if revision.n_steps else jnp.isfinite(revised.sum())
         per_pixel = float(np.prod(revised.shape[1:]))
+        des_grad_norm, gen_grad_norm = optax.tree.norm(des_grads), optax.tree.norm(gen_grads)
         metrics = {
             "f_data": f_data,
             "f_revised": f_revised,
@@ -223,16 +224,16 @@ def make_train_step(config: CoopConfig, des_apply: ApplyFn, gen_apply: ApplyFn,
             "energy_revised": energy_revised,
             "revision_drop": energy_proposals - energy_revised,
             "revision_mse": jnp.mean(jnp.square(revised - proposals)),
-            "des_grad_norm": optax.tree.norm(des_grads),
+            "des_grad_norm": des_grad_norm,
             "gen_loss": gen_loss,
             "gen_mse": gen_loss * 2 * gcfg.sigma**2 / per_pixel,
-            "gen_grad_norm": optax.tree.norm(gen_grads),
+            "gen_grad_norm": gen_grad_norm,
             "chain_grad_norm": jnp.mean(info.grad_norm[-1]) if revision.n_steps else jnp.float32(0),
             "diverged": jnp.sum(~finite),
             # Either net's learning gradient exactly zero (every unit dead, or
             # the generator's tanh saturated): learning cannot go on.
-            "dead_units": ((optax.tree.norm(des_grads) == 0) | (optax.tree.norm(gen_grads) == 0)).astype(jnp.float32),
-            "samples_flat": D.flat_samples(terms, optax.tree.norm(des_grads)),
+            "dead_units": ((des_grad_norm == 0) | (gen_grad_norm == 0)).astype(jnp.float32),
+            "samples_flat": D.flat_samples(terms, des_grad_norm),
         }
         new_state = CoopState(des_params, des_opt_state, gen_params, gen_opt_state, key, state.step + 1)
         return new_state, metrics

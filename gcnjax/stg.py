@@ -102,13 +102,10 @@ def _write_video_outputs(run_path: Path, observed: np.ndarray, synthesized: np.n
     return paths
 
 
-def _energies(config: D.DescriptorConfig, net, params, scale, **videos) -> Dict[str, float]:
-    """Mean learned energy E of each named set of videos (pixels)."""
-    def mean_energy(pixels):
-        x = jnp.asarray(scale.to_model(np.asarray(pixels, np.float32)))
-        return float(jnp.mean(D.energy(net.apply, params, x, config.sigma)))
-
-    return {name: mean_energy(pixels) for name, pixels in videos.items()}
+def _energies(config: D.DescriptorConfig, net, params, **videos) -> Dict[str, float]:
+    """Mean learned energy E of each named set of videos (model units)."""
+    return {name: float(jnp.mean(D.energy(net.apply, params, jnp.asarray(x, jnp.float32), config.sigma)))
+            for name, x in videos.items()}
 
 
 SPURIOUS_MODE_MARGIN = 0.25
@@ -171,15 +168,16 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
         t0 = time.perf_counter()
         steps = synth_steps or 25 * config.langevin.n_steps
         shape = (config.n_chains, int(synth_frames)) + videos.shape[2:]
-        longer = synthesize_from_noise(jax.random.key(config.seed + 1), result["net"], result["state"].params,
-                                       config, shape, n_steps=steps, scale=config.init_scale)
-        longer = scale.to_pixels(np.asarray(longer))
+        longer_model = synthesize_from_noise(jax.random.key(config.seed + 1), result["net"], result["state"].params,
+                                             config, shape, n_steps=steps, scale=config.init_scale)
+        longer = scale.to_pixels(np.asarray(longer_model))
         result["longer"] = _write_video_outputs(run_path, videos, longer, fps, name="longer")
         np.save(run_path / "longer.npy", longer.astype(np.float32))
         result["longer_seconds"] = time.perf_counter() - t0
         result["longer_pixels"] = longer
-        result["energies"] = _energies(config, result["net"], result["state"].params, scale,
-                                       observed=videos, chains=synthesized, from_noise=longer[:, : videos.shape[1]])
+        result["energies"] = _energies(config, result["net"], result["state"].params,
+                                       observed=scale.to_model(videos), chains=result["state"].chains,
+                                       from_noise=longer_model[:, : videos.shape[1]])
         _report_energies(run_path / "report.md", result["energies"], steps)
     result["synthesized_pixels"] = synthesized
     result["observed_pixels"] = videos
