@@ -121,7 +121,7 @@ def small_config(args, variant: str, frames: int, size: int, channels: int):
         variant, frames=frames, image_size=size, channels=channels, n_chains=args.chains,
         n_iterations=args.iterations, langevin=LangevinConfig.from_delta(args.delta, args.steps),
         learning_rate=args.lr, seed=args.seed, pixel_scale=args.pixel_scale,
-        run=_run_config(args.iterations),
+        restart_fraction=args.restart_fraction, run=_run_config(args.iterations),
     )
 
 
@@ -286,6 +286,8 @@ def main(argv=None):
     ap.add_argument("--delta", type=float, default=0.3, help="Langevin step δ, in the units of --pixel-scale")
     ap.add_argument("--pixel-scale", default="minus_mean", choices=["minus_mean", "standard"],
                     help="the authors' 0..255 minus the mean (σ = 1 pixel), or standardised (σ = the data's sd)")
+    ap.add_argument("--restart-fraction", type=float, default=0.0,
+                    help="probability with which each persistent chain restarts from its start every iteration")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fps", type=float, default=10.0)
     ap.add_argument("--gray", action="store_true")

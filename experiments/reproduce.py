@@ -184,10 +184,10 @@ def _fire(out):
                  f"{s['spectrum_distance_longer_first_frames']:.2f}, each frame {near:.1f} from its nearest observed "
                  f"frame ({copies(near)}), the two videos {s['longer_between_videos_mae']:.1f} apart")
         if "energy_longer_first_frames" in s:
-            from gcnjax.stg import spurious_mode
+            from gcnjax.sampling import spurious_mode
 
             below = spurious_mode({"observed": s["energy_observed"], "chains": s["energy_chains"],
-                                   "from_noise": s["energy_longer_first_frames"]})
+                                   "from_noise": s["energy_longer_first_frames"]}, fresh="from_noise")
             text += (f"; energy {s['energy_longer_first_frames']:.3g} (the observed video {s['energy_observed']:.3g}, "
                      f"the chains {s['energy_chains']:.3g}"
                      + (": far below both, a mode the chains never visited)" if below else ")"))

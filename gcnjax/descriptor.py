@@ -39,6 +39,7 @@ __all__ = [
     "DescriptorConfig",
     "DescriptorState",
     "energy",
+    "mean_energies",
     "make_energy_fn",
     "virial_ratio",
     "init_chains",
@@ -93,6 +94,12 @@ class DescriptorConfig:
       persistent: carry the chains over iterations (they start from
         ``chain_init`` once: with ``"data"``, persistent contrastive
         divergence, ``n_chains`` chains at the observed images, cycled).
+      restart_fraction: persistent chains only: before each iteration's
+        Langevin run every chain starts again from ``chain_init`` with this
+        probability, independently (0: never; the replay buffer of Du and
+        Mordatch, 2019, restarts 5%). A restarted chain explores from its
+        start and can fall into a mode of the model that chains carried
+        over never visit; its samples then push that mode's energy up.
     Learning:
       optimizer: ``"sgd"`` or ``"adam"``; learning_rate, momentum (SGD),
         beta1 (Adam), weight_decay (added to the gradient, as in SGD with
@@ -148,6 +155,7 @@ class DescriptorConfig:
     activate_last: bool = True
     init_scheme: str = "normal"
     data_noise: float = 0.0
+    restart_fraction: float = 0.0
 
     # Saved by older runs; how the convs are computed is now chosen when they
     # are traced (gcnjax.ops), from the backend, and is no part of a run.
@@ -190,6 +198,13 @@ class DescriptorConfig:
             raise ValueError(f"DescriptorConfig.init_scheme must be 'normal' or 'torch', got {self.init_scheme!r}.")
         if not isinstance(self.data_noise, (int, float)) or not np.isfinite(self.data_noise) or self.data_noise < 0:
             raise ValueError(f"DescriptorConfig.data_noise must be a number >= 0 (0: none), got {self.data_noise!r}.")
+        if (isinstance(self.restart_fraction, bool) or not isinstance(self.restart_fraction, (int, float))
+                or not 0 <= self.restart_fraction <= 1):
+            raise ValueError("DescriptorConfig.restart_fraction must be a probability in [0, 1] (0: never), got "
+                             f"{self.restart_fraction!r}.")
+        if self.restart_fraction and not self.persistent:
+            raise ValueError("DescriptorConfig.restart_fraction restarts persistent chains; these chains start afresh "
+                             "every iteration (persistent=False): set persistent=True or restart_fraction=0.")
 
     @property
     def total_iterations(self) -> int:
@@ -242,6 +257,28 @@ def energy(apply_fn: ApplyFn, params: PyTree, x: jax.Array, sigma: Optional[floa
         return -f
     reference = jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim))) / (2.0 * sigma**2)
     return reference - f
+
+
+def mean_energies(apply_fn: ApplyFn, params: PyTree, sigma: Optional[float], *, batch: int = 64,
+                  **sets) -> Dict[str, float]:
+    """``{name: mean of E over the samples of sets[name]}`` (each a batch in
+    model units, all of one sample shape): :func:`energy` evaluated in
+    chunks of ``min(batch, largest set)`` samples, the last one padded, so
+    one compilation serves every set."""
+    arrays = {name: jnp.asarray(x, jnp.float32) for name, x in sets.items()}
+    chunk = min(int(batch), max(x.shape[0] for x in arrays.values()))
+    fn = jax.jit(lambda p, x: energy(apply_fn, p, x, sigma))
+    means = {}
+    for name, x in arrays.items():
+        total = 0.0
+        for i in range(0, x.shape[0], chunk):
+            part = x[i:i + chunk]
+            m = part.shape[0]
+            if m < chunk:
+                part = jnp.concatenate([part, jnp.zeros((chunk - m,) + part.shape[1:], part.dtype)])
+            total += float(jnp.sum(fn(params, part)[:m]))
+        means[name] = total / x.shape[0]
+    return means
 
 
 def make_energy_fn(apply_fn: ApplyFn, params: PyTree, sigma: Optional[float]):
@@ -502,8 +539,10 @@ def grow(key, state: DescriptorState, config: DescriptorConfig, net: nn.Module, 
 def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: optax.GradientTransformation):
     """The jit'd maximum-likelihood step ``(state, data) -> (state, metrics)``.
 
-    One iteration: chains (persistent, or fresh from ``config.chain_init``)
-    run ``config.langevin`` under the current model; the params take one
+    One iteration: chains (persistent, each restarted from
+    ``config.chain_init`` with probability ``config.restart_fraction``, or
+    fresh from ``config.chain_init``) run ``config.langevin`` under the
+    current model; the params take one
     optimizer step on ``mean f(samples) − mean f(data)``. ``data`` is a batch
     of observed images in model scale. Contrastive divergence
     (:func:`is_contrastive_divergence`) starts one chain at each image of
@@ -526,7 +565,12 @@ def make_train_step(config: DescriptorConfig, apply_fn: ApplyFn, optimizer: opta
     def train_step(state: DescriptorState, data: jax.Array):
         data = add_data_noise(state.key, data, config.data_noise)
         key, k_init, k_langevin = jax.random.split(state.key, 3)
-        if config.persistent:
+        if config.persistent and config.restart_fraction:
+            k_init, k_restart = jax.random.split(k_init)
+            restart = jax.random.bernoulli(k_restart, config.restart_fraction, (state.chains.shape[0],))
+            fresh = init_chains(k_init, config.chain_init, state.chains.shape, scale=config.init_scale, data=data)
+            x0 = jnp.where(restart.reshape((-1,) + (1,) * (state.chains.ndim - 1)), fresh, state.chains)
+        elif config.persistent:
             x0 = state.chains
         elif is_contrastive_divergence(config):
             # CD-k: a chain at every observed image of the batch, paired with

@@ -67,6 +67,8 @@ class Outputs(NamedTuple):
       ``name.gif`` and ``name.mp4`` (where ffmpeg can write it).
     report: the family's section of ``report.md`` (markdown lines).
     summary: numbers returned to the caller (and kept in the report's text).
+    records: ``name -> JSON-able dict``, written as ``name.json``: numbers
+      that later jobs on the run read (a sampling job's reference energies).
     """
 
     pictures: Dict[str, Picture] = {}
@@ -75,6 +77,7 @@ class Outputs(NamedTuple):
     videos: Dict[str, Tuple[np.ndarray, float]] = {}
     report: Sequence[str] = ()
     summary: Dict[str, Any] = {}
+    records: Dict[str, Dict[str, Any]] = {}
 
 
 class Trainer(NamedTuple):
@@ -539,6 +542,8 @@ class _Run:
             gdata.save_wav(path / "sounds" / f"{name}.wav", samples, rate)
         for name, (frames, fps) in outputs.videos.items():
             save_video(path / name, frames, fps)
+        for name, record in outputs.records.items():
+            write_atomic(path / f"{name}.json", json.dumps(record, indent=2))
         history = self.run.read_metrics()
         plot_metrics(history, path / "energy.png", keys=self.trainer.plot_keys)
         return params, outputs, history

@@ -53,7 +53,8 @@ from gcnjax.langevin import LangevinConfig
 from gcnjax.train import RunDir, _jsonable, write_atomic
 
 __all__ = ["Draw", "Chains", "SampleSettings", "ChainChanges", "langevin_draw", "sample_run", "sample_chains", "load_chains",
-           "logdensity_fn", "chain_diagnostics", "N_PROJECTIONS"]
+           "logdensity_fn", "chain_diagnostics", "N_PROJECTIONS", "spurious_mode", "energy_comparison",
+           "SPURIOUS_MODE_MARGIN"]
 
 N_PROJECTIONS = 3
 
@@ -68,12 +69,15 @@ class Draw(NamedTuple):
       at the same steps (None likewise).
     acceptance: ``(n,)`` each chain's mean Metropolis–Hastings acceptance
       probability (None without MALA).
+    final_energy: ``(n,)`` the energy of each chain's end point (None where
+      nothing is recorded).
     """
 
     x: jax.Array
     energy: Optional[jax.Array] = None
     projections: Optional[jax.Array] = None
     acceptance: Optional[jax.Array] = None
+    final_energy: Optional[jax.Array] = None
 
 
 class Chains(NamedTuple):
@@ -95,6 +99,11 @@ class Chains(NamedTuple):
       ``(M, ...)``), or None: chain ``i`` of the job is conditioned on row
       ``i % M``, and ``draw`` takes the block's rows as a fourth argument,
       ``draw(params, key, n, rows)`` (a generator's posterior of z given x).
+    reference: the learned run's mean energies under the same params, of
+      its observed data (``"observed"``) and of its learning's own chains
+      at the end (``"chains"``), or None: the report sets the samples' mean
+      energy beside them and warns of a spurious mode
+      (:func:`spurious_mode`).
     """
 
     shape: Tuple[int, ...]
@@ -106,6 +115,7 @@ class Chains(NamedTuple):
     n_steps: int = 0
     logdensity: Optional[Callable[[Any, jax.Array], jax.Array]] = None
     conditions: Optional[np.ndarray] = None
+    reference: Optional[Dict[str, float]] = None
 
     def rows(self, first: int, n: int) -> Optional[np.ndarray]:
         """The conditions of chains ``first .. first + n − 1`` (None if the
@@ -191,8 +201,9 @@ def langevin_draw(key: jax.Array, energy_fn: Callable[[jax.Array], jax.Array], x
     steps (the remainder first). The record costs no extra evaluation of E:
     without MALA it is taken where each segment starts (the sampler computes
     E there for its gradient), with MALA where it ends (the sampler's
-    ``info.energy`` is after the step). ``trace_points=0`` records nothing
-    (one call of :meth:`LangevinConfig.run`).
+    ``info.energy`` is after the step); the end points' E (``final_energy``)
+    costs one evaluation per chain without MALA. ``trace_points=0`` records
+    nothing (one call of :meth:`LangevinConfig.run`).
     """
     K = sampler.n_steps
     points = min(int(trace_points), K)
@@ -220,7 +231,8 @@ def langevin_draw(key: jax.Array, energy_fn: Callable[[jax.Array], jax.Array], x
     unroll = points if sampler.resolved_unroll is True else 1
     (x, acc_sum), (energy, projections) = jax.lax.scan(body, (x, acc_sum), jax.random.split(k_segments, points),
                                                        unroll=unroll)
-    return Draw(x, energy, projections, acc_sum / K if sampler.mala else None)
+    final = energy[-1] if sampler.mala else jax.vmap(energy_fn)(x)
+    return Draw(x, energy, projections, acc_sum / K if sampler.mala else None, final)
 
 
 # ---------------------------------------------------------------- the job
@@ -313,7 +325,8 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
     """Draw ``n_chains`` samples of ``chains`` into the directory ``out``
     (see the module's docstring): ``samples.npy`` (data units), its
     ``energy.npy`` ``(N, T)`` and ``projections.npy`` ``(N, T, P)`` traces,
-    ``acceptance.npy`` (MALA), ``samples.png``, ``energy.png``,
+    ``acceptance.npy`` (MALA), ``final_energy.npy`` ``(N,)`` (E at each
+    chain's end), ``samples.png``, ``energy.png``,
     ``report.md``, ``summary.json`` (throughput, memory, diagnostics), ``config.json`` (the
     job), ``progress.json``.
 
@@ -371,6 +384,8 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
             names.update(energy=(n_chains, t), projections=(n_chains, t, N_PROJECTIONS))
         if probe.acceptance is not None:
             names["acceptance"] = (n_chains,)
+        if probe.final_energy is not None:
+            names["final_energy"] = (n_chains,)
         files = {name: _NpyFile(run.path / f"{name}.npy", size, create=not done) for name, size in names.items()} \
             if lead else {}
         if jax.process_count() > 1:  # the other processes open what the first made
@@ -397,9 +412,10 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
                         files["energy"].write(lo + start, rows.T)
                     for start, rows in _local_rows(result.projections, 1, hi - lo):
                         files["projections"].write(lo + start, rows.transpose(1, 0, 2))
-                if "acceptance" in files:
-                    for start, rows in _local_rows(result.acceptance, 0, hi - lo):
-                        files["acceptance"].write(lo + start, rows)
+                for name in ("acceptance", "final_energy"):
+                    if name in files:
+                        for start, rows in _local_rows(getattr(result, name), 0, hi - lo):
+                            files[name].write(lo + start, rows)
                 for f in files.values():
                     f.flush()
                 _return_freed_memory()
@@ -508,7 +524,7 @@ def _draw_block(chains: Chains, mesh, block: int) -> _Compiled:
         constrain = lambda a, axis: None if a is None else jax.lax.with_sharding_constraint(
             a, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*([None] * axis + [sharding.CHAIN_AXIS]))))
         return Draw(jax.lax.with_sharding_constraint(d.x, split), constrain(d.energy, 1),
-                    constrain(d.projections, 1), constrain(d.acceptance, 0))
+                    constrain(d.projections, 1), constrain(d.acceptance, 0), constrain(d.final_energy, 0))
 
     params = sharding.replicate(chains.params, mesh)
     compiled = jax.jit(fn)
@@ -573,6 +589,11 @@ def _finish(path: Path, chains: Chains, n_chains: int, block: int, n_dev: int, s
         acceptance = np.load(path / "acceptance.npy")
         diagnostics["acceptance"] = {"mean": float(acceptance.mean()), "min": float(acceptance.min())}
         lines += [f"MALA acceptance: mean {acceptance.mean():.3f}, lowest chain {acceptance.min():.3f}.", ""]
+    energies = None
+    if (path / "final_energy.npy").is_file() and chains.reference is not None:
+        final = np.load(path / "final_energy.npy", mmap_mode="r")
+        energies = {**chains.reference, "samples": float(np.mean(final, dtype=np.float64))}
+        lines += energy_comparison(energies, "samples", f"these {n_chains} samples ({chains.n_steps} steps)")
     rate = None
     if timing["rest_blocks"]:
         rate = timing["rest_blocks"] * block / timing["rest"]
@@ -589,9 +610,41 @@ def _finish(path: Path, chains: Chains, n_chains: int, block: int, n_dev: int, s
     summary = {"seconds": seconds, "chains_per_second": rate,
                "chain_steps_per_second": None if rate is None else rate * chains.n_steps,
                "peak_memory_gib": peak, "diagnostics": diagnostics, "block": block, "devices": n_dev,
-               "n_chains": n_chains, "n_steps": chains.n_steps}
+               "n_chains": n_chains, "n_steps": chains.n_steps, "energies": energies}
     write_atomic(path / "summary.json", json.dumps(summary, indent=2))
     return {"out": path, "report": report, "samples": path / "samples.npy", **summary}
+
+
+SPURIOUS_MODE_MARGIN = 0.25
+
+
+def spurious_mode(energies: Dict[str, float], fresh: str = "samples") -> bool:
+    """True when the fresh chains' mean energy ``energies[fresh]`` sits below
+    both the observed data's (``"observed"``) and the learning chains'
+    (``"chains"``) by more than :data:`SPURIOUS_MODE_MARGIN` of the lower
+    one's magnitude: the model has a mode that learning's chains never
+    visited (were it a good model of the data, chains from anywhere would
+    end where the data and the learning chains sit). A small difference is
+    left alone: fresh chains that have not finished mixing differ a little
+    anyway."""
+    floor = min(energies["observed"], energies["chains"])
+    return energies[fresh] < floor - SPURIOUS_MODE_MARGIN * abs(floor)
+
+
+def energy_comparison(energies: Dict[str, float], fresh: str, label: str) -> list:
+    """The report's section (markdown lines): the mean learned energy of the
+    observed data, of learning's chains and of the fresh chains
+    ``energies[fresh]`` (described by ``label``), with a warning when
+    :func:`spurious_mode` holds."""
+    lines = ["## Where the samples sit in the learned energy", "",
+             f"| observed data | learning's chains | {label} |", "|---|---|---|",
+             f"| {energies['observed']:.4g} | {energies['chains']:.4g} | {energies[fresh]:.4g} |", ""]
+    if spurious_mode(energies, fresh):
+        lines += [f"Warning: {label} sit far below both the observed data and learning's chains in the learned "
+                  "energy: the model has a mode that learning's chains never visited, and its samples from there "
+                  "are not like the data. More chains, or chains restarted from noise during learning, can find "
+                  "it.", ""]
+    return lines
 
 
 def _trace_steps(n_steps: int, points: int, mala: bool) -> np.ndarray:

@@ -40,6 +40,7 @@ from gcnjax import descriptor as D
 from gcnjax import metrics
 from gcnjax.nets import STG_VARIANTS
 from gcnjax.run import Family, Outputs, Picture, Trainer, learn, save_video
+from gcnjax.sampling import energy_comparison
 
 __all__ = [
     "STG_VARIANTS",
@@ -102,40 +103,6 @@ def _write_video_outputs(run_path: Path, observed: np.ndarray, synthesized: np.n
     return paths
 
 
-def _energies(config: D.DescriptorConfig, net, params, **videos) -> Dict[str, float]:
-    """Mean learned energy E of each named set of videos (model units)."""
-    return {name: float(jnp.mean(D.energy(net.apply, params, jnp.asarray(x, jnp.float32), config.sigma)))
-            for name, x in videos.items()}
-
-
-SPURIOUS_MODE_MARGIN = 0.25
-
-
-def spurious_mode(energies: Dict[str, float]) -> bool:
-    """True when the videos from noise sit in the learned energy below both
-    the observed video and the persistent chains, by more than
-    ``SPURIOUS_MODE_MARGIN`` of the lower one's magnitude: a mode of the
-    model that learning's chains never visited (a small difference is left
-    alone: samples from noise that have not finished mixing differ a little
-    anyway)."""
-    floor = min(energies["observed"], energies["chains"])
-    return energies["from_noise"] < floor - SPURIOUS_MODE_MARGIN * abs(floor)
-
-
-def _report_energies(report: Path, energies: Dict[str, float], steps: int) -> None:
-    lines = ["", "## Where the samples sit in the learned energy", "",
-             "| observed video | persistent chains | videos from noise (first frames) |", "|---|---|---|",
-             f"| {energies['observed']:.4g} | {energies['chains']:.4g} | {energies['from_noise']:.4g} |", ""]
-    if spurious_mode(energies):
-        lines += [f"Warning: the videos from noise ({steps} Langevin steps) sit far below both the observed video "
-                  "and the persistent chains: the model has a mode that learning's chains never visited, and "
-                  "its samples from noise are not like the data. More chains, or chains restarted from noise "
-                  "during learning, can find it.", ""]
-    if report.is_file():
-        with open(report, "a") as f:
-            f.write("\n".join(lines))
-
-
 def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *, fps: float = 10.0,
                           synth_frames: Optional[int] = None, synth_steps: Optional[int] = None,
                           title: str = "Dynamic texture", source: str = "", data_spec=None,
@@ -152,8 +119,9 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
     energy: ``result["energies"]`` holds the mean ``E = ||x||²/2σ² − f(x)``
     of the observed videos, the persistent chains and the videos from noise
     (on their first T frames, T observed), and the report gets a table of
-    them, with a warning when the videos from noise sit below both: a mode
-    of the model that learning's chains never visited.
+    them (:func:`gcnjax.sampling.energy_comparison`), with a warning when
+    the videos from noise sit far below both: a mode of the model that
+    learning's chains never visited.
     """
     from gcnjax.synthesis import learn_descriptor
 
@@ -168,17 +136,18 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
         t0 = time.perf_counter()
         steps = synth_steps or 25 * config.langevin.n_steps
         shape = (config.n_chains, int(synth_frames)) + videos.shape[2:]
-        longer_model = synthesize_from_noise(jax.random.key(config.seed + 1), result["net"], result["state"].params,
+        longer_model = synthesize_from_noise(jax.random.key(config.seed + 1), result["net"], result["params"],
                                              config, shape, n_steps=steps, scale=config.init_scale)
         longer = scale.to_pixels(np.asarray(longer_model))
         result["longer"] = _write_video_outputs(run_path, videos, longer, fps, name="longer")
         np.save(run_path / "longer.npy", longer.astype(np.float32))
         result["longer_seconds"] = time.perf_counter() - t0
         result["longer_pixels"] = longer
-        result["energies"] = _energies(config, result["net"], result["state"].params,
-                                       observed=scale.to_model(videos), chains=result["state"].chains,
-                                       from_noise=longer_model[:, : videos.shape[1]])
-        _report_energies(run_path / "report.md", result["energies"], steps)
+        result["energies"] = {**result["energies"], **D.mean_energies(
+            result["net"].apply, result["params"], config.sigma, from_noise=longer_model[:, : videos.shape[1]])}
+        with open(run_path / "report.md", "a") as f:
+            f.write("\n" + "\n".join(energy_comparison(result["energies"], "from_noise",
+                                                       f"videos from noise ({steps} steps, first frames)")))
     result["synthesized_pixels"] = synthesized
     result["observed_pixels"] = videos
     return result

@@ -105,14 +105,21 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
 
     def finish(state, params):
         final = scale.to_pixels(np.asarray(state.chains))
+        # Where the data and learning's chains sit in the learned energy: a
+        # sampling job's fresh chains are set beside them (a spurious mode).
+        energies = D.mean_energies(nets[-1].apply, params, config.sigma, observed=x, chains=state.chains)
         return Outputs(pictures={"synthesized": Picture(final)}, arrays={"synthesized": final},
                        report=[
                            "| observed | synthesized (final) |",
                            "|---|---|",
                            "| ![observed](observed.png) | ![synthesized](synthesized.png) |",
                            "",
+                           f"Mean learned energy E(x) of the observed data "
+                           f"{energies['observed']:.4g}, of the final chains {energies['chains']:.4g} "
+                           "(`energies.json`; `gcnjax sample` sets fresh chains beside them).",
+                           "",
                        ],
-                       summary={"net": nets[-1]})
+                       summary={"net": nets[-1], "energies": energies}, records={"energies": energies})
 
     sampler = config.langevin
     if D.is_contrastive_divergence(config):
@@ -179,11 +186,13 @@ def _sample_shape(payload: Dict[str, Any], frames: Optional[int]) -> Tuple[int, 
 
 
 def descriptor_chains(config: D.DescriptorConfig, net, params, scale, shape: Sequence[int], settings,
-                      note: str = ""):
+                      note: str = "", reference: Optional[Dict[str, float]] = None):
     """The :class:`gcnjax.sampling.Chains` of a learned descriptor ``net``
     (any Flax-like module: the papers' nets, a FRAME net): chains from the
     run's ``chain_init`` (or ``settings.start``) under ``E(x) = ||x||²/(2σ²)
-    − f(x)``, the run's Langevin with ``settings``' changes."""
+    − f(x)``, the run's Langevin with ``settings``' changes. ``reference``:
+    the run's energies of its data and chains (its ``energies.json``), which
+    the job's report compares its samples with."""
     from gcnjax.sampling import Chains, langevin_draw
 
     sampler = settings.chain(config.langevin)
@@ -209,12 +218,19 @@ def descriptor_chains(config: D.DescriptorConfig, net, params, scale, shape: Seq
                   f"{config.sigma}.{note}"),
         n_steps=sampler.n_steps,
         logdensity=lambda params, x: -D.make_energy_fn(net.apply, params, config.sigma)(x),
+        reference=reference,
     )
 
 
 def _chains(run_dir: Path, payload: Dict[str, Any], settings):
     config, scale, net, params = load_run(run_dir)
-    return descriptor_chains(config, net, params, scale, _sample_shape(payload, settings.frames), settings)
+    shape = _sample_shape(payload, settings.frames)
+    energies = run_dir / "energies.json"
+    # A stationary net's energy grows with the sample's size: only samples
+    # of the observed size compare with the run's.
+    same_size = shape == tuple(payload["observed_shape"][1:])
+    reference = json.loads(energies.read_text()) if energies.is_file() and same_size else None
+    return descriptor_chains(config, net, params, scale, shape, settings, reference=reference)
 
 
 FAMILY = Family(

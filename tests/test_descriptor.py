@@ -48,6 +48,17 @@ def test_energy_is_reference_minus_f():
     np.testing.assert_allclose(one(x[1]), expected[1], rtol=1e-5)
 
 
+def test_mean_energies_over_chunks_of_sets_of_any_size():
+    """f = <w, x>: E = ||x||²/2σ² − <w, x> in numpy, against sets of 7 and
+    2 samples evaluated 3 at a time (the last chunks padded)."""
+    rng = np.random.default_rng(0)
+    w, a, b = rng.normal(size=(5, 5, 1)), rng.normal(size=(7, 5, 5, 1)), rng.normal(size=(2, 5, 5, 1))
+    params = {"params": {"w": jnp.asarray(w, jnp.float32)}}
+    direct = lambda x: np.mean(np.sum(x**2, axis=(1, 2, 3)) / (2 * 0.5**2) - np.sum(x * w, axis=(1, 2, 3)))
+    means = D.mean_energies(LinearF().apply, params, 0.5, batch=3, a=a, b=b)
+    assert means == pytest.approx({"a": direct(a), "b": direct(b)}, rel=1e-5)
+
+
 def test_linear_descriptor_learns_the_closed_form_mean():
     """ML learning of f = <w, x> on N(0, σ²I) converges to σ² w = mean(data)."""
     sigma = 0.7
@@ -153,6 +164,27 @@ def test_contrastive_divergence_starts_at_data():
     new, metrics = step(state, data)
     np.testing.assert_array_equal(np.asarray(new.chains), np.asarray(data))
     assert float(metrics["grad_norm"]) == 0.0  # data and samples coincide: no learning signal
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
+def test_persistent_chains_restart_with_the_given_probability(fraction):
+    """With zero Langevin steps a step's samples are its starts: the chains
+    carried over (all ones here) or, restarted, the zeros of chain_init.
+    The restarted count is Binomial(n, fraction)."""
+    n = 4000
+    cfg = small_config(chain_init="zeros", n_chains=n, restart_fraction=fraction,
+                       langevin=langevin.LangevinConfig(n_steps=0, step_size=0.1))
+    net = D.make_net(cfg)
+    data = jnp.ones((2, 12, 12, 1))
+    state = D.init_state(jax.random.key(0), cfg, net, data)._replace(chains=jnp.ones((n, 12, 12, 1)))
+    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    new, _ = step(state, data)
+    chains = np.asarray(new.chains).reshape(n, -1)
+    restarted = np.all(chains == 0, axis=1)
+    assert np.all(restarted | np.all(chains == 1, axis=1))  # every chain is one or the other, whole
+    assert abs(restarted.mean() - fraction) <= 4 * np.sqrt(fraction * (1 - fraction) / n)
+    with pytest.raises(ValueError, match="restart_fraction restarts persistent chains"):
+        small_config(persistent=False, restart_fraction=0.1)
 
 
 def _cd_setup(n_steps, step_size=0.3):
@@ -315,7 +347,7 @@ def test_receptive_field_of_paper_net():
     "field,value",
     [("sigma", 0.0), ("sigma", -1.0), ("learning_rate", 0.0), ("learning_rate", float("nan")),
      ("n_chains", 0), ("chain_init", "nowhere"), ("optimizer", "rmsprop"), ("max_abs_grad", -1.0),
-     ("grow_iterations", (10,))],
+     ("grow_iterations", (10,)), ("restart_fraction", 1.5), ("restart_fraction", -0.1)],
 )
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):

@@ -19,7 +19,7 @@ from gcnjax.run import Picture
 MU, S = np.array([1.0, -2.0], np.float32), 0.5
 
 
-def gaussian_chains(n_steps=150, mala=True, trace_points=10):
+def gaussian_chains(n_steps=150, mala=True, trace_points=10, reference=None):
     """Chains on N(MU, S² I) in 2-D from N(0, I): the closed form to check against."""
     energy = lambda x: 0.5 * jnp.sum(jnp.square((x - MU) / S))
     sampler = LangevinConfig(n_steps=n_steps, step_size=0.05, mala=mala)
@@ -31,7 +31,7 @@ def gaussian_chains(n_steps=150, mala=True, trace_points=10):
     return sampling.Chains(shape=(2,), params={}, draw=draw, to_data=np.asarray,
                            picture=lambda x: Picture(np.clip(x[:, None, :, None] * 40 + 128, 0, 255)),
                            describe="MALA on a Gaussian.", n_steps=n_steps,
-                           logdensity=lambda params, x: -energy(x))
+                           logdensity=lambda params, x: -energy(x), reference=reference)
 
 
 def test_blocks_on_disk_hold_the_targets_moments(tmp_path):
@@ -46,12 +46,45 @@ def test_blocks_on_disk_hold_the_targets_moments(tmp_path):
     assert energy.shape == (n, 10) and np.load(tmp_path / "job" / "projections.npy").shape == (n, 10, 3)
     # At the end the energy of a 2-D Gaussian is χ²₂/2: mean 1.
     assert abs(energy[:, -1].mean() - 1.0) < 4 * 1.0 / np.sqrt(n)
+    final = np.load(tmp_path / "job" / "final_energy.npy")
+    np.testing.assert_allclose(final, 0.5 * np.sum(np.square((x - MU) / S), axis=1), rtol=1e-5, atol=1e-6)
     acceptance = np.load(tmp_path / "job" / "acceptance.npy")
     assert acceptance.shape == (n,) and 0.5 < acceptance.mean() <= 1.0
     diagnostics = result["diagnostics"]
     assert diagnostics["energy"]["rhat"] < 1.05 and diagnostics["energy"]["ess"] > n
     report = (tmp_path / "job" / "report.md").read_text()
     assert "split R̂" in report and "chains/s" in report and (tmp_path / "job" / "samples.png").is_file()
+
+
+def test_the_end_points_energies_and_where_they_sit_against_the_runs(tmp_path):
+    # Unadjusted, x ← x − a(x − MU)/S² + sqrt(2a)ξ has the stationary
+    # variance v = 2a / (1 − (1 − a/S²)²) per axis, so E's mean at the end
+    # is v/S² (MALA's, 1, is checked above). Against a run whose data and
+    # chains sat at 3.0 and 2.0, the samples sit far below both: a spurious mode.
+    n, a = 400, 0.05
+    chains = gaussian_chains(n_steps=60, mala=False, trace_points=4, reference={"observed": 3.0, "chains": 2.0})
+    result = sampling.sample_chains(chains, tmp_path / "job", n_chains=n, block=200, quiet=True)
+    x, final = np.load(tmp_path / "job" / "samples.npy"), np.load(tmp_path / "job" / "final_energy.npy")
+    np.testing.assert_allclose(final, 0.5 * np.sum(np.square((x - MU) / S), axis=1), rtol=1e-5, atol=1e-6)
+    expected = 2 * a / (1 - (1 - a / S**2) ** 2) / S**2
+    assert abs(final.mean() - expected) < 4 * expected / np.sqrt(n)
+    assert result["energies"]["samples"] == pytest.approx(final.mean(), rel=1e-6)
+    report = (tmp_path / "job" / "report.md").read_text()
+    assert f"| 3 | 2 | {final.mean():.4g} |" in report
+    assert "Warning: these 400 samples (60 steps) sit far below both" in report
+
+
+def test_a_spurious_mode_is_below_both_by_more_than_a_quarter():
+    # Below both by less than a quarter of the lower one (−6.02e7 against −5.37e7): no warning.
+    assert not sampling.spurious_mode({"observed": -4.75e7, "chains": -5.37e7, "samples": -6.02e7})
+    assert sampling.spurious_mode({"observed": -4.75e7, "chains": -5.37e7, "samples": -6.8e7})
+    assert not sampling.spurious_mode({"observed": -2.57e8, "chains": -3.25e8, "samples": -3.9e8})
+    assert sampling.spurious_mode({"observed": -2.57e8, "chains": -3.25e8, "from_noise": -4.74e8}, "from_noise")
+    # Positive energies (σ's reference term dominating): the same quarter of the lower one.
+    assert sampling.spurious_mode({"observed": 100.0, "chains": 120.0, "samples": 74.0})
+    assert not sampling.spurious_mode({"observed": 100.0, "chains": 120.0, "samples": 76.0})
+    lines = sampling.energy_comparison({"observed": -2.57e8, "chains": -3.25e8, "x": -4.74e8}, "x", "videos from noise")
+    assert "| -2.57e+08 | -3.25e+08 | -4.74e+08 |" in lines and any(l.startswith("Warning: videos from noise") for l in lines)
 
 
 def test_a_full_disk_keeps_the_blocks_written_and_resume_finishes_the_same(tmp_path, monkeypatch):
@@ -100,6 +133,25 @@ def test_sample_a_descriptor_run_from_the_command_line(descriptor_run, tmp_path,
     assert job["settings"]["langevin"] == [["mala", True], ["step_size", 0.01]] and job["n_steps"] == 8
     assert np.load(out / "acceptance.npy").shape == (10,)
     assert "8 MALA steps of step size 0.01" in (out / "report.md").read_text()
+    # The run recorded its data's and its chains' mean energy; the job sets
+    # its samples' beside them, each recomputed here from the saved arrays.
+    from gcnjax import data as gdata
+    from gcnjax import descriptor as D
+    from gcnjax.synthesis import load_run
+
+    config, scale, net, params = load_run(descriptor_run)
+    reference = json.loads((descriptor_run / "energies.json").read_text())
+    chains = scale.to_model(np.load(descriptor_run / "synthesized.npy"))
+    direct = np.mean(np.asarray(D.energy(net.apply, params, jnp.asarray(chains), config.sigma)))
+    assert reference["chains"] == pytest.approx(float(direct), rel=1e-5)
+    observed = gdata.load_data("skimage:brick", size=16, channels=1)
+    direct = np.mean(np.asarray(D.energy(net.apply, params, jnp.asarray(scale.to_model(observed)), config.sigma)))
+    assert reference["observed"] == pytest.approx(float(direct), rel=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    samples = np.mean(np.asarray(D.energy(net.apply, params, jnp.asarray(scale.to_model(x)), config.sigma)))
+    assert summary["energies"]["samples"] == pytest.approx(float(samples), rel=1e-4)
+    assert summary["energies"]["observed"] == reference["observed"]
+    assert "## Where the samples sit in the learned energy" in (out / "report.md").read_text()
     # The same job again, resumed when done, changes nothing; another block size is another job.
     before = (out / "samples.npy").read_bytes()
     assert cli.main(argv + ["--resume"]) == 0
