@@ -60,8 +60,9 @@ class CoopConfig:
       T steps of δ), optimizer, ``n_chains`` (proposals per iteration),
       ``batch_size`` (observed images per iteration), ``image_size``,
       ``channels``, ``pixel_scale`` and ``data_noise``. Its
-      ``n_iterations``, ``seed``, ``run``, ``chain_init`` and ``persistent``
-      are not used (chains start at the proposals every iteration).
+      ``n_iterations``, ``seed``, ``run``, ``chain_init``, ``persistent``
+      and ``restart_fraction`` are not used (chains start at the proposals
+      every iteration).
     generator: the generator's ``latent_dim``, observation ``sigma``,
       latent inference (``langevin``; 0 steps: none), optimizer. Its
       ``n_epochs``, ``batch_size``, ``latent_init``, ``warm_start``, ``seed``

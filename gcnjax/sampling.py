@@ -594,6 +594,10 @@ def _finish(path: Path, chains: Chains, n_chains: int, block: int, n_dev: int, s
         final = np.load(path / "final_energy.npy", mmap_mode="r")
         energies = {**chains.reference, "samples": float(np.mean(final, dtype=np.float64))}
         lines += energy_comparison(energies, "samples", f"these {n_chains} samples ({chains.n_steps} steps)")
+        if spurious_mode(energies):
+            print(f"warning: the samples' mean energy {energies['samples']:.4g} is far below the observed data's "
+                  f"({energies['observed']:.4g}) and learning's chains' ({energies['chains']:.4g}): the model has a "
+                  f"mode its learning never visited (see {path / 'report.md'}).", file=sys.stderr)
     rate = None
     if timing["rest_blocks"]:
         rate = timing["rest_blocks"] * block / timing["rest"]

@@ -56,7 +56,7 @@ def test_blocks_on_disk_hold_the_targets_moments(tmp_path):
     assert "split R̂" in report and "chains/s" in report and (tmp_path / "job" / "samples.png").is_file()
 
 
-def test_the_end_points_energies_and_where_they_sit_against_the_runs(tmp_path):
+def test_the_end_points_energies_and_where_they_sit_against_the_runs(tmp_path, capsys):
     # Unadjusted, x ← x − a(x − MU)/S² + sqrt(2a)ξ has the stationary
     # variance v = 2a / (1 − (1 − a/S²)²) per axis, so E's mean at the end
     # is v/S² (MALA's, 1, is checked above). Against a run whose data and
@@ -72,6 +72,7 @@ def test_the_end_points_energies_and_where_they_sit_against_the_runs(tmp_path):
     report = (tmp_path / "job" / "report.md").read_text()
     assert f"| 3 | 2 | {final.mean():.4g} |" in report
     assert "Warning: these 400 samples (60 steps) sit far below both" in report
+    assert "warning: the samples' mean energy" in capsys.readouterr().err
 
 
 def test_a_spurious_mode_is_below_both_by_more_than_a_quarter():
