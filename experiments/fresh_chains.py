@@ -4,25 +4,33 @@ persistent chains never visited?
 For each finished descriptor run (which records the mean learned energy of
 its observed data and of its final chains, ``energies.json``), samples
 ``--chains`` fresh chains with ``gcnjax sample`` (:func:`gcnjax.sampling.sample_run`)
-from two starts, the run's own (``chain_init``) and N(0, s²) noise with
+from two starts (``--starts``), the run's own (``chain_init``) and N(0, s²) noise with
 ``s = --start-scale`` in model units (default 50: about the standard
 deviation of a photograph's pixels, 0..255 minus the mean; a start far from
 the reference's mean), each for as many Langevin steps as one of the run's
 persistent chains took over its whole learning (``n_iterations × n_steps``,
 at most ``--max-steps``), and tabulates the three mean energies with
-:func:`gcnjax.sampling.spurious_mode`'s verdict. Writes ``OUT/NAME-START/``
+:func:`gcnjax.sampling.spurious_mode`'s verdict; with ``--texture`` also
+the samples' spectrum and Gram distances and their baselines
+(``experiments/texture_synthesis.py``, the run's observed image reloaded
+from its ``data_spec``). Writes ``OUT/FOLDER-NAME-START/``
 (each sampling job) and ``OUT/summary.json``.
 
-    python experiments/fresh_chains.py --runs runs/textures/ivy runs/egret --out runs/fresh-chains
+    python -m experiments.fresh_chains --runs runs/textures/ivy runs/egret --out runs/fresh-chains
+    python -m experiments.fresh_chains --texture --runs runs/textures/ivy --out runs/fresh-chains-ivy
 """
 
 import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
+from experiments.texture_synthesis import scores
+from gcnjax.data import load_data
 from gcnjax.sampling import SampleSettings, sample_run, spurious_mode
 from gcnjax.synthesis import load_run
-from gcnjax.train import write_atomic
+from gcnjax.train import RunDir, write_atomic
 
 
 def main():
@@ -32,7 +40,11 @@ def main():
     parser.add_argument("--chains", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--start-scale", type=float, default=50.0)
+    parser.add_argument("--starts", nargs="+", choices=["own", "noise"], default=["own", "noise"],
+                        help="the run's own start, noise of --start-scale, or both")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--texture", action="store_true",
+                        help="also score the samples as textures (experiments/texture_synthesis.py's distances)")
     args = parser.parse_args()
     rows = []
     for run in args.runs:
@@ -41,8 +53,9 @@ def main():
         config = load_run(run)[0]
         steps = min(args.max_steps, config.total_iterations * config.langevin.n_steps)
         own = config.chain_init if config.chain_init != "data" else "zeros"  # a job holds no observed images
-        for start, start_scale in ((own, None), ("noise", args.start_scale)):
-            name = f"{run.name}-{start}"
+        starts = {"own": (own, None), "noise": ("noise", args.start_scale)}
+        for start, start_scale in (starts[s] for s in args.starts):
+            name = f"{run.parent.name}-{run.name}-{start}"  # runs of one name in different folders
             settings = SampleSettings(n_chains=args.chains, steps=steps, start=start, start_scale=start_scale)
             result = sample_run(run, args.out / name, settings, seed=args.seed, overwrite=True, quiet=True)
             e = result["energies"]
@@ -50,6 +63,11 @@ def main():
                          "steps": steps, **e, "spurious_mode": spurious_mode(e)})
             print(f"{name}: observed {e['observed']:.4g}, learning's chains {e['chains']:.4g}, fresh chains "
                   f"{e['samples']:.4g}{' (spurious mode)' if rows[-1]['spurious_mode'] else ''}", flush=True)
+            if args.texture:
+                spec = RunDir.read_config(run)["data_spec"]
+                images = load_data(spec["spec"], size=spec["size"], channels=spec["channels"], crop=spec["crop"])
+                rows[-1]["texture_scores"] = scores(images, run, args.seed, np.load(result["samples"]))
+                print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1]["texture_scores"].items()))
     write_atomic(args.out / "summary.json", json.dumps(rows, indent=2))
 
 

@@ -52,12 +52,14 @@ def config(full: bool, iterations=None):
     return cfg if iterations is None else dataclasses.replace(cfg, n_iterations=iterations)
 
 
-def scores(images: np.ndarray, run_dir: Path, seed: int) -> dict:
-    """The spectrum and Gram distances of one finished run (see the module's docstring)."""
+def scores(images: np.ndarray, run_dir: Path, seed: int, synthesized=None) -> dict:
+    """The spectrum and Gram distances of one finished run's synthesized
+    images (or of ``synthesized``, pixels: samples of its model), see the
+    module's docstring."""
     _, scale, _, params = load_run(run_dir)
     filters = np.asarray(params["params"]["conv1"]["kernel"])
-    s = texture_scores(np.load(run_dir / "synthesized.npy"), images, images[0], filters, patch=PATCH, seed=seed,
-                       to_model=scale.to_model)
+    synthesized = np.load(run_dir / "synthesized.npy") if synthesized is None else synthesized
+    s = texture_scores(synthesized, images, images[0], filters, patch=PATCH, seed=seed, to_model=scale.to_model)
     return {"spectrum_distance_synthesized": s["synthesized"]["spectrum"],
             "spectrum_distance_noise": s["white_noise"]["spectrum"],
             "gram_distance_synthesized": s["synthesized"]["gram"],
@@ -76,6 +78,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds (net initialisation and chains) to run each texture with; scores are "
                              "reported as mean ± sd over them")
+    parser.add_argument("--restart-fraction", type=float, default=0.0,
+                        help="probability with which each persistent chain restarts from zeros every iteration")
     args = parser.parse_args()
 
     base = config(args.full, args.iterations)
@@ -98,7 +102,7 @@ def main():
         spec = dict(spec=source, channels=channels, size=geometry.get("size"), crop=geometry.get("crop"))
         per_seed, seconds = [], []
         for i, seed in enumerate(args.seeds):
-            cfg = dataclasses.replace(base, channels=channels, seed=seed)
+            cfg = dataclasses.replace(base, channels=channels, seed=seed, restart_fraction=args.restart_fraction)
             run_dir = args.out / (name if i == 0 else f"{name}-seed{seed}")
             result = learn_descriptor(cfg, images, run_dir, title=f"Texture: {name} (seed {seed})", source=source,
                                       data_spec=spec, overwrite=True)
