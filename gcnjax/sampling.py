@@ -384,8 +384,8 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
             names.update(energy=(n_chains, t), projections=(n_chains, t, N_PROJECTIONS))
         if probe.acceptance is not None:
             names["acceptance"] = (n_chains,)
-        if probe.final_energy is not None:
-            names["final_energy"] = (n_chains,)
+        if probe.final_energy is not None and (not done or (run.path / "final_energy.npy").is_file()):
+            names["final_energy"] = (n_chains,)  # (a job begun before it was recorded goes on without it)
         files = {name: _NpyFile(run.path / f"{name}.npy", size, create=not done) for name, size in names.items()} \
             if lead else {}
         if jax.process_count() > 1:  # the other processes open what the first made
