@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.texture_synthesis import scores
-from gcnjax.data import load_data
+from gcnjax.data import load_data_spec
 from gcnjax.sampling import SampleSettings, sample_run, spurious_mode
 from gcnjax.synthesis import load_run
 from gcnjax.train import RunDir, write_atomic
@@ -64,8 +64,7 @@ def main():
             print(f"{name}: observed {e['observed']:.4g}, learning's chains {e['chains']:.4g}, fresh chains "
                   f"{e['samples']:.4g}{' (spurious mode)' if rows[-1]['spurious_mode'] else ''}", flush=True)
             if args.texture:
-                spec = RunDir.read_config(run)["data_spec"]
-                images = load_data(spec["spec"], size=spec["size"], channels=spec["channels"], crop=spec["crop"])
+                images = load_data_spec(RunDir.read_config(run)["data_spec"])
                 rows[-1]["texture_scores"] = scores(images, run, args.seed, np.load(result["samples"]))
                 print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1]["texture_scores"].items()))
     write_atomic(args.out / "summary.json", json.dumps(rows, indent=2))

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from gcnjax.data import load_data, load_generator_data
+from gcnjax.data import load_data, load_data_spec, load_generator_data
 
 __all__ = ["main", "load_data"]
 
@@ -174,11 +174,6 @@ def _recorded(spec: dict, args) -> dict:
     return {**spec, "flags": getattr(args, "data_flags", {})}
 
 
-def _load_spec(spec: dict):
-    """The images of a data spec (see :func:`load_data`)."""
-    return load_data(**{k: spec.get(k) for k in ("spec", "size", "channels", "crop")})
-
-
 def _add_run_flags(p: argparse.ArgumentParser,
                    resume_help: str = ("continue the run in --out from its last checkpoint, with its own settings "
                                        "(--iterations may extend it)")):
@@ -208,7 +203,7 @@ def _add_common(p: argparse.ArgumentParser):
 def _learn(config, data_spec, out, title, args):
     from gcnjax.synthesis import learn_descriptor
 
-    images = _load_spec(data_spec)
+    images = load_data_spec(data_spec)
     result = learn_descriptor(config, images, out, title=title, source=data_spec["spec"], data_spec=data_spec,
                               overwrite=args.overwrite, resume=args.resume, quiet=args.quiet, devices=args.devices)
     print(f"learned in {result['seconds']:.0f} s")
@@ -553,7 +548,7 @@ def cmd_multigrid(args) -> int:
         spec = _recorded(dict(spec=args.data, size=(config.image_size, config.image_size), crop=None,
                               channels=config.channels, limit=args.limit), args)
         title = f"Multi-grid descriptor ({args.preset or 'authors'}): {Path(args.data).name}"
-    images = _load_spec(spec)
+    images = load_data_spec(spec)
     if spec.get("limit"):
         images = images[:spec["limit"]]
     result = learn_multigrid(config, images, args.out, title=title, source=spec["spec"],
@@ -589,7 +584,7 @@ def cmd_coop(args) -> int:
                                ("data", "image_size", "gray", "clip", "nets"))
     spec = saved["data_spec"] if saved else _recorded(dict(spec=args.data, size=(size, size), crop=None,
                                                            channels=channels), args)
-    images = _load_spec(spec)
+    images = load_data_spec(spec)
     result = coop.learn_coop(config, images, args.out, title=f"Cooperative training: {spec['spec']}",
                              source=spec["spec"], data_spec=spec, overwrite=args.overwrite, resume=args.resume,
                              quiet=args.quiet, devices=args.devices)

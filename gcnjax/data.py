@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "load_data",
+    "load_data_spec",
     "load_generator_data",
     "DataError",
     "shuffled_batches",
@@ -787,6 +788,13 @@ def load_data(spec: str, size=None, channels: int = 3, crop=None):
     if spec.startswith("skimage:"):
         return bundled_texture(spec.split(":", 1)[1], size=size, channels=channels, crop=crop)
     return load_images(spec, size=size, channels=channels, crop=crop)
+
+
+def load_data_spec(spec: dict):
+    """The images of a data spec, as a run saves it in ``config.json``'s
+    ``"data_spec"`` (``spec``, ``size``, ``channels``, ``crop``): the same
+    images :func:`load_data` gave the run."""
+    return load_data(**{k: spec.get(k) for k in ("spec", "size", "channels", "crop")})
 
 
 def _fashion_mnist(spec: str, size, channels: int, root=None):
