@@ -482,7 +482,10 @@ class _Run:
         into ``phase`` when that phase begins at ``done``."""
         begins = [0] + list(self.trainer.phase_ends[:-1])
         restore_phase = phase - 1 if (done == begins[phase] and phase > 0) else phase
-        state = self.trainer.init(restore_phase)
+        # Waited for here: a state too large for the memory fails now, as an
+        # error the caller reports, not later inside the checkpointer (where
+        # the failed buffer aborts the process).
+        state = jax.block_until_ready(self.trainer.init(restore_phase))
         if done in checkpointer.all_steps():
             state = checkpointer.restore(state, done)
         else:
