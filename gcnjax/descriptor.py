@@ -40,6 +40,8 @@ __all__ = [
     "DescriptorState",
     "energy",
     "mean_energies",
+    "first_layer_features",
+    "first_layer_statistics",
     "make_energy_fn",
     "virial_ratio",
     "init_chains",
@@ -279,6 +281,53 @@ def mean_energies(apply_fn: ApplyFn, params: PyTree, sigma: Optional[float], *, 
             total += float(jnp.sum(fn(params, part)[:m]))
         means[name] = total / x.shape[0]
     return means
+
+
+def first_layer_features(net, params: PyTree) -> Optional[Callable[[jax.Array], jax.Array]]:
+    """``x ↦ w₁ ⋆ x + b₁``: the responses of a :class:`DescriptorNet`'s first
+    conv layer (before its activation, with its stride and padding),
+    ``(N, positions..., C₁)`` for a batch of images, videos or sounds in
+    model units; jit'd. None for another net (a FRAME net, whose filters are
+    fixed, not learned)."""
+    if not isinstance(net, DescriptorNet):
+        return None
+    first = net.clone(depth=1, top="sum")
+    conv1 = {"params": {"conv1": params["params"]["conv1"]}}
+
+    @jax.jit
+    def features(x):
+        _, state = first.apply(conv1, x, mutable=["intermediates"])
+        return state["intermediates"]["preactivation1"][0].astype(jnp.float32)
+
+    return features
+
+
+def first_layer_statistics(net, params: PyTree, observed, *, seed: int = 0,
+                           **sets) -> Optional[Tuple[np.ndarray, Dict[str, float]]]:
+    """``(Ḡ_observed, {name: d})``: the mean Gram matrix of the observed
+    data's :func:`first_layer_features` (:func:`gcnjax.metrics.mean_gram`),
+    and the Gram distance ``d = ‖Ḡ − Ḡ_observed‖²_F / C₁²`` to it of each
+    set of ``sets`` and of ``"white_noise"``: Gaussian noise with the
+    observed per-channel mean and standard deviation
+    (:func:`gcnjax.metrics.white_noise`, ``min(64, max(4, N))`` samples of
+    the observed shape, drawn from ``numpy.random.default_rng(seed)``); all
+    in model units. Samples of a good model sit far nearer the data than
+    the noise; ones farther than it do not look like the data. None where
+    the net has no learned first layer (:func:`first_layer_features`)."""
+    from gcnjax import metrics
+
+    features = first_layer_features(net, params)
+    if features is None:
+        return None
+    observed = np.asarray(observed, np.float32)
+    n_noise = min(64, max(4, observed.shape[0]))
+    noise = metrics.white_noise(observed, (n_noise,) + observed.shape[1:], np.random.default_rng(seed))
+    sets = {**sets, "white_noise": noise}
+    batch = min(64, max(len(x) for x in (observed, *sets.values())))  # one compilation for all
+    gram = metrics.mean_gram(observed, features, batch)
+    distances = {name: float(np.mean((metrics.mean_gram(x, features, batch) - gram) ** 2))
+                 for name, x in sets.items()}
+    return gram, distances
 
 
 def make_energy_fn(apply_fn: ApplyFn, params: PyTree, sigma: Optional[float]):

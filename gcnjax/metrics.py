@@ -25,7 +25,8 @@ __all__ = [
     "feature_statistics", "frechet_distance", "frechet_distance_from_features", "random_feature_frechet",
     "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
-    "filter_responses", "gram_matrices", "gram_distance", "shuffled_patches", "texture_scores", "mse", "psnr",
+    "filter_responses", "gram_matrices", "mean_gram", "gram_distance", "white_noise", "shuffled_patches",
+    "texture_scores", "mse", "psnr",
     "effective_sample_size", "rhat",
     "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance", "mean_sd", "format_mean_sd",
 ]
@@ -365,13 +366,13 @@ def filter_responses(images, filters) -> jax.Array:
 
         F[n, i, j, c] = Σ_{a,b,d} x[n, i+a, j+b, d] · w[a, b, d, c],
 
-    or ``filters(images)`` for a callable (any feature extractor with spatial
-    output ``(N, H', W', C)``)."""
+    or ``filters(images)`` for a callable (any feature extractor with output
+    ``(N, positions..., C)``: images, videos or sounds, as it takes them)."""
     images = jnp.asarray(images, jnp.float32)
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")
     if callable(filters):
         return filters(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")
     w = jnp.asarray(filters, jnp.float32)
     if w.ndim != 4 or w.shape[2] != images.shape[3]:
         raise ValueError(f"filters must be a (k, k, Cin, Cout) array with Cin = {images.shape[3]} (the images' "
@@ -396,13 +397,31 @@ def gram_matrices(images, filters) -> np.ndarray:
     return np.einsum("npc,npd->ncd", flat, flat) / flat.shape[1]
 
 
+def mean_gram(images, filters, batch: Optional[int] = None) -> np.ndarray:
+    """``Ḡ = 1/N Σ_n G[n]``, the mean of :func:`gram_matrices` over a set,
+    computed ``batch`` images at a time (default ``min(64, N)``), the last
+    chunk padded: a jit'd ``filters`` compiles once for all the sets given
+    one ``batch``. ``(C, C)`` float64."""
+    images = np.asarray(images, np.float32)
+    n = images.shape[0]
+    if n < 1:
+        raise ValueError("mean_gram needs at least one image, got none.")
+    chunk = min(64, n) if batch is None else int(batch)
+    total = 0.0
+    for i in range(0, n, chunk):
+        part = images[i:i + chunk]
+        m = part.shape[0]
+        if m < chunk:
+            part = np.concatenate([part, np.zeros((chunk - m,) + part.shape[1:], part.dtype)])
+        total = total + gram_matrices(part, filters)[:m].sum(axis=0)
+    return total / n
+
+
 def gram_distance(images_a, images_b, filters) -> float:
     """Mean squared difference between the mean Gram matrices of two image
     sets: ``‖Ḡ_a − Ḡ_b‖²_F / C²``; 0 for sets with the same second-order
     filter statistics."""
-    ga = gram_matrices(images_a, filters).mean(axis=0)
-    gb = gram_matrices(images_b, filters).mean(axis=0)
-    return float(np.mean((ga - gb) ** 2))
+    return float(np.mean((mean_gram(images_a, filters) - mean_gram(images_b, filters)) ** 2))
 
 
 def shuffled_patches(image, patch: int, rng: np.random.Generator) -> np.ndarray:
@@ -425,6 +444,15 @@ def shuffled_patches(image, patch: int, rng: np.random.Generator) -> np.ndarray:
     tiles = image[:rows * patch, :cols * patch].reshape(rows, patch, cols, patch, -1).swapaxes(1, 2)
     tiles = tiles.reshape(rows * cols, patch, patch, -1)[rng.permutation(rows * cols)]
     return tiles.reshape(rows, cols, patch, patch, -1).swapaxes(1, 2).reshape(rows * patch, cols * patch, -1)
+
+
+def white_noise(reference, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """Gaussian white noise of ``shape`` with the per-channel mean and
+    standard deviation of ``reference`` (channels last, over all its other
+    axes): the baseline that has the data's first two moments and no
+    structure. float64."""
+    channels = np.asarray(reference, np.float64).reshape(-1, np.shape(reference)[-1])
+    return channels.mean(axis=0) + channels.std(axis=0) * rng.standard_normal(tuple(shape))
 
 
 def texture_scores(synthesized, reference, observed, filters, *, patch: int, seed: int = 0,
@@ -450,10 +478,9 @@ def texture_scores(synthesized, reference, observed, filters, *, patch: int, see
     if observed.ndim != 3:
         raise ValueError(f"texture_scores: observed must be one image (H, W, C), got shape {observed.shape}.")
     n = synthesized.shape[0]
-    channels = observed.reshape(-1, observed.shape[-1])
     sets = {
         "synthesized": synthesized,
-        "white_noise": channels.mean(axis=0) + channels.std(axis=0) * rng.standard_normal((n,) + observed.shape),
+        "white_noise": white_noise(observed, (n,) + observed.shape, rng),
         "shuffled_patches": np.stack([shuffled_patches(observed, patch, rng) for _ in range(n)]),
     }
     if with_observed:

@@ -18,8 +18,10 @@ family:
    block: none computed twice, none lost;
 4. the report: a grid of samples, the energy traces, the chains'
    diagnostics (ESS and split R̂ of the energy and of three fixed
-   projections of x, by BlackJAX's :mod:`blackjax.diagnostics`) and the
-   throughput.
+   projections of x, by BlackJAX's :mod:`blackjax.diagnostics`), the
+   throughput, and for a descriptor run where its samples sit against the
+   data: their mean learned energy (:func:`spurious_mode`) and their first
+   layer's Gram statistics (:func:`unlike_data`).
 
 Block ``b`` draws with ``jax.random.fold_in(key, b)``: the samples depend on
 the seed and the block size only: not on the number of devices (JAX's
@@ -54,7 +56,8 @@ from gcnjax.train import RunDir, _jsonable, write_atomic
 
 __all__ = ["Draw", "Chains", "SampleSettings", "ChainChanges", "langevin_draw", "sample_run", "sample_chains", "load_chains",
            "logdensity_fn", "chain_diagnostics", "N_PROJECTIONS", "spurious_mode", "energy_comparison",
-           "SPURIOUS_MODE_MARGIN"]
+           "SPURIOUS_MODE_MARGIN", "unlike_data",
+           "first_layer_comparison", "STATISTICS_SAMPLES"]
 
 N_PROJECTIONS = 3
 
@@ -104,6 +107,11 @@ class Chains(NamedTuple):
       at the end (``"chains"``), or None: the report sets the samples' mean
       energy beside them and warns of a spurious mode
       (:func:`spurious_mode`).
+    statistics: ``samples (data units) -> {"samples": d, "white_noise": d₀,
+      "chains": d₁}``, or None: the Gram distance of the samples' first-layer
+      responses to the observed data's beside white noise's and learning's
+      chains' (:func:`gcnjax.descriptor.first_layer_statistics`); the report
+      warns when the samples are farther than the noise (:func:`unlike_data`).
     """
 
     shape: Tuple[int, ...]
@@ -116,6 +124,7 @@ class Chains(NamedTuple):
     logdensity: Optional[Callable[[Any, jax.Array], jax.Array]] = None
     conditions: Optional[np.ndarray] = None
     reference: Optional[Dict[str, float]] = None
+    statistics: Optional[Callable[[np.ndarray], Dict[str, float]]] = None
 
     def rows(self, first: int, n: int) -> Optional[np.ndarray]:
         """The conditions of chains ``first .. first + n − 1`` (None if the
@@ -598,6 +607,15 @@ def _finish(path: Path, chains: Chains, n_chains: int, block: int, n_dev: int, s
             print(f"warning: the samples' mean energy {energies['samples']:.4g} is far below the observed data's "
                   f"({energies['observed']:.4g}) and learning's chains' ({energies['chains']:.4g}): the model has a "
                   f"mode its learning never visited (see {path / 'report.md'}).", file=sys.stderr)
+    first_layer = None
+    if chains.statistics is not None:
+        first_layer = chains.statistics(np.asarray(samples[:STATISTICS_SAMPLES]))
+        label = f"these samples ({min(n_chains, STATISTICS_SAMPLES)} of them)"
+        lines += first_layer_comparison(first_layer, label)
+        if unlike_data(first_layer):
+            print(f"warning: the samples' first-layer statistics are farther from the observed data's than white "
+                  f"noise's (Gram distance {first_layer['samples']:.4g} against {first_layer['white_noise']:.4g}): "
+                  f"they do not look like the data (see {path / 'report.md'}).", file=sys.stderr)
     rate = None
     if timing["rest_blocks"]:
         rate = timing["rest_blocks"] * block / timing["rest"]
@@ -614,7 +632,7 @@ def _finish(path: Path, chains: Chains, n_chains: int, block: int, n_dev: int, s
     summary = {"seconds": seconds, "chains_per_second": rate,
                "chain_steps_per_second": None if rate is None else rate * chains.n_steps,
                "peak_memory_gib": peak, "diagnostics": diagnostics, "block": block, "devices": n_dev,
-               "n_chains": n_chains, "n_steps": chains.n_steps, "energies": energies}
+               "n_chains": n_chains, "n_steps": chains.n_steps, "energies": energies, "first_layer": first_layer}
     write_atomic(path / "summary.json", json.dumps(summary, indent=2))
     return {"out": path, "report": report, "samples": path / "samples.npy", **summary}
 
@@ -648,6 +666,36 @@ def energy_comparison(energies: Dict[str, float], fresh: str, label: str) -> lis
                   "energy: the model has a mode that learning's chains never visited, and its samples from there "
                   "are not like the data. More chains, or chains restarted from noise during learning, can find "
                   "it.", ""]
+    return lines
+
+
+STATISTICS_SAMPLES = 256
+
+
+def unlike_data(distances: Dict[str, float], fresh: str = "samples") -> bool:
+    """True when the fresh samples' first-layer statistics are farther from
+    the observed data's than white noise's are (``distances[fresh] >
+    distances["white_noise"]``, Gram distances as
+    :func:`gcnjax.descriptor.first_layer_statistics` computes them): noise
+    with the data's mean and variance is the baseline any sample of a model
+    of the data must beat, whatever its energy."""
+    return distances[fresh] > distances["white_noise"]
+
+
+def first_layer_comparison(distances: Dict[str, float], label: str, fresh: str = "samples") -> list:
+    """The report's section (markdown lines): the Gram distance to the
+    observed data's first-layer statistics of learning's chains, of white
+    noise and of the fresh samples ``distances[fresh]`` (described by
+    ``label``), with a warning when :func:`unlike_data` holds."""
+    lines = ["## The samples' first-layer statistics against the data's", "",
+             "Gram distance of the learned first layer's responses to the observed data's (0: the same "
+             "second-order statistics):", "",
+             f"| learning's chains | white noise | {label} |", "|---|---|---|",
+             f"| {distances['chains']:.4g} | {distances['white_noise']:.4g} | {distances[fresh]:.4g} |", ""]
+    if unlike_data(distances, fresh):
+        lines += [f"Warning: {label} are farther from the observed data's first-layer statistics than white noise "
+                  "with the data's mean and variance: they do not look like the data, whatever their energy (a mode "
+                  "learning's chains never visited, or chains that have not mixed).", ""]
     return lines
 
 

@@ -40,7 +40,7 @@ from gcnjax import descriptor as D
 from gcnjax import metrics
 from gcnjax.nets import STG_VARIANTS
 from gcnjax.run import Family, Outputs, Picture, Trainer, learn, save_video
-from gcnjax.sampling import energy_comparison
+from gcnjax.sampling import energy_comparison, first_layer_comparison
 
 __all__ = [
     "STG_VARIANTS",
@@ -121,7 +121,12 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
     (on their first T frames, T observed), and the report gets a table of
     them (:func:`gcnjax.sampling.energy_comparison`), with a warning when
     the videos from noise sit far below both: a mode of the model that
-    learning's chains never visited.
+    learning's chains never visited; likewise ``result["first_layer"]``
+    holds the Gram distances of the first layer's responses to the observed
+    videos' (:func:`gcnjax.descriptor.first_layer_statistics`), the videos
+    from noise's added as ``"from_noise"`` (over all their frames), with a
+    warning when they are farther than white noise
+    (:func:`gcnjax.sampling.first_layer_comparison`).
     """
     from gcnjax.synthesis import learn_descriptor
 
@@ -145,9 +150,15 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
         result["longer_pixels"] = longer
         result["energies"] = {**result["energies"], **D.mean_energies(
             result["net"].apply, result["params"], config.sigma, from_noise=longer_model[:, : videos.shape[1]])}
+        lines = energy_comparison(result["energies"], "from_noise", f"videos from noise ({steps} steps, first frames)")
+        if "first_layer" in result:
+            # Their first-layer statistics, over all their frames, against the observed videos'.
+            gram = np.load(run_path / "first_layer_gram.npy").astype(np.float64)
+            g = metrics.mean_gram(longer_model, D.first_layer_features(result["net"], result["params"]))
+            result["first_layer"] = {**result["first_layer"], "from_noise": float(np.mean((g - gram) ** 2))}
+            lines += first_layer_comparison(result["first_layer"], f"videos from noise ({steps} steps)", "from_noise")
         with open(run_path / "report.md", "a") as f:
-            f.write("\n" + "\n".join(energy_comparison(result["energies"], "from_noise",
-                                                       f"videos from noise ({steps} steps, first frames)")))
+            f.write("\n" + "\n".join(lines))
     result["synthesized_pixels"] = synthesized
     result["observed_pixels"] = videos
     return result

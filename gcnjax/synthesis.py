@@ -108,18 +108,26 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
         # Where the data and learning's chains sit in the learned energy: a
         # sampling job's fresh chains are set beside them (a spurious mode).
         energies = D.mean_energies(nets[-1].apply, params, config.sigma, observed=x, chains=state.chains)
-        return Outputs(pictures={"synthesized": Picture(final)}, arrays={"synthesized": final},
-                       report=[
-                           "| observed | synthesized (final) |",
-                           "|---|---|",
-                           "| ![observed](observed.png) | ![synthesized](synthesized.png) |",
-                           "",
-                           f"Mean learned energy E(x) of the observed data "
-                           f"{energies['observed']:.4g}, of the final chains {energies['chains']:.4g} "
-                           "(`energies.json`; `gcnjax sample` sets fresh chains beside them).",
-                           "",
-                       ],
-                       summary={"net": nets[-1], "energies": energies}, records={"energies": energies})
+        arrays, records = {"synthesized": final}, {"energies": energies}
+        report = [
+            "| observed | synthesized (final) |",
+            "|---|---|",
+            "| ![observed](observed.png) | ![synthesized](synthesized.png) |",
+            "",
+            f"Mean learned energy E(x) of the observed data {energies['observed']:.4g}, of the final chains "
+            f"{energies['chains']:.4g} (`energies.json`; `gcnjax sample` sets fresh chains beside them).",
+            "",
+        ]
+        # And how near the chains' first-layer statistics are to the data's,
+        # beside white noise's: a sampling job's samples are set beside both.
+        statistics = D.first_layer_statistics(nets[-1], params, x, seed=config.seed, chains=state.chains)
+        if statistics is not None:
+            arrays["first_layer_gram"], records["first_layer"] = statistics
+            report += [f"Gram distance of the first layer's responses to the observed data's: the final chains "
+                       f"{records['first_layer']['chains']:.4g}, white noise {records['first_layer']['white_noise']:.4g} "
+                       "(`first_layer.json`, `first_layer_gram.npy`).", ""]
+        return Outputs(pictures={"synthesized": Picture(final)}, arrays=arrays, report=report,
+                       summary={"net": nets[-1], "energies": energies, **records}, records=records)
 
     sampler = config.langevin
     if D.is_contrastive_divergence(config):
@@ -186,13 +194,18 @@ def _sample_shape(payload: Dict[str, Any], frames: Optional[int]) -> Tuple[int, 
 
 
 def descriptor_chains(config: D.DescriptorConfig, net, params, scale, shape: Sequence[int], settings,
-                      note: str = "", reference: Optional[Dict[str, float]] = None):
+                      note: str = "", reference: Optional[Dict[str, float]] = None,
+                      first_layer: Optional[Tuple[np.ndarray, Dict[str, float]]] = None):
     """The :class:`gcnjax.sampling.Chains` of a learned descriptor ``net``
     (any Flax-like module: the papers' nets, a FRAME net): chains from the
     run's ``chain_init`` (or ``settings.start``) under ``E(x) = ||x||²/(2σ²)
     − f(x)``, the run's Langevin with ``settings``' changes. ``reference``:
     the run's energies of its data and chains (its ``energies.json``), which
-    the job's report compares its samples with."""
+    the job's report compares its samples with; ``first_layer``: the run's
+    ``(Ḡ_observed, distances)`` of
+    :func:`gcnjax.descriptor.first_layer_statistics` (its
+    ``first_layer_gram.npy`` and ``first_layer.json``), against which the
+    samples' first-layer Gram distance is set."""
     from gcnjax.sampling import Chains, langevin_draw
 
     sampler = settings.chain(config.langevin)
@@ -219,7 +232,22 @@ def descriptor_chains(config: D.DescriptorConfig, net, params, scale, shape: Seq
         n_steps=sampler.n_steps,
         logdensity=lambda params, x: -D.make_energy_fn(net.apply, params, config.sigma)(x),
         reference=reference,
+        statistics=None if first_layer is None else _first_layer_distance(net, params, scale, *first_layer),
     )
+
+
+def _first_layer_distance(net, params, scale, gram: np.ndarray, distances: Dict[str, float]):
+    """``samples (pixels) -> {"samples": d, **distances}``, ``d`` the Gram
+    distance of their first-layer responses to the observed data's ``gram``."""
+    from gcnjax.metrics import mean_gram
+
+    features = D.first_layer_features(net, params)
+
+    def statistics(samples):
+        g = mean_gram(scale.to_model(np.asarray(samples, np.float32)), features)
+        return {**distances, "samples": float(np.mean((g - gram) ** 2))}
+
+    return statistics
 
 
 def _chains(run_dir: Path, payload: Dict[str, Any], settings):
@@ -230,7 +258,14 @@ def _chains(run_dir: Path, payload: Dict[str, Any], settings):
     # of the observed size compare with the run's.
     same_size = shape == tuple(payload["observed_shape"][1:])
     reference = json.loads(energies.read_text()) if energies.is_file() and same_size else None
-    return descriptor_chains(config, net, params, scale, shape, settings, reference=reference)
+    # The first layer's Gram matrix averages over positions: samples of any
+    # size (a longer video) compare with the data's.
+    first_layer = None
+    if (run_dir / "first_layer.json").is_file() and D.first_layer_features(net, params) is not None:
+        first_layer = (np.load(run_dir / "first_layer_gram.npy").astype(np.float64),
+                       json.loads((run_dir / "first_layer.json").read_text()))
+    return descriptor_chains(config, net, params, scale, shape, settings, reference=reference,
+                             first_layer=first_layer)
 
 
 FAMILY = Family(

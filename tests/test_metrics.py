@@ -218,6 +218,28 @@ def test_gram_matrices_match_direct_computation():
         metrics.gram_matrices(images, filters[:, :, :2])
 
 
+def test_mean_gram_over_padded_chunks_and_of_white_noise_in_closed_form():
+    rng = np.random.default_rng(11)
+    images = rng.normal(size=(7, 10, 10, 2))
+    filters = rng.normal(size=(3, 3, 2, 4))
+    # chunks of 3 (the last one padded) give the mean of the per-image Gram matrices
+    np.testing.assert_allclose(metrics.mean_gram(images, filters, batch=3),
+                               metrics.gram_matrices(images, filters).mean(0), rtol=1e-6)
+    # white noise has the reference's per-channel mean and sd ...
+    reference = np.stack([5.0 + 2.0 * rng.normal(size=(40, 40)), -1.0 + 0.5 * rng.normal(size=(40, 40))], -1)
+    noise = metrics.white_noise(reference, (50, 24, 24, 2), np.random.default_rng(0))
+    np.testing.assert_allclose(noise.mean((0, 1, 2)), reference.mean((0, 1)), atol=0.02)
+    np.testing.assert_allclose(noise.std((0, 1, 2)), reference.std((0, 1)), rtol=0.02)
+    # ... and for zero-mean noise of sd s per channel, E[F_c F_c'] = Σ_{a,b,d} s_d² w[a,b,d,c] w[a,b,d,c']
+    centred = metrics.white_noise(reference - reference.mean((0, 1)), (50, 24, 24, 2), np.random.default_rng(1))
+    sd = reference.std((0, 1))
+    scaled = filters * sd[None, None, :, None]
+    expected = np.einsum("abdc,abde->ce", scaled, scaled)
+    np.testing.assert_allclose(metrics.mean_gram(centred, filters), expected, rtol=0.05, atol=0.05 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="at least one image"):
+        metrics.mean_gram(images[:0], filters)
+
+
 def test_shuffled_patches_keeps_every_tile_and_the_histogram():
     rng = np.random.default_rng(3)
     image = rng.normal(size=(13, 12, 2))          # 13 rows: the last row is cut off (13 // 4 = 3 tiles)

@@ -88,6 +88,18 @@ def test_a_spurious_mode_is_below_both_by_more_than_a_quarter():
     assert "| -2.57e+08 | -3.25e+08 | -4.74e+08 |" in lines and any(l.startswith("Warning: videos from noise") for l in lines)
 
 
+def test_samples_unlike_the_data_are_farther_than_white_noise():
+    # The demo's brick model: its fresh chains a grey lattice only 12% below the data's energy (no spurious
+    # mode by the energies), but far from its first-layer statistics; its learning's chains near them.
+    assert not sampling.unlike_data({"chains": 3.0, "white_noise": 400.0, "samples": 350.0})
+    assert sampling.unlike_data({"chains": 3.0, "white_noise": 400.0, "samples": 450.0})
+    lines = sampling.first_layer_comparison({"chains": 3.0, "white_noise": 400.0, "x": 2.5e4}, "videos from noise",
+                                            fresh="x")
+    assert "| 3 | 400 | 2.5e+04 |" in lines and any(l.startswith("Warning: videos from noise are farther") for l in lines)
+    assert not any(l.startswith("Warning") for l in sampling.first_layer_comparison(
+        {"chains": 3.0, "white_noise": 400.0, "samples": 20.0}, "samples"))
+
+
 def test_a_full_disk_keeps_the_blocks_written_and_resume_finishes_the_same(tmp_path, monkeypatch):
     chains = gaussian_chains(n_steps=20, mala=False, trace_points=4)
     whole = sampling.sample_chains(chains, tmp_path / "whole", n_chains=50, block=16, seed=3, quiet=True)
@@ -153,6 +165,25 @@ def test_sample_a_descriptor_run_from_the_command_line(descriptor_run, tmp_path,
     assert summary["energies"]["samples"] == pytest.approx(float(samples), rel=1e-4)
     assert summary["energies"]["observed"] == reference["observed"]
     assert "## Where the samples sit in the learned energy" in (out / "report.md").read_text()
+    # Likewise the first layer's statistics: its responses (4 filters 5×5, stride 2, SAME: one zero row and
+    # column before, two after, on 16×16) recomputed by a direct conv, their mean Gram matrices compared.
+    kernel, bias = (np.asarray(params["params"]["conv1"][k], np.float64) for k in ("kernel", "bias"))
+
+    def gram(images):
+        padded = np.pad(np.asarray(images, np.float64), ((0, 0), (1, 2), (1, 2), (0, 0)))
+        responses = np.stack([np.einsum("nabd,abdc->nc", padded[:, i:i + 5, j:j + 5], kernel) + bias
+                              for i in range(0, 16, 2) for j in range(0, 16, 2)], 1)
+        return np.einsum("npc,npd->cd", responses, responses) / (responses.shape[0] * responses.shape[1])
+
+    record = json.loads((descriptor_run / "first_layer.json").read_text())
+    g_observed = gram(scale.to_model(observed))
+    np.testing.assert_allclose(np.load(descriptor_run / "first_layer_gram.npy"), g_observed, rtol=1e-4,
+                               atol=1e-6 * np.abs(g_observed).max())
+    assert record["chains"] == pytest.approx(float(np.mean((gram(chains) - g_observed) ** 2)), rel=1e-3)
+    assert summary["first_layer"]["samples"] == pytest.approx(
+        float(np.mean((gram(scale.to_model(x)) - g_observed) ** 2)), rel=1e-3)
+    assert summary["first_layer"]["white_noise"] == record["white_noise"] > 0
+    assert "## The samples' first-layer statistics against the data's" in (out / "report.md").read_text()
     # The same job again, resumed when done, changes nothing; another block size is another job.
     before = (out / "samples.npy").read_bytes()
     assert cli.main(argv + ["--resume"]) == 0

@@ -306,7 +306,17 @@ def test_cli_stgconvnet_learns_a_video_and_refuses_bad_masks(tmp_path, capsys):
                  "longer.gif", "report.md"):
         assert (run / name).exists(), name
     assert gdata.load_video(run / "longer.gif").shape[0] == 12
-    assert "## Where the samples sit in the learned energy" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "## Where the samples sit in the learned energy" in report
+    # The videos from noise's first-layer statistics, over their 12 frames, against the observed video's.
+    from gcnjax.synthesis import load_run
+
+    _, scale, net, params = load_run(run)
+    longer = scale.to_model(np.load(run / "longer.npy"))
+    g = metrics.mean_gram(longer, D.first_layer_features(net, params))
+    gram = np.load(run / "first_layer_gram.npy")
+    distance = float(np.mean((g - gram) ** 2))
+    assert "## The samples' first-layer statistics against the data's" in report and f"{distance:.4g} |" in report
     assert main(["stgconvnet", *common, "--out", str(tmp_path / "bad"), "--recover", "holes:3"]) == 2
     assert "pepper:FRACTION" in capsys.readouterr().err
 
