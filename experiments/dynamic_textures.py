@@ -198,6 +198,10 @@ def run_fire(args):
         e = result["energies"]
         summary.update(energy_observed=e["observed"], energy_chains=e["chains"],
                        energy_longer_first_frames=e["from_noise"])
+    if "from_noise" in result.get("first_layer", {}):  # and against the data's first-layer statistics
+        g = result["first_layer"]
+        summary.update(first_layer_gram_chains=g["chains"], first_layer_gram_noise=g["white_noise"],
+                       first_layer_gram_longer=g["from_noise"])
     # Copies or new videos? The persistent chains against the observed video,
     # and each frame of the videos synthesized from noise against its nearest
     # observed frame (pixel values 0..255; consecutive observed frames differ

@@ -10,7 +10,9 @@ deviation of a photograph's pixels, 0..255 minus the mean; a start far from
 the reference's mean), each for as many Langevin steps as one of the run's
 persistent chains took over its whole learning (``n_iterations × n_steps``,
 at most ``--max-steps``), and tabulates the three mean energies with
-:func:`gcnjax.sampling.spurious_mode`'s verdict; with ``--texture`` also
+:func:`gcnjax.sampling.spurious_mode`'s verdict and, for runs that recorded
+them, the first-layer Gram distances (:func:`gcnjax.sampling.unlike_data`);
+with ``--texture`` also
 the samples' spectrum and Gram distances and their baselines
 (``experiments/texture_synthesis.py``, the run's observed image reloaded
 from its ``data_spec``). Writes ``OUT/FOLDER-NAME-START/``
@@ -28,7 +30,7 @@ import numpy as np
 
 from experiments.texture_synthesis import scores
 from gcnjax.data import load_data_spec
-from gcnjax.sampling import SampleSettings, sample_run, spurious_mode
+from gcnjax.sampling import SampleSettings, sample_run, spurious_mode, unlike_data
 from gcnjax.synthesis import load_run
 from gcnjax.train import RunDir, write_atomic
 
@@ -63,6 +65,11 @@ def main():
                          "steps": steps, **e, "spurious_mode": spurious_mode(e)})
             print(f"{name}: observed {e['observed']:.4g}, learning's chains {e['chains']:.4g}, fresh chains "
                   f"{e['samples']:.4g}{' (spurious mode)' if rows[-1]['spurious_mode'] else ''}", flush=True)
+            if result.get("first_layer"):
+                g = rows[-1]["first_layer"] = result["first_layer"]
+                print(f"{name}: first-layer Gram distance to the data's: fresh chains {g['samples']:.4g}, learning's "
+                      f"chains {g['chains']:.4g}, white noise {g['white_noise']:.4g}"
+                      f"{' (unlike the data)' if unlike_data(g) else ''}", flush=True)
             if args.texture:
                 images = load_data_spec(RunDir.read_config(run)["data_spec"])
                 rows[-1]["texture_scores"] = scores(images, run, args.seed, np.load(result["samples"]))

@@ -191,6 +191,14 @@ def _fire(out):
             text += (f"; energy {s['energy_longer_first_frames']:.3g} (the observed video {s['energy_observed']:.3g}, "
                      f"the chains {s['energy_chains']:.3g}"
                      + (": far below both, a mode the chains never visited)" if below else ")"))
+        if "first_layer_gram_longer" in s:
+            from gcnjax.sampling import unlike_data
+
+            unlike = unlike_data({"white_noise": s["first_layer_gram_noise"], "from_noise": s["first_layer_gram_longer"]},
+                                 fresh="from_noise")
+            text += (f"; first-layer Gram distance to the observed video {s['first_layer_gram_longer']:.3g} (the "
+                     f"chains {s['first_layer_gram_chains']:.3g}, white noise {s['first_layer_gram_noise']:.3g}"
+                     + (": farther than the noise, unlike the data)" if unlike else ")"))
     return text
 
 

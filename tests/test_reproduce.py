@@ -145,3 +145,11 @@ def test_the_fire_row_says_when_the_videos_from_noise_sit_below_the_data(tmp_pat
         summary["energy_longer_first_frames"] = below_by_little
         (tmp_path / "summary.json").write_text(json.dumps(summary))
         assert "below both" not in reproduce._fire(tmp_path)
+    # The videos from noise's first-layer statistics: farther from the observed video's than white noise's.
+    summary.update(first_layer_gram_longer=5.2e6, first_layer_gram_chains=1.1e3, first_layer_gram_noise=8.4e5)
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert ("first-layer Gram distance to the observed video 5.2e+06 (the chains 1.1e+03, white noise 8.4e+05: "
+            "farther than the noise, unlike the data)") in reproduce._fire(tmp_path)
+    summary["first_layer_gram_longer"] = 2.0e5
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert "unlike the data" not in reproduce._fire(tmp_path)
