@@ -7,6 +7,7 @@ scikit-image's brick, grass and gravel, and writes a run directory for each
     python experiments/texture_synthesis.py --ivy ../shared/data/textures/ivy.jpg --out runs/textures
     python experiments/texture_synthesis.py --ivy ... --only ivy brick grass --seeds 0 1 2
     python experiments/texture_synthesis.py --full ...    # the authors' 224×224 size and 1000 iterations
+    python experiments/texture_synthesis.py --ivy ... --only ivy --steps 50 --first-stride 1   # variants of the net and chains
 
 Scores, per texture (:func:`gcnjax.metrics.texture_scores`; mean ± sd over
 the seeds where several are run):
@@ -80,9 +81,17 @@ def main():
                              "reported as mean ± sd over them")
     parser.add_argument("--restart-fraction", type=float, default=0.0,
                         help="probability with which each persistent chain restarts from zeros every iteration")
+    parser.add_argument("--steps", type=int, help="Langevin steps per iteration (default: the preset's 10)")
+    parser.add_argument("--first-stride", type=int,
+                        help="the first layer's stride (default: the preset's 3; 1 makes every layer's stride 1)")
     args = parser.parse_args()
 
     base = config(args.full, args.iterations)
+    if args.steps is not None:
+        base = dataclasses.replace(base, langevin=dataclasses.replace(base.langevin, n_steps=args.steps))
+    if args.first_stride is not None:
+        base = dataclasses.replace(base, layers=(dataclasses.replace(base.layers[0], stride=args.first_stride),
+                                                 *base.layers[1:]))
     size = base.image_size
     # At the CPU size the 224×224 ivy is cropped, not shrunk, so its leaves
     # keep their size. Bundled textures are 512×512: halve them, then take the
