@@ -83,7 +83,7 @@ def main():
                         help="probability with which each persistent chain restarts from zeros every iteration")
     parser.add_argument("--steps", type=int, help="Langevin steps per iteration (default: the preset's 10)")
     parser.add_argument("--first-stride", type=int,
-                        help="the first layer's stride (default: the preset's 3; 1 makes every layer's stride 1)")
+                        help="the first layer's stride (default: the preset's 3; the other layers' is 1)")
     args = parser.parse_args()
 
     base = config(args.full, args.iterations)

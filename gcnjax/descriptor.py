@@ -325,8 +325,7 @@ def first_layer_statistics(net, params: PyTree, observed, *, seed: int = 0,
     sets = {**sets, "white_noise": noise}
     batch = min(64, max(len(x) for x in (observed, *sets.values())))  # one compilation for all
     gram = metrics.mean_gram(observed, features, batch)
-    distances = {name: float(np.mean((metrics.mean_gram(x, features, batch) - gram) ** 2))
-                 for name, x in sets.items()}
+    distances = {name: metrics.gram_distance_to(gram, x, features, batch) for name, x in sets.items()}
     return gram, distances
 
 

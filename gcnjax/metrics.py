@@ -25,7 +25,7 @@ __all__ = [
     "feature_statistics", "frechet_distance", "frechet_distance_from_features", "random_feature_frechet",
     "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
-    "filter_responses", "gram_matrices", "mean_gram", "gram_distance", "white_noise", "shuffled_patches",
+    "filter_responses", "gram_matrices", "mean_gram", "gram_distance", "gram_distance_to", "white_noise", "shuffled_patches",
     "texture_scores", "mse", "psnr",
     "effective_sample_size", "rhat",
     "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance", "mean_sd", "format_mean_sd",
@@ -421,7 +421,14 @@ def gram_distance(images_a, images_b, filters) -> float:
     """Mean squared difference between the mean Gram matrices of two image
     sets: ``‖Ḡ_a − Ḡ_b‖²_F / C²``; 0 for sets with the same second-order
     filter statistics."""
-    return float(np.mean((mean_gram(images_a, filters) - mean_gram(images_b, filters)) ** 2))
+    return gram_distance_to(mean_gram(images_b, filters), images_a, filters)
+
+
+def gram_distance_to(gram: np.ndarray, images, filters, batch: Optional[int] = None) -> float:
+    """:func:`gram_distance` of ``images`` to a set whose mean Gram matrix
+    ``gram`` (``(C, C)``, :func:`mean_gram`) is already known:
+    ``‖Ḡ_images − gram‖²_F / C²``."""
+    return float(np.mean((mean_gram(images, filters, batch) - np.asarray(gram, np.float64)) ** 2))
 
 
 def shuffled_patches(image, patch: int, rng: np.random.Generator) -> np.ndarray:

@@ -153,9 +153,9 @@ def learn_dynamic_texture(config: D.DescriptorConfig, video: np.ndarray, out, *,
         lines = energy_comparison(result["energies"], "from_noise", f"videos from noise ({steps} steps, first frames)")
         if "first_layer" in result:
             # Their first-layer statistics, over all their frames, against the observed videos'.
-            gram = np.load(run_path / "first_layer_gram.npy").astype(np.float64)
-            g = metrics.mean_gram(longer_model, D.first_layer_features(result["net"], result["params"]))
-            result["first_layer"] = {**result["first_layer"], "from_noise": float(np.mean((g - gram) ** 2))}
+            distance = metrics.gram_distance_to(np.load(run_path / "first_layer_gram.npy"), longer_model,
+                                                D.first_layer_features(result["net"], result["params"]))
+            result["first_layer"] = {**result["first_layer"], "from_noise": distance}
             lines += first_layer_comparison(result["first_layer"], f"videos from noise ({steps} steps)", "from_noise")
         with open(run_path / "report.md", "a") as f:
             f.write("\n" + "\n".join(lines))

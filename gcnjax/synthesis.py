@@ -239,15 +239,11 @@ def descriptor_chains(config: D.DescriptorConfig, net, params, scale, shape: Seq
 def _first_layer_distance(net, params, scale, gram: np.ndarray, distances: Dict[str, float]):
     """``samples (pixels) -> {"samples": d, **distances}``, ``d`` the Gram
     distance of their first-layer responses to the observed data's ``gram``."""
-    from gcnjax.metrics import mean_gram
+    from gcnjax.metrics import gram_distance_to
 
     features = D.first_layer_features(net, params)
-
-    def statistics(samples):
-        g = mean_gram(scale.to_model(np.asarray(samples, np.float32)), features)
-        return {**distances, "samples": float(np.mean((g - gram) ** 2))}
-
-    return statistics
+    return lambda samples: {**distances, "samples": gram_distance_to(
+        gram, scale.to_model(np.asarray(samples, np.float32)), features)}
 
 
 def _chains(run_dir: Path, payload: Dict[str, Any], settings):
@@ -261,9 +257,8 @@ def _chains(run_dir: Path, payload: Dict[str, Any], settings):
     # The first layer's Gram matrix averages over positions: samples of any
     # size (a longer video) compare with the data's.
     first_layer = None
-    if (run_dir / "first_layer.json").is_file() and D.first_layer_features(net, params) is not None:
-        first_layer = (np.load(run_dir / "first_layer_gram.npy").astype(np.float64),
-                       json.loads((run_dir / "first_layer.json").read_text()))
+    if (run_dir / "first_layer.json").is_file():  # (written only for nets with a learned first layer)
+        first_layer = (np.load(run_dir / "first_layer_gram.npy"), json.loads((run_dir / "first_layer.json").read_text()))
     return descriptor_chains(config, net, params, scale, shape, settings, reference=reference,
                              first_layer=first_layer)
 
