@@ -107,6 +107,19 @@ def temporal_interpolation(video: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return flat_v.reshape(video.shape)
 
 
+def spectrum_distances(observed: np.ndarray, synthesized: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The spatial-temporal spectrum distance of one observed video (or
+    sound) to each synthesized one, and to as many draws of white noise with
+    the observed per-channel mean and variance (``metrics.white_noise``,
+    seed 0), each averaged over its set. Returns the two means and the noise,
+    for other statistics of the same baseline."""
+    noise = metrics.white_noise(observed, synthesized.shape, np.random.default_rng(0))
+    return {"spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
+                                                      for s in synthesized]),
+            "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
+                                                for n in noise])}, noise
+
+
 def _run_config(iterations: int) -> RunConfig:
     """Pictures and checkpoints four times a run, so that a run stopped on
     the way (diverged, collapsed) keeps states from before it stopped."""
@@ -133,16 +146,10 @@ def run_procedural(args):
                                        title="Travelling waves (ST)", source="travelling_waves()",
                                        overwrite=True)
     observed, synthesized = result["observed_pixels"], result["synthesized_pixels"]
-    rng = np.random.default_rng(0)
-    noise = observed.mean() + observed.std() * rng.standard_normal(synthesized.shape)
+    distances, noise = spectrum_distances(observed, synthesized)
     summary = {
         "video": list(video.shape), "iterations": args.iterations, "chains": args.chains, "steps": args.steps,
-        "seconds": round(time.perf_counter() - t0, 1),
-        # One observed video against each synthesized one, and against noise of the data's variance.
-        "spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
-                                                  for s in synthesized]),
-        "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
-                                            for n in noise]),
+        "seconds": round(time.perf_counter() - t0, 1), **distances,
     }
     summary["peak_power_fraction_synthesized"] = peak_power_fraction(observed, synthesized)
     summary["peak_power_fraction_noise"] = peak_power_fraction(observed, noise)
@@ -183,14 +190,10 @@ def run_fire(args):
     result = stg.learn_dynamic_texture(config, video, args.out, fps=args.fps, synth_frames=args.synth_frames,
                                        title=f"Fire pot ({args.variant})", source=str(args.data), overwrite=True)
     observed, synthesized = result["observed_pixels"], result["synthesized_pixels"]
-    noise = observed.mean() + observed.std() * np.random.default_rng(0).standard_normal(synthesized.shape)
     summary = {
         "video": list(video.shape), "variant": args.variant, "iterations": args.iterations, "chains": args.chains,
         "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
-        "spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
-                                                  for s in synthesized]),
-        "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
-                                            for n in noise]),
+        **spectrum_distances(observed, synthesized)[0],
     }
     summary["spectrum_distance_observed_later_clips"], summary["observed_later_clips"] = observed_clip_distance(
         args.data, video.shape[0], args.size, channels)
@@ -256,14 +259,10 @@ def run_sound(args):
     observed = np.asarray(samples, np.float32)[None, :, None]
     sounds = result["sounds"]
     plot_spectrograms(observed[0], sounds, rate, Path(args.out) / "spectrograms.png")
-    noise = observed.mean() + observed.std() * np.random.default_rng(0).standard_normal(sounds.shape)
     summary = {
         "samples": len(samples), "rate": rate, "source": source, "iterations": args.iterations,
         "chains": args.chains, "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
-        "spectrum_distance_synthesized": np.mean([metrics.spatiotemporal_spectrum_distance(observed, s[None])
-                                                  for s in sounds]),
-        "spectrum_distance_noise": np.mean([metrics.spatiotemporal_spectrum_distance(observed, n[None])
-                                            for n in noise]),
+        **spectrum_distances(observed, sounds)[0],
     }
     _finish(args, summary)
 

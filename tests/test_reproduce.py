@@ -4,6 +4,7 @@ marked as not run; none is filled in."""
 import json
 
 import numpy as np
+import pytest
 
 from experiments import reproduce
 from gcnjax import data as gdata
@@ -153,3 +154,20 @@ def test_the_fire_row_says_when_the_videos_from_noise_sit_below_the_data(tmp_pat
     summary["first_layer_gram_longer"] = 2.0e5
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert "unlike the data" not in reproduce._fire(tmp_path)
+
+
+def test_the_videos_noise_baseline_has_each_channels_moments():
+    """A colour video whose channels differ in mean and spread: the noise
+    baseline has each channel's own moments (a global mean and sd would give
+    every channel the same), and a video of the observed clip itself is at
+    spectrum distance 0, noise farther."""
+    from experiments.dynamic_textures import spectrum_distances
+
+    rng = np.random.default_rng(1)
+    observed = np.stack([rng.normal(0.2, 0.05, (6, 8, 8)), rng.normal(0.8, 0.2, (6, 8, 8)),
+                         rng.normal(0.5, 0.01, (6, 8, 8))], axis=-1)[None]
+    distances, noise = spectrum_distances(observed, np.repeat(observed, 40, axis=0))
+    np.testing.assert_allclose(noise.reshape(-1, 3).mean(0), [0.2, 0.8, 0.5], atol=0.01)
+    np.testing.assert_allclose(noise.reshape(-1, 3).std(0), observed.reshape(-1, 3).std(0), rtol=0.03)
+    assert distances["spectrum_distance_synthesized"] == pytest.approx(0.0, abs=1e-9)
+    assert distances["spectrum_distance_noise"] > 0.1
