@@ -13,7 +13,9 @@ Texture defaults (presets.frame("texture") and this script): images
 standardised, σ = 1 (a reference of the observed variance), 10 Langevin
 steps of δ = 0.1 per iteration, Adam lr 0.01, a bank of sizes 5, 7, 11, 15
 with |response| thresholded at the 0, 50, 80 and 95% quantiles of the
-observed responses (a piecewise-linear potential per filter). Objects keep
+observed responses (a piecewise-linear potential per filter), and the
+pairwise top (the thresholded features' co-occurrence at each position,
+``--top sum`` for the potentials alone). Objects keep
 the paper's σ = 1 on 0..255 minus the mean, δ = 0.3, 30 steps, dense top.
 Any DescriptorConfig field is a flag (--sigma, --pixel-scale,
 --langevin.mala, ...).
@@ -118,7 +120,8 @@ def main():
     parser.add_argument("--steps", type=int, help="Langevin steps per iteration")
     parser.add_argument("--delta", type=float, help="Langevin step δ (x ← x − (δ²/2)∇E + δξ) (model units)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
-    parser.add_argument("--top", choices=["dense", "sum"], help="default: sum (texture), dense (object)")
+    parser.add_argument("--top", choices=frame.TOPS, help="default: pairwise (texture), dense (object); pairwise: "
+                        "sum plus the features' co-occurrence at each position (their Gram matrix)")
     parser.add_argument("--nonlinearity", choices=frame.NONLINEARITIES, default="abs")
     parser.add_argument("--orientations", type=int, default=6)
     parser.add_argument("--sizes", type=int, nargs="+",

@@ -14,7 +14,9 @@ bank of filters followed by a fixed nonlinearity; only the top weights
   ``f(x) = Σ_k w_k Σ_positions φ_k(x)_pos``; on :func:`thresholded`
   features, ``f(x) = Σ_k Σ_positions λ_k(φ_k(x)_pos)`` with a learned
   piecewise-linear potential ``λ_k`` per filter (the original FRAME's
-  potentials, matching each filter's response histogram).
+  potentials, matching each filter's response histogram);
+* ``top="pairwise"``: the sum top plus ``(1/K) Σ_positions φᵀPφ``, which
+  also matches the features' co-occurrence (their Gram matrix).
 
 FRAME is the descriptor of :mod:`gcnjax.descriptor` with a particular net:
 :class:`FrameNet` looks like a Flax module to the descriptor code
@@ -67,6 +69,7 @@ __all__ = [
     "thresholded",
     "response_quantiles",
     "FrameTop",
+    "TOPS",
     "FrameNet",
     "filter_bank_net",
     "VGG16_LAYERS",
@@ -78,6 +81,7 @@ __all__ = [
 
 NONLINEARITIES = ("abs", "relu", "identity")
 COLOURS = ("rgb", "opponent")
+TOPS = ("dense", "sum", "pairwise")
 # Rows: luminance, red−green, yellow−blue; orthonormal.
 OPPONENT = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]], np.float64)
 OPPONENT = (OPPONENT / np.linalg.norm(OPPONENT, axis=1, keepdims=True)).astype(np.float32)
@@ -314,10 +318,26 @@ def response_quantiles(extract: Callable[[jax.Array], jax.Array], images, quanti
 class FrameTop(nn.Module):
     """The learned top of FRAME on features ``φ`` of shape ``(N, H, W, K)``.
 
-    ``top="dense"``: ``f = Σ_{h,w,k} W[h,w,k] φ[h,w,k]``; ``top="sum"``:
-    ``f = Σ_k w[k] Σ_{h,w} φ[h,w,k]``. No bias (it cancels in the
-    likelihood). The weights start at ``init_std · N(0, 1)`` (0: at zero,
-    where the model is the reference q).
+    * ``top="dense"``: ``f = Σ_{h,w,k} W[h,w,k] φ[h,w,k]``;
+    * ``top="sum"``: ``f = Σ_k w[k] Σ_{h,w} φ[h,w,k]`` (stationary);
+    * ``top="pairwise"``: the sum top plus the features' co-occurrence at
+      each position,
+
+          f = Σ_k w[k] Σ_{h,w} φ[h,w,k] + (1/K) Σ_{h,w} φ[h,w]ᵀ P φ[h,w],
+
+      whose maximum-likelihood gradient for ``P`` matches the features'
+      second moments ``E[Σ_{h,w} φ φᵀ]`` (the Gram matrix of the features,
+      as in the texture statistics of Portilla and Simoncelli) besides
+      their means. ``P`` is used through ``φᵀPφ``, so only its symmetric
+      part counts; from a symmetric start it stays symmetric. The 1/K
+      scales an optimizer step on ``P`` to move ``f`` about as much as one
+      on ``w``. With positively 1-homogeneous features (|·|, ReLU) the pair
+      term is quadratic in ``x``, like the reference's ``||x||²/2σ²``: a
+      ``P`` large enough makes ``exp(f) q`` improper, which learning must
+      (and, on data, does) avoid by matching the second moments.
+
+    No bias (it cancels in the likelihood). The weights start at
+    ``init_std · N(0, 1)`` (0: at zero, where the model is the reference q).
     """
 
     top: str = "dense"
@@ -325,8 +345,8 @@ class FrameTop(nn.Module):
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
-        if self.top not in ("dense", "sum"):
-            raise ValueError(f"FrameTop.top must be 'dense' or 'sum', got {self.top!r}.")
+        if self.top not in TOPS:
+            raise ValueError(f"FrameTop.top must be one of {TOPS}, got {self.top!r}.")
         init = nn.initializers.zeros if not self.init_std else nn.initializers.normal(self.init_std)
         features = features.astype(jnp.float32)
         if self.top == "dense":
@@ -334,7 +354,13 @@ class FrameTop(nn.Module):
             return jnp.sum(features * w, axis=tuple(range(1, features.ndim)))
         w = self.param("w", init, features.shape[-1:])
         pooled = jnp.sum(features, axis=tuple(range(1, features.ndim - 1)))
-        return pooled @ w
+        f = pooled @ w
+        if self.top == "pairwise":
+            k = features.shape[-1]
+            pair = self.param("pair", init, (k, k))
+            flat = features.reshape(features.shape[0], -1, k)
+            f = f + jnp.einsum("npk,kl,npl->n", flat, pair, flat) / k
+        return f
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -317,8 +317,11 @@ def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
     ``kind="texture"``: images standardised (``pixel_scale="standard"``:
     minus the mean, divided by the sd), σ = 1, so that the reference
     ``q = N(0, σ²I)`` is white noise of the observed variance, and
-    Langevin steps of δ = 0.1 (a tenth of the data's sd), 10 per iteration.
-    ``"object"``: the paper's setting, σ = 1 and δ = 0.3 on 0..255 minus
+    Langevin steps of δ = 0.1 (a tenth of the data's sd), 10 per iteration,
+    and the ``"pairwise"`` top (:class:`gcnjax.frame.FrameTop`): besides
+    each feature's potential, the co-occurrence of the features at each
+    position, whose match in expectation draws the junctions and strokes
+    that potentials of single features leave out. ``"object"``: the paper's setting, σ = 1 and δ = 0.3 on 0..255 minus
     the mean, 30 steps. Both: persistent chains from zero, Adam (lr 0.01,
     β1 0.5) on the top weights, no gradient capping or weight decay.
 
@@ -340,7 +343,7 @@ def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
     texture = kind == "texture"
     base = dict(
         layers=(ConvSpec(1, 15, 1, "SAME"),),
-        top="sum" if texture else "dense",
+        top="pairwise" if texture else "dense",
         sigma=1.0,
         langevin=LangevinConfig.from_delta(0.1, 10) if texture else LangevinConfig.from_delta(0.3, 30),
         n_chains=4 if texture else 7,

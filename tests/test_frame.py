@@ -100,16 +100,16 @@ def _config(**kw):
 
 def _learned_weights(cfg, net, data, iterations, average_from, seed=0):
     """Learn ``net``'s top weights from ``data`` with the descriptor's own ML
-    step; the mean of the weights over iterations ``average_from`` onwards
-    (averaging out the chains' noise)."""
+    step; the mean of each weight array over iterations ``average_from``
+    onwards (averaging out the chains' noise): ``{name: mean}``."""
     state = D.init_state(jax.random.key(seed), cfg, net, data)
     step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
-    ws = []
+    history = []
     for i in range(iterations):
         state, _ = step(state, data)
         if i >= average_from:
-            ws.append(np.asarray(state.params["params"]["w"], np.float64))
-    return np.mean(ws, axis=0)
+            history.append({k: np.asarray(v, np.float64) for k, v in state.params["params"].items()})
+    return {k: np.mean([h[k] for h in history], axis=0) for k in history[0]}
 
 
 @pytest.mark.parametrize("top", ["dense", "sum"])
@@ -152,7 +152,7 @@ def test_frame_with_identity_features_learns_the_closed_form_mean():
                   learning_rate=0.5, image_size=(2, 2))
     module = Identity()
     net = F.FrameNet(F.frozen(module, module.init(jax.random.key(0), data[:1])), top="dense")
-    w = _learned_weights(cfg, net, data, 300, 200)
+    w = _learned_weights(cfg, net, data, 300, 200)["w"]
     tol = 5 * sigma / np.sqrt(n_chains)
     np.testing.assert_allclose(sigma**2 * w, np.asarray(data.mean(axis=0)), atol=tol)
 
@@ -165,7 +165,7 @@ def test_stationary_top_with_identity_features_learns_the_pooled_mean():
     cfg = _config(sigma=sigma, n_chains=1000, langevin=langevin.LangevinConfig(n_steps=4, step_size=0.25),
                   learning_rate=0.1, image_size=(2, 2))
     net = F.FrameNet(lambda x: x, top="sum")
-    w = _learned_weights(cfg, net, data, 300, 200, seed=3)
+    w = _learned_weights(cfg, net, data, 300, 200, seed=3)["w"]
     tol = 5 * sigma / np.sqrt(1000 * 4)
     np.testing.assert_allclose(sigma**2 * w[0], float(data.mean()), atol=tol)
 
@@ -215,10 +215,46 @@ def test_frame_potential_on_thresholds_recovers_a_known_model():
     # moments by ~0.07, and ML learning would fit the biased chains.
     cfg = _config(sigma=1.0, n_chains=4000, langevin=langevin.LangevinConfig.from_delta(0.25, 10),
                   optimizer="adam", learning_rate=0.02, image_size=(1, 1))
-    w = _learned_weights(cfg, net, jnp.asarray(data_np, jnp.float32), 600, 400, seed=5)
+    w = _learned_weights(cfg, net, jnp.asarray(data_np, jnp.float32), 600, 400, seed=5)["w"]
     np.testing.assert_allclose(w, w_true, atol=0.3)
     data_moments = np.maximum(data_np.reshape(-1, 1) - knots[None, :], 0.0).mean(axis=0)
     np.testing.assert_allclose(density(w) @ tails, data_moments, atol=0.02)
+
+
+def test_pairwise_top_adds_the_features_co_occurrence():
+    """f = Σ_k w_k Σ_pos φ_k + (1/K) Σ_pos φᵀPφ, against a direct sum."""
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(0, 1, (3, 4, 5, 2)), jnp.float32)
+    net = F.FrameNet(lambda v: jnp.concatenate([v, jnp.abs(v)], axis=-1), top="pairwise")
+    shapes = jax.tree_util.tree_map(jnp.shape, net.init(jax.random.key(0), x))
+    assert shapes == {"params": {"w": (4,), "pair": (4, 4)}}
+    w, pair = rng.normal(0, 1, 4), rng.normal(0, 1, (4, 4))
+    params = {"params": {"w": jnp.asarray(w, jnp.float32), "pair": jnp.asarray(pair, jnp.float32)}}
+    phi = np.concatenate([np.asarray(x, np.float64), np.abs(np.asarray(x, np.float64))], axis=-1)
+    expected = [sum(phi[n, i, j] @ w + phi[n, i, j] @ pair @ phi[n, i, j] / 4 for i in range(4) for j in range(5))
+                for n in range(3)]
+    np.testing.assert_allclose(net.apply(params, x), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="top"):
+        F.FrameNet(lambda v: v, top="gram").init(jax.random.key(0), x)
+
+
+def test_pairwise_top_learns_the_datas_mean_and_variance():
+    """One pixel, identity feature: f = w x + P x², so p(x) ∝ exp(f − x²/2σ²)
+    is N(w/λ, 1/λ) with λ = 1/σ² − 2P. ML learning matches the first two
+    moments: on data of mean m and variance s², λ = 1/s² and w = m/s² (here
+    P < 0: the data are narrower than the reference)."""
+    sigma = 1.0
+    data_np = np.random.default_rng(8).normal(0.8, 0.6, (4000, 1, 1, 1))
+    m, s2 = data_np.mean(), data_np.var()
+    net = F.FrameNet(lambda v: v, top="pairwise")
+    # δ = 0.1: Langevin's stationary variance 1/(λ(1 − δ²λ/4)) is then 0.7% off 1/λ.
+    cfg = _config(sigma=sigma, n_chains=4000, langevin=langevin.LangevinConfig.from_delta(0.1, 10),
+                  optimizer="adam", learning_rate=0.02, image_size=(1, 1))
+    learned = _learned_weights(cfg, net, jnp.asarray(data_np, jnp.float32), 500, 350, seed=9)
+    precision = 1 / sigma**2 - 2 * float(learned["pair"][0, 0])
+    assert precision > 0
+    np.testing.assert_allclose(float(learned["w"][0]) / precision, m, atol=0.03)
+    np.testing.assert_allclose(1 / precision, s2, rtol=0.06)
 
 
 def test_opponent_colour_bank_filters_the_rotated_channels():
