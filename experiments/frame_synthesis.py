@@ -3,15 +3,15 @@
 Only the top weights on a frozen Gabor/DoG filter bank are learned
 (gcnjax.frame); sampling and learning are the descriptor's.
 
-    python experiments/frame_synthesis.py --data skimage:brick --gray --load-size 128 --iterations 150 \
-        --seeds 0 1 2 --out runs/frame/brick
+    python experiments/frame_synthesis.py --data skimage:brick --gray --load-size 128 --seeds 0 1 2 \
+        --out runs/frame/brick
     python experiments/frame_synthesis.py --data ../shared/data/textures/ivy.jpg --load-size 128 --colour opponent \
         --out runs/frame/ivy
     python experiments/frame_synthesis.py --data ../shared/data/objects/egret --kind object --out runs/frame/egret
 
 Texture defaults (presets.frame("texture") and this script): images
 standardised, σ = 1 (a reference of the observed variance), 10 Langevin
-steps of δ = 0.1 per iteration, Adam lr 0.01, a bank of sizes 5, 7, 11, 15
+steps of δ = 0.1 per iteration, Adam lr 0.002 for 600 iterations, a bank of sizes 5, 7, 11, 15
 with |response| thresholded at the 0, 50, 80 and 95% quantiles of the
 observed responses (a piecewise-linear potential per filter), and the
 pairwise top (the thresholded features' co-occurrence at each position,

@@ -333,8 +333,10 @@ class FrameTop(nn.Module):
       scales an optimizer step on ``P`` to move ``f`` about as much as one
       on ``w``. With positively 1-homogeneous features (|·|, ReLU) the pair
       term is quadratic in ``x``, like the reference's ``||x||²/2σ²``: a
-      ``P`` large enough makes ``exp(f) q`` improper, which learning must
-      (and, on data, does) avoid by matching the second moments.
+      ``P`` large enough makes ``exp(f) q`` improper. Matching the second
+      moments keeps it proper, but only while the chains follow the model:
+      a learning rate too high for the Langevin steps lets ``P`` outrun
+      them, and the chains run away.
 
     No bias (it cancels in the likelihood). The weights start at
     ``init_std · N(0, 1)`` (0: at zero, where the model is the reference q).

@@ -112,7 +112,7 @@ def _learned_weights(cfg, net, data, iterations, average_from, seed=0):
     return {k: np.mean([h[k] for h in history], axis=0) for k in history[0]}
 
 
-@pytest.mark.parametrize("top", ["dense", "sum"])
+@pytest.mark.parametrize("top", F.TOPS)
 def test_frozen_extractor_params_stay_bit_identical_while_the_top_learns(top):
     module = SmallExtractor()
     ext_params = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
@@ -123,13 +123,15 @@ def test_frozen_extractor_params_stay_bit_identical_while_the_top_learns(top):
     state = D.init_state(jax.random.key(2), cfg, net, data)
     # Only the top weights are optimized.
     shapes = jax.tree_util.tree_map(jnp.shape, state.params)
-    assert shapes == {"params": {"w": (8, 8, 4) if top == "dense" else (4,)}}
-    w0 = np.array(state.params["params"]["w"])
+    expected = {"dense": {"w": (8, 8, 4)}, "sum": {"w": (4,)}, "pairwise": {"w": (4,), "pair": (4, 4)}}
+    assert shapes == {"params": expected[top]}
+    before_top = jax.tree_util.tree_map(np.array, state.params)
     step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
     for _ in range(4):
         state, metrics = step(state, data)
     assert np.isfinite(float(metrics["f_data"]))
-    assert np.abs(np.asarray(state.params["params"]["w"]) - w0).max() > 1e-3
+    for name, start in before_top["params"].items():
+        assert np.abs(np.asarray(state.params["params"][name]) - start).max() > 1e-3, name
     for a, b in zip(jax.tree_util.tree_leaves(ext_params), jax.tree_util.tree_leaves(before)):
         assert np.asarray(a).tobytes() == b.tobytes()
     # The features the net uses are the frozen module's.
