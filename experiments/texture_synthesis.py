@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gcnjax import presets
+from gcnjax import options, presets
+from gcnjax.cli import DESCRIPTOR_SHORTCUTS
 from gcnjax.data import load_data
 from gcnjax.metrics import format_mean_sd, mean_sd, texture_scores
 from gcnjax.synthesis import learn_descriptor, load_run
@@ -86,9 +87,7 @@ def main():
                         help="the first layer's stride (default: the preset's 3; the other layers' is 1)")
     args = parser.parse_args()
 
-    base = config(args.full, args.iterations)
-    if args.steps is not None:
-        base = dataclasses.replace(base, langevin=dataclasses.replace(base.langevin, n_steps=args.steps))
+    base = options.apply_shortcuts(config(args.full, args.iterations), args, {"steps": DESCRIPTOR_SHORTCUTS["steps"]})
     if args.first_stride is not None:
         base = dataclasses.replace(base, layers=(dataclasses.replace(base.layers[0], stride=args.first_stride),
                                                  *base.layers[1:]))
