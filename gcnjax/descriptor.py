@@ -36,6 +36,7 @@ ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
 
 __all__ = [
     "CHAIN_INITS",
+    "LEARNING_RATE_DECAYS",
     "DescriptorConfig",
     "DescriptorState",
     "energy",
@@ -53,6 +54,7 @@ __all__ = [
     "ml_update",
     "add_data_noise",
     "make_optimizer",
+    "learning_rate_schedule",
     "scale_by_tree",
     "cap_max_abs",
     "spatial_position_scales",
@@ -66,6 +68,7 @@ __all__ = [
 ]
 
 CHAIN_INITS = ("zeros", "noise", "uniform", "data")
+LEARNING_RATE_DECAYS = ("constant", "cosine", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +109,13 @@ class DescriptorConfig:
       optimizer: ``"sgd"`` or ``"adam"``; learning_rate, momentum (SGD),
         beta1 (Adam), weight_decay (added to the gradient, as in SGD with
         weight decay).
+      learning_rate_decay: the learning rate of iteration t of T =
+        ``n_iterations``: ``"constant"`` lr; ``"cosine"``
+        lr·(1 + cos(πt/T))/2; ``"linear"`` lr·(1 − t/T); both decay to 0
+        at the last iteration, so that at the end the chains catch up with
+        a model that has stopped moving. A resumed run with a new
+        ``n_iterations`` follows the schedule of the new T from where it is.
+        Not with ``grow_iterations`` (each stage starts a fresh optimizer).
       divide_by_positions: divide each conv layer's gradient by the number
         of spatial positions of its output (the authors' code).
       max_abs_grad: rescale each parameter array's gradient so that its
@@ -144,6 +154,7 @@ class DescriptorConfig:
     momentum: float = 0.5
     beta1: float = 0.5
     weight_decay: float = 1e-4
+    learning_rate_decay: str = "constant"
     divide_by_positions: bool = True
     max_abs_grad: Optional[float] = 20.0
     grow_iterations: Optional[Tuple[int, ...]] = None
@@ -184,6 +195,13 @@ class DescriptorConfig:
             raise ValueError(
                 f"DescriptorConfig.chain_init must be one of {CHAIN_INITS}, got {self.chain_init!r}."
             )
+        if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
+            raise ValueError(f"DescriptorConfig.learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, "
+                             f"got {self.learning_rate_decay!r}.")
+        if self.learning_rate_decay != "constant" and self.grow_iterations is not None:
+            raise ValueError("DescriptorConfig.learning_rate_decay decays over the whole run, but layer-by-layer "
+                             "growth (grow_iterations) starts a fresh optimizer at each stage: set "
+                             "learning_rate_decay='constant' or grow_iterations=None.")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"DescriptorConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
         if not self.layers:
@@ -535,11 +553,24 @@ def make_optimizer(config: DescriptorConfig, params: PyTree, image_size=None) ->
         parts.append(cap_max_abs(config.max_abs_grad))
     if config.weight_decay:
         parts.append(optax.add_decayed_weights(config.weight_decay))
+    rate = learning_rate_schedule(config)
     if config.optimizer == "sgd":
-        parts.append(optax.sgd(config.learning_rate, momentum=config.momentum or None))
+        parts.append(optax.sgd(rate, momentum=config.momentum or None))
     else:
-        parts.append(optax.adam(config.learning_rate, b1=config.beta1))
+        parts.append(optax.adam(rate, b1=config.beta1))
     return optax.chain(*parts)
+
+
+def learning_rate_schedule(config: DescriptorConfig):
+    """The learning rate of each iteration (``config.learning_rate_decay``
+    over ``T = config.n_iterations``): a float for ``"constant"``, else an
+    Optax schedule ``t -> lr_t`` (``lr_T = 0``)."""
+    rate, total = config.learning_rate, config.n_iterations
+    if config.learning_rate_decay == "cosine":
+        return optax.cosine_decay_schedule(rate, total)
+    if config.learning_rate_decay == "linear":
+        return optax.linear_schedule(rate, 0.0, total)
+    return rate
 
 
 # ---------------------------------------------------------------- training

@@ -261,6 +261,29 @@ def test_spatial_position_scales_and_cap():
     np.testing.assert_allclose(capped["b"], [0.5, -0.25])  # already under the cap
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("decay,expected", [
+    ("constant", lambda t, T: np.ones_like(t)),
+    ("cosine", lambda t, T: 0.5 * (1 + np.cos(np.pi * t / T))),
+    ("linear", lambda t, T: 1 - t / T),
+])
+def test_learning_rate_decays_to_zero_by_the_last_iteration(optimizer, decay, expected):
+    # A gradient of 1 every step: plain SGD moves by -lr_t; Adam normalises
+    # a constant gradient to 1 (up to eps), so it too moves by -lr_t.
+    total, rate = 8, 0.3
+    cfg = small_config(optimizer=optimizer, momentum=0.0, learning_rate=rate, learning_rate_decay=decay,
+                       n_iterations=total, divide_by_positions=False, max_abs_grad=None, weight_decay=0.0)
+    params = {"w": jnp.zeros(())}
+    optimizer_ = D.make_optimizer(cfg, params)
+    state = optimizer_.init(params)
+    moves = []
+    for _ in range(total + 1):
+        updates, state = optimizer_.update({"w": jnp.ones(())}, state, params)
+        moves.append(-float(updates["w"]))
+    t = np.arange(total + 1, dtype=np.float64)
+    np.testing.assert_allclose(moves, rate * expected(t, total), rtol=1e-5, atol=1e-7)
+
+
 def test_grow_keeps_learned_layers():
     cfg = small_config(grow_iterations=(1, 1))
     data = jnp.ones((1, 12, 12, 1))
@@ -347,11 +370,17 @@ def test_receptive_field_of_paper_net():
     "field,value",
     [("sigma", 0.0), ("sigma", -1.0), ("learning_rate", 0.0), ("learning_rate", float("nan")),
      ("n_chains", 0), ("chain_init", "nowhere"), ("optimizer", "rmsprop"), ("max_abs_grad", -1.0),
-     ("grow_iterations", (10,)), ("restart_fraction", 1.5), ("restart_fraction", -0.1)],
+     ("grow_iterations", (10,)), ("restart_fraction", 1.5), ("restart_fraction", -0.1),
+     ("learning_rate_decay", "exponential")],
 )
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         small_config(**{field: value})
+
+
+def test_learning_rate_decay_is_refused_with_growth():
+    with pytest.raises(ValueError, match="learning_rate_decay.*grow_iterations"):
+        small_config(learning_rate_decay="cosine", grow_iterations=(2, 2))
 
 
 def test_config_round_trips_through_dict():
