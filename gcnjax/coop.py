@@ -62,7 +62,7 @@ class CoopConfig:
       ``channels``, ``pixel_scale`` and ``data_noise``. Its
       ``n_iterations``, ``seed``, ``run``, ``chain_init``, ``persistent``
       and ``restart_fraction`` are not used (chains start at the proposals
-      every iteration).
+      every iteration); its ``learning_rate_decay`` must be ``"constant"``.
     generator: the generator's ``latent_dim``, observation ``sigma``,
       latent inference (``langevin``; 0 steps: none), optimizer. Its
       ``n_epochs``, ``batch_size``, ``latent_init``, ``warm_start``, ``seed``
@@ -94,6 +94,12 @@ class CoopConfig:
         if isinstance(self.n_iterations, bool) or not isinstance(self.n_iterations, (int, np.integer)) \
                 or self.n_iterations < 1:
             raise ValueError(f"CoopConfig.n_iterations must be an integer >= 1, got {self.n_iterations!r}.")
+        if self.descriptor.learning_rate_decay != "constant":
+            raise ValueError(
+                "CoopConfig.descriptor.learning_rate_decay must be 'constant': a decay runs over the "
+                "descriptor's own n_iterations, which a cooperative run does not use, got "
+                f"{self.descriptor.learning_rate_decay!r}."
+            )
         if self.descriptor.pixel_scale != "unit":
             raise ValueError(
                 "CoopConfig.descriptor.pixel_scale must be 'unit' (images in [-1, 1], the range of the "

@@ -185,6 +185,8 @@ def test_coop_config_is_checked_and_round_trips():
         dataclasses.replace(config, descriptor=dataclasses.replace(config.descriptor, pixel_scale="minus_mean"))
     with pytest.raises(ValueError, match="cannot be made"):
         presets.coop(30)
+    with pytest.raises(ValueError, match="learning_rate_decay"):
+        dataclasses.replace(config, descriptor=dataclasses.replace(config.descriptor, learning_rate_decay="cosine"))
     authors = presets.coop(32, 3, width=8, nets="authors")
     assert authors.generator_start == (4, 4) and authors.generator_channels == (32, 16, 8, 3)
     assert authors.generator_norm == "batch" and authors.descriptor.top_units == 100
