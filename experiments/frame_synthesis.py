@@ -11,8 +11,8 @@ Only the top weights on a frozen Gabor/DoG filter bank are learned
 
 Texture defaults (presets.frame("texture") and this script): images
 standardised, σ = 1 (a reference of the observed variance), 10 Langevin
-steps of δ = 0.1 per iteration, Adam lr 0.01 decaying by a cosine to 0 over 600
-iterations, a bank of sizes 5, 7, 11, 15
+steps of δ = 0.1 per iteration, Adam lr 0.01 decaying by a cosine to 0.001 over
+600 iterations, a bank of sizes 5, 7, 11, 15
 with |response| thresholded at the 0, 50, 80 and 95% quantiles of the
 observed responses (a piecewise-linear potential per filter), and the
 pairwise top (the thresholded features' co-occurrence at each position,

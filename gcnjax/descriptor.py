@@ -110,10 +110,14 @@ class DescriptorConfig:
         beta1 (Adam), weight_decay (added to the gradient, as in SGD with
         weight decay).
       learning_rate_decay: the learning rate of iteration t of T =
-        ``n_iterations``: ``"constant"`` lr; ``"cosine"``
-        lr·(1 + cos(πt/T))/2; ``"linear"`` lr·(1 − t/T); both decay to 0
-        at the last iteration, so that at the end the chains catch up with
-        a model that has stopped moving. A resumed run with a new
+        ``n_iterations``, with a = ``learning_rate_decay_to``:
+        ``"constant"`` lr; ``"cosine"`` lr·(a + (1 − a)(1 + cos(πt/T))/2);
+        ``"linear"`` lr·(a + (1 − a)(1 − t/T)); both end at a·lr at the
+        last iteration, so that the chains catch up with a model that moves
+        ever more slowly (a > 0 keeps learning able to answer the chains:
+        a model whose energy is unbounded below, such as a quadratic
+        potential of features, is held back only by the updates that its
+        chains' escape provokes). A resumed run with a new
         ``n_iterations`` follows the schedule of the new T from where it is.
         Not with ``grow_iterations`` (each stage starts a fresh optimizer).
       divide_by_positions: divide each conv layer's gradient by the number
@@ -155,6 +159,7 @@ class DescriptorConfig:
     beta1: float = 0.5
     weight_decay: float = 1e-4
     learning_rate_decay: str = "constant"
+    learning_rate_decay_to: float = 0.0
     divide_by_positions: bool = True
     max_abs_grad: Optional[float] = 20.0
     grow_iterations: Optional[Tuple[int, ...]] = None
@@ -198,6 +203,10 @@ class DescriptorConfig:
         if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
             raise ValueError(f"DescriptorConfig.learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, "
                              f"got {self.learning_rate_decay!r}.")
+        if (isinstance(self.learning_rate_decay_to, bool) or not isinstance(self.learning_rate_decay_to, (int, float))
+                or not 0 <= self.learning_rate_decay_to <= 1):
+            raise ValueError("DescriptorConfig.learning_rate_decay_to is the decayed rate's last value as a fraction "
+                             f"of learning_rate, in [0, 1], got {self.learning_rate_decay_to!r}.")
         if self.learning_rate_decay != "constant" and self.grow_iterations is not None:
             raise ValueError("DescriptorConfig.learning_rate_decay decays over the whole run, but layer-by-layer "
                              "growth (grow_iterations) starts a fresh optimizer at each stage: set "
@@ -563,13 +572,14 @@ def make_optimizer(config: DescriptorConfig, params: PyTree, image_size=None) ->
 
 def learning_rate_schedule(config: DescriptorConfig):
     """The learning rate of each iteration (``config.learning_rate_decay``
-    over ``T = config.n_iterations``): a float for ``"constant"``, else an
-    Optax schedule ``t -> lr_t`` (``lr_T = 0``)."""
-    rate, total = config.learning_rate, config.n_iterations
+    over ``T = config.n_iterations`` to ``config.learning_rate_decay_to``
+    of the rate): a float for ``"constant"``, else an Optax schedule
+    ``t -> lr_t``."""
+    rate, total, final = config.learning_rate, config.n_iterations, config.learning_rate_decay_to
     if config.learning_rate_decay == "cosine":
-        return optax.cosine_decay_schedule(rate, total)
+        return optax.cosine_decay_schedule(rate, total, alpha=final)
     if config.learning_rate_decay == "linear":
-        return optax.linear_schedule(rate, 0.0, total)
+        return optax.linear_schedule(rate, final * rate, total)
     return rate
 
 

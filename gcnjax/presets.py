@@ -322,10 +322,12 @@ def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
     each feature's potential, the co-occurrence of the features at each
     position, whose match in expectation draws the junctions and strokes
     that potentials of single features leave out; Adam at lr 0.01 decaying
-    by a cosine to 0 over 600 iterations (at a constant 0.01 the pair
+    by a cosine to 0.001 over 600 iterations (at a constant 0.01 the pair
     weights move faster than 10 steps per iteration let the chains follow:
     the learning oscillates, and diverges within 600 iterations; as the
-    rate decays the chains catch up). ``"object"``: the paper's setting, σ = 1 and
+    rate decays the chains catch up; decayed to 0, nothing holds the
+    quadratic pair potential back when a chain finds a direction in which
+    it outgrows the reference, and the chains run away). ``"object"``: the paper's setting, σ = 1 and
     δ = 0.3 on 0..255 minus the mean, 30 steps, Adam at lr 0.01 for 300
     iterations. Both: persistent chains from zero, Adam's β1 0.5, no
     gradient capping or weight decay.
@@ -357,6 +359,7 @@ def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
         optimizer="adam",
         learning_rate=0.01,
         learning_rate_decay="cosine" if texture else "constant",
+        learning_rate_decay_to=0.1 if texture else 0.0,
         beta1=0.5,
         weight_decay=0.0,
         divide_by_positions=False,

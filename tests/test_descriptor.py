@@ -262,17 +262,18 @@ def test_spatial_position_scales_and_cap():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("final", [0.0, 0.1])
 @pytest.mark.parametrize("decay,expected", [
-    ("constant", lambda t, T: np.ones_like(t)),
-    ("cosine", lambda t, T: 0.5 * (1 + np.cos(np.pi * t / T))),
-    ("linear", lambda t, T: 1 - t / T),
+    ("constant", lambda t, T, a: np.ones_like(t)),
+    ("cosine", lambda t, T, a: a + (1 - a) * 0.5 * (1 + np.cos(np.pi * t / T))),
+    ("linear", lambda t, T, a: a + (1 - a) * (1 - t / T)),
 ])
-def test_learning_rate_decays_to_zero_by_the_last_iteration(optimizer, decay, expected):
+def test_learning_rate_decays_to_its_final_fraction_by_the_last_iteration(optimizer, decay, expected, final):
     # A gradient of 1 every step: plain SGD moves by -lr_t; Adam normalises
     # a constant gradient to 1 (up to eps), so it too moves by -lr_t.
     total, rate = 8, 0.3
     cfg = small_config(optimizer=optimizer, momentum=0.0, learning_rate=rate, learning_rate_decay=decay,
-                       n_iterations=total, divide_by_positions=False, max_abs_grad=None, weight_decay=0.0)
+                       learning_rate_decay_to=final, n_iterations=total, divide_by_positions=False, max_abs_grad=None, weight_decay=0.0)
     params = {"w": jnp.zeros(())}
     optimizer_ = D.make_optimizer(cfg, params)
     state = optimizer_.init(params)
@@ -281,7 +282,7 @@ def test_learning_rate_decays_to_zero_by_the_last_iteration(optimizer, decay, ex
         updates, state = optimizer_.update({"w": jnp.ones(())}, state, params)
         moves.append(-float(updates["w"]))
     t = np.arange(total + 1, dtype=np.float64)
-    np.testing.assert_allclose(moves, rate * expected(t, total), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(moves, rate * expected(t, total, final), rtol=1e-5, atol=1e-7)
 
 
 def test_grow_keeps_learned_layers():
@@ -371,7 +372,7 @@ def test_receptive_field_of_paper_net():
     [("sigma", 0.0), ("sigma", -1.0), ("learning_rate", 0.0), ("learning_rate", float("nan")),
      ("n_chains", 0), ("chain_init", "nowhere"), ("optimizer", "rmsprop"), ("max_abs_grad", -1.0),
      ("grow_iterations", (10,)), ("restart_fraction", 1.5), ("restart_fraction", -0.1),
-     ("learning_rate_decay", "exponential")],
+     ("learning_rate_decay", "exponential"), ("learning_rate_decay_to", 1.5), ("learning_rate_decay_to", -0.1)],
 )
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
