@@ -68,6 +68,9 @@ def test_bad_images_library_and_cli(tmp_path, capsys, case):
     assert message in err and "Traceback" not in err and str(source.name) in err
 
 
+# The test's own ffmpeg (imageio_ffmpeg.write_frames) is a fork + exec, which
+# JAX's fork hook warns about although it takes no lock.
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_video_with_zero_frames(tmp_path):
     import imageio_ffmpeg
 
