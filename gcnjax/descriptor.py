@@ -548,7 +548,8 @@ def spatial_position_scales(params: PyTree, layers: Sequence[ConvSpec], image_si
 
 def make_optimizer(config: DescriptorConfig, params: PyTree, image_size=None) -> optax.GradientTransformation:
     """The authors' update: per-layer division by positions, max-abs capping,
-    weight decay, then SGD with momentum (or Adam).
+    weight decay, then SGD with momentum (or Adam) at the rate of
+    :func:`learning_rate_schedule`.
 
     ``image_size`` (height, width) of the observed images (``(T, H, W)`` of
     videos, ``(T,)`` of sounds) sets the number of positions per layer;

@@ -327,10 +327,10 @@ def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
     the learning oscillates, and diverges within 600 iterations; as the
     rate decays the chains catch up; decayed to 0, nothing holds the
     quadratic pair potential back when a chain finds a direction in which
-    it outgrows the reference, and the chains run away). ``"object"``: the paper's setting, σ = 1 and
-    δ = 0.3 on 0..255 minus the mean, 30 steps, Adam at lr 0.01 for 300
-    iterations. Both: persistent chains from zero, Adam's β1 0.5, no
-    gradient capping or weight decay.
+    it outgrows the reference, and the chains run away). ``"object"``: the
+    paper's setting, σ = 1 and δ = 0.3 on 0..255 minus the mean, 30 steps,
+    Adam at a constant lr 0.01 for 300 iterations. Both: persistent chains
+    from zero, Adam's β1 0.5, no gradient capping or weight decay.
 
     Why the texture model is standardised: with σ = 1 pixel against a
     texture of sd 20–50 pixels, a filter-bank FRAME model can only reach

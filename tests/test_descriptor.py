@@ -273,7 +273,8 @@ def test_learning_rate_decays_to_its_final_fraction_by_the_last_iteration(optimi
     # a constant gradient to 1 (up to eps), so it too moves by -lr_t.
     total, rate = 8, 0.3
     cfg = small_config(optimizer=optimizer, momentum=0.0, learning_rate=rate, learning_rate_decay=decay,
-                       learning_rate_decay_to=final, n_iterations=total, divide_by_positions=False, max_abs_grad=None, weight_decay=0.0)
+                       learning_rate_decay_to=final, n_iterations=total, divide_by_positions=False,
+                       max_abs_grad=None, weight_decay=0.0)
     params = {"w": jnp.zeros(())}
     optimizer_ = D.make_optimizer(cfg, params)
     state = optimizer_.init(params)
