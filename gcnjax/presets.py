@@ -327,7 +327,9 @@ def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
     the learning oscillates, and diverges within 600 iterations; as the
     rate decays the chains catch up; decayed to 0, nothing holds the
     quadratic pair potential back when a chain finds a direction in which
-    it outgrows the reference, and the chains run away). ``"object"``: the
+    it outgrows the reference, and the chains run away; stretched over
+    1200 iterations at the same peak rate, brick's learning diverges:
+    lower ``learning_rate`` for longer runs). ``"object"``: the
     paper's setting, σ = 1 and δ = 0.3 on 0..255 minus the mean, 30 steps,
     Adam at a constant lr 0.01 for 300 iterations. Both: persistent chains
     from zero, Adam's β1 0.5, no gradient capping or weight decay.
