@@ -154,6 +154,27 @@ def test_layer_by_layer_resume_matches(tmp_path):
     del partial
 
 
+@pytest.mark.slow
+def test_resume_keeps_the_decaying_learning_rate_where_it_was(tmp_path):
+    # The schedule's step count lives in the optimizer state: a run resumed
+    # from iteration 4 of 8 continues the cosine from there, not from lr_0.
+    cfg = _tiny_config(learning_rate_decay="cosine", learning_rate_decay_to=0.1, learning_rate=0.05,
+                       run=RunConfig(log_every=1, image_every=4, checkpoint_every=4))
+    full = learn_descriptor(cfg, _images(), tmp_path / "full", quiet=True)
+    learn_descriptor(cfg, _images(), tmp_path / "part", quiet=True)
+    import shutil
+
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "8")
+    (tmp_path / "part" / "params.msgpack").unlink()
+    resumed = learn_descriptor(cfg, _images(), tmp_path / "part", resume=True, quiet=True)
+    for a, b in zip(jax.tree_util.tree_leaves(full["state"].params), jax.tree_util.tree_leaves(resumed["state"].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    restarted = learn_descriptor(dataclasses.replace(cfg, learning_rate_decay="constant"), _images(),
+                                 tmp_path / "constant", quiet=True)
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+        jax.tree_util.tree_leaves(full["state"].params), jax.tree_util.tree_leaves(restarted["state"].params)))
+
+
 def test_resume_from_a_different_model_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     learn_descriptor(_tiny_config(), _images(), out, quiet=True)
