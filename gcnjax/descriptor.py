@@ -114,10 +114,9 @@ class DescriptorConfig:
         ``"constant"`` lr; ``"cosine"`` lr·(a + (1 − a)(1 + cos(πt/T))/2);
         ``"linear"`` lr·(a + (1 − a)(1 − t/T)); both end at a·lr at the
         last iteration, so that the chains catch up with a model that moves
-        ever more slowly (a > 0 keeps learning able to answer the chains:
-        a model whose energy is unbounded below, such as a quadratic
-        potential of features, is held back only by the updates that its
-        chains' escape provokes). A resumed run with a new
+        ever more slowly (a > 0 keeps learning able to answer the chains,
+        which a model unbounded below needs: :class:`gcnjax.frame.FrameTop`).
+        A resumed run with a new
         ``n_iterations`` follows the schedule of the new T from where it is.
         Not with ``grow_iterations`` (each stage starts a fresh optimizer).
       divide_by_positions: divide each conv layer's gradient by the number

@@ -334,9 +334,11 @@ class FrameTop(nn.Module):
       on ``w``. With positively 1-homogeneous features (|·|, ReLU) the pair
       term is quadratic in ``x``, like the reference's ``||x||²/2σ²``: a
       ``P`` large enough makes ``exp(f) q`` improper. Matching the second
-      moments keeps it proper, but only while the chains follow the model:
-      a learning rate too high for the Langevin steps lets ``P`` outrun
-      them, and the chains run away.
+      moments keeps it proper, but only while the chains follow the model
+      and learning answers them: a learning rate too high for the Langevin
+      steps lets ``P`` outrun the chains, and one decayed to 0 cannot push
+      ``P`` back when a chain finds a direction in which the pair term
+      outgrows the reference; either way the chains run away.
 
     No bias (it cancels in the likelihood). The weights start at
     ``init_std · N(0, 1)`` (0: at zero, where the model is the reference q).

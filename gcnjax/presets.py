@@ -322,14 +322,12 @@ def frame(kind: str = "texture", **overrides) -> DescriptorConfig:
     each feature's potential, the co-occurrence of the features at each
     position, whose match in expectation draws the junctions and strokes
     that potentials of single features leave out; Adam at lr 0.01 decaying
-    by a cosine to 0.001 over 600 iterations (at a constant 0.01 the pair
-    weights move faster than 10 steps per iteration let the chains follow:
-    the learning oscillates, and diverges within 600 iterations; as the
-    rate decays the chains catch up; decayed to 0, nothing holds the
-    quadratic pair potential back when a chain finds a direction in which
-    it outgrows the reference, and the chains run away; stretched over
-    1200 iterations at the same peak rate, brick's learning diverges:
-    lower ``learning_rate`` for longer runs). ``"object"``: the
+    by a cosine to 0.001 over 600 iterations: as the rate decays the chains
+    catch up with the pair weights, and the floor keeps learning able to
+    answer them (why the pair term needs both: :class:`gcnjax.frame.FrameTop`;
+    a constant 0.01, a decay to 0, or this cosine stretched over 1200
+    iterations each let brick's chains run away: lower ``learning_rate``
+    for longer runs). ``"object"``: the
     paper's setting, σ = 1 and δ = 0.3 on 0..255 minus the mean, 30 steps,
     Adam at a constant lr 0.01 for 300 iterations. Both: persistent chains
     from zero, Adam's β1 0.5, no gradient capping or weight decay.
