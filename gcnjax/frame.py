@@ -72,6 +72,7 @@ __all__ = [
     "TOPS",
     "FrameNet",
     "filter_bank_net",
+    "net_from_spec",
     "VGG16_LAYERS",
     "VGG16Features",
     "load_vgg16_params",
@@ -377,11 +378,18 @@ class FrameNet:
     weights as the only params, so a FrameNet can be given to
     :func:`gcnjax.descriptor.init_state`, :func:`~gcnjax.descriptor.make_train_step`
     and :func:`gcnjax.synthesis.learn_descriptor` in place of a net.
+
+    ``spec``: a JSON description of the extractor from which
+    :func:`net_from_spec` builds the same net again (set by
+    :func:`filter_bank_net` and :func:`vgg16_net`; None for an extractor
+    given in Python). A run records it in its ``config.json``, so that a
+    learned FRAME run can be loaded and sampled like any descriptor run.
     """
 
     extract: Callable[[jax.Array], jax.Array]
     top: str = "dense"
     init_std: float = 0.0
+    spec: Optional[Dict[str, Any]] = None
 
     @property
     def _top(self) -> FrameTop:
@@ -400,14 +408,19 @@ class FrameNet:
 
 def filter_bank_net(top: str = "dense", *, sizes=(7, 11, 15), n_orientations: int = 6, dog: bool = True,
                     nonlinearity: str = "abs", padding: str = "SAME", stride: int = 1, colour: str = "rgb",
-                    threshold_quantiles: Optional[Sequence[float]] = None, images=None) -> FrameNet:
+                    threshold_quantiles: Optional[Sequence[float]] = None, images=None,
+                    thresholds=None) -> FrameNet:
     """FRAME on a :class:`FilterBank` (its kernels frozen).
 
     With ``threshold_quantiles`` (e.g. ``(0, 0.5, 0.8, 0.95)``) the features
     are :func:`thresholded` at those quantiles of the bank's responses to
     ``images`` (the observed images in the model's scale, e.g. 0..255 minus
     the mean): piecewise-linear potentials instead of one weight per filter.
+    ``thresholds`` gives the ``(T, K)`` thresholds themselves instead (as a
+    run's recorded spec does).
     """
+    if threshold_quantiles is not None and thresholds is not None:
+        raise ValueError("give threshold_quantiles (with images) or thresholds, not both.")
     bank = FilterBank(sizes=tuple(sizes), n_orientations=n_orientations, dog=dog, nonlinearity=nonlinearity,
                       padding=padding, stride=stride, colour=colour)
     channels = 3 if colour == "opponent" else 1
@@ -417,8 +430,29 @@ def filter_bank_net(top: str = "dense", *, sizes=(7, 11, 15), n_orientations: in
         if images is None:
             raise ValueError("threshold_quantiles needs images: the observed images whose response quantiles "
                              "become the thresholds.")
-        extract = thresholded(extract, response_quantiles(extract, images, threshold_quantiles))
-    return FrameNet(extract, top=top)
+        thresholds = response_quantiles(extract, images, threshold_quantiles)
+    spec = {"extractor": "filter_bank", "sizes": [int(s) for s in sizes], "n_orientations": int(n_orientations),
+            "dog": bool(dog), "nonlinearity": str(nonlinearity), "padding": str(padding), "stride": int(stride),
+            "colour": str(colour),
+            "thresholds": None if thresholds is None else np.asarray(thresholds, np.float32).tolist()}
+    if thresholds is not None:
+        extract = thresholded(extract, np.asarray(thresholds, np.float32))
+    return FrameNet(extract, top=top, spec=spec)
+
+
+def net_from_spec(spec: Dict[str, Any], top: str) -> FrameNet:
+    """The FrameNet that ``spec`` (:attr:`FrameNet.spec`, as a run's
+    ``config.json`` records it) describes, with top ``top``: the same
+    extractor, bit for bit (a filter bank is generated in code and its
+    thresholds are recorded; VGG-16's weights are read again from the
+    recorded file)."""
+    kind = spec.get("extractor") if isinstance(spec, dict) else None
+    if kind == "filter_bank":
+        keys = ("sizes", "n_orientations", "dog", "nonlinearity", "padding", "stride", "colour", "thresholds")
+        return filter_bank_net(top, **{k: spec[k] for k in keys if k in spec})
+    if kind == "vgg16":
+        return vgg16_net(spec["weights"], top, last=spec["last"], pixel_offset=spec["pixel_offset"])
+    raise ValueError(f"a FRAME net's spec names its extractor ('filter_bank' or 'vgg16'), got {spec!r}.")
 
 
 # ---------------------------------------------------------------- VGG-16
@@ -545,7 +579,9 @@ def vgg16_net(weights, top: str = "dense", *, last: str = "conv3_1",
               pixel_offset=(0.0, 0.0, 0.0)) -> FrameNet:
     """FRAME on VGG-16 features up to ``last``, weights from a local file."""
     module = VGG16Features(last=last, pixel_offset=tuple(float(v) for v in pixel_offset))
-    return FrameNet(frozen(module, load_vgg16_params(weights, last)), top=top)
+    spec = {"extractor": "vgg16", "weights": str(Path(weights).resolve()), "last": last,
+            "pixel_offset": [float(v) for v in pixel_offset]}
+    return FrameNet(frozen(module, load_vgg16_params(weights, last)), top=top, spec=spec)
 
 
 # ---------------------------------------------------------------- runs

@@ -271,6 +271,9 @@ FAMILY = Family(
     load_scale=gdata.PixelScale.from_dict,
     trainer=_trainer,
     observed=lambda images, scale, inputs: {"observed": Picture(images)},
+    # A FRAME net records its extractor, from which load_run builds it again.
+    recorded=lambda inputs: ({"frame_net": inputs["net"].spec} if getattr(inputs.get("net"), "spec", None)
+                             else {}),
     chains=_chains,
 )
 
@@ -295,7 +298,9 @@ def learn_descriptor(config: D.DescriptorConfig, images: np.ndarray, out: str | 
 
 
 def load_run(run_dir: str | Path):
-    """``(config, pixel_scale, net, params)`` of a finished descriptor run."""
+    """``(config, pixel_scale, net, params)`` of a finished descriptor run
+    (a FRAME run's net built again from the extractor it records,
+    :func:`gcnjax.frame.net_from_spec`)."""
     run_dir = Path(run_dir)
     cfg_path, params_path = run_dir / "config.json", run_dir / "params.msgpack"
     for p in (cfg_path, params_path):
@@ -311,16 +316,24 @@ def load_run(run_dir: str | Path):
     except (TypeError, KeyError, ValueError) as err:
         raise ValueError(f"{str(run_dir)!r} is not a descriptor run ({err}).") from None
     scale = gdata.PixelScale.from_dict(payload["pixel_scale"])
-    net = D.make_net(config)
+    if payload.get("frame_net") is not None:
+        from gcnjax import frame
+
+        net = frame.net_from_spec(payload["frame_net"], config.top)
+    else:
+        net = D.make_net(config)
     shape = payload["observed_shape"]
-    template = net.init(jax.random.key(0), jnp.zeros((1, *shape[1:]), jnp.float32))
     try:
+        template = net.init(jax.random.key(0), jnp.zeros((1, *shape[1:]), jnp.float32))
         params = flax.serialization.from_bytes(template, params_path.read_bytes())
     except (ValueError, KeyError, TypeError):
-        raise ValueError(f"{str(run_dir)!r}: its params are not those of the net its config describes (a FRAME "
-                         "run, or a net given in Python); load that net and sample it from Python with "
-                         "gcnjax.synthesis.descriptor_chains and gcnjax.sampling.sample_chains.") from None
+        raise ValueError(_GIVEN_NET_MESSAGE.format(run=str(run_dir))) from None
     return config, scale, net, params
+
+
+_GIVEN_NET_MESSAGE = ("{run!r}: its params are not those of the net its config describes (a net given in Python, "
+                      "or a FRAME run that does not record its extractor); load that net and sample it from Python "
+                      "with gcnjax.synthesis.descriptor_chains and gcnjax.sampling.sample_chains.")
 
 
 def autoencoding_check(

@@ -335,6 +335,43 @@ def test_learn_frame_writes_a_run(tmp_path):
     assert result["state"].params["params"]["w"].shape == (16, 16, 10)
 
 
+def test_a_frame_run_is_loaded_and_sampled_with_the_extractor_it_records(tmp_path):
+    """The run records the bank and its thresholds; the net built from the
+    record gives the learned net's f bit for bit, and `gcnjax sample` draws
+    from it."""
+    import json
+
+    from gcnjax import cli, synthesis
+    from gcnjax.data import PixelScale
+
+    images = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 1)).astype(np.float32)
+    cfg = presets.frame("texture", channels=1, image_size=(16, 16), n_iterations=2, n_chains=2,
+                        langevin=langevin.LangevinConfig.from_delta(0.1, 2),
+                        run=dataclasses.replace(presets.frame().run, checkpoint_every=2))
+    model_images = PixelScale(cfg.pixel_scale).fit(images).to_model(images)
+    net = F.filter_bank_net("pairwise", sizes=(3, 5), n_orientations=2, threshold_quantiles=(0.0, 0.5),
+                            images=model_images)
+    result = F.learn_frame(cfg, net, images, tmp_path / "run", quiet=True)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["frame_net"]
+    assert recorded["sizes"] == [3, 5] and np.shape(recorded["thresholds"]) == (2, 10)
+
+    config, _, loaded, params = synthesis.load_run(tmp_path / "run")
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 16, 16, 1)), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(loaded.apply(params, x)),
+                                  np.asarray(net.apply(result["state"].params, x)))
+    assert cli.main(["sample", "--run", str(tmp_path / "run"), "--chains", "3", "--steps", "2",
+                     "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    samples = np.load(tmp_path / "s" / "samples.npy")
+    assert samples.shape == (3, 16, 16, 1) and np.isfinite(samples).all() and samples.std() > 0
+
+    # A run that does not record its extractor is refused with the way out.
+    payload = json.loads((tmp_path / "run" / "config.json").read_text())
+    del payload["frame_net"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="does not record its extractor.*descriptor_chains"):
+        synthesis.load_run(tmp_path / "run")
+
+
 def test_virial_ratio_is_one_under_the_model_and_zero_at_a_minimum():
     # One-pixel FRAME f(x) = w|x| (a 1-homogeneous f): p ∝ exp(−x²/2σ² + w|x|).
     sigma, w = 1.5, 0.8
