@@ -36,7 +36,9 @@ variance per channel, and the observed tile cut into --patch × --patch
 patches, shuffled and reassembled (as many images as chains). With
 --seeds S1 S2 ... each seed is a run of its own (OUT/seed<S>); the scores of
 all seeds, their mean and standard deviation go to OUT/summary.json and
-OUT/scores.md.
+OUT/scores.md. With --score SAMPLES.npy ... nothing is learned: the samples
+(e.g. fresh chains of a finished run, `gcnjax sample --run OUT/seed0 ...`)
+are scored against the same held-out tiles (OUT/sample_scores.json).
 """
 
 import argparse
@@ -106,6 +108,30 @@ def _table(rows) -> list:
     return lines
 
 
+def score_samples(paths, held_out, observed, gram_filters, patch: int, out: Path) -> None:
+    """The texture scores of each samples file (``(N, side, side, C)``
+    pixels) against ``held_out``, beside the baselines of as many images
+    (seed 0); to ``OUT/sample_scores.json`` and the screen."""
+    results = {}
+    for path in paths:
+        try:
+            samples = np.load(path)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"--score {str(path)!r}: cannot read it as a .npy array ({err}).") from None
+        if samples.ndim != 4 or samples.shape[1:] != observed.shape:
+            hint = (f"--image-size {samples.shape[1]}{' --gray' if samples.shape[-1] == 1 else ''}"
+                    if samples.ndim == 4 else "samples (N, side, side, C) of a run of this script")
+            raise SystemExit(f"--score {str(path)!r} holds an array of shape {samples.shape}; the held-out tiles "
+                             f"are {observed.shape}: score it with the options of its run ({hint}).")
+        scores = metrics.texture_scores(samples, held_out, observed, gram_filters, patch=patch, seed=0,
+                                        with_observed=True)
+        results[str(path)] = {"samples": int(samples.shape[0]), "scores": scores}
+        print(f"{path} ({samples.shape[0]} samples): " + "; ".join(
+            f"{name} spectrum {v['spectrum']:.3f}, Gram {v['gram']:.4g}" for name, v in scores.items()))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sample_scores.json").write_text(json.dumps(results, indent=2))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="image, folder, or skimage:brick|grass|gravel")
@@ -136,6 +162,9 @@ def main():
     parser.add_argument("--colour", choices=frame.COLOURS, default="rgb",
                         help="filter R, G, B, or the opponent channels (luminance, red-green, yellow-blue)")
     parser.add_argument("--patch", type=int, default=16, help="patch side of the shuffled-patch baseline")
+    parser.add_argument("--score", type=Path, nargs="+", metavar="SAMPLES",
+                        help="learn nothing: score these samples (.npy of pixels, e.g. the samples.npy of "
+                             "`gcnjax sample` on a run of this script) against the same held-out tiles")
     options.add_config_flags(parser, DescriptorConfig, skip=("seed", "channels", "image_size", "top"))
     args = parser.parse_args()
 
@@ -159,6 +188,10 @@ def main():
     net = frame.filter_bank_net(args.top or config.top, nonlinearity=args.nonlinearity, padding=args.padding,
                                 threshold_quantiles=_thresholds(args.thresholds, args.kind), images=model_scale, **bank)
     gram_filters = frame.filter_bank_net(nonlinearity="identity", padding="VALID", **bank).extract
+    if args.score:
+        if held_out is None:
+            raise SystemExit("--score scores textures against held-out tiles; objects have none.")
+        return score_samples(args.score, held_out, images[0], gram_filters, args.patch, args.out)
 
     rows = []
     for seed in args.seeds:
