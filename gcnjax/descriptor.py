@@ -313,10 +313,12 @@ def first_layer_features(net, params: PyTree) -> Optional[Callable[[jax.Array], 
     """``x ↦ w₁ ⋆ x + b₁``: the responses of a :class:`DescriptorNet`'s first
     conv layer (before its activation, with its stride and padding),
     ``(N, positions..., C₁)`` for a batch of images, videos or sounds in
-    model units; jit'd. None for another net (a FRAME net, whose filters are
-    fixed, not learned)."""
+    model units; jit'd. For a FRAME net (:class:`gcnjax.frame.FrameNet`),
+    its fixed features ``φ(x)``, whose statistics its top weights are
+    learned to match. None for another net."""
     if not isinstance(net, DescriptorNet):
-        return None
+        features = getattr(net, "features", None)
+        return None if features is None else jax.jit(lambda x: features(x).astype(jnp.float32))
     first = net.clone(depth=1, top="sum")
     conv1 = {"params": {"conv1": params["params"]["conv1"]}}
 
@@ -339,7 +341,7 @@ def first_layer_statistics(net, params: PyTree, observed, *, seed: int = 0,
     the observed shape, drawn from ``numpy.random.default_rng(seed)``); all
     in model units. Samples of a good model sit far nearer the data than
     the noise; ones farther than it do not look like the data. None where
-    the net has no learned first layer (:func:`first_layer_features`)."""
+    the net has no first layer to read (:func:`first_layer_features`)."""
     from gcnjax import metrics
 
     features = first_layer_features(net, params)

@@ -688,8 +688,8 @@ def first_layer_comparison(distances: Dict[str, float], label: str, fresh: str =
     noise and of the fresh samples ``distances[fresh]`` (described by
     ``label``), with a warning when :func:`unlike_data` holds."""
     lines = ["## The samples' first-layer statistics against the data's", "",
-             "Gram distance of the learned first layer's responses to the observed data's (0: the same "
-             "second-order statistics):", "",
+             "Gram distance of the first layer's responses (a FRAME net's fixed features) to the observed data's "
+             "(0: the same second-order statistics):", "",
              f"| learning's chains | white noise | {label} |", "|---|---|---|",
              f"| {distances['chains']:.4g} | {distances['white_noise']:.4g} | {distances[fresh]:.4g} |", ""]
     if unlike_data(distances, fresh):

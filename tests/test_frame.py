@@ -363,6 +363,13 @@ def test_a_frame_run_is_loaded_and_sampled_with_the_extractor_it_records(tmp_pat
                      "--out", str(tmp_path / "s"), "--quiet"]) == 0
     samples = np.load(tmp_path / "s" / "samples.npy")
     assert samples.shape == (3, 16, 16, 1) and np.isfinite(samples).all() and samples.std() > 0
+    # The run recorded the mean Gram matrix of the observed image's FRAME features, and the job set its
+    # samples' distance to it beside learning's chains' and white noise's.
+    phi = np.asarray(net.features(jnp.asarray(model_images)), np.float64).reshape(-1, 20)
+    np.testing.assert_allclose(np.load(tmp_path / "run" / "first_layer_gram.npy"), phi.T @ phi / len(phi),
+                               rtol=1e-4, atol=1e-6)
+    job = json.loads((tmp_path / "s" / "summary.json").read_text())["first_layer"]
+    assert job["samples"] > 0 and job["white_noise"] > 0 and "fixed features" in (tmp_path / "s" / "report.md").read_text()
 
     # A run that does not record its extractor is refused with the way out.
     payload = json.loads((tmp_path / "run" / "config.json").read_text())
