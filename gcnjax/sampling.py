@@ -606,7 +606,8 @@ def _finish(path: Path, chains: Chains, n_chains: int, block: int, n_dev: int, s
         if spurious_mode(energies):
             print(f"warning: the samples' mean energy {energies['samples']:.4g} is far below the observed data's "
                   f"({energies['observed']:.4g}) and learning's chains' ({energies['chains']:.4g}): the model has a "
-                  f"mode its learning never visited (see {path / 'report.md'}).", file=sys.stderr)
+                  f"mode its learning never visited, or the chains have not yet left their start (see "
+                  f"{path / 'report.md'}).", file=sys.stderr)
     first_layer = None
     if chains.statistics is not None:
         first_layer = chains.statistics(np.asarray(samples[:STATISTICS_SAMPLES]))
@@ -665,7 +666,8 @@ def energy_comparison(energies: Dict[str, float], fresh: str, label: str) -> lis
         lines += [f"Warning: {label} sit far below both the observed data and learning's chains in the learned "
                   "energy: the model has a mode that learning's chains never visited, and its samples from there "
                   "are not like the data. More chains, or chains restarted from noise during learning, can find "
-                  "it.", ""]
+                  "it. (Chains too short to leave a start at the reference's mode, such as zeros, also sit low: "
+                  "compare with more steps.)", ""]
     return lines
 
 
