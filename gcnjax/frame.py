@@ -382,7 +382,7 @@ class FrameNet:
     ``spec``: a JSON description of the extractor from which
     :func:`net_from_spec` builds the same net again (set by
     :func:`filter_bank_net` and :func:`vgg16_net`; None for an extractor
-    given in Python). A run records it in its ``config.json``, so that a
+    given in Python). A run records it in its ``frame_net.json``, so that a
     learned FRAME run can be loaded and sampled like any descriptor run.
     """
 
@@ -442,7 +442,7 @@ def filter_bank_net(top: str = "dense", *, sizes=(7, 11, 15), n_orientations: in
 
 def net_from_spec(spec: Dict[str, Any], top: str) -> FrameNet:
     """The FrameNet that ``spec`` (:attr:`FrameNet.spec`, as a run's
-    ``config.json`` records it) describes, with top ``top``: the same
+    ``frame_net.json`` records it) describes, with top ``top``: the same
     extractor, bit for bit (a filter bank is generated in code and its
     thresholds are recorded; VGG-16's weights are read again from the
     recorded file)."""

@@ -121,6 +121,8 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
         # And how near the chains' first-layer statistics are to the data's,
         # beside white noise's: a sampling job's samples are set beside both.
         statistics = D.first_layer_statistics(nets[-1], params, x, seed=config.seed, chains=state.chains)
+        if getattr(nets[-1], "spec", None):  # a FRAME net's extractor, from which load_run builds it again
+            records["frame_net"] = nets[-1].spec
         if statistics is not None:
             arrays["first_layer_gram"], records["first_layer"] = statistics
             report += [f"Gram distance of the first layer's responses to the observed data's: the final chains "
@@ -271,9 +273,6 @@ FAMILY = Family(
     load_scale=gdata.PixelScale.from_dict,
     trainer=_trainer,
     observed=lambda images, scale, inputs: {"observed": Picture(images)},
-    # A FRAME net records its extractor, from which load_run builds it again.
-    recorded=lambda inputs: ({"frame_net": inputs["net"].spec} if getattr(inputs.get("net"), "spec", None)
-                             else {}),
     chains=_chains,
 )
 
@@ -299,8 +298,8 @@ def learn_descriptor(config: D.DescriptorConfig, images: np.ndarray, out: str | 
 
 def load_run(run_dir: str | Path):
     """``(config, pixel_scale, net, params)`` of a finished descriptor run
-    (a FRAME run's net built again from the extractor it records,
-    :func:`gcnjax.frame.net_from_spec`)."""
+    (a FRAME run's net built again from the extractor it records in
+    ``frame_net.json``, :func:`gcnjax.frame.net_from_spec`)."""
     run_dir = Path(run_dir)
     cfg_path, params_path = run_dir / "config.json", run_dir / "params.msgpack"
     for p in (cfg_path, params_path):
@@ -316,10 +315,10 @@ def load_run(run_dir: str | Path):
     except (TypeError, KeyError, ValueError) as err:
         raise ValueError(f"{str(run_dir)!r} is not a descriptor run ({err}).") from None
     scale = gdata.PixelScale.from_dict(payload["pixel_scale"])
-    if payload.get("frame_net") is not None:
+    if (run_dir / "frame_net.json").is_file():
         from gcnjax import frame
 
-        net = frame.net_from_spec(payload["frame_net"], config.top)
+        net = frame.net_from_spec(json.loads((run_dir / "frame_net.json").read_text()), config.top)
     else:
         net = D.make_net(config)
     shape = payload["observed_shape"]
@@ -327,13 +326,10 @@ def load_run(run_dir: str | Path):
         template = net.init(jax.random.key(0), jnp.zeros((1, *shape[1:]), jnp.float32))
         params = flax.serialization.from_bytes(template, params_path.read_bytes())
     except (ValueError, KeyError, TypeError):
-        raise ValueError(_GIVEN_NET_MESSAGE.format(run=str(run_dir))) from None
+        raise ValueError(f"{str(run_dir)!r}: its params are not those of the net its config describes (a net "
+                         "given in Python, or a FRAME run without frame_net.json); load that net and sample it from "
+                         "Python with gcnjax.synthesis.descriptor_chains and gcnjax.sampling.sample_chains.") from None
     return config, scale, net, params
-
-
-_GIVEN_NET_MESSAGE = ("{run!r}: its params are not those of the net its config describes (a net given in Python, "
-                      "or a FRAME run that does not record its extractor); load that net and sample it from Python "
-                      "with gcnjax.synthesis.descriptor_chains and gcnjax.sampling.sample_chains.")
 
 
 def autoencoding_check(

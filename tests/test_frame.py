@@ -352,7 +352,7 @@ def test_a_frame_run_is_loaded_and_sampled_with_the_extractor_it_records(tmp_pat
     net = F.filter_bank_net("pairwise", sizes=(3, 5), n_orientations=2, threshold_quantiles=(0.0, 0.5),
                             images=model_images)
     result = F.learn_frame(cfg, net, images, tmp_path / "run", quiet=True)
-    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["frame_net"]
+    recorded = json.loads((tmp_path / "run" / "frame_net.json").read_text())
     assert recorded["sizes"] == [3, 5] and np.shape(recorded["thresholds"]) == (2, 10)
 
     config, _, loaded, params = synthesis.load_run(tmp_path / "run")
@@ -372,10 +372,8 @@ def test_a_frame_run_is_loaded_and_sampled_with_the_extractor_it_records(tmp_pat
     assert job["samples"] > 0 and job["white_noise"] > 0 and "fixed features" in (tmp_path / "s" / "report.md").read_text()
 
     # A run that does not record its extractor is refused with the way out.
-    payload = json.loads((tmp_path / "run" / "config.json").read_text())
-    del payload["frame_net"]
-    (tmp_path / "run" / "config.json").write_text(json.dumps(payload))
-    with pytest.raises(ValueError, match="does not record its extractor.*descriptor_chains"):
+    (tmp_path / "run" / "frame_net.json").unlink()
+    with pytest.raises(ValueError, match="without frame_net.json.*descriptor_chains"):
         synthesis.load_run(tmp_path / "run")
 
 
