@@ -109,6 +109,8 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
         # sampling job's fresh chains are set beside them (a spurious mode).
         energies = D.mean_energies(nets[-1].apply, params, config.sigma, observed=x, chains=state.chains)
         arrays, records = {"synthesized": final}, {"energies": energies}
+        if getattr(nets[-1], "spec", None):  # a FRAME net's extractor, from which load_run builds it again
+            records["frame_net"] = nets[-1].spec
         report = [
             "| observed | synthesized (final) |",
             "|---|---|",
@@ -121,11 +123,10 @@ def _trainer(config: D.DescriptorConfig, x: jax.Array, scale: gdata.PixelScale, 
         # And how near the chains' first-layer statistics are to the data's,
         # beside white noise's: a sampling job's samples are set beside both.
         statistics = D.first_layer_statistics(nets[-1], params, x, seed=config.seed, chains=state.chains)
-        if getattr(nets[-1], "spec", None):  # a FRAME net's extractor, from which load_run builds it again
-            records["frame_net"] = nets[-1].spec
         if statistics is not None:
             arrays["first_layer_gram"], records["first_layer"] = statistics
-            report += [f"Gram distance of the first layer's responses to the observed data's: the final chains "
+            report += [f"Gram distance of the first layer's responses (a FRAME net's fixed features) to the "
+                       f"observed data's: the final chains "
                        f"{records['first_layer']['chains']:.4g}, white noise {records['first_layer']['white_noise']:.4g} "
                        "(`first_layer.json`, `first_layer_gram.npy`).", ""]
         return Outputs(pictures={"synthesized": Picture(final)}, arrays=arrays, report=report,
