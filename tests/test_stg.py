@@ -237,6 +237,32 @@ def test_spatiotemporal_power_spectrum_of_a_travelling_wave():
     assert metrics.spatiotemporal_spectrum_distance(wave, noise) > 1.0
 
 
+def test_envelope_modulation_spectrum_of_an_amplitude_modulated_tone():
+    # A carrier of 8 samples per period under a loudness constant within each
+    # window of 32 samples (4 periods): the RMS of window j is a_j / sqrt(2)
+    # exactly, so the envelope's variance lies at the modulation's frequencies
+    # in the shares m1² : m2².
+    window, n_windows = 32, 64
+    j = np.repeat(np.arange(n_windows), window)
+    carrier = np.sin(2 * np.pi * np.arange(window * n_windows) / 8)
+
+    def tone(m1, m2, k1=5, k2=12):
+        return ((1 + m1 * np.cos(2 * np.pi * k1 * j / n_windows) + m2 * np.cos(2 * np.pi * k2 * j / n_windows))
+                * carrier)[None, :, None]
+
+    p = metrics.envelope_modulation_spectrum(tone(0.3, 0.4), window)
+    assert p.shape == (1, n_windows // 2)
+    expected = np.zeros(n_windows // 2)
+    expected[[4, 11]] = [0.09 / 0.25, 0.16 / 0.25]  # frequencies k = 5 and 12, index k - 1
+    np.testing.assert_allclose(p[0], expected, atol=1e-12)
+    np.testing.assert_array_equal(metrics.envelope_modulation_spectrum(tone(0.0, 0.0), window), 0.0)  # steady
+    assert metrics.modulation_spectrum_distance(tone(0.3, 0.4), tone(0.3, 0.4), window) == 0.0
+    np.testing.assert_allclose(metrics.modulation_spectrum_distance(tone(0.3, 0.0), tone(0.0, 0.3), window), 1.0)
+    np.testing.assert_allclose(metrics.modulation_spectrum_distance(tone(0.3, 0.4), tone(0.3, 0.0), window), 0.64)
+    with pytest.raises(ValueError, match="window"):
+        metrics.envelope_modulation_spectrum(tone(0.3, 0.0), window * n_windows // 2)
+
+
 def test_video_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     frames = np.repeat(np.repeat(rng.uniform(0, 255, (5, 4, 4, 3)), 4, axis=1), 4, axis=2)
