@@ -68,21 +68,38 @@ def best_copy_correlation(observed: np.ndarray, videos: np.ndarray) -> float:
     return float(np.mean(best))
 
 
+def envelope_window(rate: int) -> int:
+    """The loudness envelope's window: 2 ms of samples, short against a
+    trill's pulse (tens of ms), long against a carrier's period."""
+    return max(1, round(0.002 * rate))
+
+
 def plot_spectrograms(observed: np.ndarray, sounds: np.ndarray, rate: int, path: Path) -> Path:
     """Spectrograms (matplotlib ``specgram``, 256-sample windows) of the
-    observed sound and the first two synthesized ones, side by side."""
+    observed sound and the first two synthesized ones, side by side, and
+    under each its loudness envelope (RMS over :func:`envelope_window`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     waves = [("observed", observed)] + [(f"synthesized {k}", s) for k, s in enumerate(sounds[:2])]
-    fig, axes = plt.subplots(1, len(waves), figsize=(3.2 * len(waves), 2.6), dpi=90, sharey=True)
-    for ax, (name, wave) in zip(axes, waves):
-        ax.specgram(np.asarray(wave).reshape(-1), NFFT=256, Fs=rate, noverlap=192, cmap="magma")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("s")
-    axes[0].set_ylabel("Hz")
+    window = envelope_window(rate)
+    fig, axes = plt.subplots(2, len(waves), figsize=(3.2 * len(waves), 4.4), dpi=90, sharex=True,
+                             gridspec_kw={"height_ratios": [2, 1]})
+    for col, (name, wave) in enumerate(waves):
+        wave = np.asarray(wave, np.float64).reshape(-1)
+        axes[0, col].specgram(wave, NFFT=256, Fs=rate, noverlap=192, cmap="magma")
+        axes[0, col].set_title(name, fontsize=9)
+        n = wave.size // window
+        envelope = np.sqrt(np.mean(wave[:n * window].reshape(n, window) ** 2, axis=1))
+        axes[1, col].plot((np.arange(n) + 0.5) * window / rate, envelope, lw=0.8)
+        axes[1, col].set_xlabel("s")
+    for col in range(1, len(waves)):
+        axes[0, col].sharey(axes[0, 0])
+        axes[1, col].sharey(axes[1, 0])
+    axes[0, 0].set_ylabel("Hz")
+    axes[1, 0].set_ylabel("loudness (RMS)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -240,9 +257,14 @@ def run_recover(args):
 
 
 def run_sound(args):
+    later = later_start = None  # the observed sound's last clip of the same length, where the file is longer
     if args.data:
         samples, rate = gdata.load_wav(args.data)
-        samples = samples.mean(axis=1)[args.offset: args.offset + args.samples]
+        whole = samples.mean(axis=1)
+        samples = whole[args.offset: args.offset + args.samples]
+        if whole.size > args.offset + samples.size:
+            later_start = whole.size - samples.size
+            later = whole[later_start:]
         source = str(args.data)
     else:  # a decaying two-partial tone
         rate = 8000
@@ -259,11 +281,29 @@ def run_sound(args):
     observed = np.asarray(samples, np.float32)[None, :, None]
     sounds = result["sounds"]
     plot_spectrograms(observed[0], sounds, rate, Path(args.out) / "spectrograms.png")
+    spectra, noise = spectrum_distances(observed, sounds)
+    window = envelope_window(rate)
+    modulation = metrics.envelope_modulation_spectrum(sounds, window)
+    hz = rate / ((len(samples) // window) * window)  # the modulation spectrum's frequency step
+    observed_modulation = metrics.envelope_modulation_spectrum(observed, window)[0]
     summary = {
         "samples": len(samples), "rate": rate, "source": source, "iterations": args.iterations,
         "chains": args.chains, "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
-        **spectrum_distances(observed, sounds)[0],
+        **spectra,
+        "envelope_window": window,
+        "modulation_distance_synthesized": metrics.modulation_spectrum_distance(observed, sounds, window),
+        "modulation_distance_noise": metrics.modulation_spectrum_distance(observed, noise, window),
+        "observed_pulse_rate_hz": float((np.argmax(observed_modulation) + 1) * hz),
+        "observed_pulse_share": float(observed_modulation.max()),
+        "synthesized_pulse_rate_hz": [float((np.argmax(m) + 1) * hz) for m in modulation],
+        "synthesized_pulse_share": [float(m.max()) for m in modulation],
     }
+    if later is not None:
+        summary["spectrum_distance_observed_later_clip"] = metrics.spatiotemporal_spectrum_distance(
+            observed, later[None, :, None])
+        summary["modulation_distance_observed_later_clip"] = metrics.modulation_spectrum_distance(
+            observed, later[None, :, None], window)
+        summary["observed_later_clip_first_sample"] = later_start
     _finish(args, summary)
 
 

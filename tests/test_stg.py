@@ -46,8 +46,10 @@ def test_authors_nets_output_sizes(variant, size, expected):
 
 
 def test_sound_net_output_sizes():
-    assert [tuple(s) for s in layer_output_sizes(SOUND_LAYERS, (1000,))] == [(125,), (32,), (16,)]
-    assert _intermediate_sizes(SOUND_LAYERS, (1, 1000, 1)) == [(125,), (32,), (16,)]
+    assert [tuple(s) for s in layer_output_sizes(SOUND_LAYERS, (1000,))] == [(125,), (32,), (16,), (16,)]
+    assert _intermediate_sizes(SOUND_LAYERS, (1, 1000, 1)) == [(125,), (32,), (16,), (16,)]
+    # A top unit sees 64 + 15·8 + 3·32 + 31·64 samples: two periods of a 15 Hz trill at 16 kHz.
+    assert receptive_field(SOUND_LAYERS, 1) == (2264,)
 
 
 @pytest.mark.slow
