@@ -670,7 +670,9 @@ def _add_generator_commands(sub) -> None:
                                                "reconstruction against PCA")
     p.add_argument("--validation", type=int,
                    help="early stopping: set the N examples before the held-out ones aside, measure their "
-                        "reconstruction every --image-every iterations, keep the params that do best")
+                        "reconstruction every --image-every iterations, keep the params that do best (with --mask: "
+                        "the params that reconstruct new examples best, not those that fill the training "
+                        "examples' missing values best)")
     p.add_argument("--mask", help="learn from incomplete data: pepper:FRACTION or block:SIZE missing per image")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=_positive_int, help="iterations between metric rows (10)")

@@ -32,18 +32,31 @@ def test_report_shows_measured_failed_and_missing_jobs(tmp_path):
     assert copied.exists() and "results/reproduction/cd_0_0.png" in text
 
 
-def test_incomplete_data_rows_name_their_masks(tmp_path):
-    def record(abp, pca):
-        return {"missing_values_mae": {"abp_pasted": abp, "abp_generated_alone": abp, "pca": pca, "mean": 0.2},
-                "whole_image_mae": {"abp_pasted": abp / 2, "abp_generated_alone": 0.05, "pca": pca / 2, "mean": 0.1}}
+def test_incomplete_data_rows_name_their_masks_and_score_every_seed(tmp_path):
+    def record(abps, pca):  # the incomplete stage's summary of one mask: per seed, and over the seeds
+        seeds = [{"seed": k, "missing_values_mae": {"abp_pasted": a, "abp_generated_alone": a, "pca": pca, "mean": 0.2},
+                  "whole_image_mae": {"abp_pasted": a / 2, "abp_generated_alone": 0.05, "pca": pca / 2, "mean": 0.1}}
+                 for k, a in enumerate(abps)]
+
+        def over(measure, method):
+            values = [r[measure][method] for r in seeds]
+            return {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                    "values": values}
+
+        return {"seeds": seeds, **{m: {k: over(m, k) for k in seeds[0][m]}
+                                   for m in ("missing_values_mae", "whole_image_mae")}}
 
     (tmp_path / "summary.json").write_text(json.dumps(
-        {"test": {}, "incomplete_pepper_0p5": record(0.0756, 0.08), "incomplete_block_20": record(0.09, 0.1)}))
+        {"test": {}, "incomplete_pepper_0p5": record([0.06, 0.07, 0.08], 0.09), "incomplete_block_20": record([0.09], 0.1)}))
     text = reproduce._abp_incomplete(tmp_path)
-    assert text == ("pepper 0.5 missing in training: recovery MAE 0.0756 (PCA from the same incomplete faces "
-                    "0.0800, mean 0.2000; g(z) alone over the whole image 0.0500); "
-                    "block 20 missing in training: recovery MAE 0.0900 (PCA from the same incomplete faces "
-                    "0.1000, mean 0.2000; g(z) alone over the whole image 0.0500)")
+    assert text == ("pepper 0.5 missing in training (3 seeds, mean ± sd): recovery MAE 0.0700 ± 0.0100 (PCA from the "
+                    "same incomplete faces 0.0900 ± 0.0000, mean 0.2000 ± 0.0000; g(z) alone over the whole image "
+                    "0.0500 ± 0.0000); "
+                    "block 20 missing in training (1 seed, mean ± sd): recovery MAE 0.0900 (PCA from the same "
+                    "incomplete faces 0.1000, mean 0.2000; g(z) alone over the whole image 0.0500)")
+    scores = reproduce._abp_incomplete_scores(tmp_path)
+    assert scores == [(0.06, 0.09), (0.07, 0.09), (0.08, 0.09)]
+    assert reproduce.verdict(scores).startswith("**reproduced**: 0.07 ± 0.01 against 0.09 (3 seeds)")
 
 
 def test_the_hand_written_reading_survives_a_new_report(tmp_path):
