@@ -91,9 +91,8 @@ def plot_spectrograms(observed: np.ndarray, sounds: np.ndarray, rate: int, path:
         wave = np.asarray(wave, np.float64).reshape(-1)
         axes[0, col].specgram(wave, NFFT=256, Fs=rate, noverlap=192, cmap="magma")
         axes[0, col].set_title(name, fontsize=9)
-        n = wave.size // window
-        envelope = np.sqrt(np.mean(wave[:n * window].reshape(n, window) ** 2, axis=1))
-        axes[1, col].plot((np.arange(n) + 0.5) * window / rate, envelope, lw=0.8)
+        envelope = metrics.loudness_envelope(wave[None], window)[0]
+        axes[1, col].plot((np.arange(envelope.size) + 0.5) * window / rate, envelope, lw=0.8)
         axes[1, col].set_xlabel("s")
     for col in range(1, len(waves)):
         axes[0, col].sharey(axes[0, 0])

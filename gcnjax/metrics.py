@@ -28,7 +28,8 @@ __all__ = [
     "filter_responses", "gram_matrices", "mean_gram", "gram_distance", "gram_distance_to", "white_noise", "shuffled_patches",
     "texture_scores", "mse", "psnr",
     "effective_sample_size", "rhat",
-    "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance", "envelope_modulation_spectrum",
+    "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance", "loudness_envelope",
+    "envelope_modulation_spectrum",
     "modulation_spectrum_distance", "mean_sd", "format_mean_sd",
 ]
 
@@ -632,32 +633,41 @@ def spatiotemporal_spectrum_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(np.log1p(pa) - np.log1p(pb))))
 
 
+def loudness_envelope(sounds: np.ndarray, window: int) -> np.ndarray:
+    """Each sound's amplitude envelope: the root mean square over
+    consecutive windows of ``window`` samples, ``e_j = sqrt(mean_{t in
+    window j} s_t²)``, of sounds ``(N, T)`` or ``(N, T, C)`` (channels
+    averaged first); a trailing part window is dropped. Returns ``(N, T //
+    window)``."""
+    x = np.asarray(sounds, np.float64)
+    if x.ndim == 3:
+        x = x.mean(axis=2)
+    if x.ndim != 2:
+        raise ValueError(f"loudness_envelope needs sounds (N, T) or (N, T, C), got shape {x.shape}.")
+    window = int(window)
+    if window < 1:
+        raise ValueError(f"window must be at least one sample, got {window}.")
+    n_windows = x.shape[1] // window
+    return np.sqrt(np.mean(x[:, :n_windows * window].reshape(x.shape[0], n_windows, window) ** 2, axis=2))
+
+
 def envelope_modulation_spectrum(sounds: np.ndarray, window: int) -> np.ndarray:
     """The modulation spectrum of each sound's amplitude envelope: how its
     loudness varies in time (a trill, a pulse train), which the power
     spectrum of the samples does not show.
 
-    For sounds ``(N, T)`` or ``(N, T, C)`` (channels averaged), the envelope
-    is the root mean square over consecutive windows of ``window`` samples,
-    ``e_j = sqrt(mean_{t in window j} s_t²)`` (a trailing part window is
-    dropped), and its modulation spectrum ``P(ν) = |DFT(e − mean e)|²`` at
-    the ``J // 2`` frequencies ``ν_k = k / (J·window)`` cycles per sample,
-    k = 1..J//2 (``J`` windows), normalised to sum 1: the share of the
-    envelope's variance at each modulation frequency (all zeros for a
-    constant envelope, to rounding). Returns ``(N, J // 2)``; multiply k by
-    ``rate / (J·window)`` for Hz.
+    With ``e`` the :func:`loudness_envelope` of ``J`` windows, the
+    modulation spectrum is ``P(ν) = |DFT(e − mean e)|²`` at the ``J // 2``
+    frequencies ``ν_k = k / (J·window)`` cycles per sample, k = 1..J//2,
+    normalised to sum 1: the share of the envelope's variance at each
+    modulation frequency (all zeros for a constant envelope, to rounding).
+    Returns ``(N, J // 2)``; multiply k by ``rate / (J·window)`` for Hz.
     """
-    x = np.asarray(sounds, np.float64)
-    if x.ndim == 3:
-        x = x.mean(axis=2)
-    if x.ndim != 2:
-        raise ValueError(f"envelope_modulation_spectrum needs sounds (N, T) or (N, T, C), got shape {x.shape}.")
-    window = int(window)
-    n_windows = x.shape[1] // window if window >= 1 else 0
+    envelope = loudness_envelope(sounds, window)
+    n_windows = envelope.shape[1]
     if n_windows < 4:
-        raise ValueError(f"window={window} leaves {n_windows} envelope values of sounds of {x.shape[1]} samples; "
-                         "use a window of at most a quarter of the sound.")
-    envelope = np.sqrt(np.mean(x[:, :n_windows * window].reshape(x.shape[0], n_windows, window) ** 2, axis=2))
+        raise ValueError(f"window={window} leaves {n_windows} envelope values of sounds of "
+                         f"{np.shape(sounds)[1]} samples; use a window of at most a quarter of the sound.")
     power = np.abs(np.fft.rfft(envelope - envelope.mean(axis=1, keepdims=True), axis=1)[:, 1:n_windows // 2 + 1]) ** 2
     total = power.sum(axis=1, keepdims=True)
     # An envelope constant up to rounding (variance below 1e-20 of its mean

@@ -252,6 +252,10 @@ def test_envelope_modulation_spectrum_of_an_amplitude_modulated_tone():
         return ((1 + m1 * np.cos(2 * np.pi * k1 * j / n_windows) + m2 * np.cos(2 * np.pi * k2 * j / n_windows))
                 * carrier)[None, :, None]
 
+    k = np.arange(n_windows)
+    np.testing.assert_allclose(metrics.loudness_envelope(tone(0.3, 0.4), window)[0],
+                               (1 + 0.3 * np.cos(2 * np.pi * 5 * k / n_windows)
+                                + 0.4 * np.cos(2 * np.pi * 12 * k / n_windows)) / np.sqrt(2), rtol=1e-12)
     p = metrics.envelope_modulation_spectrum(tone(0.3, 0.4), window)
     assert p.shape == (1, n_windows // 2)
     expected = np.zeros(n_windows // 2)
