@@ -118,13 +118,17 @@ def langevin_flops(config, nets, params, box):
 
 
 def single_grid(config, spec, flops):
-    """The single-grid model of a ``START:STEPS`` spec: the finest grid
-    alone, chains from ``START`` (``noise`` or ``mean``, the multi-grid
-    start), with ``STEPS`` Langevin steps per iteration: a number, ``steps``
-    (as many as all the grids of ``config`` take) or ``flops`` (as many as
-    cost the FLOPs of the multi-grid's steps at all its grids, ``flops`` by
-    :func:`langevin_flops`)."""
-    start, _, steps = spec.partition(":")
+    """The single-grid model of a ``START:STEPS[:delta=D][:lr=L]`` spec: the
+    finest grid alone, chains from ``START`` (``noise`` or ``mean``, the
+    multi-grid start), with ``STEPS`` Langevin steps per iteration: a number,
+    ``steps`` (as many as all the grids of ``config`` take) or ``flops`` (as
+    many as cost the FLOPs of the multi-grid's steps at all its grids,
+    ``flops`` by :func:`langevin_flops`); ``delta`` its Langevin step δ
+    (step size δ²/2; default the multi-grid's) and ``lr`` its learning rate
+    (default the multi-grid's), so that the single grid can be tuned on its
+    own."""
+    start, _, rest = spec.partition(":")
+    steps, *options = rest.split(":") if rest else [""]
     base = M.single_grid_baseline(config)
     if steps == "flops":
         total = config.langevin.n_steps * sum(flops.values())
@@ -133,7 +137,16 @@ def single_grid(config, spec, flops):
         steps = base.langevin.n_steps
     else:
         steps = int(steps)
-    return dataclasses.replace(base, start=start, langevin=dataclasses.replace(base.langevin, n_steps=steps))
+    langevin, lr = dataclasses.replace(base.langevin, n_steps=steps), base.learning_rate
+    for option in options:
+        name, _, value = option.partition("=")
+        if name == "delta":
+            langevin = dataclasses.replace(langevin, step_size=float(value) ** 2 / 2)
+        elif name == "lr":
+            lr = float(value)
+        else:
+            raise SystemExit(f"--single-grids {spec!r}: unknown option {option!r}; use delta=D or lr=L.")
+    return dataclasses.replace(base, start=start, langevin=langevin, learning_rate=lr)
 
 
 def learned(cfg, train, out, *, reuse, overwrite, title, source):
@@ -168,10 +181,11 @@ def main():
                     help="held-out faces to inpaint (default: all --held-out of them)")
     ap.add_argument("--pca-dim", type=int, default=20, help="dimension of the PCA baseline of inpainting")
     ap.add_argument("--single-grids", nargs="*", default=["mean:flops"],
-                    help="single-grid baselines, START:STEPS each: START noise or mean (the multi-grid's start), "
-                         "STEPS a number, 'steps' (as many as all grids take) or 'flops' (the multi-grid's "
-                         "Langevin FLOPs); default mean:flops, equal compute from the same start; none given "
-                         "(--single-grids alone): the multi-grid models only")
+                    help="single-grid baselines, START:STEPS[:delta=D][:lr=L] each: START noise or mean (the "
+                         "multi-grid's start), STEPS a number, 'steps' (as many as all grids take) or 'flops' (the "
+                         "multi-grid's Langevin FLOPs), then optionally its own Langevin step δ and learning rate; "
+                         "default mean:flops, equal compute from the same start; none given (--single-grids "
+                         "alone): the multi-grid models only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="load the finished runs in --out instead of learning again")
     ap.add_argument("--no-inpainting", action="store_true")
@@ -222,10 +236,11 @@ def main():
     summary["settings"]["langevin_flops_per_step"] = {str(g): f for g, f in flops.items()}
     singles = {}
     for spec in args.single_grids:
-        name = "singlegrid_" + spec.replace(":", "_")
+        name = "singlegrid_" + spec.replace(":", "_").replace("=", "").replace(".", "p")
         cfg = single_grid(config, spec, flops)
         learn_and_sample(name, cfg)
         singles[name] = {"spec": spec, "start": cfg.start, "langevin_steps": cfg.langevin.n_steps,
+                         "langevin_step_size": cfg.langevin.step_size, "learning_rate": cfg.learning_rate,
                          "flops_per_iteration_vs_multigrid": cfg.langevin.n_steps * flops[config.image_size] / (
                              config.langevin.n_steps * sum(flops.values()))}
     summary["settings"]["single_grids"] = singles
@@ -238,6 +253,11 @@ def main():
         distances[label] = {"random_feature_frechet": metrics.random_feature_frechet(images, train),
                             "log_spectrum_distance": log_spectrum_distance(images, train)}
     summary["distances_to_training_faces"] = distances
+    # The same against the held-out faces: what settings are chosen on (the report reads the training faces).
+    summary["distances_to_held_out_faces"] = {
+        label: {"random_feature_frechet": metrics.random_feature_frechet(images, held),
+                "log_spectrum_distance": log_spectrum_distance(images, held)}
+        for label, images in sets.items() if label != "held-out real faces"}
     summary["seconds"] = {k: v["seconds"] for k, v in results.items()}
 
     if args.no_inpainting:

@@ -341,3 +341,19 @@ def test_pixels_scale_is_the_identity_on_0_255():
     np.testing.assert_array_equal(scale.to_model(x), x)
     np.testing.assert_array_equal(scale.to_pixels(x), x)
     assert scale.range == (0.0, 255.0) and scale.mean is None
+
+
+def test_a_single_grid_baseline_takes_the_multigrid_compute_and_its_own_step_and_rate():
+    from experiments.multigrid_faces import single_grid
+
+    config = presets.get_multigrid("authors")  # 3 grids, 90 steps each, δ = 0.3, lr 0.3
+    flops = {4: 1.0, 16: 10.0, 64: 100.0}  # 90 steps at all grids cost as much as 90·111/100 steps at 64
+    tuned = single_grid(config, "mean:flops:delta=1.2:lr=0.1", flops)
+    assert tuned.grids == (64,) and tuned.start == "mean"
+    assert tuned.langevin.n_steps == round(90 * 111 / 100)
+    assert tuned.langevin.step_size == pytest.approx(1.2 ** 2 / 2) and tuned.learning_rate == 0.1
+    plain = single_grid(config, "noise:steps", flops)
+    assert plain.langevin.n_steps == 270 and plain.langevin.step_size == config.langevin.step_size
+    assert plain.learning_rate == config.learning_rate and plain.start == "noise"
+    with pytest.raises(SystemExit, match="unknown option 'sigma=2'"):
+        single_grid(config, "mean:flops:sigma=2", flops)
