@@ -300,11 +300,15 @@ def stg(variant: str = "st", *, frames: int = 70, image_size: int = 100, channel
 def sound(n_samples: int, **overrides) -> DescriptorConfig:
     """A 1-D temporal descriptor for a mono waveform of ``n_samples``
     samples (:data:`gcnjax.nets.SOUND_LAYERS`), otherwise the video
-    settings of :func:`stg`; samples are in the pixel-like units of
-    :func:`gcnjax.data.sound_to_pixels`, so σ = 1 and δ = 0.3 mean what they mean for
-    videos."""
+    settings of :func:`stg` (δ = 0.3, 20 steps, 3 chains, Adam 1e-3) but for
+    the reference, σ = 0.5: samples are in the pixel-like units of
+    :func:`gcnjax.data.sound_to_pixels` (full scale ±127.5), where the
+    reference ``N(0, σ²)`` is a white hiss: with the videos' σ = 1 a
+    canary's pulses come out as rounded humps over a hiss, with σ = 0.5
+    with the song's sharp attacks and linear decays and a quieter hiss
+    (experiments/RESULTS.md, "Sound: the trill")."""
     base = stg("st")
-    config = dataclasses.replace(base, layers=SOUND_LAYERS, image_size=(int(n_samples),), channels=1)
+    config = dataclasses.replace(base, layers=SOUND_LAYERS, image_size=(int(n_samples),), channels=1, sigma=0.5)
     return dataclasses.replace(config, **overrides)
 
 
