@@ -11,8 +11,10 @@ small PNGs for RESULTS.md. The single-grid baselines (``--single-grids``)
 model the finest grid alone, their chains from noise or from the multi-grid's
 start (each face's mean colour), with as many Langevin steps as all the grids
 take or as many as cost the same FLOPs (XLA's cost analysis of one step at
-each grid, ``summary.json``'s ``langevin_flops_per_step``); by default one,
-from the multi-grid's start at its Langevin FLOPs (``mean:flops``).
+each grid, ``summary.json``'s ``langevin_flops_per_step``), each with its own
+Langevin step and learning rate where given (``mean:flops:delta=1.2``); by
+default one, from the multi-grid's start at its Langevin FLOPs
+(``mean:flops``).
 
 The comparison statistic: gcnjax.metrics.random_feature_frechet, the
 Fréchet distance between Gaussians fitted to the features of a fixed,
@@ -20,7 +22,8 @@ seeded random conv net (the library's trained extractor, the FCD
 classifier, knows Fashion-MNIST, not faces, and an Inception-v3 port needs
 weights on disk), plus the log power-spectrum distance of gcnjax.metrics. Both are computed against the training faces,
 with two references: held-out real faces (what a perfect model would
-score) and the chains' start (each face's mean colour, flat images).
+score) and the chains' start (each face's mean colour, flat images), and
+again against the held-out faces, to choose a baseline's settings on.
 
 Inpainting fills a mask of the held-out faces (a centred 32×32 block by
 default) with the multi-grid model and, beside it, with PCA (d = 20), the
