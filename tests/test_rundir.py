@@ -102,8 +102,11 @@ def test_sigint_checkpoints_the_current_iteration_and_says_how_to_resume(tmp_pat
     import signal
 
     out = tmp_path / "run"
+    # A learning rate low enough that the run cannot end by itself before the signal comes: at the
+    # demo's rate one Langevin step per iteration lets the chains collapse after about 2000
+    # iterations, which a loaded machine can reach before the signal is handled.
     argv = [sys.executable, "-m", "gcnjax.cli", "demo", "--image-size", "40", "--iterations", "100000",
-            "--checkpoint-every", "1000000", "--steps", "1", "--out", str(out), "--quiet"]
+            "--checkpoint-every", "1000000", "--steps", "1", "--lr", "1e-5", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     metrics = out / "metrics.csv"
     deadline = time.time() + 240
