@@ -14,7 +14,9 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -649,6 +651,34 @@ def _collapsed(iteration: int, share: float, last_good: Optional[int]) -> Traini
     )
 
 
+@contextlib.contextmanager
+def _interrupt_between_iterations():
+    """While the loop of :func:`fit` runs, SIGINT (Ctrl-C) sets the yielded
+    event instead of raising at once; the loop reads it after each
+    iteration. A ``KeyboardInterrupt`` raised wherever the signal lands can
+    be swallowed by library code that calls back into Python (the run then
+    goes on as if never interrupted) or cut a step; a flag is neither. A
+    second SIGINT raises at once, for a step that does not return. Outside
+    the main thread, or where SIGINT has another handler than Python's
+    default (ignored, or the caller's own), nothing is changed."""
+    event = threading.Event()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield event
+        return
+
+    def handler(signum, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def fit(
     step_fn: Callable,
     state,
@@ -680,7 +710,8 @@ def fit(
     metric ``samples_flat`` set in more than ``FLAT_SAMPLES_LIMIT`` of the
     iterations (an exponential average over ``FLAT_SAMPLES_HORIZON``, kept
     on the device), checked when a row is logged; SIGINT
-    :class:`TrainingInterrupted` after checkpointing the iteration reached.
+    :class:`TrainingInterrupted` at the end of the iteration it came in,
+    after checkpointing that iteration (a second SIGINT: at once).
     ``on_snapshot(state, i)`` runs every ``run.image_every`` iterations and
     after the last. Returns ``(state, history)``, the logged rows."""
     history: List[Dict[str, Any]] = []
@@ -695,38 +726,41 @@ def fit(
 
     done = start
     try:
-        for i in range(start, end):
-            state, metrics = step_fn(state, batches(i))
-            done = i + 1
-            bad = bad | _bad_step(metrics)
-            if "samples_flat" in metrics:
-                flat_share = flat_share + (metrics["samples_flat"] - flat_share) / FLAT_SAMPLES_HORIZON
-            it = i + 1
-            last = it == end
-            log_now = (it - start - 1) % run.log_every == 0 or last
-            checkpoint_now = checkpointer is not None and run.checkpoint_every and (
-                it % run.checkpoint_every == 0 or last)
-            if log_now:
-                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                row = {"iteration": it, "seconds": round(time.perf_counter() - t0, 3), **(extra_row or {}), **values}
-                if bool(bad):
-                    raise diverged(it, values)
-                history.append(row)
-                if run_dir is not None:
-                    run_dir.log(row)
-                if values.get("dead_units", 0) > 0:
-                    raise _stalled(it, last_good)
-                if "samples_flat" in values and float(flat_share) > FLAT_SAMPLES_LIMIT:
-                    raise _collapsed(it, float(flat_share), last_good)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("f_data", "f_samples", "loss")})
-            if checkpoint_now:
-                if bool(bad | ~_finite_tree(state)):
-                    raise diverged(it)
-                checkpointer.save(it, state)
-                last_good = it
-            if on_snapshot is not None and (it % run.image_every == 0 or last):
-                on_snapshot(state, it)
-            bar.update(1)
+        with _interrupt_between_iterations() as interrupted:
+            for i in range(start, end):
+                state, metrics = step_fn(state, batches(i))
+                done = i + 1
+                bad = bad | _bad_step(metrics)
+                if "samples_flat" in metrics:
+                    flat_share = flat_share + (metrics["samples_flat"] - flat_share) / FLAT_SAMPLES_HORIZON
+                it = i + 1
+                last = it == end
+                log_now = (it - start - 1) % run.log_every == 0 or last
+                checkpoint_now = checkpointer is not None and run.checkpoint_every and (
+                    it % run.checkpoint_every == 0 or last)
+                if log_now:
+                    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    row = {"iteration": it, "seconds": round(time.perf_counter() - t0, 3), **(extra_row or {}), **values}
+                    if bool(bad):
+                        raise diverged(it, values)
+                    history.append(row)
+                    if run_dir is not None:
+                        run_dir.log(row)
+                    if values.get("dead_units", 0) > 0:
+                        raise _stalled(it, last_good)
+                    if "samples_flat" in values and float(flat_share) > FLAT_SAMPLES_LIMIT:
+                        raise _collapsed(it, float(flat_share), last_good)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("f_data", "f_samples", "loss")})
+                if checkpoint_now:
+                    if bool(bad | ~_finite_tree(state)):
+                        raise diverged(it)
+                    checkpointer.save(it, state)
+                    last_good = it
+                if on_snapshot is not None and (it % run.image_every == 0 or last):
+                    on_snapshot(state, it)
+                bar.update(1)
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         raise _interrupted(done, state, bad, checkpointer, last_good) from None
     finally:

@@ -7,6 +7,7 @@ import time
 import sys
 
 
+import jax.numpy as jnp
 import pytest
 
 from gcnjax import cli
@@ -214,3 +215,28 @@ def test_resume_refuses_other_data_and_another_preset(tmp_path, capsys, image_fo
     relative = os.path.relpath(folder)
     assert cli.main(["descriptor", "--resume", "--data", relative, "--preset", "texture", "--iterations", "2",
                      *common]) == 0
+
+
+def test_sigint_stops_the_loop_after_its_iteration_even_where_a_library_swallows_the_interrupt():
+    import signal
+
+    from gcnjax.train import TrainingInterrupted, fit
+
+    calls = []
+
+    def step(state, batch):  # the signal comes inside the third step, where it is caught and dropped
+        calls.append(batch)
+        if batch == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass
+        return state + 1, {"loss": jnp.float32(0.0)}
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT has another handler in this process")
+    with pytest.raises(TrainingInterrupted, match="interrupted before the first checkpoint"):
+        fit(step, jnp.int32(0), lambda i: i, end=10, quiet=True)
+    assert calls == [0, 1, 2]  # the third iteration ran to its end, no fourth began
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
