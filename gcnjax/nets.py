@@ -360,11 +360,11 @@ def stg_layers(variant: str, image_size: int = 100) -> Tuple[ConvSpec, ...]:
 
 # A 1-D temporal descriptor for sound waveforms (N, T, C): the ST net's
 # shape along one axis, with filters long enough to see a few periods of a
-# tone at 8-16 kHz, and a fourth layer whose units span 32 steps of the
-# third's (receptive field 2264 samples, 0.14 s at 16 kHz): long enough to
-# see how the loudness varies (a bird's trill of 10-20 pulses a second),
-# which three layers (280 samples, 17 ms) cannot, and synthesize a steady
-# tone instead.
+# tone, and a fourth layer whose units span 32 steps of the third's: a
+# receptive field of 1 + 63 + 15·8 + 3·32 + 31·64 = 2264 samples, two
+# pulses of a trill whose period is about 1000 samples, so that the net
+# sees how the loudness varies; the first three layers alone (280
+# samples, a quarter of a pulse) see a steady tone.
 SOUND_LAYERS: Tuple[ConvSpec, ...] = (
     ConvSpec(60, 64, 8, "SAME"),
     ConvSpec(40, 16, 4, "SAME"),

@@ -52,7 +52,7 @@ import numpy as np
 
 from gcnjax import sharding
 from gcnjax.langevin import LangevinConfig
-from gcnjax.train import RunDir, _jsonable, write_atomic
+from gcnjax.train import RunDir, _jsonable, interrupt_between_steps, write_atomic
 
 __all__ = ["Draw", "Chains", "SampleSettings", "ChainChanges", "langevin_draw", "sample_run", "sample_chains", "load_chains",
            "logdensity_fn", "chain_diagnostics", "N_PROJECTIONS", "spurious_mode", "energy_comparison",
@@ -407,39 +407,42 @@ def sample_chains(chains: Chains, out, *, n_chains: int, seed: int = 0, block: O
         t0 = time.perf_counter()
         bar = _bar(n_chains, done * block, quiet or not lead, title)
         try:
-            pending = first.call(jax.random.fold_in(key, done), done * block) if done < n_blocks else None
-            for b in range(done, n_blocks):
-                t_block = time.perf_counter()
-                result = pending
-                if b + 1 < n_blocks:  # the device runs the next block while this one is written
-                    pending = first.call(jax.random.fold_in(key, b + 1), (b + 1) * block)
-                lo, hi = b * block, min(n_chains, (b + 1) * block)
-                for start, rows in _local_rows(result.x, 0, hi - lo):
-                    files["samples"].write(lo + start, chains.to_data(rows))
-                if "energy" in files:
-                    for start, rows in _local_rows(result.energy, 1, hi - lo):
-                        files["energy"].write(lo + start, rows.T)
-                    for start, rows in _local_rows(result.projections, 1, hi - lo):
-                        files["projections"].write(lo + start, rows.transpose(1, 0, 2))
-                for name in ("acceptance", "final_energy"):
-                    if name in files:
-                        for start, rows in _local_rows(getattr(result, name), 0, hi - lo):
-                            files[name].write(lo + start, rows)
-                for f in files.values():
-                    f.flush()
-                _return_freed_memory()
-                if jax.process_count() > 1:
-                    _sync(f"gcnjax-sample-block-{b}")
-                if lead:
-                    write_atomic(progress, json.dumps({"blocks": b + 1, "of": n_blocks}))
-                seconds = time.perf_counter() - t_block
-                if timing["first"] is None:
-                    timing["first"] = seconds
-                else:
-                    timing["rest"] += seconds
-                    timing["rest_blocks"] += 1
-                bar.update(hi - lo)
-                bar.set_postfix({"chains/s": f"{(hi - lo) / max(seconds, 1e-9):.0f}"})
+            with interrupt_between_steps() as interrupted:  # Ctrl-C: the block in hand is written first
+                pending = first.call(jax.random.fold_in(key, done), done * block) if done < n_blocks else None
+                for b in range(done, n_blocks):
+                    t_block = time.perf_counter()
+                    result = pending
+                    if b + 1 < n_blocks:  # the device runs the next block while this one is written
+                        pending = first.call(jax.random.fold_in(key, b + 1), (b + 1) * block)
+                    lo, hi = b * block, min(n_chains, (b + 1) * block)
+                    for start, rows in _local_rows(result.x, 0, hi - lo):
+                        files["samples"].write(lo + start, chains.to_data(rows))
+                    if "energy" in files:
+                        for start, rows in _local_rows(result.energy, 1, hi - lo):
+                            files["energy"].write(lo + start, rows.T)
+                        for start, rows in _local_rows(result.projections, 1, hi - lo):
+                            files["projections"].write(lo + start, rows.transpose(1, 0, 2))
+                    for name in ("acceptance", "final_energy"):
+                        if name in files:
+                            for start, rows in _local_rows(getattr(result, name), 0, hi - lo):
+                                files[name].write(lo + start, rows)
+                    for f in files.values():
+                        f.flush()
+                    _return_freed_memory()
+                    if jax.process_count() > 1:
+                        _sync(f"gcnjax-sample-block-{b}")
+                    if lead:
+                        write_atomic(progress, json.dumps({"blocks": b + 1, "of": n_blocks}))
+                    seconds = time.perf_counter() - t_block
+                    if timing["first"] is None:
+                        timing["first"] = seconds
+                    else:
+                        timing["rest"] += seconds
+                        timing["rest_blocks"] += 1
+                    bar.update(hi - lo)
+                    bar.set_postfix({"chains/s": f"{(hi - lo) / max(seconds, 1e-9):.0f}"})
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
         except jax.errors.JaxRuntimeError as err:
             memory = out_of_memory(err, f"lower --block (now {block} chains per call)")
             if memory is None:

@@ -652,10 +652,11 @@ def _collapsed(iteration: int, share: float, last_good: Optional[int]) -> Traini
 
 
 @contextlib.contextmanager
-def _interrupt_between_iterations():
-    """While the loop of :func:`fit` runs, SIGINT (Ctrl-C) sets the yielded
-    event instead of raising at once; the loop reads it after each
-    iteration. A ``KeyboardInterrupt`` raised wherever the signal lands can
+def interrupt_between_steps():
+    """While a loop (:func:`fit`'s iterations, a sampling job's blocks) runs
+    in this context, SIGINT (Ctrl-C) sets the yielded event instead of
+    raising at once; the loop reads it after each step and raises
+    ``KeyboardInterrupt`` there. A ``KeyboardInterrupt`` raised wherever the signal lands can
     be swallowed by library code that calls back into Python (the run then
     goes on as if never interrupted) or cut a step; a flag is neither. A
     second SIGINT raises at once, for a step that does not return. Outside
@@ -726,7 +727,7 @@ def fit(
 
     done = start
     try:
-        with _interrupt_between_iterations() as interrupted:
+        with interrupt_between_steps() as interrupted:
             for i in range(start, end):
                 state, metrics = step_fn(state, batches(i))
                 done = i + 1
