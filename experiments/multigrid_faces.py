@@ -144,7 +144,7 @@ def single_grid(config, spec, flops):
     for option in options:
         name, _, value = option.partition("=")
         if name == "delta":
-            langevin = dataclasses.replace(langevin, step_size=float(value) ** 2 / 2)
+            langevin = langevin.with_delta(float(value))
         elif name == "lr":
             lr = float(value)
         else:
@@ -178,6 +178,8 @@ def main():
     ap.add_argument("--steps", type=int, default=15, help="Langevin steps per grid")
     ap.add_argument("--width", type=float, default=0.125, help="fraction of the authors' filter counts")
     ap.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the preset's)")
+    ap.add_argument("--delta", type=float, default=None,
+                    help="Langevin step δ at every grid, step size δ²/2 in pixel units 0..255 (default: the preset's)")
     ap.add_argument("--preset", default="authors", choices=["authors", "paper"])
     ap.add_argument("--mask", default="block:32")
     ap.add_argument("--inpaint", type=int, default=None,
@@ -207,7 +209,8 @@ def main():
     config = dataclasses.replace(
         base, width=args.width, batch_size=args.batch, n_iterations=args.iterations,
         learning_rate=args.lr or base.learning_rate,
-        langevin=dataclasses.replace(base.langevin, n_steps=args.steps, unroll=1),
+        langevin=dataclasses.replace(base.langevin if args.delta is None else base.langevin.with_delta(args.delta),
+                                     n_steps=args.steps, unroll=1),
         run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations // 2),
         seed=args.seed,
     )
