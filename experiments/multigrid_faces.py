@@ -14,7 +14,9 @@ take or as many as cost the same FLOPs (XLA's cost analysis of one step at
 each grid, ``summary.json``'s ``langevin_flops_per_step``), each with its own
 Langevin step and learning rate where given (``mean:flops:delta=1.2``); by
 default one, from the multi-grid's start at its Langevin FLOPs
-(``mean:flops``).
+(``mean:flops``). ``--delta`` and ``--lr`` set the multi-grid's own Langevin
+step and learning rate, so that its settings are searched the same way;
+a baseline without ``lr=`` takes the multi-grid's.
 
 The comparison statistic: gcnjax.metrics.random_feature_frechet, the
 Fréchet distance between Gaussians fitted to the features of a fixed,

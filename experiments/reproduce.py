@@ -229,8 +229,8 @@ def _stg_recover(out):
 
 
 # The multi-grid job's baseline: the same start, equal Langevin FLOPs, its own Langevin step δ = 1.2 and
-# learning rate 0.3 (chosen on the held-out faces among 4 steps and 3 learning rates at the CPU size), as
-# the multi-grid's own learning rate at the CPU size was (MULTIGRID_CPU_LR, among 4 steps and 4 rates).
+# learning rate 0.3 (chosen on the held-out faces, seed 0, among 4 steps and 3 learning rates at the CPU
+# size), as the multi-grid's own learning rate at the CPU size was (MULTIGRID_CPU_LR, among 4 steps and 4 rates).
 SINGLE_GRID_SPEC = "mean:flops:delta=1.2:lr=0.3"
 SINGLE_GRID = "singlegrid_mean_flops_delta1p2_lr0p3"
 MULTIGRID_CPU_LR = "0.6"
