@@ -27,16 +27,23 @@ def _enabled() -> bool:
 
 
 # The tests run tiny programs many times over: XLA:CPU's compile, not the run,
-# is their cost, and LLVM's optimisation passes are most of the compile.
-# Without them the same HLO compiles in about 60% of the time (measured on
-# the CoopNets command test) and computes the same numbers (no fast-math
-# either way). GCNJAX_TEST_XLA_OPT=1 keeps XLA's default.
-_FAST_COMPILE = "--xla_backend_optimization_level=0"
+# is their cost. Two flags halve it and leave the arithmetic as it is (no
+# fast-math either way): LLVM's optimisation passes off, and XLA:CPU's older
+# loop emitter for fused element-wise ops instead of the fusion emitters
+# (their MLIR pipeline is most of what compiling a small step still costs;
+# the multi-grid command test's step compiles in half the time without it).
+# The programs they make run slower, which the tests' tiny sizes do not feel.
+# GCNJAX_TEST_XLA_OPT=1 keeps XLA's defaults.
+_FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 
 
 def pytest_configure(config):
-    if os.environ.get("GCNJAX_TEST_XLA_OPT", "0") != "1" and _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
+    if os.environ.get("GCNJAX_TEST_XLA_OPT", "0") != "1":
+        flags = os.environ.get("XLA_FLAGS", "").split()
+        names = {flag.split("=")[0] for flag in flags}
+        # A flag the user set keeps the user's value.
+        flags += [flag for flag in _FAST_COMPILE if flag.split("=")[0] not in names]
+        os.environ["XLA_FLAGS"] = " ".join(flags)
     # The controller (or a plain run) makes the directory; xdist workers and
     # subprocesses inherit it through the environment.
     if _enabled() and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
