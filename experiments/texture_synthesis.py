@@ -8,6 +8,7 @@ scikit-image's brick, grass and gravel, and writes a run directory for each
     python experiments/texture_synthesis.py --ivy ... --only ivy brick grass --seeds 0 1 2
     python experiments/texture_synthesis.py --full ...    # the authors' 224×224 size and 1000 iterations
     python experiments/texture_synthesis.py --ivy ... --only ivy --steps 50 --first-stride 1   # variants of the net and chains
+    python experiments/texture_synthesis.py --ivy ... --short-run 50 --steps 30   # fresh chains every iteration
 
 Scores, per texture (:func:`gcnjax.metrics.texture_scores`; mean ± sd over
 the seeds where several are run):
@@ -85,12 +86,21 @@ def main():
     parser.add_argument("--steps", type=int, help="Langevin steps per iteration (default: the preset's 10)")
     parser.add_argument("--first-stride", type=int,
                         help="the first layer's stride (default: the preset's 3; the other layers' is 1)")
+    parser.add_argument("--short-run", type=float, metavar="SD",
+                        help="chains start afresh every iteration from N(0, SD²) in model units (pixels minus "
+                             "the mean), the short-run recipe, instead of persisting from zeros; --steps sets "
+                             "their length")
     args = parser.parse_args()
 
     base = options.apply_shortcuts(config(args.full, args.iterations), args, {"steps": DESCRIPTOR_SHORTCUTS["steps"]})
     if args.first_stride is not None:
         base = dataclasses.replace(base, layers=(dataclasses.replace(base.layers[0], stride=args.first_stride),
                                                  *base.layers[1:]))
+    if args.short_run is not None:
+        if args.restart_fraction:
+            parser.error("--restart-fraction restarts persistent chains; --short-run chains start afresh every "
+                         "iteration: give one of them")
+        base = dataclasses.replace(base, persistent=False, chain_init="noise", init_scale=args.short_run)
     size = base.image_size
     # At the CPU size the 224×224 ivy is cropped, not shrunk, so its leaves
     # keep their size. Bundled textures are 512×512: halve them, then take the
