@@ -32,7 +32,8 @@ def _enabled() -> bool:
 # loop emitter for fused element-wise ops instead of the fusion emitters
 # (their MLIR pipeline is most of what compiling a small step still costs;
 # the multi-grid command test's step compiles in half the time without it).
-# The programs they make run slower, which the tests' tiny sizes do not feel.
+# The programs they make run slower: at the tests' sizes, by far less than
+# the compile saves (experiments/RESULTS.md, "The test suite's time").
 # GCNJAX_TEST_XLA_OPT=1 keeps XLA's defaults.
 _FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 
