@@ -8,7 +8,11 @@ scikit-image's brick, grass and gravel, and writes a run directory for each
     python experiments/texture_synthesis.py --ivy ... --only ivy brick grass --seeds 0 1 2
     python experiments/texture_synthesis.py --full ...    # the authors' 224×224 size and 1000 iterations
     python experiments/texture_synthesis.py --ivy ... --only ivy --steps 50 --first-stride 1   # variants of the net and chains
-    python experiments/texture_synthesis.py --ivy ... --short-run 50 --steps 30   # fresh chains every iteration
+    python experiments/texture_synthesis.py --ivy ... --persistent false --chain-init noise --init-scale 50 --steps 30
+                                                   # short-run learning: chains from noise every iteration
+
+Every field of the descriptor's config can be set as in ``gcnjax descriptor``
+(``--restart-fraction``, ``--langevin.step-size``, ...).
 
 Scores, per texture (:func:`gcnjax.metrics.texture_scores`; mean ± sd over
 the seeds where several are run):
@@ -37,6 +41,7 @@ import numpy as np
 from gcnjax import options, presets
 from gcnjax.cli import DESCRIPTOR_SHORTCUTS
 from gcnjax.data import load_data
+from gcnjax.descriptor import DescriptorConfig
 from gcnjax.metrics import format_mean_sd, mean_sd, texture_scores
 from gcnjax.synthesis import learn_descriptor, load_run
 from gcnjax.train import RunConfig
@@ -81,26 +86,17 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds (net initialisation and chains) to run each texture with; scores are "
                              "reported as mean ± sd over them")
-    parser.add_argument("--restart-fraction", type=float, default=0.0,
-                        help="probability with which each persistent chain restarts from zeros every iteration")
     parser.add_argument("--steps", type=int, help="Langevin steps per iteration (default: the preset's 10)")
     parser.add_argument("--first-stride", type=int,
                         help="the first layer's stride (default: the preset's 3; the other layers' is 1)")
-    parser.add_argument("--short-run", type=float, metavar="SD",
-                        help="chains start afresh every iteration from N(0, SD²) in model units (pixels minus "
-                             "the mean), the short-run recipe, instead of persisting from zeros; --steps sets "
-                             "their length")
+    options.add_config_flags(parser, DescriptorConfig, skip=("seed", "channels", "image_size", "n_iterations"))
     args = parser.parse_args()
 
-    base = options.apply_shortcuts(config(args.full, args.iterations), args, {"steps": DESCRIPTOR_SHORTCUTS["steps"]})
+    base = options.apply_shortcuts(options.apply_config_flags(config(args.full, args.iterations), args), args,
+                                   {"steps": DESCRIPTOR_SHORTCUTS["steps"]})
     if args.first_stride is not None:
         base = dataclasses.replace(base, layers=(dataclasses.replace(base.layers[0], stride=args.first_stride),
                                                  *base.layers[1:]))
-    if args.short_run is not None:
-        if args.restart_fraction:
-            parser.error("--restart-fraction restarts persistent chains; --short-run chains start afresh every "
-                         "iteration: give one of them")
-        base = dataclasses.replace(base, persistent=False, chain_init="noise", init_scale=args.short_run)
     size = base.image_size
     # At the CPU size the 224×224 ivy is cropped, not shrunk, so its leaves
     # keep their size. Bundled textures are 512×512: halve them, then take the
@@ -120,7 +116,7 @@ def main():
         spec = dict(spec=source, channels=channels, size=geometry.get("size"), crop=geometry.get("crop"))
         per_seed, seconds = [], []
         for i, seed in enumerate(args.seeds):
-            cfg = dataclasses.replace(base, channels=channels, seed=seed, restart_fraction=args.restart_fraction)
+            cfg = dataclasses.replace(base, channels=channels, seed=seed)
             run_dir = args.out / (name if i == 0 else f"{name}-seed{seed}")
             result = learn_descriptor(cfg, images, run_dir, title=f"Texture: {name} (seed {seed})", source=source,
                                       data_spec=spec, overwrite=True)
