@@ -54,6 +54,8 @@ def adam_close(new_jax, new_torch, old, grad, lr):
     (presets.shortrun_layers(4), (32, 32), None, "leaky_relu", False, "xla"),
     # the texture net: 15×15 stride-3 SAME convs, asymmetric padding at 20×20
     (nets.TEXTURE_LAYERS, (20, 20), 1.0, "relu", True, "xla"),
+    # the texture preset's net: the same convs wrapped around the border (CIRCULAR)
+    (presets.texture().layers, (20, 20), 1.0, "relu", True, "xla"),
     # the spatial-temporal ST net on a 8×16×16 video (3-D convs, stride 7 then 3)
     (nets.stg_layers("st"), (8, 16, 16), 1.0, "relu", True, "xla"),
     # FC_S: integer paddings (2, 0, 0), a spatially full kernel, gcnjax's time-folded convs

@@ -453,6 +453,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _measure_rows(args, mode, twin_mod, peak, rows):
+    """Measures the rows of ``mode`` that ``args`` selects, appending each to
+    ``rows`` as it is done (and printing it)."""
+    for builder, kwargs, chain_counts in MODES[mode]:
+        if args.steps:
+            kwargs = {**kwargs, "n_steps": args.steps}
+        for n in args.chains or chain_counts:
+            case = builder(n, twin_mod=twin_mod, **kwargs)
+            if args.only and args.only not in case.workload:
+                continue
+            row = measure(case, args.repeats, args.min_block_s)
+            row["jax_peak_frac"] = row["jax_gflops"] / peak
+            if args.memory:
+                row["jax_mib"] = compiled_bytes(case) / 2**20
+            row["load"] = load()
+            rows.append(row)
+            compiled = (f", torch.compile {row['compiled_chain_steps_s']:.1f} (ratio {row['ratio_compiled']:.2f})"
+                        if args.torch_compile else "")
+            print(f"{case.workload} ×{n}: gcnjax {row['jax_chain_steps_s']:.1f} chain-steps/s, torch "
+                  f"{row['twin_chain_steps_s']:.1f}, ratio {row['ratio']:.2f}{compiled} (load {row['load']})",
+                  flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -506,33 +529,24 @@ def main(argv=None):
     peak = matmul_peak()
     print(f"float32 matmul peak (jax, 2048²): {peak:.1f} GFLOP/s", flush=True)
     rows = []
-    for builder, kwargs, chain_counts in MODES[mode]:
-        if args.steps:
-            kwargs = {**kwargs, "n_steps": args.steps}
-        for n in args.chains or chain_counts:
-            case = builder(n, twin_mod=twin_mod, **kwargs)
-            if args.only and args.only not in case.workload:
-                continue
-            row = measure(case, args.repeats, args.min_block_s)
-            row["jax_peak_frac"] = row["jax_gflops"] / peak
-            if args.memory:
-                row["jax_mib"] = compiled_bytes(case) / 2**20
-            row["load"] = load()
-            rows.append(row)
-            compiled = (f", torch.compile {row['compiled_chain_steps_s']:.1f} (ratio {row['ratio_compiled']:.2f})"
-                        if args.torch_compile else "")
-            print(f"{case.workload} ×{n}: gcnjax {row['jax_chain_steps_s']:.1f} chain-steps/s, torch "
-                  f"{row['twin_chain_steps_s']:.1f}, ratio {row['ratio']:.2f}{compiled} (load {row['load']})",
-                  flush=True)
+    # Ctrl-C (or `timeout -s INT`, a time-limited machine) ends the measuring
+    # and still writes the rows measured so far.
+    interrupted = False
+    try:
+        _measure_rows(args, mode, twin_mod, peak, rows)
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"interrupted: writing the {len(rows)} rows measured", file=sys.stderr, flush=True)
     # The peak is measured again at the end and the larger kept: under load
     # either measurement alone can catch a busy moment.
-    peak_end = matmul_peak()
+    peak_end = 0.0 if interrupted else matmul_peak()
     if peak_end > peak:
         for row in rows:
             row["jax_peak_frac"] = row["jax_gflops"] / peak_end
         peak = peak_end
     table = markdown(rows)
-    footer = f"matmul peak (larger of start and end) {peak:.1f} GFLOP/s; load average at end: {load()}"
+    footer = (f"matmul peak (larger of start and end) {peak:.1f} GFLOP/s; load average at end: {load()}"
+              + ("; interrupted: the rows above are those measured before it" if interrupted else ""))
     print("\n" + table + "\n\n" + footer)
     out = args.out or os.path.join("runs", f"bench-{mode}")
     os.makedirs(out, exist_ok=True)

@@ -59,12 +59,16 @@ class DescriptorTwin(tnn.Module):
         conv_cls = {1: tnn.Conv1d, 2: tnn.Conv2d, 3: tnn.Conv3d}[n_axes]
         self.convs = tnn.ModuleList()
         self.pads = []
+        self.pad_modes = []
         c = in_channels
         for spec in layers:
             kernel, stride = spec.kernel_for(n_axes), spec.stride_for(n_axes)
             self.convs.append(conv_cls(c, spec.features, kernel, stride=stride))
             if spec.padding == "SAME":
                 pairs = [same_padding(n, k, s_) for n, k, s_ in zip(sizes, kernel, stride)]
+            elif spec.padding == "CIRCULAR":
+                # As Flax's CIRCULAR: (k - 1) // 2 before, k // 2 after, whatever the stride, wrapped.
+                pairs = [((k - 1) // 2, k // 2) for k in kernel]
             elif spec.padding == "VALID":
                 pairs = [(0, 0)] * n_axes
             elif isinstance(spec.padding, str):
@@ -72,7 +76,8 @@ class DescriptorTwin(tnn.Module):
             else:
                 pairs = list(spec.flax_padding(n_axes))
             sizes = [(n + lo + hi - k) // s_ + 1 for n, (lo, hi), k, s_ in zip(sizes, pairs, kernel, stride)]
-            if all(lo == hi for lo, hi in pairs):
+            self.pad_modes.append("circular" if spec.padding == "CIRCULAR" else "constant")
+            if all(lo == hi for lo, hi in pairs) and spec.padding != "CIRCULAR":
                 # Symmetric paddings go into the conv itself (PyTorch's fast path).
                 self.convs[-1].padding = tuple(lo for lo, _ in pairs)
                 self.pads.append(None)
@@ -85,9 +90,9 @@ class DescriptorTwin(tnn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = len(self.convs)
-        for i, (conv, pad) in enumerate(zip(self.convs, self.pads)):
+        for i, (conv, pad, mode) in enumerate(zip(self.convs, self.pads, self.pad_modes)):
             if pad is not None:
-                x = F.pad(x, pad)
+                x = F.pad(x, pad, mode=mode)
             x = conv(x)
             if self.activate_last or i < n - 1:
                 x = F.leaky_relu(x, 0.2) if self.leaky else F.relu(x)
