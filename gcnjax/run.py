@@ -200,7 +200,8 @@ def out_of_memory(err: Exception, bound: str) -> Optional[OutOfMemory]:
     text = str(err)
     if "RESOURCE_EXHAUSTED" not in text:
         return None
-    found = re.search(r"allocating (\d+) bytes", text)
+    # XLA:CPU says "allocating N bytes", the GPU's allocator "trying to allocate N bytes".
+    found = re.search(r"allocat(?:ing|e) (\d+) bytes", text)
     needed = f"about {int(found.group(1)) / 2**30:.1f} GiB at once" if found else "more memory than there is"
     limit = _memory_limit()
     has = f" (this {jax.devices()[0].platform.upper()} has {limit / 2**30:.0f} GiB)" if limit else ""

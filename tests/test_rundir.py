@@ -158,6 +158,17 @@ def test_out_of_memory_is_one_line_and_leaves_the_folder_reusable(tmp_path, caps
     assert (out / "notes.txt").read_text() == "mine" and (out / "synthesized.png").is_file()
 
 
+def test_out_of_memory_reads_the_size_from_the_cpus_and_the_gpus_messages():
+    from gcnjax.run import out_of_memory
+
+    for text in ("RESOURCE_EXHAUSTED: Out of memory allocating 3221225472 bytes.",  # XLA:CPU
+                 "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 3221225472 bytes."):  # a GPU's
+        message = str(out_of_memory(RuntimeError(text), "lower --chains"))
+        assert "one step needs about 3.0 GiB at once" in message and message.endswith("lower --chains."), message
+    assert "more memory than there is" in str(out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: no size"), "x"))
+    assert out_of_memory(RuntimeError("INVALID_ARGUMENT: 3 bytes"), "x") is None
+
+
 def test_a_failed_run_is_kept_only_where_it_can_go_on(tmp_path):
     kept = RunDir(tmp_path / "kept")
     (kept.checkpoints / "4").mkdir(parents=True)
