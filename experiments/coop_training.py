@@ -1,15 +1,17 @@
 """Cooperative training of a descriptor and a generator (CoopNets; PAPERS §6).
 
 The generator proposes, the descriptor revises by Langevin dynamics, both
-learn from the revised images (gcnjax.coop). CPU-sized runs: a subset of the
-data, narrower nets (width 32). The settings that give faces and garments here
-(experiments/RESULTS.md): the authors' rates, 64 proposals, the revision
-clipped to the data range:
+learn from the revised images (gcnjax.coop). The runs of experiments/RESULTS.md
+("CoopNets with the authors' nets"): the authors' nets and rates, the revision
+unclipped, at a CPU size (32², width 32, 64 proposals) and at the authors'
+(64², width 64, 100 proposals: a GPU run):
 
     python experiments/coop_training.py --data ../shared/data/faces64 --image-size 32 --limit 700 --chains 64 \
-        --iterations 4000 --gen-lr 1e-4 --clip --out runs/coop/faces
-    python experiments/coop_training.py --data fashion-mnist:2000 --limit 1900 --chains 64 --iterations 2000 \
-        --gen-lr 1e-4 --clip --out runs/coop/fashion
+        --iterations 2000 --nets authors --gen-lr 1e-4 --out runs/coop/faces32
+    python experiments/coop_training.py --data ../shared/data/faces64 --image-size 64 --limit 700 --chains 100 \
+        --width 64 --iterations 2050 --nets authors --gen-lr 1e-4 --out runs/coop/faces64
+    python experiments/coop_training.py --data fashion-mnist:2000 --limit 1900 --chains 64 --iterations 300 \
+        --image-size 32 --nets authors --gen-lr 1e-4 --out runs/coop/fashion
 
 With --limit below the folder's size, the images past the limit are held
 out (no model sees them), and summary.json's "quality" holds two Fréchet

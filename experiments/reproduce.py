@@ -423,8 +423,8 @@ JOBS: List[Job] = [
         seeds=5),
     Job("coop", lambda d, full: _py("coop_training", "--data", f"{d}/faces64", "--out", "{out}/coop", "--nets",
                                     "authors", "--lr", "0.007", "--gen-lr", "1e-4",
-                                    *(["--image-size", "64", "--iterations", "3000", "--chains", "100",
-                                       "--width", "64"] if full else
+                                    *(["--image-size", "64", "--limit", "700", "--iterations", "3000", "--chains",
+                                       "100", "--width", "64"] if full else
                                       ["--image-size", "32", "--limit", "700", "--chains", "64", "--iterations",
                                        "2000"])),
         "CoopNets, the authors' nets (a descriptor top of 100 summed units, a batch-normalised generator from a 4×4 "
