@@ -109,3 +109,15 @@ def test_memory_column_and_count_options(clock):
             bench._counts(bad)
     with pytest.raises(Exception, match="positive integer"):
         bench._positive("-3")
+
+
+def test_workload_names_are_known_before_building_and_match_the_built_cases():
+    """--only skips a workload by its name without building its nets."""
+    for mode, entries in bench.MODES.items():
+        for builder, kwargs, _ in entries:
+            assert builder in bench.WORKLOAD_NAMES, (mode, builder)
+    assert bench.abp_name("face32") == "abp_train face32 32x32"
+    assert bench.abp_name("face") == "abp_train face 64x64"
+    builder, kwargs, _ = bench.MODES["quick"][1]
+    assert builder is bench.texture_case
+    assert builder(1, twin_mod=None, **kwargs).workload == bench.WORKLOAD_NAMES[builder](**kwargs)

@@ -146,6 +146,26 @@ def _descriptor_training(config, data, seed):
     return holder, jax_call, dict(jax_fn=step, jax_args=lambda: (holder["state"], data))
 
 
+def shortrun_name(n_filters, **_) -> str:
+    return f"shortrun_train nf{n_filters}"
+
+
+def texture_name(size, **_) -> str:
+    return f"texture_langevin {size}x{size}"
+
+
+_GENERATORS = {"face": nets.face_generator, "face32": nets.face32_generator}
+
+
+def abp_name(net_name, **_) -> str:
+    height, width = _GENERATORS[net_name]().output_shape()[:2]
+    return f"abp_train {net_name} {height}x{width}"
+
+
+def stg_name(frames, size, variant="st", **_) -> str:
+    return f"stg_train {variant} {frames}x{size}x{size}"
+
+
 def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
     """(a) one short-run training iteration (presets.shortrun, make_train_step)."""
     import dataclasses as dc
@@ -172,7 +192,7 @@ def shortrun_case(n_chains, n_steps, n_filters, twin_mod, seed=0) -> Case:
 
     f = descriptor_flops(config.layers, (32, 32))
     flops = n_chains * n_steps * 2 * f + 2 * n_chains * 3 * f
-    return Case(f"shortrun_train nf{n_filters}", n_chains, n_steps, flops, True, jax_call,
+    return Case(shortrun_name(n_filters), n_chains, n_steps, flops, True, jax_call,
                 _twin_calls(twin_mod, build_twin), **memory)
 
 
@@ -208,13 +228,13 @@ def texture_case(n_chains, n_steps, size, twin_mod, seed=0) -> Case:
         return twin_call
 
     flops = n_chains * n_steps * 2 * descriptor_flops(config.layers, (size, size))
-    return Case(f"texture_langevin {size}x{size}", n_chains, n_steps, flops, False, jax_call,
+    return Case(texture_name(size), n_chains, n_steps, flops, False, jax_call,
                 _twin_calls(twin_mod, build_twin), jax_fn=run, jax_args=lambda: (jax.random.key(0), x0))
 
 
 def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
     """(c) one ABP iteration: Langevin inference of z, then one learning step."""
-    net = {"face": nets.face_generator, "face32": nets.face32_generator}[net_name]()
+    net = _GENERATORS[net_name]()
     config = G.GeneratorConfig(langevin=langevin.LangevinConfig.from_delta(0.3, n_steps), batch_size=n_chains)
     shape = net.output_shape()
     holder = {"state": G.init_state(jax.random.key(seed), config, net, n_chains, shape)}
@@ -247,7 +267,7 @@ def abp_case(n_chains, n_steps, net_name, twin_mod, seed=0) -> Case:
 
     f = generator_flops(net, config.latent_dim)
     flops = n_chains * n_steps * 2 * f + n_chains * 3 * f
-    return Case(f"abp_train {net_name} {shape[0]}x{shape[1]}", n_chains, n_steps, flops, True, jax_call,
+    return Case(abp_name(net_name), n_chains, n_steps, flops, True, jax_call,
                 _twin_calls(twin_mod, build_twin), jax_fn=step, jax_args=lambda: (holder["state"], (indices, x)))
 
 
@@ -281,9 +301,12 @@ def stg_case(n_chains, n_steps, frames, size, twin_mod, variant="st", seed=0) ->
 
     f = descriptor_flops(config.layers, shape[:-1])
     flops = n_chains * n_steps * 2 * f + (n_chains + 1) * 3 * f
-    return Case(f"stg_train {variant} {frames}x{size}x{size}", n_chains, n_steps, flops, True, jax_call,
+    return Case(stg_name(frames, size, variant), n_chains, n_steps, flops, True, jax_call,
                 _twin_calls(twin_mod, build_twin), **memory)
 
+
+# The name of a builder's workload, known before anything is built (--only).
+WORKLOAD_NAMES = {shortrun_case: shortrun_name, texture_case: texture_name, abp_case: abp_name, stg_case: stg_name}
 
 # (workload builder, kwargs, chain counts) per mode.
 MODES: Dict[str, List] = {
@@ -459,10 +482,10 @@ def _measure_rows(args, mode, twin_mod, peak, rows):
     for builder, kwargs, chain_counts in MODES[mode]:
         if args.steps:
             kwargs = {**kwargs, "n_steps": args.steps}
+        if args.only and args.only not in WORKLOAD_NAMES[builder](**kwargs):
+            continue
         for n in args.chains or chain_counts:
             case = builder(n, twin_mod=twin_mod, **kwargs)
-            if args.only and args.only not in case.workload:
-                continue
             row = measure(case, args.repeats, args.min_block_s)
             row["jax_peak_frac"] = row["jax_gflops"] / peak
             if args.memory:
@@ -503,8 +526,14 @@ def main(argv=None):
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the twin (default: torch's own choice, one per core). "
                              "On an oversubscribed CPU 1 thread ran 13x faster than 2 (RESULTS.md)")
+    parser.add_argument("--float32", action="store_true",
+                        help="both frameworks in full float32: jax's matmul and conv precision 'highest', torch's "
+                             "TF32 off in cuDNN and matmuls (on a GPU each framework's default lets some or all "
+                             "of them run in TF32; a CPU computes float32 either way)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full" if args.full else "default"
+    if args.float32:
+        jax.config.update("jax_default_matmul_precision", "highest")
 
     twin_mod, torch_version = None, "not installed"
     if not args.no_twin:
@@ -516,6 +545,9 @@ def main(argv=None):
             twin_mod, torch_version = (T, torch, variants), torch.__version__
             if args.torch_threads:
                 torch.set_num_threads(args.torch_threads)
+            if args.float32:
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
         except ImportError:
             print("torch is not installed (pip install 'gcnjax[bench]'): timing gcnjax only.", file=sys.stderr)
     device = args.device or f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
@@ -523,7 +555,8 @@ def main(argv=None):
         f"mode: {mode}; device: {device}; CPU: {cpu_model()}, {os.cpu_count()} cores; "
         f"jax {jax.__version__}, jaxlib {jax.lib.__version__ if hasattr(jax.lib, '__version__') else '?'}, "
         f"torch {torch_version}" + (f" ({twin_mod[1].get_num_threads()} threads)" if twin_mod else ""),
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load average at start: {load()}",
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load average at start: {load()}; precision: "
+        + ("float32 pinned in both (--float32)" if args.float32 else "each framework's default"),
     ]
     print("\n".join(header), flush=True)
     peak = matmul_peak()
