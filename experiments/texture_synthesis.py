@@ -25,7 +25,13 @@ the seeds where several are run):
   scale: pixels minus the observed mean), of the synthesized images, of the
   shuffled-patch baseline (:func:`gcnjax.metrics.shuffled_patches`: the
   observed image cut into 16×16 tiles, about the filters' size, and put back
-  in random order) and of the white noise.
+  in random order) and of the white noise;
+- pyramid Gram distances (:func:`gcnjax.metrics.pyramid_gram_distances`) at
+  the levels 1, 2 and 4 (a fixed random 5×5 bank on the image and on its
+  2×2 and 4×4 block means: structure spanning 5, 10 and 20 pixels) of the
+  same three sets: the shuffled 16² tiles keep every structure within a
+  tile, so a synthesis nearer than them at level 4 has shapes larger than
+  a tile, which the first-layer Gram (15×15 filters) does not see.
 
 The first seed's run is ``OUT/NAME`` (the auto-encoding check reads it);
 further seeds go to ``OUT/NAME-seedS``.
@@ -42,7 +48,7 @@ from gcnjax import options, presets
 from gcnjax.cli import DESCRIPTOR_SHORTCUTS
 from gcnjax.data import load_data
 from gcnjax.descriptor import DescriptorConfig
-from gcnjax.metrics import format_mean_sd, mean_sd, texture_scores
+from gcnjax.metrics import PYRAMID_LEVELS, format_mean_sd, mean_sd, texture_scores
 from gcnjax.synthesis import learn_descriptor, load_run
 from gcnjax.train import RunConfig
 
@@ -67,12 +73,16 @@ def scores(images: np.ndarray, run_dir: Path, seed: int, synthesized=None) -> di
     _, scale, _, params = load_run(run_dir)
     filters = np.asarray(params["params"]["conv1"]["kernel"])
     synthesized = np.load(run_dir / "synthesized.npy") if synthesized is None else synthesized
-    s = texture_scores(synthesized, images, images[0], filters, patch=PATCH, seed=seed, to_model=scale.to_model)
+    s = texture_scores(synthesized, images, images[0], filters, patch=PATCH, seed=seed, to_model=scale.to_model,
+                       pyramid_levels=PYRAMID_LEVELS)
     return {"spectrum_distance_synthesized": s["synthesized"]["spectrum"],
             "spectrum_distance_noise": s["white_noise"]["spectrum"],
             "gram_distance_synthesized": s["synthesized"]["gram"],
             "gram_distance_shuffled": s["shuffled_patches"]["gram"],
-            "gram_distance_noise": s["white_noise"]["gram"]}
+            "gram_distance_noise": s["white_noise"]["gram"],
+            **{f"pyramid{level}_{short}": s[name]["pyramid"][level] for level in PYRAMID_LEVELS
+               for name, short in (("synthesized", "synthesized"), ("shuffled_patches", "shuffled"),
+                                   ("white_noise", "noise"))}}
 
 
 def main():
@@ -108,7 +118,7 @@ def main():
         "grass": ("skimage:grass", dict(size=(256, 256), crop=size), 1),
         "gravel": ("skimage:gravel", dict(size=(256, 256), crop=size), 1),
     }
-    rows, summary = [], {}
+    rows, pyramid_rows, summary = [], [], {}
     for name, (source, geometry, channels) in jobs.items():
         if source is None or (args.only and name not in args.only):
             continue
@@ -130,6 +140,10 @@ def main():
                          "seeds": list(args.seeds), "seconds": float(np.mean(seconds)),
                          "iterations": base.n_iterations, "size": list(size)}
         col = {k: [s[k] for s in per_seed] for k in keys}
+        pyramid_rows.append(f"| {name} | " + " | ".join(
+            f"{format_mean_sd(col[f'pyramid{level}_synthesized'], '.3g')} "
+            f"| {format_mean_sd(col[f'pyramid{level}_shuffled'], '.3g')} "
+            f"| {format_mean_sd(col[f'pyramid{level}_noise'], '.3g')}" for level in PYRAMID_LEVELS) + " |")
         rows.append(f"| {name} | ![observed]({name}/observed.png) | ![synthesized]({name}/synthesized.png) "
                     f"| {format_mean_sd(col['spectrum_distance_synthesized'], '.2f')} "
                     f"| {format_mean_sd(col['spectrum_distance_noise'], '.2f')} "
@@ -147,7 +161,13 @@ def main():
         f"image cut into {PATCH}×{PATCH} tiles shuffled (as many images as chains), and for the white noise.", "",
         "| texture | observed | synthesized | spectrum distance | white noise | Gram distance | shuffled "
         f"{PATCH}² patches | white noise | time per run |",
-        "|---|---|---|---|---|---|---|---|---|", *rows,
+        "|---|---|---|---|---|---|---|---|---|", *rows, "",
+        "Pyramid Gram distances (relative; a fixed random 5×5 bank on the image and on its block means, "
+        "structure spanning 5, 10 and 20 pixels at levels 1, 2, 4) of the synthesized images, the shuffled "
+        f"{PATCH}² tiles and the white noise:", "",
+        "| texture | " + " | ".join(f"level {level}: synthesized | shuffled | white noise" for level in PYRAMID_LEVELS)
+        + " |",
+        "|---|" + "---|---|---|" * len(PYRAMID_LEVELS), *pyramid_rows,
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text("\n".join(report) + "\n")

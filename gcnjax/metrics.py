@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -26,6 +26,7 @@ __all__ = [
     "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
     "filter_responses", "gram_matrices", "mean_gram", "gram_distance", "gram_distance_to", "white_noise", "shuffled_patches",
+    "PYRAMID_LEVELS", "random_zero_mean_filters", "block_mean", "pyramid_gram_distances",
     "texture_scores", "mse", "psnr",
     "effective_sample_size", "rhat",
     "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance", "loudness_envelope",
@@ -433,6 +434,63 @@ def gram_distance_to(gram: np.ndarray, images, filters, batch: Optional[int] = N
     return float(np.mean((mean_gram(images, filters, batch) - np.asarray(gram, np.float64)) ** 2))
 
 
+# Levels of :func:`pyramid_gram_distances`: the image, then averaged over
+# 2×2 and 4×4 blocks (its 5×5 filters then span 5, 10 and 20 pixels).
+PYRAMID_LEVELS = (1, 2, 4)
+
+
+def random_zero_mean_filters(channels: int, size: int = 5, n_filters: int = 32, seed: int = 0) -> np.ndarray:
+    """A fixed random filter bank ``(size, size, channels, n_filters)`` of
+    N(0, 1/(size² · channels)) weights, each filter's mean taken out (its
+    response measures structure, not the local brightness), drawn from
+    ``numpy.random.default_rng(seed)``; float32."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((size, size, channels, n_filters)) / np.sqrt(size * size * channels)
+    return (w - w.mean(axis=(0, 1, 2), keepdims=True)).astype(np.float32)
+
+
+def block_mean(images, factor: int) -> jax.Array:
+    """``(N, H, W, C)`` images averaged over non-overlapping ``factor ×
+    factor`` blocks: ``(N, H // factor, W // factor, C)`` (the remainder
+    rows and columns dropped)."""
+    x = jnp.asarray(images, jnp.float32)
+    if factor == 1:
+        return x
+    window = (1, factor, factor, 1)
+    return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID") / (factor * factor)
+
+
+def pyramid_gram_distances(images_a, images_b, levels: Sequence[int] = PYRAMID_LEVELS, filter_size: int = 5,
+                           n_filters: int = 32, seed: int = 0) -> Dict[int, float]:
+    """A texture statistic at several scales: at each level ``f`` of an
+    image pyramid (the images averaged over ``f × f`` blocks,
+    :func:`block_mean`; pixels 0..255 scaled to [−1, 1] first), the mean Gram
+    matrix (:func:`mean_gram`) of the rectified responses
+    ``max(0, w_c ⋆ x)`` of one fixed random bank
+    (:func:`random_zero_mean_filters`) for two image sets ``(N, H, W, C)``,
+    and their relative distance
+
+        d_f = ‖Ḡ_a − Ḡ_b‖²_F / ‖Ḡ_b‖²_F.
+
+    The first level sees the grain; the coarser ones see shapes that span
+    ``f · filter_size`` pixels (a grass blade, a brick): a set that matches
+    ``images_b`` at level 1 but not at level 4 has the grain without the
+    shapes. ``{f: d_f}``; ``images_b`` is the reference."""
+    a, b = (np.asarray(x, np.float32) / 127.5 - 1.0 for x in (images_a, images_b))
+    if a.ndim != 4 or b.ndim != 4 or a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"image sets must be (N, H, W, C) with one channel count, got {a.shape} and {b.shape}.")
+    w = random_zero_mean_filters(a.shape[-1], filter_size, n_filters, seed)
+    distances = {}
+    for f in levels:
+        if min(a.shape[1:3] + b.shape[1:3]) // int(f) < filter_size:
+            raise ValueError(f"at pyramid level {f} the images ({a.shape[1:3]}, {b.shape[1:3]}) are smaller than "
+                             f"the {filter_size}×{filter_size} filters: pass fewer levels or a smaller filter_size.")
+        rectified = jax.jit(lambda x, f=int(f): jax.nn.relu(filter_responses(block_mean(x, f), w)))
+        reference = mean_gram(b, rectified)
+        distances[int(f)] = float(np.sum((mean_gram(a, rectified) - reference) ** 2) / np.sum(reference ** 2))
+    return distances
+
+
 def shuffled_patches(image, patch: int, rng: np.random.Generator) -> np.ndarray:
     """A baseline texture: ``image`` ``(H, W, C)`` cut into the
     ``(H // patch) · (W // patch)`` non-overlapping ``patch × patch`` tiles
@@ -465,7 +523,8 @@ def white_noise(reference, shape: Sequence[int], rng: np.random.Generator) -> np
 
 
 def texture_scores(synthesized, reference, observed, filters, *, patch: int, seed: int = 0,
-                   to_model: Optional[Callable] = None, with_observed: bool = False) -> dict:
+                   to_model: Optional[Callable] = None, with_observed: bool = False,
+                   pyramid_levels: Optional[Sequence[int]] = None) -> dict:
     """How near a synthesized texture is to ``reference`` (images, pixels),
     beside two baselines made from the ``observed`` image (``(H, W, C)``,
     what the model learned from): Gaussian white noise of its per-channel
@@ -480,7 +539,10 @@ def texture_scores(synthesized, reference, observed, filters, *, patch: int, see
     ``"observed"``): ``d_s`` the :func:`log_spectrum_distance` to
     ``reference``, ``d_g`` the :func:`gram_distance` with ``filters``, both
     sets first mapped by ``to_model`` (e.g. the model's pixel scale, the one
-    its filters work on; default: pixels as they are)."""
+    its filters work on; default: pixels as they are). With
+    ``pyramid_levels`` each set's scores also hold ``"pyramid"``: its
+    :func:`pyramid_gram_distances` to ``reference`` at those levels (on the
+    pixels)."""
     rng = np.random.default_rng(seed)
     synthesized = np.asarray(synthesized, np.float64)
     observed = np.asarray(observed, np.float64)
@@ -496,9 +558,13 @@ def texture_scores(synthesized, reference, observed, filters, *, patch: int, see
         sets["observed"] = observed[None]
     to_model = to_model or (lambda x: x)
     reference_model = to_model(np.asarray(reference, np.float64))
-    return {name: {"spectrum": log_spectrum_distance(images, reference),
-                   "gram": gram_distance(to_model(images), reference_model, filters)}
-            for name, images in sets.items()}
+    scores = {name: {"spectrum": log_spectrum_distance(images, reference),
+                     "gram": gram_distance(to_model(images), reference_model, filters)}
+              for name, images in sets.items()}
+    if pyramid_levels:
+        for name, images in sets.items():
+            scores[name]["pyramid"] = pyramid_gram_distances(images, reference, levels=pyramid_levels)
+    return scores
 
 
 # ---------------------------------------------------------------------- reconstruction

@@ -286,6 +286,14 @@ def test_texture_scores_closed_forms():
     assert flat["white_noise"]["gram"] == 0.0 and flat["white_noise"]["spectrum"] == s["white_noise"]["spectrum"]
     with pytest.raises(ValueError, match="observed must be one image"):
         metrics.texture_scores(observed[None], observed[None], observed[None], identity, patch=16)
+    # the pyramid statistic, where asked for: copies of the observed image at 0, white noise far off
+    pyr = metrics.texture_scores(observed[None].repeat(2, 0), observed[None], observed, identity, patch=64, seed=1,
+                                 pyramid_levels=(1, 2))
+    for name in ("synthesized", "shuffled_patches"):  # (float32 responses: the chunks' sums round)
+        assert pyr[name]["pyramid"] == {1: pytest.approx(0.0, abs=1e-12), 2: pytest.approx(0.0, abs=1e-12)}
+    assert pyr["white_noise"]["pyramid"] == metrics.pyramid_gram_distances(
+        metrics.white_noise(observed, (2,) + observed.shape, np.random.default_rng(1)), observed[None], levels=(1, 2))
+    assert "pyramid" not in s["synthesized"]
 
 
 def test_psnr_closed_form():
@@ -405,3 +413,57 @@ def test_mean_sd_over_seeds():
     assert format_mean_sd([7.0], ".2f") == "7.00"
     with pytest.raises(ValueError, match="at least one"):
         mean_sd([])
+
+
+def test_rectified_gram_of_white_noise_is_the_arc_cosine_kernel():
+    """For white Gaussian noise of std s the responses u_c = w_c · patch are
+    Gaussian with covariance s² WᵀW, and E[max(0, u_c) max(0, u_d)] =
+    σ_c σ_d (sin θ + (π − θ) cos θ) / 2π with cos θ their correlation
+    (Cho & Saul's arc-cosine kernel): the pyramid statistic's Gram at level 1."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    s = 0.4
+    noise = s * rng.standard_normal((4, 96, 96, 3))  # already in the statistic's [−1, 1] units
+    w = metrics.random_zero_mean_filters(3, 5, n_filters=8, seed=1)
+    np.testing.assert_allclose(w.mean(axis=(0, 1, 2)), 0.0, atol=1e-7)
+    gram = metrics.mean_gram(noise, jax.jit(lambda x: jax.nn.relu(metrics.filter_responses(x, w))))
+    flat = w.reshape(-1, w.shape[-1]).astype(np.float64)
+    cov = s ** 2 * flat.T @ flat
+    sd = np.sqrt(np.diag(cov))
+    theta = np.arccos(np.clip(cov / np.outer(sd, sd), -1.0, 1.0))
+    expected = np.outer(sd, sd) * (np.sin(theta) + (np.pi - theta) * np.cos(theta)) / (2 * np.pi)
+    assert np.abs(gram - expected).max() < 0.03 * np.abs(expected).max()
+
+
+def test_block_mean_and_pyramid_levels():
+    x = np.arange(2 * 4 * 6 * 1, dtype=np.float32).reshape(2, 4, 6, 1)
+    np.testing.assert_allclose(metrics.block_mean(x, 2)[0, :, :, 0],
+                               [[(0 + 1 + 6 + 7) / 4, (2 + 3 + 8 + 9) / 4, (4 + 5 + 10 + 11) / 4],
+                                [(12 + 13 + 18 + 19) / 4, (14 + 15 + 20 + 21) / 4, (16 + 17 + 22 + 23) / 4]])
+    with pytest.raises(ValueError, match="smaller than the 5×5 filters"):
+        metrics.pyramid_gram_distances(np.zeros((1, 16, 16, 1)), np.zeros((1, 16, 16, 1)), levels=(1, 4))
+
+
+def test_pyramid_gram_sees_shapes_that_shuffled_patches_break():
+    """Long vertical lines against other such images cut into 8×8 tiles and
+    shuffled: each tile keeps its pixels and only the seams break the lines,
+    so the distance grows with the level whose filters span them (5, 10, 20
+    pixels). Another draw of the lines is the floor."""
+    rng = np.random.default_rng(0)
+
+    def lines(n=8, size=96, length=32, count=40):
+        x = np.full((n, size, size, 1), 60.0)
+        for i in range(n):
+            for _ in range(count):
+                r, c = rng.integers(0, size - length), rng.integers(0, size)
+                x[i, r:r + length, c] = 220.0
+        return x
+
+    reference, other = lines(), lines()
+    shuffled = np.stack([metrics.shuffled_patches(x, 8, rng) for x in other])
+    floor = metrics.pyramid_gram_distances(other, reference)
+    broken = metrics.pyramid_gram_distances(shuffled, reference)
+    assert metrics.pyramid_gram_distances(reference, reference) == {1: 0.0, 2: 0.0, 4: 0.0}
+    assert all(broken[f] > 4 * floor[f] for f in (1, 2, 4))
+    assert broken[4] > 3 * broken[1]
