@@ -26,7 +26,7 @@ __all__ = [
     "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
     "filter_responses", "gram_matrices", "mean_gram", "gram_distance", "gram_distance_to", "white_noise", "shuffled_patches",
-    "PYRAMID_LEVELS", "random_zero_mean_filters", "block_mean", "pyramid_gram_distances",
+    "PYRAMID_LEVELS", "random_zero_mean_filters", "pyramid_gram_distances",
     "texture_scores", "mse", "psnr",
     "effective_sample_size", "rhat",
     "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance", "loudness_envelope",
@@ -449,22 +449,20 @@ def random_zero_mean_filters(channels: int, size: int = 5, n_filters: int = 32, 
     return (w - w.mean(axis=(0, 1, 2), keepdims=True)).astype(np.float32)
 
 
-def block_mean(images, factor: int) -> jax.Array:
-    """``(N, H, W, C)`` images averaged over non-overlapping ``factor ×
-    factor`` blocks: ``(N, H // factor, W // factor, C)`` (the remainder
-    rows and columns dropped)."""
-    x = jnp.asarray(images, jnp.float32)
-    if factor == 1:
-        return x
-    window = (1, factor, factor, 1)
-    return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID") / (factor * factor)
+def _block_mean(x, factor: int) -> jax.Array:
+    """``(N, H, W, C)`` images averaged over ``factor × factor`` blocks."""
+    from gcnjax.multigrid import downsample  # here, not above: gcnjax.multigrid imports this module
+
+    h, w = x.shape[1] // factor, x.shape[2] // factor
+    return downsample(x[:, :h * factor, :w * factor], (h, w))
 
 
 def pyramid_gram_distances(images_a, images_b, levels: Sequence[int] = PYRAMID_LEVELS, filter_size: int = 5,
                            n_filters: int = 32, seed: int = 0) -> Dict[int, float]:
     """A texture statistic at several scales: at each level ``f`` of an
     image pyramid (the images averaged over ``f × f`` blocks,
-    :func:`block_mean`; pixels 0..255 scaled to [−1, 1] first), the mean Gram
+    :func:`gcnjax.multigrid.downsample`, the rows and columns past a multiple
+    of ``f`` dropped; pixels 0..255 scaled to [−1, 1] first), the mean Gram
     matrix (:func:`mean_gram`) of the rectified responses
     ``max(0, w_c ⋆ x)`` of one fixed random bank
     (:func:`random_zero_mean_filters`) for two image sets ``(N, H, W, C)``,
@@ -485,7 +483,7 @@ def pyramid_gram_distances(images_a, images_b, levels: Sequence[int] = PYRAMID_L
         if min(a.shape[1:3] + b.shape[1:3]) // int(f) < filter_size:
             raise ValueError(f"at pyramid level {f} the images ({a.shape[1:3]}, {b.shape[1:3]}) are smaller than "
                              f"the {filter_size}×{filter_size} filters: pass fewer levels or a smaller filter_size.")
-        rectified = jax.jit(lambda x, f=int(f): jax.nn.relu(filter_responses(block_mean(x, f), w)))
+        rectified = jax.jit(lambda x, f=int(f): jax.nn.relu(filter_responses(_block_mean(x, f), w)))
         reference = mean_gram(b, rectified)
         distances[int(f)] = float(np.sum((mean_gram(a, rectified) - reference) ** 2) / np.sum(reference ** 2))
     return distances
