@@ -286,7 +286,7 @@ def test_texture_scores_closed_forms():
     assert flat["white_noise"]["gram"] == 0.0 and flat["white_noise"]["spectrum"] == s["white_noise"]["spectrum"]
     with pytest.raises(ValueError, match="observed must be one image"):
         metrics.texture_scores(observed[None], observed[None], observed[None], identity, patch=16)
-    # the pyramid statistic, where asked for: copies of the observed image at 0, white noise far off
+    # the pyramid statistic, where asked for: copies of the observed image at 0, white noise's as computed directly
     pyr = metrics.texture_scores(observed[None].repeat(2, 0), observed[None], observed, identity, patch=64, seed=1,
                                  pyramid_levels=(1, 2))
     for name in ("synthesized", "shuffled_patches"):  # (float32 responses: the chunks' sums round)
