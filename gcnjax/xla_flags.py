@@ -25,7 +25,7 @@ import os
 from importlib import metadata
 from typing import Dict, Optional, Tuple
 
-__all__ = ["CPU_FLAGS", "TESTED_JAXLIB", "apply_cpu_defaults"]
+__all__ = ["CPU_FLAGS", "TESTED_JAXLIB", "add_flags", "apply_cpu_defaults"]
 
 # flag name -> value
 CPU_FLAGS: Dict[str, str] = {"xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
@@ -41,13 +41,25 @@ def _jaxlib_version() -> Optional[Tuple[int, int]]:
         return None
 
 
-def apply_cpu_defaults(environ=os.environ) -> Tuple[str, ...]:
-    """Adds :data:`CPU_FLAGS` to ``environ["XLA_FLAGS"]`` (see the module
-    docstring for when it does nothing); returns the flags added."""
-    if environ.get("GCNJAX_XLA_DEFAULTS", "1") == "0" or _jaxlib_version() not in TESTED_JAXLIB:
+def add_flags(flags: Dict[str, str], environ=os.environ) -> Tuple[str, ...]:
+    """Adds ``--name=value`` for each item of ``flags`` to
+    ``environ["XLA_FLAGS"]``, after what is there, except a flag that
+    ``XLA_FLAGS`` already names (the user's choice wins); nothing at all for
+    jaxlib versions other than :data:`TESTED_JAXLIB` (XLA aborts the process
+    on a flag it does not know). Returns the flags added."""
+    if _jaxlib_version() not in TESTED_JAXLIB:
         return ()
-    current = environ.get("XLA_FLAGS", "")
-    added = tuple(f"--{name}={value}" for name, value in CPU_FLAGS.items() if name not in current)
+    current = environ.get("XLA_FLAGS", "").split()
+    named = {flag.split("=")[0] for flag in current}
+    added = tuple(f"--{name}={value}" for name, value in flags.items() if f"--{name}" not in named)
     if added:
-        environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
+        environ["XLA_FLAGS"] = " ".join([*current, *added])
     return added
+
+
+def apply_cpu_defaults(environ=os.environ) -> Tuple[str, ...]:
+    """Adds :data:`CPU_FLAGS` to ``environ["XLA_FLAGS"]`` (:func:`add_flags`;
+    nothing when ``GCNJAX_XLA_DEFAULTS=0``); returns the flags added."""
+    if environ.get("GCNJAX_XLA_DEFAULTS", "1") == "0":
+        return ()
+    return add_flags(CPU_FLAGS, environ)

@@ -34,17 +34,17 @@ def _enabled() -> bool:
 # the multi-grid command test's step compiles in half the time without it).
 # The programs they make run slower: at the tests' sizes, by far less than
 # the compile saves (experiments/RESULTS.md, "The test suite's time").
-# GCNJAX_TEST_XLA_OPT=1 keeps XLA's defaults.
-_FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+# GCNJAX_TEST_XLA_OPT=1 keeps XLA's defaults. As gcnjax's own defaults, they
+# are added only for the jaxlib they were measured on, and a flag the user
+# set keeps the user's value (gcnjax.xla_flags.add_flags).
+_FAST_COMPILE = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
 
 
 def pytest_configure(config):
     if os.environ.get("GCNJAX_TEST_XLA_OPT", "0") != "1":
-        flags = os.environ.get("XLA_FLAGS", "").split()
-        names = {flag.split("=")[0] for flag in flags}
-        # A flag the user set keeps the user's value.
-        flags += [flag for flag in _FAST_COMPILE if flag.split("=")[0] not in names]
-        os.environ["XLA_FLAGS"] = " ".join(flags)
+        from gcnjax.xla_flags import add_flags
+
+        add_flags(_FAST_COMPILE)
     # The controller (or a plain run) makes the directory; xdist workers and
     # subprocesses inherit it through the environment.
     if _enabled() and "JAX_COMPILATION_CACHE_DIR" not in os.environ:

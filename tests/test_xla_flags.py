@@ -41,6 +41,17 @@ def test_opt_out_and_untested_jaxlib(tested_jaxlib, monkeypatch):
     assert xla_flags.apply_cpu_defaults(env) == () and env == {}
 
 
+def test_add_flags_keeps_the_users_values_and_skips_untested_jaxlib(tested_jaxlib, monkeypatch):
+    env = {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=true"}
+    flags = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
+    assert xla_flags.add_flags(flags, env) == ("--xla_backend_optimization_level=0",)
+    assert env["XLA_FLAGS"] == "--xla_cpu_use_fusion_emitters=true --xla_backend_optimization_level=0"
+    assert xla_flags.add_flags(flags, env) == ()  # a second call adds nothing
+    monkeypatch.setattr(xla_flags, "_jaxlib_version", lambda: (99, 0))
+    env = {}
+    assert xla_flags.add_flags(flags, env) == () and env == {}
+
+
 _COMPILED_CONV = """
 import jax, jax.numpy as jnp
 import gcnjax
