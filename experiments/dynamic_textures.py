@@ -123,6 +123,30 @@ def temporal_interpolation(video: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return flat_v.reshape(video.shape)
 
 
+def other_clip_fills(whole: np.ndarray, first: int, clip: np.ndarray, mask: np.ndarray) -> dict:
+    """Baselines that fill the missing values with real frames: the same
+    entries of other clips of the same video (every clip of the clip's
+    length that does not overlap it). Returns the recovery error (mean
+    |error| on the missing values) of the nearest other clip, the one
+    nearest to the clip on its OBSERVED values (a real draw that agrees
+    with what was seen), and the mean error over all other clips (real
+    frames with no regard to what was seen). ``whole``: ``(T_all, H, W, C)``;
+    ``clip``: ``whole[first:first + T]``; ``mask``: 1 = observed, broadcastable
+    to ``(T, H, W, C)``."""
+    length = clip.shape[0]
+    observed = np.broadcast_to(mask, clip.shape) != 0
+    starts = [u for u in range(whole.shape[0] - length + 1) if u + length <= first or u >= first + length]
+    if not starts:
+        return {}
+    others = np.stack([whole[u:u + length] for u in starts])
+    truth = np.broadcast_to(clip, others.shape)
+    errors = metrics.recovery_error(truth, others, observed)
+    seen = metrics.recovery_error(truth, others, ~observed)  # the same distance on the observed values
+    return {"nearest_other_clip_error": float(errors[np.argmin(seen)]),
+            "nearest_other_clip_first_frame": starts[int(np.argmin(seen))],
+            "other_clips_error": float(errors.mean()), "other_clips": len(starts)}
+
+
 def spectrum_distances(observed: np.ndarray, synthesized: np.ndarray) -> tuple[dict, np.ndarray]:
     """The spatial-temporal spectrum distance of one observed video (or
     sound) to each synthesized one, and to as many draws of white noise with
@@ -241,17 +265,22 @@ def run_fire(args):
 
 def run_recover(args):
     channels = 1 if args.gray else 3
-    video = gdata.load_video(args.data, n_frames=args.frames, size=(args.size, args.size), channels=channels)
+    whole = gdata.load_video(args.data, size=(args.size, args.size), channels=channels)
+    video = whole[args.first_frame: args.first_frame + args.frames]
+    if video.shape[0] < args.frames:
+        raise SystemExit(f"--first-frame {args.first_frame} and --frames {args.frames} need "
+                         f"{args.first_frame + args.frames} frames; {args.data} has {whole.shape[0]}.")
     config = small_config(args, args.variant, video.shape[0], args.size, channels)
     config = dataclasses.replace(config, n_chains=1)
     mask = _video_mask(args.mask, (1,) + video.shape)
     result = stg.recover_video(config, video, mask, args.out, what=args.mask, fps=args.fps, overwrite=True)
     summary = {k: result[k] for k in ("what", "recovery_error", "mean_fill_error", "seconds", "iterations",
                                       "missing_fraction")}
-    summary.update(video=list(video.shape), variant=args.variant, steps=args.steps)
+    summary.update(video=list(video.shape), first_frame=args.first_frame, variant=args.variant, steps=args.steps)
     full_mask = np.broadcast_to(mask, (1,) + video.shape)
     interpolated = temporal_interpolation(video[None], full_mask)
     summary["temporal_interpolation_error"] = float(metrics.recovery_error(video[None], interpolated, full_mask)[0])
+    summary.update(other_clip_fills(whole, args.first_frame, video, full_mask[0]))
     _finish(args, summary)
 
 
@@ -319,6 +348,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variant", default="st", choices=list(stg.STG_VARIANTS))
     ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--first-frame", type=int, default=0,
+                    help="recover: the clip starts at this frame of the video (a later clip for choosing settings)")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--synth-frames", type=int, default=None)
     ap.add_argument("--iterations", type=int, default=60)

@@ -223,9 +223,14 @@ def _fire(out):
 def _stg_recover(out):
     s = _summary(out)
     unit = 255.0  # the video runs report errors in pixel values 0..255
-    return (f"{s['what']} ({s['missing_fraction']:.0%} missing): recovery MAE {s['recovery_error'] / unit:.4f}; "
+    text = (f"{s['what']} ({s['missing_fraction']:.0%} missing): recovery MAE {s['recovery_error'] / unit:.4f}; "
             f"filled with the observed mean {s['mean_fill_error'] / unit:.4f}, linear interpolation in time "
             f"{s['temporal_interpolation_error'] / unit:.4f}")
+    if "other_clips_error" in s:
+        text += (f"; with real frames from the video's other clips: the clip nearest on the observed frames "
+                 f"{s['nearest_other_clip_error'] / unit:.4f}, any of the {s['other_clips']} "
+                 f"{s['other_clips_error'] / unit:.4f}")
+    return text
 
 
 # The multi-grid job at the CPU size: the multi-grid's Adam learning rate (the authors' 0.3 at full size) and

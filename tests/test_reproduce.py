@@ -184,3 +184,27 @@ def test_the_videos_noise_baseline_has_each_channels_moments():
     np.testing.assert_allclose(noise.reshape(-1, 3).std(0), observed.reshape(-1, 3).std(0), rtol=0.03)
     assert distances["spectrum_distance_synthesized"] == pytest.approx(0.0, abs=1e-9)
     assert distances["spectrum_distance_noise"] > 0.1
+
+
+def test_other_clips_fill_the_missing_frames_with_real_ones():
+    """A video in which frames 24–31 repeat the clip's frames 0–7: the
+    nearest other clip on the observed frames is that repeat, which fills
+    the missing frames exactly (error 0); clips overlapping the clip are
+    never used; the mean over the other clips is a direct computation."""
+    from experiments.dynamic_textures import other_clip_fills
+
+    rng = np.random.default_rng(0)
+    whole = rng.uniform(0, 255, (40, 4, 4, 3))
+    whole[24:32] = whole[0:8]
+    mask = np.ones((8, 1, 1, 1))
+    mask[3:5] = 0
+    fills = other_clip_fills(whole, 0, whole[0:8], mask)
+    assert fills["nearest_other_clip_first_frame"] == 24
+    assert fills["nearest_other_clip_error"] == 0.0
+    starts = range(8, 33)
+    assert fills["other_clips"] == len(starts)
+    direct = np.mean([np.abs(whole[u + 3:u + 5] - whole[3:5]).mean() for u in starts])
+    assert fills["other_clips_error"] == pytest.approx(direct)
+    # A clip in the middle: neither the clips overlapping it nor itself are candidates.
+    middle = other_clip_fills(whole, 24, whole[24:32], mask)
+    assert middle["nearest_other_clip_first_frame"] == 0 and middle["other_clips"] == len(range(0, 17)) + len(range(32, 33))
