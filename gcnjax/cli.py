@@ -485,7 +485,8 @@ def cmd_stgconvnet(args) -> int:
         result = stg.recover_video(config, video, mask, args.out, what=args.recover, fps=args.fps,
                                    overwrite=args.overwrite, quiet=args.quiet, devices=args.devices)
         print(f"mean |error| on missing values (0..255): recovered {result['recovery_error']:.2f}, "
-              f"mean fill {result['mean_fill_error']:.2f}")
+              f"mean fill {result['mean_fill_error']:.2f}, interpolated in time "
+              f"{result['temporal_interpolation_error']:.2f}")
         print(f"report: {result['report']}")
         return 0
     result = stg.learn_dynamic_texture(config, video, args.out, fps=args.fps, synth_frames=args.synth_frames,

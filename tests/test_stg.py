@@ -223,6 +223,35 @@ def test_recover_video_writes_a_run(tmp_path):
     np.testing.assert_array_equal(result["recovered"][0, :3], video[:3].astype(np.float32))
     assert (tmp_path / "rec" / "incomplete_recovered_true.gif").exists()
     assert result["recovery_error"] > 0 and np.isfinite(result["mean_fill_error"])
+    # The interpolation baseline: frame 3 as the mean of frames 2 and 4.
+    assert result["temporal_interpolation_error"] == pytest.approx(
+        np.abs(video[3] - (video[2] + video[4]) / 2).mean())
+
+
+def test_temporal_interpolation_is_exact_on_a_ramp_and_holds_beyond_the_observed_frames():
+    """A video linear in time, x_t = 10 + 3t (per pixel slope): every
+    missing value between observed frames comes back exactly; before the
+    first / after the last observed frame the value is held; a pixel never
+    observed keeps its values; observed values are unchanged."""
+    rng = np.random.default_rng(0)
+    slope = rng.uniform(-2, 2, (1, 1, 4, 4, 2))
+    video = 10.0 + slope * np.arange(9)[None, :, None, None, None]
+    mask = rng.uniform(size=(1, 9, 4, 4, 2)) > 0.4
+    mask[:, [0, 8]] = False  # the ends missing
+    mask[:, 4, 1, 1, 0] = True
+    mask[:, :, 2, 2, 1] = False  # never observed
+    mask[:, 2, 3, 3, 0] = True
+    filled = stg.temporal_interpolation(video, mask)
+    np.testing.assert_array_equal(filled[mask], video[mask])
+    np.testing.assert_array_equal(filled[0, :, 2, 2, 1], video[0, :, 2, 2, 1])
+    t = np.arange(9)
+    for i, j, c in [(1, 1, 0), (3, 3, 0), (0, 2, 1)]:
+        seen = mask[0, :, i, j, c]
+        first, last = t[seen].min(), t[seen].max()
+        inside = (t >= first) & (t <= last)
+        np.testing.assert_allclose(filled[0, inside, i, j, c], video[0, inside, i, j, c], rtol=1e-12)
+        np.testing.assert_allclose(filled[0, t < first, i, j, c], video[0, first, i, j, c])
+        np.testing.assert_allclose(filled[0, t > last, i, j, c], video[0, last, i, j, c])
 
 
 def test_spatiotemporal_power_spectrum_of_a_travelling_wave():
