@@ -96,6 +96,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds (net initialisation and chains) to run each texture with; scores are "
                              "reported as mean ± sd over them")
+    parser.add_argument("--size", type=int,
+                        help=f"side of the crop learned at the CPU size (default {CPU_SIZE[0]}; a multiple of "
+                             f"{PATCH}, the shuffled tiles' side)")
     parser.add_argument("--steps", type=int, help="Langevin steps per iteration (default: the preset's 10)")
     parser.add_argument("--first-stride", type=int,
                         help="the first layer's stride (default: the preset's 3; the other layers' is 1)")
@@ -104,6 +107,11 @@ def main():
 
     base = options.apply_shortcuts(options.apply_config_flags(config(args.full, args.iterations), args), args,
                                    {"steps": DESCRIPTOR_SHORTCUTS["steps"]})
+    if args.size is not None:
+        if args.full or args.size < PATCH or args.size % PATCH:
+            parser.error(f"--size {args.size}: give a multiple of {PATCH} (the shuffled tiles' side), "
+                         "and not with --full (the authors' size)")
+        base = dataclasses.replace(base, image_size=(args.size, args.size))
     if args.first_stride is not None:
         base = dataclasses.replace(base, layers=(dataclasses.replace(base.layers[0], stride=args.first_stride),
                                                  *base.layers[1:]))
