@@ -8,6 +8,7 @@ scikit-image's brick, grass and gravel, and writes a run directory for each
     python experiments/texture_synthesis.py --ivy ... --only ivy brick grass --seeds 0 1 2
     python experiments/texture_synthesis.py --full ...    # the authors' 224×224 size and 1000 iterations
     python experiments/texture_synthesis.py --ivy ... --only ivy --steps 50 --first-stride 1   # variants of the net and chains
+    python experiments/texture_synthesis.py --ivy ... --size 128      # a 128² crop instead of 64²
     python experiments/texture_synthesis.py --ivy ... --persistent false --chain-init noise --init-scale 50 --steps 30
                                                    # short-run learning: chains from noise every iteration
 
