@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -26,7 +27,7 @@ __all__ = [
     "KERNELS", "median_bandwidth", "mmd2", "kernel_distance",
     "FeatureExtractor", "extract_features", "fid", "kid", "classifier_features", "fcd",
     "filter_responses", "gram_matrices", "mean_gram", "gram_distance", "gram_distance_to", "white_noise", "shuffled_patches",
-    "PYRAMID_LEVELS", "random_zero_mean_filters", "pyramid_gram_distances",
+    "PYRAMID_LEVELS", "random_zero_mean_filters", "pyramid_grams", "pyramid_gram_distances",
     "texture_scores", "mse", "psnr",
     "effective_sample_size", "rhat",
     "spatiotemporal_power_spectrum", "spatiotemporal_spectrum_distance", "loudness_envelope",
@@ -457,6 +458,35 @@ def _block_mean(x, factor: int) -> jax.Array:
     return downsample(x[:, :h * factor, :w * factor], (h, w))
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _rectified_pyramid_responses(x, w, factor: int) -> jax.Array:
+    """``max(0, w ⋆ x)`` at one pyramid level (compiled once per shape and level)."""
+    return jax.nn.relu(filter_responses(_block_mean(x, factor), w))
+
+
+def pyramid_grams(images, levels: Sequence[int] = PYRAMID_LEVELS, filter_size: int = 5, n_filters: int = 32,
+                  seed: int = 0) -> Dict[int, np.ndarray]:
+    """The statistics of :func:`pyramid_gram_distances` for one image set
+    ``(N, H, W, C)`` (pixels 0..255): ``{f: Ḡ_f}``, at each level ``f`` the
+    mean Gram matrix of the rectified responses of the fixed random bank to
+    the images scaled to [−1, 1] and averaged over ``f × f`` blocks."""
+    x = np.asarray(images, np.float32) / 127.5 - 1.0
+    if x.ndim != 4:
+        raise ValueError(f"image sets must be (N, H, W, C), got shape {x.shape}.")
+    w = jnp.asarray(random_zero_mean_filters(x.shape[-1], filter_size, n_filters, seed))
+    grams = {}
+    for f in levels:
+        if min(x.shape[1:3]) // int(f) < filter_size:
+            raise ValueError(f"at pyramid level {f} the images ({x.shape[1:3]}) are smaller than the "
+                             f"{filter_size}×{filter_size} filters: pass fewer levels or a smaller filter_size.")
+        grams[int(f)] = mean_gram(x, lambda y, f=int(f): _rectified_pyramid_responses(y, w, f))
+    return grams
+
+
+def _relative_distances(grams_a: Dict[int, np.ndarray], grams_b: Dict[int, np.ndarray]) -> Dict[int, float]:
+    return {f: float(np.sum((grams_a[f] - grams_b[f]) ** 2) / np.sum(grams_b[f] ** 2)) for f in grams_b}
+
+
 def pyramid_gram_distances(images_a, images_b, levels: Sequence[int] = PYRAMID_LEVELS, filter_size: int = 5,
                            n_filters: int = 32, seed: int = 0) -> Dict[int, float]:
     """A texture statistic at several scales: at each level ``f`` of an
@@ -465,8 +495,8 @@ def pyramid_gram_distances(images_a, images_b, levels: Sequence[int] = PYRAMID_L
     of ``f`` dropped; pixels 0..255 scaled to [−1, 1] first), the mean Gram
     matrix (:func:`mean_gram`) of the rectified responses
     ``max(0, w_c ⋆ x)`` of one fixed random bank
-    (:func:`random_zero_mean_filters`) for two image sets ``(N, H, W, C)``,
-    and their relative distance
+    (:func:`random_zero_mean_filters`) for two image sets ``(N, H, W, C)``
+    (:func:`pyramid_grams`), and their relative distance
 
         d_f = ‖Ḡ_a − Ḡ_b‖²_F / ‖Ḡ_b‖²_F.
 
@@ -474,19 +504,11 @@ def pyramid_gram_distances(images_a, images_b, levels: Sequence[int] = PYRAMID_L
     ``f · filter_size`` pixels (a grass blade, a brick): a set that matches
     ``images_b`` at level 1 but not at level 4 has the grain without the
     shapes. ``{f: d_f}``; ``images_b`` is the reference."""
-    a, b = (np.asarray(x, np.float32) / 127.5 - 1.0 for x in (images_a, images_b))
-    if a.ndim != 4 or b.ndim != 4 or a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"image sets must be (N, H, W, C) with one channel count, got {a.shape} and {b.shape}.")
-    w = random_zero_mean_filters(a.shape[-1], filter_size, n_filters, seed)
-    distances = {}
-    for f in levels:
-        if min(a.shape[1:3] + b.shape[1:3]) // int(f) < filter_size:
-            raise ValueError(f"at pyramid level {f} the images ({a.shape[1:3]}, {b.shape[1:3]}) are smaller than "
-                             f"the {filter_size}×{filter_size} filters: pass fewer levels or a smaller filter_size.")
-        rectified = jax.jit(lambda x, f=int(f): jax.nn.relu(filter_responses(_block_mean(x, f), w)))
-        reference = mean_gram(b, rectified)
-        distances[int(f)] = float(np.sum((mean_gram(a, rectified) - reference) ** 2) / np.sum(reference ** 2))
-    return distances
+    a, b = np.shape(images_a), np.shape(images_b)
+    if len(a) != 4 or len(b) != 4 or a[-1] != b[-1]:
+        raise ValueError(f"image sets must be (N, H, W, C) with one channel count, got {a} and {b}.")
+    options = dict(levels=levels, filter_size=filter_size, n_filters=n_filters, seed=seed)
+    return _relative_distances(pyramid_grams(images_a, **options), pyramid_grams(images_b, **options))
 
 
 def shuffled_patches(image, patch: int, rng: np.random.Generator) -> np.ndarray:
@@ -560,8 +582,10 @@ def texture_scores(synthesized, reference, observed, filters, *, patch: int, see
                      "gram": gram_distance(to_model(images), reference_model, filters)}
               for name, images in sets.items()}
     if pyramid_levels:
+        reference_grams = pyramid_grams(reference, levels=pyramid_levels)  # once for the three sets
         for name, images in sets.items():
-            scores[name]["pyramid"] = pyramid_gram_distances(images, reference, levels=pyramid_levels)
+            scores[name]["pyramid"] = _relative_distances(pyramid_grams(images, levels=pyramid_levels),
+                                                          reference_grams)
     return scores
 
 
