@@ -30,6 +30,10 @@ the observed tile itself are compared with the other tiles:
 * Gram distance of the bank's own LINEAR filter responses (the same
   sizes, orientations and colour handling as the model, no nonlinearity,
   valid positions; gcnjax.metrics.gram_distance);
+* pyramid Gram distances (gcnjax.metrics.pyramid_gram_distances: a fixed
+  random 5×5 bank, not the model's, on the images and their 2×2 and 4×4
+  block means: structure spanning 5, 10 and 20 pixels), the statistic
+  texture_synthesis.py reports beside these;
 
 for the synthesized images, white noise of the observed tile's mean and
 variance per channel, and the observed tile cut into --patch × --patch
@@ -98,6 +102,13 @@ def chain_diagnostics(net, params, sigma, observed_model, chains_model) -> dict:
             "sd_ratio": float(np.std(chains_model) / np.std(observed_model))}
 
 
+def _flat(scores: dict) -> dict:
+    """One set's scores as ``{metric: value}``: the spectrum and Gram
+    distances and ``pyramid<level>`` for each pyramid level."""
+    return {"spectrum": scores["spectrum"], "gram": scores["gram"],
+            **{f"pyramid{level}": value for level, value in scores.get("pyramid", {}).items()}}
+
+
 def _table(rows) -> list:
     lines = ["| seed | spectrum: synthesized | white noise | Gram: synthesized | shuffled patches | white noise "
              "| observed tile (spectrum, Gram) | chains: virial, f gap, sd ratio | time (s) |",
@@ -127,11 +138,13 @@ def score_samples(paths, held_out, observed, gram_filters, patch: int, out: Path
             raise SystemExit(f"--score {str(path)!r} holds an array of shape {samples.shape}; the held-out tiles "
                              f"are {observed.shape}: score it with the options of its run ({hint}).")
         scores = metrics.texture_scores(samples, held_out, observed, gram_filters, patch=patch, seed=0,
-                                        with_observed=True)
-        on_tile = metrics.texture_scores(samples, observed[None], observed, gram_filters, patch=patch, seed=0)
+                                        with_observed=True, pyramid_levels=metrics.PYRAMID_LEVELS)
+        on_tile = metrics.texture_scores(samples, observed[None], observed, gram_filters, patch=patch, seed=0,
+                                         pyramid_levels=metrics.PYRAMID_LEVELS)
         results[str(path)] = {"samples": int(samples.shape[0]), "scores": scores, "on_observed_tile": on_tile}
         print(f"{path} ({samples.shape[0]} samples): " + "; ".join(
-            f"{name} spectrum {v['spectrum']:.3f}, Gram {v['gram']:.4g}" for name, v in scores.items()))
+            f"{name} " + ", ".join(f"{metric} {value:.4g}" for metric, value in _flat(v).items())
+            for name, v in scores.items()))
     out.mkdir(parents=True, exist_ok=True)
     (out / "sample_scores.json").write_text(json.dumps(results, indent=2))
 
@@ -209,8 +222,9 @@ def main():
             continue
         synthesized = np.load(Path(result["run_dir"]) / "synthesized.npy")
         scores = metrics.texture_scores(synthesized, held_out, images[0], gram_filters, patch=args.patch, seed=seed,
-                                        with_observed=True)
-        on_tile = metrics.texture_scores(synthesized, images, images[0], gram_filters, patch=args.patch, seed=seed)
+                                        with_observed=True, pyramid_levels=metrics.PYRAMID_LEVELS)
+        on_tile = metrics.texture_scores(synthesized, images, images[0], gram_filters, patch=args.patch, seed=seed,
+                                         pyramid_levels=metrics.PYRAMID_LEVELS)
         chains = chain_diagnostics(net, result["params"], config.sigma, model_scale,
                                    result["scale"].to_model(synthesized))
         rows.append({"seed": seed, "seconds": seconds, "scores": scores, "on_observed_tile": on_tile,
@@ -221,13 +235,14 @@ def main():
         return
     summary = {"data": args.data, "tiles": {"side": side, "train": 1, "held_out": len(held_out)},
                "patch": args.patch, "runs": rows, "mean": {}, "sd": {}}
-    for name in rows[0]["scores"]:
-        for metric in ("spectrum", "gram"):
-            mean, sd = metrics.mean_sd([row["scores"][name][metric] for row in rows])
-            summary["mean"][f"{name}.{metric}"], summary["sd"][f"{name}.{metric}"] = mean, sd
-    summary["mean_on_observed_tile"] = {
-        f"{name}.{metric}": metrics.mean_sd([row["on_observed_tile"][name][metric] for row in rows])[0]
-        for name in rows[0]["on_observed_tile"] for metric in ("spectrum", "gram")}
+    def columns(key):  # {"set.metric": [value of each seed]}
+        return {f"{name}.{metric}": [_flat(row[key][name])[metric] for row in rows]
+                for name in rows[0][key] for metric in _flat(rows[0][key][name])}
+
+    for column, values in columns("scores").items():
+        summary["mean"][column], summary["sd"][column] = metrics.mean_sd(values)
+    summary["mean_on_observed_tile"] = {column: metrics.mean_sd(values)[0]
+                                        for column, values in columns("on_observed_tile").items()}
     def targets(m):
         return {"spectrum_below_half_white_noise": m["synthesized.spectrum"] < 0.5 * m["white_noise.spectrum"],
                 "gram_below_shuffled_patches": m["synthesized.gram"] < m["shuffled_patches.gram"]}
@@ -240,12 +255,11 @@ def main():
              f"Learned from 1 tile of {side}×{side}; compared with {len(held_out)} held-out tiles. Shuffled patches: "
              f"{args.patch}×{args.patch}.", ""] + _table(rows) + [""]
     lines += [f"mean ± sd over {len(rows)} seed(s): " + "; ".join(
-        f"{name}.{metric} " + metrics.format_mean_sd([r["scores"][name][metric] for r in rows], ".4g", ".2g")
-        for name in rows[0]["scores"] for metric in ("spectrum", "gram")), "", f"targets: {summary['targets']}", "",
+        f"{column} " + metrics.format_mean_sd(values, ".4g", ".2g") for column, values in columns("scores").items()),
+        "", f"targets: {summary['targets']}", "",
         "Against the observed tile itself (as the descriptor's texture is scored), mean ± sd: " + "; ".join(
-            f"{name}.{metric} " + metrics.format_mean_sd([r["on_observed_tile"][name][metric] for r in rows], ".4g",
-                                                         ".2g")
-            for name in rows[0]["on_observed_tile"] for metric in ("spectrum", "gram")),
+            f"{column} " + metrics.format_mean_sd(values, ".4g", ".2g")
+            for column, values in columns("on_observed_tile").items()),
         "", f"targets on the observed tile: {summary['targets_on_observed_tile']}"]
     (args.out / "scores.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,5 +1,6 @@
 """FRAME: frozen extractors, the filter bank, the top weights, the VGG loader."""
 
+import json
 import dataclasses
 import importlib.util
 
@@ -398,3 +399,42 @@ def test_virial_ratio_is_one_under_the_model_and_zero_at_a_minimum():
     x = sigma * jax.random.normal(jax.random.key(0), (8, 32, 32, 1))
     r = np.asarray(D.virial_ratio(net.apply, zero, x, sigma))
     assert abs(r.mean() - 1.0) < 4 * np.sqrt(2 / 1024) / np.sqrt(8)
+
+
+def test_the_frame_script_scores_samples_against_the_held_out_tiles(tmp_path, monkeypatch):
+    # A 64² gray image cut into 32² tiles: the first is learned, the other
+    # three are held out. Scored as samples, the held-out tiles themselves
+    # are at distance 0 on every statistic (a set against itself), and the
+    # pyramid's figures are pyramid_gram_distances computed directly.
+    import imageio.v3 as iio
+    import sys
+
+    from experiments import frame_synthesis
+    from gcnjax import metrics
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    image = np.clip(128 + 60 * np.sin(2 * np.pi * (xx + 0.5 * yy) / 7) + 20 * rng.standard_normal((64, 64)), 0, 255)
+    iio.imwrite(tmp_path / "texture.png", image.astype(np.uint8))
+    tiles = frame_synthesis._tiles(iio.imread(tmp_path / "texture.png").astype(np.float32)[..., None], 32)
+    np.save(tmp_path / "held_out.npy", tiles[1:])
+    np.save(tmp_path / "noise.npy", rng.uniform(0, 255, (3, 32, 32, 1)).astype(np.float32))
+    monkeypatch.setattr(sys, "argv", ["frame_synthesis", "--data", str(tmp_path / "texture.png"), "--gray",
+                                      "--image-size", "32", "--sizes", "5", "7", "--patch", "8", "--out",
+                                      str(tmp_path / "scores"), "--score", str(tmp_path / "held_out.npy"),
+                                      str(tmp_path / "noise.npy")])
+    frame_synthesis.main()
+    scores = json.loads((tmp_path / "scores" / "sample_scores.json").read_text())
+    itself = scores[str(tmp_path / "held_out.npy")]["scores"]
+    assert itself["synthesized"]["spectrum"] == pytest.approx(0.0, abs=1e-9)
+    assert itself["synthesized"]["gram"] == pytest.approx(0.0, abs=1e-9)
+    assert set(itself["synthesized"]["pyramid"]) == {str(level) for level in metrics.PYRAMID_LEVELS}
+    assert all(value == pytest.approx(0.0, abs=1e-9) for value in itself["synthesized"]["pyramid"].values())
+    noise = scores[str(tmp_path / "noise.npy")]["scores"]
+    direct = metrics.pyramid_gram_distances(np.load(tmp_path / "noise.npy"), tiles[1:])
+    for level, value in direct.items():
+        assert noise["synthesized"]["pyramid"][str(level)] == pytest.approx(value, rel=1e-6)
+        assert value > 0.1
+    # The observed tile against the held-out ones: the floor, above 0.
+    assert noise["observed"]["pyramid"]["1"] == pytest.approx(
+        metrics.pyramid_gram_distances(tiles[:1], tiles[1:])[1], rel=1e-6)
