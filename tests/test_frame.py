@@ -1,8 +1,8 @@
 """FRAME: frozen extractors, the filter bank, the top weights, the VGG loader."""
 
-import json
 import dataclasses
 import importlib.util
+import json
 
 import flax.linen as nn
 import jax
@@ -406,8 +406,9 @@ def test_the_frame_script_scores_samples_against_the_held_out_tiles(tmp_path, mo
     # three are held out. Scored as samples, the held-out tiles themselves
     # are at distance 0 on every statistic (a set against itself), and the
     # pyramid's figures are pyramid_gram_distances computed directly.
-    import imageio.v3 as iio
     import sys
+
+    import imageio.v3 as iio
 
     from experiments import frame_synthesis
     from gcnjax import metrics
