@@ -122,6 +122,16 @@ def _table(rows) -> list:
     return lines
 
 
+def _scores(samples, held_out, observed, gram_filters, patch: int, seed: int) -> tuple:
+    """``(on the held-out tiles, on the observed tile)``: the texture scores
+    of ``samples`` with every statistic (spectrum, the bank's Gram, the
+    pyramid), against the held-out tiles (the observed tile scored beside
+    them) and against the observed tile itself."""
+    options = dict(patch=patch, seed=seed, pyramid_levels=metrics.PYRAMID_LEVELS)
+    return (metrics.texture_scores(samples, held_out, observed, gram_filters, with_observed=True, **options),
+            metrics.texture_scores(samples, observed[None], observed, gram_filters, **options))
+
+
 def score_samples(paths, held_out, observed, gram_filters, patch: int, out: Path) -> None:
     """The texture scores of each samples file (``(N, side, side, C)``
     pixels) against ``held_out``, beside the baselines of as many images
@@ -137,10 +147,7 @@ def score_samples(paths, held_out, observed, gram_filters, patch: int, out: Path
                     if samples.ndim == 4 else "samples (N, side, side, C) of a run of this script")
             raise SystemExit(f"--score {str(path)!r} holds an array of shape {samples.shape}; the held-out tiles "
                              f"are {observed.shape}: score it with the options of its run ({hint}).")
-        scores = metrics.texture_scores(samples, held_out, observed, gram_filters, patch=patch, seed=0,
-                                        with_observed=True, pyramid_levels=metrics.PYRAMID_LEVELS)
-        on_tile = metrics.texture_scores(samples, observed[None], observed, gram_filters, patch=patch, seed=0,
-                                         pyramid_levels=metrics.PYRAMID_LEVELS)
+        scores, on_tile = _scores(samples, held_out, observed, gram_filters, patch, seed=0)
         results[str(path)] = {"samples": int(samples.shape[0]), "scores": scores, "on_observed_tile": on_tile}
         print(f"{path} ({samples.shape[0]} samples): " + "; ".join(
             f"{name} " + ", ".join(f"{metric} {value:.4g}" for metric, value in _flat(v).items())
@@ -221,10 +228,7 @@ def main():
         if held_out is None:
             continue
         synthesized = np.load(Path(result["run_dir"]) / "synthesized.npy")
-        scores = metrics.texture_scores(synthesized, held_out, images[0], gram_filters, patch=args.patch, seed=seed,
-                                        with_observed=True, pyramid_levels=metrics.PYRAMID_LEVELS)
-        on_tile = metrics.texture_scores(synthesized, images, images[0], gram_filters, patch=args.patch, seed=seed,
-                                         pyramid_levels=metrics.PYRAMID_LEVELS)
+        scores, on_tile = _scores(synthesized, held_out, images[0], gram_filters, args.patch, seed=seed)
         chains = chain_diagnostics(net, result["params"], config.sigma, model_scale,
                                    result["scale"].to_model(synthesized))
         rows.append({"seed": seed, "seconds": seconds, "scores": scores, "on_observed_tile": on_tile,
