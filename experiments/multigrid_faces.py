@@ -34,6 +34,11 @@ training faces; the errors are mean absolute errors on the missing pixels
 (0..255). Where the error is made: the fill after each grid beside the
 baselines' fills read at that grid (``coarse_errors``), and the finer grids
 started from the truth's and PCA's coarse images (``refined_from_coarse``).
+``--learn-mask`` learns the models for inpainting instead (the conditional
+likelihood of the missing pixels, :class:`gcnjax.multigrid.MultigridConfig`'s
+``learn_mask``); ``--validation N`` holds the N faces after the training
+ones for choosing settings (inpainted and scored as well), the held-out
+faces following them.
 """
 
 from __future__ import annotations
@@ -73,6 +78,25 @@ def inpainting_baselines(train, faces, mask, pca_dim):
         d = ((flat_t[:, keep] - face.reshape(-1)[keep]) ** 2).sum(axis=1)
         nearest.append(np.where(seen, face, train[int(np.argmin(d))]))
     return {"pca": fills["pca"], "training_mean": fills["mean"], "nearest_training_face": np.stack(nearest)}
+
+
+def scored_inpainting(out, name, train, faces, mask_spec, pca_dim, overwrite):
+    """Inpaint ``faces`` under ``mask_spec`` with the models in
+    ``out/multigrid`` (a run directory ``out/name``) and score the fill
+    beside the baselines fitted on ``train`` (:func:`inpainting_baselines`),
+    in total and after each grid. Returns ``(scores, fill, baselines)``."""
+    mask = masks.from_spec(mask_spec, faces.shape)
+    fill = M.inpaint_run(out / "multigrid", faces, mask, out / name, mask_spec=mask_spec, overwrite=overwrite)
+    baselines = inpainting_baselines(train, faces, mask, pca_dim)
+    grids = M.load_multigrid_run(out / "multigrid")[0].grids
+    scores = {"mask": mask_spec, "faces": len(faces), "mean_recovery_error": fill["mean_recovery_error"],
+              "mean_colour_fill_error": fill["mean_colour_fill_error"],
+              "per_image": [float(e) for e in fill["errors"]],
+              **{f"{kind}_error": float(recovery_error(faces, x, mask).mean()) for kind, x in baselines.items()},
+              "mean_recovery_error_by_grid": fill["mean_recovery_error_by_grid"],
+              "baselines_by_grid": {kind: coarse_errors(faces, x, mask, grids) for kind, x in baselines.items()},
+              "pca_dim": pca_dim}
+    return scores, fill, baselines
 
 
 def coarse_errors(faces, fill, mask, grids):
@@ -175,6 +199,9 @@ def main():
     ap.add_argument("--results", default=None, help="folder for small PNGs (e.g. experiments/results)")
     ap.add_argument("--faces", type=int, default=160, help="training faces (the first N by name)")
     ap.add_argument("--held-out", type=int, default=64, help="next N faces: inpainting and the real reference")
+    ap.add_argument("--validation", type=int, default=0,
+                    help="faces after the training ones to choose settings on (inpainted and scored too, as "
+                         "summary.json's inpainting_validation); the --held-out faces then follow them")
     ap.add_argument("--iterations", type=int, default=120)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=15, help="Langevin steps per grid")
@@ -184,6 +211,9 @@ def main():
                     help="Langevin step δ at every grid, step size δ²/2 in pixel units 0..255 (default: the preset's)")
     ap.add_argument("--preset", default="authors", choices=["authors", "paper"])
     ap.add_argument("--mask", default="block:32")
+    ap.add_argument("--learn-mask", default=None,
+                    help="learn the multi-grid models for inpainting with this mask (e.g. block:32): "
+                         "MultigridConfig.learn_mask; default: the paper's learning of whole images")
     ap.add_argument("--inpaint", type=int, default=None,
                     help="held-out faces to inpaint (default: all --held-out of them)")
     ap.add_argument("--pca-dim", type=int, default=20, help="dimension of the PCA baseline of inpainting")
@@ -201,11 +231,13 @@ def main():
 
     out = Path(args.out)
     paths = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in gdata.IMAGE_EXTENSIONS)
-    need = args.faces + args.held_out
+    first_held = args.faces + args.validation
+    need = first_held + args.held_out
     if len(paths) < need:
-        raise SystemExit(f"{args.data} holds {len(paths)} images; need {need} (--faces + --held-out).")
+        raise SystemExit(f"{args.data} holds {len(paths)} images; need {need} (--faces + --validation + --held-out).")
     train = gdata.load_images(paths[:args.faces], size=64)
-    held = gdata.load_images(paths[args.faces:need], size=64)
+    validation = gdata.load_images(paths[args.faces:first_held], size=64) if args.validation else None
+    held = gdata.load_images(paths[first_held:need], size=64)
 
     base = presets.get_multigrid(args.preset)
     config = dataclasses.replace(
@@ -214,9 +246,10 @@ def main():
         langevin=dataclasses.replace(base.langevin if args.delta is None else base.langevin.with_delta(args.delta),
                                      n_steps=args.steps, unroll=1),
         run=RunConfig(log_every=5, image_every=max(1, args.iterations // 4), checkpoint_every=args.iterations // 2),
-        seed=args.seed,
+        seed=args.seed, learn_mask=args.learn_mask,
     )
-    summary = {"settings": {"faces": args.faces, "held_out": args.held_out, "config": config.to_dict()}}
+    summary = {"settings": {"faces": args.faces, "validation": args.validation, "held_out": args.held_out,
+                            "config": config.to_dict()}}
 
     results = {}
 
@@ -273,20 +306,13 @@ def main():
         print(json.dumps({k: summary[k] for k in ("distances_to_training_faces", "seconds")}, indent=2))
         return
     n_fill = args.inpaint or len(held)
+    if validation is not None:
+        summary["inpainting_validation"] = scored_inpainting(
+            out, "inpaint_validation", train, validation[:n_fill], args.mask, args.pca_dim, args.overwrite)[0]
     faces = held[:n_fill]
     mask = masks.from_spec(args.mask, faces.shape)
-    fill = M.inpaint_run(out / "multigrid", faces, mask, out / "inpaint", mask_spec=args.mask,
-                         overwrite=args.overwrite)
-    baselines = inpainting_baselines(train, faces, mask, args.pca_dim)
-    summary["inpainting"] = {"mask": args.mask, "faces": n_fill, "mean_recovery_error": fill["mean_recovery_error"],
-                             "mean_colour_fill_error": fill["mean_colour_fill_error"],
-                             "per_image": [float(e) for e in fill["errors"]],
-                             **{f"{name}_error": float(recovery_error(faces, x, mask).mean())
-                                for name, x in baselines.items()},
-                             "mean_recovery_error_by_grid": fill["mean_recovery_error_by_grid"],
-                             "baselines_by_grid": {name: coarse_errors(faces, x, mask, config.grids)
-                                                   for name, x in baselines.items()},
-                             "pca_dim": args.pca_dim}
+    summary["inpainting"], fill, baselines = scored_inpainting(out, "inpaint", train, faces, args.mask, args.pca_dim,
+                                                               args.overwrite)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["inpainting"]["refined_from_coarse"] = refined_from_coarse(
         out / "multigrid", faces, mask, {"truth": faces, "pca": baselines["pca"]})

@@ -20,6 +20,17 @@ against the data down-sampled to that grid:
 the chains starting afresh every iteration from the up-sampled coarser
 samples (not persistent, not from noise, not from the data itself).
 
+Learned for inpainting (``learn_mask``), each iteration's chains are the
+inpainting chains of the batch itself: the observed pixels ``x_O`` clamped,
+the missing ones ``x_M`` sampled coarse to fine from the observed mean
+colour, so that the update is the gradient of the conditional
+log-likelihood ``Σ log p_s(x_M | x_O)``:
+
+    Δw_s ∝ mean_data ∂f_s/∂w(x) − mean_data ∂f_s/∂w(x_O, x̃_M),  x̃_M ~ p_s(x_M | x_O),
+
+which vanishes on what is observed (the model is taught to fill, not to
+synthesize whole images).
+
 The Langevin moves are :mod:`gcnjax.langevin`'s; the energies are
 :func:`gcnjax.descriptor.energy`. A net with batch norm
 (:class:`gcnjax.nets.MultigridNet`, ``norm="batch"``) makes ``f`` of one image
@@ -46,6 +57,7 @@ import optax
 
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
+from gcnjax import masks
 from gcnjax.langevin import LangevinConfig
 from gcnjax.metrics import recovery_error
 from gcnjax.nets import MULTIGRID_NORMS, MultigridNet, multigrid_layers
@@ -66,6 +78,7 @@ __all__ = [
     "make_nets",
     "make_optimizer",
     "init_state",
+    "observed_mean_colour",
     "initial_images",
     "langevin_at_grid",
     "coarse_to_fine",
@@ -159,6 +172,14 @@ class MultigridConfig:
       entry; ``None``: off), weight_decay (the authors' code declares 1e-4
       but never adds it to the loss, so 0 reproduces it).
       batch_size: observed images per iteration, one chain per image.
+      learn_mask: ``None`` (the paper's learning), or a mask spec of
+        :func:`gcnjax.masks.from_spec` (``"block:32"``, ``"pepper:0.5"``,
+        ``"randblock:20"``): learn the conditional model of the missing
+        pixels given the observed ones, every iteration's chains being the
+        inpainting chains of the batch under this mask (the module's
+        docstring). The batch's masks are made once from ``seed``; the
+        batches are reshuffled every epoch, so a random mask kind meets each
+        image in several draws.
     """
 
     grids: Tuple[int, ...] = (4, 16, 64)
@@ -174,6 +195,7 @@ class MultigridConfig:
     max_abs_grad: Optional[float] = None
     weight_decay: float = 0.0
     batch_size: int = 100
+    learn_mask: Optional[str] = None
     channels: int = 3
     n_iterations: int = 1000
     seed: int = 0
@@ -217,6 +239,15 @@ class MultigridConfig:
             raise ValueError(f"MultigridConfig.channels must be 1 or 3, got {self.channels!r}.")
         if not isinstance(self.langevin, LangevinConfig):
             raise ValueError("MultigridConfig.langevin must be a gcnjax.langevin.LangevinConfig.")
+        if self.learn_mask is not None:
+            size = int(grids[-1])
+            try:
+                masks.from_spec(self.learn_mask, (1, size, size))
+            except ValueError as err:
+                raise ValueError(f"MultigridConfig.learn_mask: {err}") from None
+            if self.start != "mean":
+                raise ValueError("MultigridConfig.learn_mask needs start='mean': inpainting chains start at each "
+                                 "image's mean observed colour.")
         if self.langevin.clip is not None:
             raise ValueError(
                 "MultigridConfig.langevin.clip must be None: set clip_to_data=True to clip to the pixel range."
@@ -306,6 +337,13 @@ def init_state(key, config: MultigridConfig, nets: Dict[int, MultigridNet],
     return MultigridState(params, opt_state, samples, keys[0], jnp.zeros((), jnp.int32))
 
 
+def observed_mean_colour(observed: jax.Array, mask: jax.Array) -> jax.Array:
+    """Each image's mean colour over its observed pixels (``mask`` 1),
+    ``Σ m·x / Σ m``, as ``(N, 1, 1, C)``: where inpainting chains start."""
+    total = jnp.maximum(jnp.sum(mask, axis=(1, 2), keepdims=True), 1.0)
+    return jnp.sum(mask * observed, axis=(1, 2), keepdims=True) / total
+
+
 def initial_images(key, config: MultigridConfig, data: jax.Array, box: Tuple[float, float]) -> jax.Array:
     """Where the chains start, at the start grid: each observed image's 1×1
     mean colour (``start="mean"``), or U(box) noise at the first modeled grid."""
@@ -384,7 +422,8 @@ def make_train_step(config: MultigridConfig, apply_fns: Dict[int, ApplyFn],
 
     ``data``: a batch of observed images at the finest grid, in model scale.
     Samples are synthesized coarse to fine (:func:`coarse_to_fine`) under
-    the current params; then each grid's params take one optimizer step on
+    the current params (with ``config.learn_mask``, the batch inpainted:
+    :func:`inpaint`); then each grid's params take one optimizer step on
     ``mean f_s(samples_s) − mean f_s(downsample(data, s))``. Metrics (device
     scalars) per grid ``s``: ``f_data_s``, ``f_samples_s``,
     ``energy_data_s``, ``energy_samples_s``, ``grad_norm_s``; and
@@ -394,8 +433,13 @@ def make_train_step(config: MultigridConfig, apply_fns: Dict[int, ApplyFn],
 
     def train_step(state: MultigridState, data: jax.Array):
         key, k_start, k_chains = jax.random.split(state.key, 3)
-        start = initial_images(k_start, config, data, box)
-        samples, _ = coarse_to_fine(k_chains, config, apply_fns, state.params, start, box)
+        if config.learn_mask is None:
+            start = initial_images(k_start, config, data, box)
+            samples, _ = coarse_to_fine(k_chains, config, apply_fns, state.params, start, box)
+        else:
+            # Made while tracing, from the batch's static shape: a constant of the step.
+            mask = jnp.asarray(masks.from_spec(config.learn_mask, data.shape, seed=config.seed))
+            samples = inpaint(k_chains, config, apply_fns, state.params, data, mask, box)
         params, opt_state, metrics = {}, {}, {}
         diverged = jnp.int32(0)
         samples_flat = jnp.float32(0)  # any grid's
@@ -450,8 +494,7 @@ def inpaint(key, config: MultigridConfig, apply_fns: Dict[int, ApplyFn], params:
     """
     mask = jnp.broadcast_to(mask, observed.shape[:3] + (1,)).astype(jnp.float32)
     if start is None:
-        total = jnp.maximum(jnp.sum(mask, axis=(1, 2), keepdims=True), 1.0)
-        start = jnp.sum(mask * observed, axis=(1, 2), keepdims=True) / total
+        start = observed_mean_colour(observed, mask)
     else:
         finer = tuple(g for g in config.grids if int(g) > start.shape[1])
         if not finer or start.shape[0] != observed.shape[0] or start.shape[1] != start.shape[2]:
@@ -579,6 +622,9 @@ def _trainer(config: MultigridConfig, x: jax.Array, scale: gdata.PixelScale, ima
         finish=finish,
         describe=(f"Batch {config.batch_size}; grids {' → '.join(f'{g}×{g}' for g in config.grids)} started from "
                   + ("each image's 1×1 mean colour" if config.start == "mean" else "uniform noise")
+                  + ("" if config.learn_mask is None else
+                     f"; learned for inpainting: the chains fill the batch's missing pixels "
+                     f"({masks.describe(config.learn_mask)}), the observed ones clamped")
                   + f"; {sampler.n_steps} Langevin steps per grid of step size {sampler.step_size:g} "
                   f"(noise {sampler.noise_scale}); σ = {config.sigma}; clipped to the pixel range: "
                   f"{config.clip_to_data}; nets des4/16/64 × width {config.width}, norm {config.norm}; "

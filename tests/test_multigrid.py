@@ -130,6 +130,50 @@ def test_linear_f_learning_step_matches_closed_form(norm):
                                    rtol=1e-4)
 
 
+def test_learning_for_inpainting_is_the_conditional_likelihood_gradient():
+    """Learned with a mask, the chains are the batch's inpainting chains:
+    with f_s(x) = <w_s, x> and no noise, the missing coarse pixels move by
+    n·a·w_s from the up-sampled coarser fill, the observed ones stay at the
+    data, and the ML step is w_s + lr·mean (1 − m_s)·(data_s − fill_s): the
+    gradient of log p(x_M | x_O) vanishes on what is observed. With nothing
+    missing the samples are the data and the params do not move."""
+    n_steps, delta, lr = 3, 0.5, 0.1
+    a = 0.5 * delta**2
+    lin = LinearF()
+    data = pixel_images(seed=4)
+    mask = masks.block(data.shape, 4)  # a centred 4×4 of 8×8
+    for spec in ("block:4", "pepper:0"):
+        cfg = tiny_config(grids=(2, 4, 8), norm="none", clip_to_data=False, learn_mask=spec,
+                          langevin=LangevinConfig.from_delta(delta, n_steps, noise=False, unroll=1))
+        step, opt = _step_for(cfg, {g: lin.apply for g in cfg.grids}, optax.sgd(lr))
+        params = {M.grid_key(g): lin.init(jax.random.key(g), jnp.zeros((1, g, g, 3))) for g in cfg.grids}
+        state = M.MultigridState(params, {k: opt.init(p) for k, p in params.items()},
+                                 {}, jax.random.key(1), jnp.zeros((), jnp.int32))
+        w0 = {g: np.asarray(params[M.grid_key(g)]["params"]["w"], np.float64) for g in cfg.grids}
+        new, _ = step(state, jnp.asarray(data))
+        w1 = {g: np.asarray(new.params[M.grid_key(g)]["params"]["w"], np.float64) for g in cfg.grids}
+        if spec == "pepper:0":
+            for g in cfg.grids:
+                np.testing.assert_allclose(np.asarray(new.samples[M.grid_key(g)]),
+                                           data.reshape(3, g, 8 // g, g, 8 // g, 3).mean(axis=(2, 4)), rtol=1e-5)
+                np.testing.assert_allclose(w1[g], w0[g], rtol=0, atol=1e-6)
+            continue
+        x = (data * mask).sum(axis=(1, 2), keepdims=True) / mask.sum(axis=(1, 2), keepdims=True)
+        np.testing.assert_allclose(np.asarray(new.samples["start"]), x, rtol=1e-5)
+        for g in cfg.grids:
+            k = 8 // g
+            data_g = data.reshape(3, g, k, g, k, 3).mean(axis=(2, 4))
+            m_g = (mask.reshape(3, g, k, g, k, 1).min(axis=(2, 4)) > 0).astype(np.float64)
+            up = np.repeat(np.repeat(x, g // x.shape[1], axis=1), g // x.shape[2], axis=2)
+            x = m_g * data_g + (1 - m_g) * (up + n_steps * a * w0[g])
+            np.testing.assert_allclose(np.asarray(new.samples[M.grid_key(g)]), x, rtol=1e-4, atol=1e-3)
+            gradient = ((1 - m_g) * (data_g - x)).mean(axis=0)
+            np.testing.assert_allclose(w1[g], w0[g] + lr * gradient, rtol=1e-4, atol=1e-3)
+            observed = np.broadcast_to(m_g.mean(axis=0) == 1, w1[g].shape)
+            assert (g == 2) == (not observed.any())  # no 4×4 block is whole at 2×2; a ring is at 4×4 and 8×8
+            np.testing.assert_allclose(w1[g][observed], w0[g][observed], rtol=0, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_train_step_traced_once_and_chains_start_at_mean_colour():
     traces = {"n": 0}
@@ -314,6 +358,9 @@ def test_cli_learns_and_rejects_bad_input(tmp_path, capsys):
     (dict(pixel_scale="raw"), "pixel_scale"),
     (dict(langevin=LangevinConfig(n_steps=2, clip=(0.0, 255.0))), "clip_to_data"),
     (dict(sigma=0.0), "sigma"),
+    (dict(learn_mask="hole:3"), "learn_mask.*unknown mask"),
+    (dict(learn_mask="block:9"), "learn_mask.*fit"),
+    (dict(learn_mask="block:4", start="noise"), "learn_mask needs start='mean'"),
 ])
 def test_config_validation(change, message):
     with pytest.raises(ValueError, match=message):
