@@ -10,7 +10,7 @@
     gcnjax classifier --data IDX_FOLDER train and cache the FCD feature classifier
     gcnjax fcd --a IMAGES --b IMAGES    Fréchet classifier distance of two image sets
     gcnjax stgconvnet --data VIDEO_OR_FOLDER_OR_WAV --out DIR [--variant st|fc_s|fc_s_large|st_small]
-    gcnjax multigrid --data FOLDER --out DIR [--preset authors|paper]
+    gcnjax multigrid --data FOLDER --out DIR [--preset authors|paper] [--learn-mask block:32]
     gcnjax multigrid inpaint --run DIR --data FOLDER --mask block:32 --out DIR
     gcnjax coop --data FOLDER_OR_fashion-mnist --out DIR   cooperative descriptor + generator
     gcnjax sample --run DIR --chains N --out DIR   samples of any learned run, in blocks, to disk
