@@ -80,15 +80,15 @@ def inpainting_baselines(train, faces, mask, pca_dim):
     return {"pca": fills["pca"], "training_mean": fills["mean"], "nearest_training_face": np.stack(nearest)}
 
 
-def scored_inpainting(out, name, train, faces, mask_spec, pca_dim, overwrite):
+def scored_inpainting(out, name, train, faces, mask_spec, pca_dim, grids, overwrite):
     """Inpaint ``faces`` under ``mask_spec`` with the models in
     ``out/multigrid`` (a run directory ``out/name``) and score the fill
     beside the baselines fitted on ``train`` (:func:`inpainting_baselines`),
-    in total and after each grid. Returns ``(scores, fill, baselines)``."""
+    in total and after each of the models' ``grids``. Returns
+    ``(scores, fill, baselines)``."""
     mask = masks.from_spec(mask_spec, faces.shape)
     fill = M.inpaint_run(out / "multigrid", faces, mask, out / name, mask_spec=mask_spec, overwrite=overwrite)
     baselines = inpainting_baselines(train, faces, mask, pca_dim)
-    grids = M.load_multigrid_run(out / "multigrid")[0].grids
     scores = {"mask": mask_spec, "faces": len(faces), "mean_recovery_error": fill["mean_recovery_error"],
               "mean_colour_fill_error": fill["mean_colour_fill_error"],
               "per_image": [float(e) for e in fill["errors"]],
@@ -308,11 +308,12 @@ def main():
     n_fill = args.inpaint or len(held)
     if validation is not None:
         summary["inpainting_validation"] = scored_inpainting(
-            out, "inpaint_validation", train, validation[:n_fill], args.mask, args.pca_dim, args.overwrite)[0]
+            out, "inpaint_validation", train, validation[:n_fill], args.mask, args.pca_dim, config.grids,
+            args.overwrite)[0]
     faces = held[:n_fill]
     mask = masks.from_spec(args.mask, faces.shape)
     summary["inpainting"], fill, baselines = scored_inpainting(out, "inpaint", train, faces, args.mask, args.pca_dim,
-                                                               args.overwrite)
+                                                               config.grids, args.overwrite)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["inpainting"]["refined_from_coarse"] = refined_from_coarse(
         out / "multigrid", faces, mask, {"truth": faces, "pca": baselines["pca"]})
