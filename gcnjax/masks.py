@@ -112,12 +112,13 @@ def from_spec(spec: str, shape: Sequence[int], *, seed: int = 0) -> np.ndarray:
 
 
 def describe(spec: str) -> str:
-    """Words for a mask spec, for reports: ``"pepper:0.7"`` → ``"70% pixels missing"``."""
+    """Words for a mask spec, for reports: ``"pepper:0.7"`` → ``"70% pixels missing"``,
+    ``"block:20"`` → ``"a 20×20 block missing in the centre"``."""
     kind, _, arg = str(spec).partition(":")
     if kind == "pepper":
         return f"{float(arg):.0%} pixels missing"
-    if kind == "block":
-        return f"{arg} block missing"
-    if kind == "randblock":
-        return f"{arg} block missing at a random place"
+    if kind in ("block", "randblock"):
+        dims = arg.lower().split("x")
+        side = f"{dims[0]}×{dims[0]}" if len(dims) == 1 else "×".join(dims)
+        return f"a {side} block missing" + (" at a random place" if kind == "randblock" else " in the centre")
     return spec
