@@ -81,11 +81,12 @@ def inpainting_baselines(train, faces, mask, pca_dim):
 
 
 def scored_inpainting(out, name, train, faces, mask_spec, pca_dim, grids, overwrite):
-    """Inpaint ``faces`` under ``mask_spec`` with the models in
+    """Inpaint ``faces`` under ``mask_spec`` (made for them by
+    :func:`gcnjax.masks.from_spec`) with the models in
     ``out/multigrid`` (a run directory ``out/name``) and score the fill
     beside the baselines fitted on ``train`` (:func:`inpainting_baselines`),
     in total and after each of the models' ``grids``. Returns
-    ``(scores, fill, baselines)``."""
+    ``(scores, fill, baselines, mask)``."""
     mask = masks.from_spec(mask_spec, faces.shape)
     fill = M.inpaint_run(out / "multigrid", faces, mask, out / name, mask_spec=mask_spec, overwrite=overwrite)
     baselines = inpainting_baselines(train, faces, mask, pca_dim)
@@ -96,7 +97,7 @@ def scored_inpainting(out, name, train, faces, mask_spec, pca_dim, grids, overwr
               "mean_recovery_error_by_grid": fill["mean_recovery_error_by_grid"],
               "baselines_by_grid": {kind: coarse_errors(faces, x, mask, grids) for kind, x in baselines.items()},
               "pca_dim": pca_dim}
-    return scores, fill, baselines
+    return scores, fill, baselines, mask
 
 
 def coarse_errors(faces, fill, mask, grids):
@@ -311,9 +312,8 @@ def main():
             out, "inpaint_validation", train, validation[:n_fill], args.mask, args.pca_dim, config.grids,
             args.overwrite)[0]
     faces = held[:n_fill]
-    mask = masks.from_spec(args.mask, faces.shape)
-    summary["inpainting"], fill, baselines = scored_inpainting(out, "inpaint", train, faces, args.mask, args.pca_dim,
-                                                               config.grids, args.overwrite)
+    summary["inpainting"], fill, baselines, mask = scored_inpainting(
+        out, "inpaint", train, faces, args.mask, args.pca_dim, config.grids, args.overwrite)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["inpainting"]["refined_from_coarse"] = refined_from_coarse(
         out / "multigrid", faces, mask, {"truth": faces, "pca": baselines["pca"]})

@@ -91,6 +91,14 @@ def missing_frames(shape: Sequence[int], frames: Sequence[int]) -> np.ndarray:
     return mask
 
 
+def _block_size(arg: str) -> Tuple[int, int]:
+    """``"20"`` → ``(20, 20)``, ``"20x30"`` → ``(20, 30)``: a block spec's size."""
+    dims = tuple(int(a) for a in arg.lower().split("x"))
+    if len(dims) not in (1, 2):
+        raise ValueError(f"a block's size is SIZE or HEIGHTxWIDTH, got {arg!r}.")
+    return (dims[0], dims[0]) if len(dims) == 1 else dims
+
+
 def from_spec(spec: str, shape: Sequence[int], *, seed: int = 0) -> np.ndarray:
     """A mask from a short text: ``"pepper:0.7"`` (70% of pixels missing at
     random), ``"block:20"`` (a centred 20×20 block), ``"block:20x30"``, or
@@ -100,9 +108,7 @@ def from_spec(spec: str, shape: Sequence[int], *, seed: int = 0) -> np.ndarray:
         if kind == "pepper":
             return salt_and_pepper(shape, float(arg), seed=seed)
         if kind in ("block", "randblock"):
-            dims = tuple(int(a) for a in arg.lower().split("x"))
-            size = dims[0] if len(dims) == 1 else dims
-            return block(shape, size, seed=seed if kind == "randblock" else None)
+            return block(shape, _block_size(arg), seed=seed if kind == "randblock" else None)
     except ValueError as err:
         raise ValueError(f"mask {spec!r}: {err}") from None
     raise ValueError(
@@ -113,12 +119,11 @@ def from_spec(spec: str, shape: Sequence[int], *, seed: int = 0) -> np.ndarray:
 
 def describe(spec: str) -> str:
     """Words for a mask spec, for reports: ``"pepper:0.7"`` → ``"70% pixels missing"``,
-    ``"block:20"`` → ``"a 20×20 block missing in the centre"``."""
+    ``"block:20"`` → ``"20×20 block missing in the centre"``."""
     kind, _, arg = str(spec).partition(":")
     if kind == "pepper":
         return f"{float(arg):.0%} pixels missing"
     if kind in ("block", "randblock"):
-        dims = arg.lower().split("x")
-        side = f"{dims[0]}×{dims[0]}" if len(dims) == 1 else "×".join(dims)
-        return f"a {side} block missing" + (" at a random place" if kind == "randblock" else " in the centre")
+        h, w = _block_size(arg)
+        return f"{h}×{w} block missing" + (" at a random place" if kind == "randblock" else " in the centre")
     return spec

@@ -35,8 +35,8 @@ def test_from_spec_and_errors():
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         masks.from_spec("pepper:1.5", (1, 8, 8))
     assert masks.describe("pepper:0.7") == "70% pixels missing"
-    assert masks.describe("block:32") == "a 32×32 block missing in the centre"
-    assert masks.describe("randblock:20x30") == "a 20×30 block missing at a random place"
+    assert masks.describe("block:32") == "32×32 block missing in the centre"
+    assert masks.describe("randblock:20x30") == "20×30 block missing at a random place"
 
 
 def test_missing_frames():
