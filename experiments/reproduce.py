@@ -366,11 +366,11 @@ JOBS: List[Job] = [
                                             "--out", "{out}/dynamic-fire",
                                             *(["--frames", "70", "--size", "100", "--iterations", "500",
                                                "--chains", "3", "--steps", "20", "--synth-frames", "140"] if full else
-                                              ["--variant", "st_small", "--frames", "16", "--size", "32",
-                                               "--iterations", "1000", "--steps", "10", "--synth-frames", "32"])),
-        "CPU: the `st_small` net (its top units see 13×17×17: the ST net's see the whole 16×32×32 clip and copy "
-        "it), 16 frames of 32², 1000 iterations, 2 persistent chains, 10 steps, then 2 videos of 32 frames from "
-        "noise (250 steps); full: the ST net at the paper's 70 frames of 100², 500 iterations, 3 chains, 20 steps",
+                                              ["--variant", "st_small", "--frames", "32", "--size", "32",
+                                               "--iterations", "1000", "--steps", "10", "--synth-frames", "64"])),
+        "CPU: the `st_small` net (its top units see 13×17×17: the ST net's see the whole clip at 32² and copy it) "
+        "and a clip of 32 frames (with 16 its chains copied the clip on two seeds of three), 32², 1000 iterations, "
+        "2 persistent chains, 10 steps, then 2 videos of 64 frames from noise (250 steps); full: the ST net at the paper's 70 frames of 100², 500 iterations, 3 chains, 20 steps",
         [Row("Dynamic texture synthesis (fire pot), Xie et al. 2017",
              "synthesized videos that look like the observed fire (videos, no number)",
              _fire, lambda o: _existing(o / "observed_vs_synthesized_frames.png", o / "longer_frames.png"),
