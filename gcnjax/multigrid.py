@@ -640,10 +640,23 @@ def _chains(run_dir: Path, payload: Dict[str, Any], settings):
     """Multi-grid samples: coarse to fine from 1×1 starts (the observed
     images' mean colours, ``start_colours.npy``, drawn at random; the data's
     mean where a run lacks them), each grid's Langevin under its model; the
-    finest grid's chain is the one traced."""
+    finest grid's chain is the one traced. A run learned for inpainting
+    (``learn_mask``) fitted only the missing pixels given the rest: its
+    whole images are drawn all the same, with a warning and a note in the
+    description."""
+    import sys
+
     from gcnjax.sampling import Chains, Draw, langevin_draw
 
     config, scale, nets, params = load_multigrid_run(run_dir)
+    caveat = ""
+    if config.learn_mask is not None:
+        caveat = (f" The models were learned for inpainting ({masks.describe(config.learn_mask)}): they fit the "
+                  "missing pixels given the observed ones, not whole images; `gcnjax multigrid inpaint` uses them "
+                  "as learned.")
+        print(f"warning: {str(run_dir)!r} was learned for inpainting ({masks.describe(config.learn_mask)}), not to "
+              "synthesize: whole images drawn from it are outside what it learned. Fill masked images with "
+              "`gcnjax multigrid inpaint`.", file=sys.stderr)
     config = dataclasses.replace(config, langevin=settings.chain(config.langevin))
     box = tuple(scale.range)
     apply_fns = {g: nets[g].apply for g in nets}
@@ -679,7 +692,7 @@ def _chains(run_dir: Path, payload: Dict[str, Any], settings):
         describe=(f"coarse to fine over grids {' → '.join(f'{g}×{g}' for g in config.grids)} from "
                   + ("the observed images' 1×1 mean colours" if config.start == "mean" else "uniform noise")
                   + f", {config.langevin.n_steps} Langevin steps per grid (step {config.langevin.step_size:g}, "
-                  f"noise {config.langevin.noise_scale})."),
+                  f"noise {config.langevin.noise_scale})." + caveat),
         n_steps=sampler.n_steps, logdensity=None if coupled else logdensity,
     )
 

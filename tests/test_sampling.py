@@ -346,6 +346,7 @@ def test_sample_a_run_of_each_family(kind, shape, tmp_path, image_folder, capsys
     x = np.load(tmp_path / "s" / "samples.npy")
     assert x.shape == (6, *shape) and np.isfinite(x).all() and x.std() > 0
     assert (tmp_path / "s" / "samples.png").is_file()
+    assert "learned for inpainting" not in capsys.readouterr().err + (tmp_path / "s" / "report.md").read_text()
     # A generator's draws are exact, and multi-grid chains under batch norm are one chain over the block:
     # neither has a chain of its own to diagnose.
     config = json.loads((run / "config.json").read_text())["config"]
@@ -358,6 +359,23 @@ def test_sample_a_run_of_each_family(kind, shape, tmp_path, image_folder, capsys
         assert z.shape == (6, 4) and np.isfinite(z).all()
         assert np.load(tmp_path / "p" / "energy.npy").shape == (6, 2)
         assert "holds z" in (tmp_path / "p" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_sampling_a_run_learned_for_inpainting_warns(tmp_path, image_folder, capsys):
+    """A multi-grid run learned for inpainting fitted the missing pixels
+    given the rest: its whole images are drawn, with a warning on stderr and
+    a note in the report (a run learned to synthesize gets neither: the
+    test above)."""
+    folder = image_folder(8, 32)
+    run = tmp_path / "inpainting"
+    assert cli.main(["multigrid", "--data", str(folder), "--image-size", "16", "--grids", "4,16", "--iterations", "2",
+                     "--steps", "2", "--chains", "4", "--learn-mask", "block:8", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["sample", "--run", str(run), "--chains", "4", "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    assert "learned for inpainting (8×8 block missing in the centre), not to synthesize" in capsys.readouterr().err
+    assert np.isfinite(np.load(tmp_path / "s" / "samples.npy")).all()
+    assert "learned for inpainting" in (tmp_path / "s" / "report.md").read_text()
 
 
 def test_generator_posterior_chains_reach_a_linear_models_posterior(tmp_path):
