@@ -8,6 +8,8 @@ descriptors' inpainting), and :func:`gcnjax.metrics.recovery_error` scores a
 recovery on the missing ones.
 
 Generated from a seed with NumPy: a mask is data, made once on the host.
+:func:`draw` makes the same kinds inside a jit'd function from a JAX key (a
+fresh mask at every step of a learning loop).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["salt_and_pepper", "block", "missing_frames", "from_spec", "describe"]
+__all__ = ["salt_and_pepper", "block", "missing_frames", "from_spec", "draw", "describe"]
 
 Size = Union[int, Tuple[int, int]]
 
@@ -115,6 +117,36 @@ def from_spec(spec: str, shape: Sequence[int], *, seed: int = 0) -> np.ndarray:
         f"unknown mask {spec!r}; use pepper:FRACTION (e.g. pepper:0.7), block:SIZE (e.g. block:20 or "
         "block:20x30), or randblock:SIZE."
     )
+
+
+def draw(key, spec: str, shape: Sequence[int]):
+    """The mask of :func:`from_spec` drawn with JAX from ``key`` (traceable:
+    a new draw for each key inside one compiled function), ``(N, H, W, 1)``
+    float32. ``"pepper:p"``: ``round(p · H · W)`` pixels missing in each
+    example, every such set equally likely; ``"randblock:S"``: the block's
+    top-left corner uniform over the places where it fits, per example;
+    ``"block:S"`` is centred, the same for every key. The spec is checked
+    as :func:`from_spec` checks it."""
+    import jax
+    import jax.numpy as jnp
+
+    fixed = from_spec(spec, shape)  # validates the spec against the shape; the centred block as is
+    kind, _, arg = str(spec).partition(":")
+    n, h, w = (int(s) for s in tuple(shape)[:3])
+    if kind == "pepper":
+        n_missing = int(round(float(arg) * h * w))
+        # Ranks of i.i.d. uniforms are a uniformly random permutation: the n_missing lowest are missing.
+        ranks = jnp.argsort(jnp.argsort(jax.random.uniform(key, (n, h * w)), axis=1), axis=1)
+        return (ranks >= n_missing).astype(jnp.float32).reshape(n, h, w, 1)
+    if kind == "randblock":
+        bh, bw = _block_size(arg)
+        k_top, k_left = jax.random.split(key)
+        top = jax.random.randint(k_top, (n, 1, 1), 0, h - bh + 1)
+        left = jax.random.randint(k_left, (n, 1, 1), 0, w - bw + 1)
+        rows, cols = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
+        inside = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)
+        return (~inside).astype(jnp.float32)[..., None]
+    return jnp.asarray(fixed)
 
 
 def describe(spec: str) -> str:

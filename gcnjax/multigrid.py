@@ -177,10 +177,8 @@ class MultigridConfig:
         ``"randblock:20"``): learn the conditional model of the missing
         pixels given the observed ones, every iteration's chains being the
         inpainting chains of the batch under this mask (the module's
-        docstring). The batch's masks are one fixed draw (seed 0, whatever
-        the run's seed: a constant of the compiled step); the batches are
-        reshuffled every epoch, so a random mask kind meets each image in
-        several draws.
+        docstring). A random kind's masks are drawn afresh at every
+        iteration from the run's key (:func:`gcnjax.masks.draw`).
     """
 
     grids: Tuple[int, ...] = (4, 16, 64)
@@ -438,9 +436,7 @@ def make_train_step(config: MultigridConfig, apply_fns: Dict[int, ApplyFn],
             start = initial_images(k_start, config, data, box)
             samples, _ = coarse_to_fine(k_chains, config, apply_fns, state.params, start, box)
         else:
-            # Made while tracing, from the batch's static shape: a constant of the step
-            # (one compiled step serves every seed, so the draw cannot depend on it).
-            mask = jnp.asarray(masks.from_spec(config.learn_mask, data.shape, seed=0))
+            mask = masks.draw(k_start, config.learn_mask, data.shape)  # a new draw every iteration
             samples = inpaint(k_chains, config, apply_fns, state.params, data, mask, box)
         params, opt_state, metrics = {}, {}, {}
         diverged = jnp.int32(0)

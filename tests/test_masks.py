@@ -39,6 +39,39 @@ def test_from_spec_and_errors():
     assert masks.describe("randblock:20x30") == "20×30 block missing at a random place"
 
 
+def test_masks_drawn_with_jax_follow_their_key_and_their_distribution():
+    """One jit'd draw per key: a pepper mask removes exactly round(p·H·W)
+    pixels per example, each pixel missing with probability p over keys
+    (binomial bounds); a random block is one whole block per example, its
+    top row uniform over the places where it fits; a centred block and a
+    bad spec are from_spec's."""
+    import jax
+
+    draw = jax.jit(jax.vmap(lambda k: masks.draw(k, "pepper:0.25", (3, 4, 4, 3))))
+    pepper = np.asarray(draw(jax.random.split(jax.random.key(0), 2000)))  # (draws, N, H, W, 1)
+    assert pepper.shape == (2000, 3, 4, 4, 1) and set(np.unique(pepper)) == {0.0, 1.0}
+    np.testing.assert_array_equal((pepper == 0).sum(axis=(2, 3, 4)), 4)
+    frequency, sd = (pepper == 0).mean(axis=0), np.sqrt(0.25 * 0.75 / 2000)
+    assert np.all(np.abs(frequency - 0.25) < 4.5 * sd), frequency
+    assert not np.array_equal(pepper[0], pepper[1]) and not np.array_equal(pepper[0, 0], pepper[0, 1])
+
+    blocks = np.asarray(jax.jit(jax.vmap(lambda k: masks.draw(k, "randblock:2x3", (2, 5, 6))))(
+        jax.random.split(jax.random.key(1), 2000)))
+    assert blocks.shape == (2000, 2, 5, 6, 1)
+    missing = blocks[..., 0] == 0
+    assert np.all(missing.sum(axis=(2, 3)) == 6)
+    rows, cols = missing.any(axis=3), missing.any(axis=2)
+    assert np.all(rows.sum(axis=2) == 2) and np.all(cols.sum(axis=2) == 3)  # one 2×3 block, not scattered
+    tops = rows.argmax(axis=2).ravel()  # 4 possible rows, 4000 blocks
+    counts, expected = np.bincount(tops, minlength=4), 4000 / 4
+    assert np.all(np.abs(counts - expected) < 4.5 * np.sqrt(expected * 0.75)), counts
+
+    centred = masks.draw(jax.random.key(2), "block:4x6", (1, 8, 8))
+    np.testing.assert_array_equal(np.asarray(centred), masks.from_spec("block:4x6", (1, 8, 8)))
+    with pytest.raises(ValueError, match="pepper:FRACTION"):
+        masks.draw(jax.random.key(0), "holes:3", (1, 8, 8))
+
+
 def test_missing_frames():
     m = masks.missing_frames((2, 6, 4, 4, 3), [1, 4])
     assert m.shape == (2, 6, 1, 1, 1)

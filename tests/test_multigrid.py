@@ -174,6 +174,35 @@ def test_learning_for_inpainting_is_the_conditional_likelihood_gradient():
             np.testing.assert_allclose(w1[g][observed], w0[g][observed], rtol=0, atol=1e-6)
 
 
+def test_learning_for_inpainting_draws_a_random_mask_kind_afresh_each_iteration():
+    """With ``pepper:0.5`` the finest chains equal the data on exactly half
+    of each image's pixels (clamped) and differ on the rest (filled); the
+    missing set changes from one iteration to the next, and from one run's
+    key to another's."""
+    lin = LinearF()
+    data = jnp.asarray(pixel_images(seed=5))
+    cfg = tiny_config(grids=(2, 8), norm="none", clip_to_data=False, learn_mask="pepper:0.5",
+                      langevin=LangevinConfig.from_delta(0.5, 2, noise=False, unroll=1))
+    step, opt = _step_for(cfg, {g: lin.apply for g in cfg.grids}, optax.sgd(0.1))
+
+    def missing_sets(seed, iterations):
+        params = {M.grid_key(g): lin.init(jax.random.key(g), jnp.zeros((1, g, g, 3))) for g in cfg.grids}
+        state = M.MultigridState(params, {k: opt.init(p) for k, p in params.items()},
+                                 {}, jax.random.key(seed), jnp.zeros((), jnp.int32))
+        sets = []
+        for _ in range(iterations):
+            state, _ = step(state, data)
+            filled = np.asarray(state.samples[M.grid_key(8)])
+            sets.append(~np.all(np.isclose(filled, np.asarray(data), rtol=0, atol=1e-6), axis=-1))
+        return sets
+
+    first, second = missing_sets(seed=1, iterations=2)
+    np.testing.assert_array_equal(first.sum(axis=(1, 2)), 32)
+    np.testing.assert_array_equal(second.sum(axis=(1, 2)), 32)
+    assert not np.array_equal(first, second)
+    assert not np.array_equal(first, missing_sets(seed=2, iterations=1)[0])
+
+
 @pytest.mark.slow
 def test_train_step_traced_once_and_chains_start_at_mean_colour():
     traces = {"n": 0}
