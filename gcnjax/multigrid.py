@@ -749,8 +749,15 @@ def inpaint_run(run_dir: Union[str, Path], images: np.ndarray, mask: np.ndarray,
     pixels (:func:`gcnjax.metrics.recovery_error`, in pixel units 0..255)
     against the baseline of filling with the observed mean colour, and the
     mean error of each grid's fill read at the finest grid (up-sampled:
-    ``mean_recovery_error_by_grid``)."""
+    ``mean_recovery_error_by_grid``). The report says what the models were
+    learned for; a run learned for inpainting under another mask than
+    ``mask_spec`` fills all the same, with a warning."""
     config, scale, nets, params = load_multigrid_run(run_dir)
+    if config.learn_mask is not None and mask_spec and mask_spec != config.learn_mask:
+        import sys
+
+        print(f"warning: {str(run_dir)!r} was learned to fill {masks.describe(config.learn_mask)}; this mask "
+              f"({masks.describe(mask_spec)}) asks for a conditional it was not taught.", file=sys.stderr)
     images = _check_images(images, config)
     mask = np.asarray(mask, np.float32)
     if mask.shape[:3] != images.shape[:3]:
@@ -792,7 +799,9 @@ def _inpaint_into(out_run: RunDir, run_dir, config: MultigridConfig, scale: gdat
     write_atomic(out_run.path / "summary.json", json.dumps(summary, indent=2))
     report = f"""# Multi-grid inpainting
 
-Model: `{run_dir}`; {len(errors)} image(s); mask: {mask_spec or 'given'}.
+Model: `{run_dir}`, learned {"to synthesize whole images" if config.learn_mask is None else
+                             "for inpainting (" + masks.describe(config.learn_mask) + ")"};
+{len(errors)} image(s); mask: {masks.describe(mask_spec) if mask_spec else 'given'}.
 Coarse to fine from each image's mean observed colour; the observed pixels are clamped to
 the data at every Langevin step ({config.langevin.n_steps} per grid). {seconds:.1f} s.
 

@@ -328,6 +328,7 @@ def test_run_writes_all_grids_and_resumes_identically(tmp_path):
     np.testing.assert_allclose(result["errors"], recovery_error(images, result["recovered"], mask))
     summary = json.loads((tmp_path / "fill" / "summary.json").read_text())
     assert summary["n_images"] == 3
+    assert "learned to synthesize whole images" in (tmp_path / "fill" / "report.md").read_text()
     by_grid = summary["mean_recovery_error_by_grid"]
     assert list(by_grid) == ["start", "grid4", "grid8"]
     assert by_grid["grid8"] == pytest.approx(float(result["errors"].mean()), rel=1e-6)

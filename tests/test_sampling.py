@@ -366,7 +366,7 @@ def test_sampling_a_run_learned_for_inpainting_warns(tmp_path, image_folder, cap
     """A multi-grid run learned for inpainting fitted the missing pixels
     given the rest: its whole images are drawn, with a warning on stderr and
     a note in the report (a run learned to synthesize gets neither: the
-    test above)."""
+    test above); inpainting with it under another mask warns too."""
     folder = image_folder(8, 32)
     run = tmp_path / "inpainting"
     assert cli.main(["multigrid", "--data", str(folder), "--image-size", "16", "--grids", "4,16", "--iterations", "2",
@@ -376,6 +376,13 @@ def test_sampling_a_run_learned_for_inpainting_warns(tmp_path, image_folder, cap
     assert "learned for inpainting (8×8 block missing in the centre), not to synthesize" in capsys.readouterr().err
     assert np.isfinite(np.load(tmp_path / "s" / "samples.npy")).all()
     assert "learned for inpainting" in (tmp_path / "s" / "report.md").read_text()
+    # Inpainting under the mask it learned is what it is for; under another it warns.
+    for spec, warned in (("block:8", False), ("pepper:0.5", True)):
+        assert cli.main(["multigrid", "inpaint", "--run", str(run), "--data", str(folder), "--mask", spec,
+                         "--limit", "2", "--out", str(tmp_path / spec.replace(":", "_")), "--quiet"]) == 0
+        assert ("asks for a conditional it was not taught" in capsys.readouterr().err) == warned
+    report = (tmp_path / "block_8" / "report.md").read_text()
+    assert "learned for inpainting (8×8 block missing in the centre)" in report
 
 
 def test_generator_posterior_chains_reach_a_linear_models_posterior(tmp_path):
