@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
@@ -640,8 +641,6 @@ def _chains(run_dir: Path, payload: Dict[str, Any], settings):
     (``learn_mask``) fitted only the missing pixels given the rest: its
     whole images are drawn all the same, with a warning and a note in the
     description."""
-    import sys
-
     from gcnjax.sampling import Chains, Draw, langevin_draw
 
     config, scale, nets, params = load_multigrid_run(run_dir)
@@ -754,8 +753,6 @@ def inpaint_run(run_dir: Union[str, Path], images: np.ndarray, mask: np.ndarray,
     ``mask_spec`` fills all the same, with a warning."""
     config, scale, nets, params = load_multigrid_run(run_dir)
     if config.learn_mask is not None and mask_spec and mask_spec != config.learn_mask:
-        import sys
-
         print(f"warning: {str(run_dir)!r} was learned to fill {masks.describe(config.learn_mask)}; this mask "
               f"({masks.describe(mask_spec)}) asks for a conditional it was not taught.", file=sys.stderr)
     images = _check_images(images, config)
