@@ -370,7 +370,8 @@ JOBS: List[Job] = [
                                                "--iterations", "1000", "--steps", "10", "--synth-frames", "64"])),
         "CPU: the `st_small` net (its top units see 13×17×17: the ST net's see the whole clip at 32² and copy it) "
         "and a clip of 32 frames (with 16 its chains copied the clip on two seeds of three), 32², 1000 iterations, "
-        "2 persistent chains, 10 steps, then 2 videos of 64 frames from noise (250 steps); full: the ST net at the paper's 70 frames of 100², 500 iterations, 3 chains, 20 steps",
+        "2 persistent chains, 10 steps, then 2 videos of 64 frames from noise (250 steps); full: the ST net at the "
+        "paper's 70 frames of 100², 500 iterations, 3 chains, 20 steps",
         [Row("Dynamic texture synthesis (fire pot), Xie et al. 2017",
              "synthesized videos that look like the observed fire (videos, no number)",
              _fire, lambda o: _existing(o / "observed_vs_synthesized_frames.png", o / "longer_frames.png"),

@@ -377,7 +377,7 @@ def test_sampling_a_run_learned_for_inpainting_warns(tmp_path, image_folder, cap
     assert np.isfinite(np.load(tmp_path / "s" / "samples.npy")).all()
     assert "learned for inpainting" in (tmp_path / "s" / "report.md").read_text()
     # Inpainting under the mask it learned is what it is for; under another it warns.
-    for spec, warned in (("block:8", False), ("pepper:0.5", True)):
+    for spec, warned in (("block:8", False), ("block:8x8", False), ("pepper:0.5", True)):
         assert cli.main(["multigrid", "inpaint", "--run", str(run), "--data", str(folder), "--mask", spec,
                          "--limit", "2", "--out", str(tmp_path / spec.replace(":", "_")), "--quiet"]) == 0
         assert ("asks for a conditional it was not taught" in capsys.readouterr().err) == warned
