@@ -646,10 +646,10 @@ def _chains(run_dir: Path, payload: Dict[str, Any], settings):
     config, scale, nets, params = load_multigrid_run(run_dir)
     caveat = ""
     if config.learn_mask is not None:
-        caveat = (f" The models were learned for inpainting ({masks.describe(config.learn_mask)}): they fit the "
-                  "missing pixels given the observed ones, not whole images; `gcnjax multigrid inpaint` uses them "
-                  "as learned.")
-        print(f"warning: {str(run_dir)!r} was learned for inpainting ({masks.describe(config.learn_mask)}), not to "
+        learned = masks.describe(config.learn_mask)
+        caveat = (f" The models were learned for inpainting ({learned}): they fit the missing pixels given the "
+                  "observed ones, not whole images; `gcnjax multigrid inpaint` uses them as learned.")
+        print(f"warning: {str(run_dir)!r} was learned for inpainting ({learned}), not to "
               "synthesize: whole images drawn from it are outside what it learned. Fill masked images with "
               "`gcnjax multigrid inpaint`.", file=sys.stderr)
     config = dataclasses.replace(config, langevin=settings.chain(config.langevin))
