@@ -303,8 +303,12 @@ def _coop(out):
 
 
 def _coop_score(out):
+    """The paper's claim, the revision improving the proposals: the revised
+    samples' eigenface Fréchet distance to the held-out faces against that of
+    the proposals they revised (noise and the training faces, in the row's
+    text, give its scale)."""
     q = _summary(out)["quality"]
-    return [(statistics.fmean(q["revised"]["eigenface"]), statistics.fmean(q["pixel_gaussian"]["eigenface"]))]
+    return [(statistics.fmean(q["revised"]["eigenface"]), statistics.fmean(q["generator"]["eigenface"]))]
 
 
 # ---------------------------------------------------------------- the jobs
@@ -470,9 +474,10 @@ JOBS: List[Job] = [
              score=_coop_score,
              limit="a 32² CPU size with nets of a quarter of the authors' widths; the revised samples' distance "
                    "to held-out faces stays above that of real training faces",
-             full_limit="the baseline is per-pixel noise, which any face-like sample beats: compare the revised "
-                        "samples' distance with the training faces' in the row's numbers")],
-        seeds=3),
+             full_limit="")],
+        # Five seeds: 2000 iterations of the two nets' game carry any change of rounding to other samples, and
+        # the seeds' spread is wider than the revision's effect at this size.
+        seeds=5),
 ]
 
 
