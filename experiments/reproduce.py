@@ -6,9 +6,9 @@ command, the settings and the run time.
     python -m experiments.reproduce --data ../shared/data --full     # the papers' sizes (a GPU)
     python -m experiments.reproduce --data ../shared/data --only abp coop   # rerun some jobs
 
-The default size fits the 2-core CPU (about 110 minutes in all); ``--full``
+The default size fits the 2-core CPU (about 190 minutes in all); ``--full``
 passes ``--full`` (or the papers' settings) to every experiment. The cheap
-jobs run 3 seeds, the multi-grid 5 (``Job.seeds``; seed 0's output makes the
+jobs run 3 seeds, the multi-grid and CoopNets 5 (``Job.seeds``; seed 0's output makes the
 row, the others go to ``OUT/JOB-seedS``), and a row with a number and a baseline
 (``Row.score``) gets its verdict over them (:func:`verdict`). Each job is
 one experiment script run as a subprocess, so every row's command can be
