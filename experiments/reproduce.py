@@ -8,12 +8,12 @@ command, the settings and the run time.
 
 The default size fits the 2-core CPU (about 190 minutes in all); ``--full``
 passes ``--full`` (or the papers' settings) to every experiment. The cheap
-jobs run 3 seeds, the multi-grid and CoopNets 5 (``Job.seeds``; seed 0's output makes the
-row, the others go to ``OUT/JOB-seedS``), and a row with a number and a baseline
-(``Row.score``) gets its verdict over them (:func:`verdict`). Each job is
-one experiment script run as a subprocess, so every row's command can be
-rerun by hand; its numbers are read back from the ``summary.json`` it writes
-under ``--out``. Results accumulate in ``OUT/results.json``: ``--only``
+jobs run 3 seeds, the multi-grid and CoopNets 5 (``Job.seeds``; seed 0's
+output makes the row, the others go to ``OUT/JOB-seedS``), and a row with a
+number and a baseline (``Row.score``) gets its verdict over them
+(:func:`verdict`). Each job is one experiment script run as a subprocess, so
+every row's command can be rerun by hand; its numbers are read back from the
+``summary.json`` it writes under ``--out``. Results accumulate in ``OUT/results.json``: ``--only``
 reruns some jobs and keeps the others' last results. A job that fails is
 reported as failed, with its error, never left out or filled in.
 """
