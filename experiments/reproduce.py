@@ -13,9 +13,10 @@ output makes the row, the others go to ``OUT/JOB-seedS``), and a row with a
 number and a baseline (``Row.score``) gets its verdict over them
 (:func:`verdict`). Each job is one experiment script run as a subprocess, so
 every row's command can be rerun by hand; its numbers are read back from the
-``summary.json`` it writes under ``--out``. Results accumulate in ``OUT/results.json``: ``--only``
-reruns some jobs and keeps the others' last results. A job that fails is
-reported as failed, with its error, never left out or filled in.
+``summary.json`` it writes under ``--out``. Results accumulate in
+``OUT/results.json``: ``--only`` reruns some jobs and keeps the others' last
+results. A job that fails is reported as failed, with its error, never left
+out or filled in.
 """
 
 from __future__ import annotations

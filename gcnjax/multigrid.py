@@ -752,10 +752,12 @@ def inpaint_run(run_dir: Union[str, Path], images: np.ndarray, mask: np.ndarray,
     learned for; a run learned for inpainting under another mask than
     ``mask_spec`` fills all the same, with a warning."""
     config, scale, nets, params = load_multigrid_run(run_dir)
-    if (config.learn_mask is not None and mask_spec
-            and masks.describe(mask_spec) != masks.describe(config.learn_mask)):  # block:8 is block:8x8
-        print(f"warning: {str(run_dir)!r} was learned to fill {masks.describe(config.learn_mask)}; this mask "
-              f"({masks.describe(mask_spec)}) asks for a conditional it was not taught.", file=sys.stderr)
+    # Compared by what they mean, not by their spelling: block:8 is block:8x8.
+    learned = masks.describe(config.learn_mask) if config.learn_mask is not None else None
+    asked = masks.describe(mask_spec) if mask_spec else None
+    if learned is not None and asked is not None and asked != learned:
+        print(f"warning: {str(run_dir)!r} was learned to fill {learned}; this mask ({asked}) asks for a "
+              "conditional it was not taught.", file=sys.stderr)
     images = _check_images(images, config)
     mask = np.asarray(mask, np.float32)
     if mask.shape[:3] != images.shape[:3]:
