@@ -13,10 +13,14 @@ output makes the row, the others go to ``OUT/JOB-seedS``), and a row with a
 number and a baseline (``Row.score``) gets its verdict over them
 (:func:`verdict`). Each job is one experiment script run as a subprocess, so
 every row's command can be rerun by hand; its numbers are read back from the
-``summary.json`` it writes under ``--out``. Results accumulate in
-``OUT/results.json``: ``--only`` reruns some jobs and keeps the others' last
-results. A job that fails is reported as failed, with its error, never left
-out or filled in.
+``summary.json`` it writes under ``--out``. The results accumulate in a
+record kept beside the report (``--record``, ``experiments/reproduction.json``:
+each job's command, run time, machine, rows, seeds' scores and verdicts), so
+``--only`` reruns some jobs on any checkout and keeps the others' last
+results, and ``--render-only`` rewrites the report from the record alone (a
+job's pictures are read from its run where that is still on disk, else from
+the report's copies). A job that fails is reported as failed, with its
+error, never left out or filled in.
 """
 
 from __future__ import annotations
@@ -526,6 +530,13 @@ def run_job(job: Job, data: str, out: Path, full: bool) -> Dict:
     return record
 
 
+def _project_path(path: Path) -> str:
+    """``path`` relative to the project where it lies inside it (the record
+    is committed; the runs' folder may be elsewhere)."""
+    path = Path(path).resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+
+
 def measure(job: Job, job_out: Path, full: bool = False) -> List[Dict]:
     """Each row's result read from a finished job's output folder (seed 0),
     and its verdict over the seeds' folders beside it (``full``: the job ran
@@ -533,7 +544,7 @@ def measure(job: Job, job_out: Path, full: bool = False) -> List[Dict]:
     rows = []
     for row in job.rows:
         try:
-            got = {"ours": row.measure(job_out), "pictures": [str(p) for p in row.pictures(job_out)]}
+            got = {"ours": row.measure(job_out), "pictures": [_project_path(p) for p in row.pictures(job_out)]}
             if row.score is not None:
                 scores = [pair for s in range(job.seeds) for pair in row.score(job_out.parent / _seed_folder(job, s))]
                 got["scores"] = scores
@@ -592,6 +603,8 @@ def render(results: Dict, report: Path, full: bool, reading: str = "") -> str:
     """The markdown report; pictures are copied next to it. ``reading``: a
     hand-written section placed after the table (see :func:`kept_reading`)."""
     pictures_dir = report.parent / "results" / "reproduction"
+    machines = list(dict.fromkeys(r.get("machine") or results.get("machine", "unknown")
+                                  for r in results.get("jobs", {}).values()))
     lines = [
         "# Reproduction: the papers' experiments, run here",
         "",
@@ -599,7 +612,7 @@ def render(results: Dict, report: Path, full: bool, reading: str = "") -> str:
         + (" --full" if full else "") + "` (see its docstring); every row below is a real run of the command "
         "in its section, its numbers read back from the run's `summary.json`.",
         "",
-        f"Machine: {results.get('machine', 'unknown')}; the jobs' run times add up to "
+        f"Machine: {'; '.join(machines) or 'unknown'}; the jobs' run times add up to "
         f"{sum(r['seconds'] for r in results.get('jobs', {}).values()) / 60:.0f} min.",
         "",
         "The papers report pictures for most experiments and numbers on data we do not have (CelebA, "
@@ -629,12 +642,13 @@ def render(results: Dict, report: Path, full: bool, reading: str = "") -> str:
         for i, row in enumerate(job.rows):
             got = rec["rows"][i] if i < len(rec["rows"]) else {"pictures": []}
             for j, pic in enumerate(got.get("pictures", [])):
-                src = Path(pic)
-                if not src.exists():
-                    continue
-                pictures_dir.mkdir(parents=True, exist_ok=True)
+                src = ROOT / pic  # an absolute path stays itself
                 dest = pictures_dir / f"{job.name}_{i}_{j}{src.suffix}"
-                shutil.copyfile(src, dest)
+                if src.exists() and src.resolve() != dest.resolve():
+                    pictures_dir.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dest)
+                elif not dest.exists():  # neither the run nor an earlier copy: nothing to show
+                    continue
                 body.append(f"![{row.experiment}: {src.name}]({dest.relative_to(report.parent).as_posix()})")
         sections += body + [""]
     middle = ["", reading.rstrip(), ""] if reading else []
@@ -650,7 +664,9 @@ def main(argv=None):
     ap.add_argument("--report", type=Path, default=ROOT / "experiments" / "REPRODUCTION.md")
     ap.add_argument("--full", action="store_true", help="the papers' sizes (a GPU)")
     ap.add_argument("--only", nargs="*", choices=[j.name for j in JOBS], help="run only these jobs")
-    ap.add_argument("--render-only", action="store_true", help="rewrite the report from results.json")
+    ap.add_argument("--record", type=Path, default=ROOT / "experiments" / "reproduction.json",
+                    help="the results the report is rendered from, kept beside it (jobs not rerun keep theirs)")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the report from the record")
     args = ap.parse_args(argv)
 
     missing = [p for p in ("textures/ivy.jpg", "objects/egret", "codebook/rose", "videos/fire_pot.avi", "faces64")
@@ -660,18 +676,19 @@ def main(argv=None):
                          "papers' data (../shared/data).")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
+    results_path = args.record
     results = json.loads(results_path.read_text()) if results_path.exists() else {"jobs": {}}
     if not args.render_only:
         import jax  # only to name the device in the report
 
-        results["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-                              f"{jax.devices()[0].device_kind}")
+        machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
+                   f"{jax.devices()[0].device_kind}")
         todo = [j for j in JOBS if not args.only or j.name in args.only]
         for job in todo:
-            if job.needs and job.needs not in results["jobs"]:
-                raise SystemExit(f"job {job.name!r} reads the output of {job.needs!r}: run that one first.")
-            record = run_job(job, args.data, out, args.full)
+            if job.needs and not (out / job.needs).is_dir():
+                raise SystemExit(f"job {job.name!r} reads the output of {job.needs!r}, which is not under {out}: "
+                                 f"run that one first (--only {job.needs} {job.name}).")
+            record = {**run_job(job, args.data, out, args.full), "machine": machine}
             results["jobs"][job.name] = record
             results_path.write_text(json.dumps(results, indent=2))
             status = "ok" if record["returncode"] == 0 else f"FAILED: {record.get('error')}"

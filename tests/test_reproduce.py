@@ -208,3 +208,25 @@ def test_other_clips_fill_the_missing_frames_with_real_ones():
     # A clip in the middle: neither the clips overlapping it nor itself are candidates.
     middle = other_clip_fills(whole, 24, whole[24:32], mask)
     assert middle["nearest_other_clip_first_frame"] == 0 and middle["other_clips"] == len(range(0, 17)) + len(range(32, 33))
+
+
+def test_a_report_renders_from_its_record_once_the_runs_are_gone(tmp_path):
+    """The record keeps each picture's run path; once that run is deleted
+    (a new checkout), the report links the copy it made before, and a
+    picture copied by no earlier report is left out, not linked."""
+    run = tmp_path / "runs" / "cd"
+    run.mkdir(parents=True)
+    gdata.save_image_grid(run / "reconstruction.png", np.zeros((2, 8, 8, 3)))
+    record = {"jobs": {"cd": {"command": "python ...", "seconds": 1.0, "returncode": 0, "finished": "2026-01-01 00:00",
+                              "machine": "test", "rows": [{"ours": "measured", "pictures": [str(run / "reconstruction.png")],
+                                                           "verdict": "**reproduced**: 0.2 against 1 (3 seeds)"}]},
+                      "object": {"command": "python ...", "seconds": 2.0, "returncode": 0, "finished": "2026-01-01 00:00",
+                                 "machine": "test", "rows": [{"ours": "egrets", "pictures": [str(tmp_path / "gone.png")]}]}}}
+    report = tmp_path / "REPRODUCTION.md"
+    first = reproduce.render(record, report, full=False)
+    (run / "reconstruction.png").unlink()
+    again = reproduce.render(record, report, full=False)
+    assert again == first
+    assert "![Contrastive divergence reconstructs the observed image (rose), Xie et al. 2016: reconstruction.png]" \
+           "(results/reproduction/cd_0_0.png)" in again
+    assert "object_0_0" not in again and "Machine: test;" in again and "add up to 0 min" in again
