@@ -142,6 +142,17 @@ def spectrum_distances(observed: np.ndarray, synthesized: np.ndarray) -> tuple[d
                                                 for n in noise])}, noise
 
 
+def shuffled_frames_baseline(observed: np.ndarray, n: int) -> tuple[float, np.ndarray]:
+    """The bar for a dynamic texture: ``n`` draws of the observed video
+    ``(1, T, H, W, C)`` with its frames shuffled (``metrics.shuffled_frames``,
+    seed 0: every spatial statistic kept, the order in time lost), and their
+    mean spatial-temporal spectrum distance to it. Returns the distance and
+    the videos, for other statistics of the same baseline."""
+    rng = np.random.default_rng(0)
+    videos = np.stack([metrics.shuffled_frames(observed[0], rng) for _ in range(n)])
+    return float(np.mean([metrics.spatiotemporal_spectrum_distance(observed, v[None]) for v in videos])), videos
+
+
 def _run_config(iterations: int) -> RunConfig:
     """Pictures and checkpoints four times a run, so that a run stopped on
     the way (diverged, collapsed) keeps states from before it stopped."""
@@ -173,8 +184,10 @@ def run_procedural(args):
         "video": list(video.shape), "iterations": args.iterations, "chains": args.chains, "steps": args.steps,
         "seconds": round(time.perf_counter() - t0, 1), **distances,
     }
+    summary["spectrum_distance_shuffled_frames"], shuffled = shuffled_frames_baseline(observed, len(synthesized))
     summary["peak_power_fraction_synthesized"] = peak_power_fraction(observed, synthesized)
     summary["peak_power_fraction_noise"] = peak_power_fraction(observed, noise)
+    summary["peak_power_fraction_shuffled_frames"] = peak_power_fraction(observed, shuffled)
     summary["best_shifted_copy_correlation"] = best_copy_correlation(observed, synthesized)
     if "longer_pixels" in result:
         longer = result["longer_pixels"]
@@ -219,6 +232,7 @@ def run_fire(args):
     }
     summary["spectrum_distance_observed_later_clips"], summary["observed_later_clips"] = observed_clip_distance(
         args.data, video.shape[0], args.size, channels)
+    summary["spectrum_distance_shuffled_frames"] = shuffled_frames_baseline(observed, len(synthesized))[0]
     if "energies" in result:  # where the samples sit in the learned energy
         e = result["energies"]
         summary.update(energy_observed=e["observed"], energy_chains=e["chains"],
@@ -300,6 +314,9 @@ def run_sound(args):
         "envelope_window": window,
         "modulation_distance_synthesized": metrics.modulation_spectrum_distance(observed, sounds, window),
         "modulation_distance_noise": metrics.modulation_spectrum_distance(observed, noise, window),
+        # The song's own power spectrum with random phases: its timbre without its course in time.
+        "modulation_distance_matched_noise": metrics.modulation_spectrum_distance(
+            observed, metrics.spectrally_matched_noise(observed[0], len(sounds), np.random.default_rng(0)), window),
         "observed_pulse_rate_hz": float((np.argmax(observed_modulation) + 1) * hz),
         "observed_pulse_share": float(observed_modulation.max()),
         "synthesized_pulse_rate_hz": [float((np.argmax(m) + 1) * hz) for m in modulation],

@@ -542,6 +542,41 @@ def white_noise(reference, shape: Sequence[int], rng: np.random.Generator) -> np
     return channels.mean(axis=0) + channels.std(axis=0) * rng.standard_normal(tuple(shape))
 
 
+def shuffled_frames(video, rng: np.random.Generator) -> np.ndarray:
+    """A baseline dynamic texture: ``video`` ``(T, ...)`` with its frames in
+    an order drawn by ``rng`` (a uniform permutation of the first axis).
+
+    Every frame is an observed frame, so every spatial statistic is the
+    observed video's; only the order in time is lost. A synthesis nearer the
+    observed spatial-temporal statistics than this has learned the motion,
+    not just the look of a frame. The video's dtype and shape."""
+    video = np.asarray(video)
+    if video.ndim < 2 or video.shape[0] < 2:
+        raise ValueError(f"shuffled_frames needs a video (T, ...) of at least 2 frames, got shape {video.shape}.")
+    return video[rng.permutation(video.shape[0])]
+
+
+def spectrally_matched_noise(signal, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` baseline sounds with exactly the power spectrum of ``signal``
+    ``(T, C)`` and random phases (a phase-randomised surrogate): per channel,
+    ``s' = irfft(|X_k| e^{i(arg X_k + φ_k)})`` with ``φ_k`` uniform on
+    ``[0, 2π)`` for the frequencies between 0 and Nyquist (those two, being
+    real, keep their phase), so the mean and every ``|X_k|²`` are the
+    signal's. A stationary Gaussian-like sound with the signal's timbre and
+    none of its temporal structure beyond what the spectrum implies: the
+    bar for a statistic of the waveform's course in time (its loudness
+    envelope). ``(n, T, C)``, float64."""
+    x = np.asarray(signal, np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"spectrally_matched_noise needs one signal (T, C) of at least 2 samples, got shape {x.shape}.")
+    spectrum = np.fft.rfft(x, axis=0)
+    phases = rng.uniform(0.0, 2 * np.pi, (n,) + spectrum.shape)
+    phases[:, 0] = 0.0
+    if x.shape[0] % 2 == 0:
+        phases[:, -1] = 0.0
+    return np.fft.irfft(spectrum[None] * np.exp(1j * phases), n=x.shape[0], axis=1)
+
+
 def texture_scores(synthesized, reference, observed, filters, *, patch: int, seed: int = 0,
                    to_model: Optional[Callable] = None, with_observed: bool = False,
                    pyramid_levels: Optional[Sequence[int]] = None) -> dict:

@@ -240,6 +240,52 @@ def test_mean_gram_over_padded_chunks_and_of_white_noise_in_closed_form():
         metrics.mean_gram(images[:0], filters)
 
 
+def test_shuffled_frames_keep_every_frame_and_each_spatial_frequencys_power():
+    """Each output frame is one input frame, used once; by Parseval along
+    time, the power at each spatial frequency summed over the temporal ones,
+    T·Σ_t |FFT2(x_t)(k)|², does not depend on the frames' order, while a
+    travelling wave's power at its own (ν, k) spreads to other temporal
+    frequencies."""
+    from experiments.dynamic_textures import travelling_waves
+
+    video = travelling_waves(12, 8)
+    out = metrics.shuffled_frames(video, np.random.default_rng(0))
+    used = [next(t for t in range(12) if np.array_equal(video[t], frame)) for frame in out]
+    assert sorted(used) == list(range(12)) and used != list(range(12))
+    before = metrics.spatiotemporal_power_spectrum(video[None])
+    after = metrics.spatiotemporal_power_spectrum(out[None])
+    np.testing.assert_allclose(after.sum(axis=0), before.sum(axis=0), rtol=1e-9, atol=1e-6)
+    peaks = before > 1e-6 * before.max()
+    assert after[peaks].sum() < 0.5 * before[peaks].sum()
+    with pytest.raises(ValueError, match="2 frames"):
+        metrics.shuffled_frames(video[:1], np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("length", [64, 63])
+def test_spectrally_matched_noise_has_the_power_spectrum_and_random_phases(length):
+    """Every draw has the signal's |X_k| at every frequency (so its mean and
+    power spectrum), for an even and an odd length; its phases are not the
+    signal's: a broadband signal's draws hardly correlate with it (|r| below
+    5/√T, where r is about 1/√T for independent phases), while a click
+    train's draws keep its period, the only thing its line spectrum says."""
+    rng = np.random.default_rng(1)
+    signal = np.zeros((length, 2))
+    signal[::8, 0] = 1.0  # a click every 8 samples
+    signal[:, 1] = rng.normal(size=length) + 3.0
+    draws = metrics.spectrally_matched_noise(signal, 20, np.random.default_rng(0))
+    assert draws.shape == (20, length, 2) and np.isrealobj(draws)
+    np.testing.assert_allclose(np.abs(np.fft.rfft(draws, axis=1)), np.abs(np.fft.rfft(signal, axis=0))[None].repeat(20, 0),
+                               atol=1e-9)
+    np.testing.assert_allclose(draws.mean(axis=1), signal.mean(axis=0)[None].repeat(20, 0), atol=1e-12)
+    r = [np.corrcoef(d[:, 1], signal[:, 1])[0, 1] for d in draws]
+    assert np.max(np.abs(r)) < 5 / np.sqrt(length)
+    if length % 8 == 0:  # the clicks' spectrum lies at multiples of T/8: every draw repeats every 8 samples
+        np.testing.assert_allclose(draws[:, 8:, 0], draws[:, :-8, 0], atol=1e-12)
+        assert not np.allclose(draws[:, :, 0], signal[None, :, 0], atol=0.1)
+    with pytest.raises(ValueError, match="one signal"):
+        metrics.spectrally_matched_noise(signal[None], 2, rng)
+
+
 def test_shuffled_patches_keeps_every_tile_and_the_histogram():
     rng = np.random.default_rng(3)
     image = rng.normal(size=(13, 12, 2))          # 13 rows: the last row is cut off (13 // 4 = 3 tiles)

@@ -87,14 +87,17 @@ def test_the_seeds_of_a_job_write_beside_its_first(tmp_path):
     first, third = (reproduce._command(wave, str(tmp_path), out, False, seed) for seed in (0, 2))
     assert "--seed" not in first and first[first.index("--out") + 1] == "runs/reproduction/dynamic-wave"
     assert third[third.index("--out") + 1] == "runs/reproduction/dynamic-wave-seed2" and third[-2:] == ["--seed", "2"]
-    # The verdict reads every seed's folder.
-    for seed, d in enumerate((10.74, 10.78, 10.76)):
+    # The verdict reads every seed's folder: the power off the waves' true peaks, against the shuffled frames'.
+    for seed, peaks in enumerate((0.996, 0.994, 0.995)):
         folder = tmp_path / reproduce._seed_folder(wave, seed)
         folder.mkdir()
-        (folder / "summary.json").write_text(json.dumps({"spectrum_distance_synthesized": d,
-                                                          "spectrum_distance_noise": 17.31}))
+        (folder / "summary.json").write_text(json.dumps({
+            "peak_power_fraction_synthesized": peaks, "peak_power_fraction_shuffled_frames": 0.1,
+            "peak_power_fraction_noise": 0.002, "spectrum_distance_synthesized": 10.7,
+            "spectrum_distance_shuffled_frames": 0.12, "spectrum_distance_noise": 17.31}))
     (row,) = reproduce.measure(wave, tmp_path / "dynamic-wave")
-    assert row["verdict"].startswith("**reproduced**") and len(row["scores"]) == 3
+    assert row["verdict"].startswith("**reproduced**: 0.005 ± 0.001 against 0.9 (3 seeds)") and len(row["scores"]) == 3
+    assert row["ours"].startswith("power at the six true peaks 99.6% (the observed frames shuffled in time: 10.0%")
 
 
 def test_texture_row_reads_the_spectrum_and_gram_distances(tmp_path):
@@ -147,6 +150,7 @@ def test_the_fire_is_scaled_by_its_own_later_clips(tmp_path):
 def test_the_fire_row_says_when_the_videos_from_noise_sit_below_the_data(tmp_path):
     summary = {"observed_consecutive_frames_mae": 13.2, "spectrum_distance_synthesized": 1.15,
                "spectrum_distance_noise": 4.12, "spectrum_distance_observed_later_clips": 0.97,
+               "spectrum_distance_shuffled_frames": 0.94,
                "observed_later_clips": 5, "chains_mae_to_observed": 50.0, "longer_frames": 32,
                "longer_nearest_observed_frame_mae": 66.1, "longer_between_videos_mae": 4.2,
                "spectrum_distance_longer_first_frames": 1.91, "energy_observed": -2.71e8,
@@ -154,6 +158,7 @@ def test_the_fire_row_says_when_the_videos_from_noise_sit_below_the_data(tmp_pat
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     text = reproduce._fire(tmp_path)
     assert "later clips: 0.97, 5 of them" in text and "50.0 of 255 from the observed video (not copies" in text
+    assert "(the observed frames shuffled in time: 0.94; noise of the data's variance: 4.12;" in text
     assert "energy -4.87e+08 (the observed video -2.71e+08, the chains -3.42e+08: far below both, a mode the chains never visited)" in text
     for below_by_little in (-3.0e8, -4.0e8):  # between the chains and the data; below both by less than 25%
         summary["energy_longer_first_frames"] = below_by_little
