@@ -92,12 +92,16 @@ def test_the_seeds_of_a_job_write_beside_its_first(tmp_path):
         folder = tmp_path / reproduce._seed_folder(wave, seed)
         folder.mkdir()
         (folder / "summary.json").write_text(json.dumps({
-            "peak_power_fraction_synthesized": peaks, "peak_power_fraction_shuffled_frames": 0.1,
-            "peak_power_fraction_noise": 0.002, "spectrum_distance_synthesized": 10.7,
-            "spectrum_distance_shuffled_frames": 0.12, "spectrum_distance_noise": 17.31}))
+            "peak_power_fraction_longer_first_frames": peaks, "longer_frames": 48,
+            "peak_power_fraction_synthesized": 0.996, "best_shifted_copy_correlation": 0.998,
+            "peak_power_fraction_shuffled_frames": 0.1, "peak_power_fraction_noise": 0.0002,
+            "spectrum_distance_synthesized": 10.7, "spectrum_distance_shuffled_frames": 0.12,
+            "spectrum_distance_noise": 17.31}))
     (row,) = reproduce.measure(wave, tmp_path / "dynamic-wave")
     assert row["verdict"].startswith("**reproduced**: 0.005 ± 0.001 against 0.9 (3 seeds)") and len(row["scores"]) == 3
-    assert row["ours"].startswith("power at the six true peaks 99.6% (the observed frames shuffled in time: 10.0%")
+    assert row["ours"].startswith("power at the six true peaks: videos of 48 frames from noise 99.6% (their first "
+                                  "frames), the persistent chains 99.6% (shifted copies")
+    assert "the observed frames shuffled in time 10.0%, noise of the data's variance 0.02%" in row["ours"]
 
 
 def test_texture_row_reads_the_spectrum_and_gram_distances(tmp_path):
