@@ -674,6 +674,14 @@ def render(results: Dict, report: Path, full: bool, reading: str = "") -> str:
     return "\n".join(lines + middle + ["", "## The runs", ""] + sections) + "\n"
 
 
+def _write_record(path: Path, results: Dict) -> None:
+    """The record, whole or not at all (a run stopped while writing it
+    keeps the last one), in readable UTF-8: it is committed with the report."""
+    from gcnjax.train import write_atomic
+
+    write_atomic(path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -709,7 +717,7 @@ def main(argv=None):
                                  f"run that one first (--only {job.needs} {job.name}).")
             record = {**run_job(job, args.data, out, args.full), "machine": machine}
             results["jobs"][job.name] = record
-            results_path.write_text(json.dumps(results, indent=2))
+            _write_record(results_path, results)
             status = "ok" if record["returncode"] == 0 else f"FAILED: {record.get('error')}"
             print(f"   {record['seconds']:.0f} s, {status}", flush=True)
     for name, record in results["jobs"].items():
@@ -717,7 +725,7 @@ def main(argv=None):
         job = next((j for j in JOBS if j.name == name), None)
         if job is not None and record["returncode"] == 0 and (out / name).is_dir():
             record["rows"] = measure(job, out / name, record.get("full", False))
-    results_path.write_text(json.dumps(results, indent=2))
+    _write_record(results_path, results)
     args.report.write_text(render(results, args.report, args.full, kept_reading(args.report)))
     print(f"report: {args.report}")
 
