@@ -245,14 +245,13 @@ VIDEO_UNIT = 255.0  # the video runs report errors in pixel values 0..255; the r
 
 def _stg_recover(out):
     s = _summary(out)
-    unit = VIDEO_UNIT
-    text = (f"{s['what']} ({s['missing_fraction']:.0%} missing): recovery MAE {s['recovery_error'] / unit:.4f}; "
-            f"filled with the observed mean {s['mean_fill_error'] / unit:.4f}, linear interpolation in time "
-            f"{s['temporal_interpolation_error'] / unit:.4f}")
+    text = (f"{s['what']} ({s['missing_fraction']:.0%} missing): recovery MAE {s['recovery_error'] / VIDEO_UNIT:.4f}; "
+            f"filled with the observed mean {s['mean_fill_error'] / VIDEO_UNIT:.4f}, linear interpolation in time "
+            f"{s['temporal_interpolation_error'] / VIDEO_UNIT:.4f}")
     if "other_clips_error" in s:
         text += (f"; with real frames from the video's other clips: the clip nearest on the observed frames "
-                 f"{s['nearest_other_clip_error'] / unit:.4f}, any of the {s['other_clips']} "
-                 f"{s['other_clips_error'] / unit:.4f}")
+                 f"{s['nearest_other_clip_error'] / VIDEO_UNIT:.4f}, any of the {s['other_clips']} "
+                 f"{s['other_clips_error'] / VIDEO_UNIT:.4f}")
     return text
 
 
@@ -663,7 +662,7 @@ def render(results: Dict, report: Path, full: bool, reading: str = "") -> str:
             for j, pic in enumerate(got.get("pictures", [])):
                 src = ROOT / pic  # an absolute path stays itself
                 dest = pictures_dir / f"{job.name}_{i}_{j}{src.suffix}"
-                if src.exists() and src.resolve() != dest.resolve():
+                if src.exists():
                     pictures_dir.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, dest)
                 elif not dest.exists():  # neither the run nor an earlier copy: nothing to show
