@@ -28,9 +28,10 @@ score) and the chains' start (each face's mean colour, flat images), and
 again against the held-out faces, to choose a baseline's settings on.
 
 Inpainting fills a mask of the held-out faces (a centred 32×32 block by
-default) with the multi-grid model and, beside it, with PCA (d = 20), the
-training faces' mean and the nearest training face, all fitted on the
-training faces; the errors are mean absolute errors on the missing pixels
+default) with the multi-grid model and, beside it, with PCA (d = 20), ridge
+regression of the missing pixels on the observed ones (the best linear fill,
+its ridge chosen by leave-one-out on the training faces), the training
+faces' mean and the nearest training face, all fitted on the training faces; the errors are mean absolute errors on the missing pixels
 (0..255). Where the error is made: the fill after each grid beside the
 baselines' fills read at that grid (``coarse_errors``), and the finer grids
 started from the truth's and PCA's coarse images (``refined_from_coarse``).
@@ -67,9 +68,13 @@ def inpainting_baselines(train, faces, mask, pca_dim):
     """Fills of the missing pixels (mask 0) of ``faces`` (pixels) by models
     fitted on the ``train`` faces: PCA of ``pca_dim`` components
     (:func:`gcnjax.abp.baseline_recoveries`: the least-squares fit to the
-    observed pixels), the training faces' mean, and the nearest training face
-    on the observed pixels; observed pixels kept."""
+    observed pixels), ridge regression of the missing pixels on the observed
+    ones (:func:`gcnjax.abp.ridge_fill`, its ridge chosen by leave-one-out on
+    the training faces: the best linear fill), the training faces' mean, and
+    the nearest training face on the observed pixels; observed pixels kept.
+    Returns ``(fills, ridge)``, the ridge multiple used."""
     fills = abp.baseline_recoveries(abp.pca_fit(train, pca_dim), faces, mask)
+    ridge, ridge_info = abp.ridge_fill(train, faces, mask)
     observed = np.broadcast_to(np.asarray(mask) != 0, faces.shape)
     flat_t = train.reshape(len(train), -1).astype(np.float64)
     nearest = []
@@ -77,7 +82,8 @@ def inpainting_baselines(train, faces, mask, pca_dim):
         keep = seen.reshape(-1)
         d = ((flat_t[:, keep] - face.reshape(-1)[keep]) ** 2).sum(axis=1)
         nearest.append(np.where(seen, face, train[int(np.argmin(d))]))
-    return {"pca": fills["pca"], "training_mean": fills["mean"], "nearest_training_face": np.stack(nearest)}
+    return {"pca": fills["pca"], "ridge_regression": ridge, "training_mean": fills["mean"],
+            "nearest_training_face": np.stack(nearest)}, ridge_info["ridge"]
 
 
 def scored_inpainting(out, name, train, faces, mask_spec, pca_dim, grids, overwrite):
@@ -89,14 +95,14 @@ def scored_inpainting(out, name, train, faces, mask_spec, pca_dim, grids, overwr
     ``(scores, fill, baselines, mask)``."""
     mask = masks.from_spec(mask_spec, faces.shape)
     fill = M.inpaint_run(out / "multigrid", faces, mask, out / name, mask_spec=mask_spec, overwrite=overwrite)
-    baselines = inpainting_baselines(train, faces, mask, pca_dim)
+    baselines, ridge = inpainting_baselines(train, faces, mask, pca_dim)
     scores = {"mask": mask_spec, "faces": len(faces), "mean_recovery_error": fill["mean_recovery_error"],
               "mean_colour_fill_error": fill["mean_colour_fill_error"],
               "per_image": [float(e) for e in fill["errors"]],
               **{f"{kind}_error": float(recovery_error(faces, x, mask).mean()) for kind, x in baselines.items()},
               "mean_recovery_error_by_grid": fill["mean_recovery_error_by_grid"],
               "baselines_by_grid": {kind: coarse_errors(faces, x, mask, grids) for kind, x in baselines.items()},
-              "pca_dim": pca_dim}
+              "pca_dim": pca_dim, "ridge_multiple": ridge}
     return scores, fill, baselines, mask
 
 
@@ -316,7 +322,7 @@ def main():
         out, "inpaint", train, faces, args.mask, args.pca_dim, config.grids, args.overwrite)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["inpainting"]["refined_from_coarse"] = refined_from_coarse(
-        out / "multigrid", faces, mask, {"truth": faces, "pca": baselines["pca"]})
+        out / "multigrid", faces, mask, {"truth": faces, "pca": baselines["pca"], "ridge_regression": baselines["ridge_regression"]})
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("distances_to_training_faces", "inpainting", "seconds")}, indent=2))
 
@@ -330,7 +336,7 @@ def main():
             shutil.copy(out / name / "fresh_samples.png", dest / f"{name}_faces_samples.png")
         gdata.save_image_grid(dest / "multigrid_faces_observed.png", train[:16], n_cols=8)
         rows = np.concatenate([faces[:8], np.where(mask[:8] > 0, faces[:8], 127.5), fill["recovered"][:8],
-                               baselines["pca"][:8]])
+                               baselines["pca"][:8], baselines["ridge_regression"][:8]])
         gdata.save_image_grid(dest / "multigrid_faces_inpainting.png", rows, n_cols=8)
 
 

@@ -79,6 +79,61 @@ def test_pca_completion_recovers_the_missing_values_of_data_in_a_subspace():
     np.testing.assert_allclose(rec["mean"][mask == 0], np.broadcast_to(train.mean(axis=0), test.shape)[mask == 0])
 
 
+def test_ridge_fill_is_the_conditional_mean_of_a_gaussian_and_the_primal_ridge_regression():
+    rng = np.random.default_rng(7)
+    mu = np.array([1.0, -2.0, 0.5, 3.0, 0.0])
+    a = rng.normal(size=(5, 5))
+    cov = a @ a.T + 0.5 * np.eye(5)
+    train = rng.multivariate_normal(mu, cov, size=40000)
+    test = rng.multivariate_normal(mu, cov, size=6)
+    mask = np.array([1, 0, 1, 1, 0])
+    o, m = mask == 1, mask == 0
+    scrambled = np.where(o, test, 1e6)  # the missing values never enter
+    filled, info = abp.ridge_fill(train, scrambled, mask, ridge=1e-9)
+    np.testing.assert_array_equal(filled[:, o], test[:, o])
+    # The Gaussian's conditional mean μ_M + Σ_MO Σ_OO⁻¹ (x_O − μ_O), from the true moments.
+    conditional = mu[m] + (test[:, o] - mu[o]) @ np.linalg.solve(cov[np.ix_(o, o)], cov[np.ix_(o, m)])
+    np.testing.assert_allclose(filled[:, m], conditional, atol=0.05)
+    # Fewer examples than observed values, a real ridge: the ridge regression's normal equations.
+    small, x = rng.normal(size=(8, 12)), rng.normal(size=(3, 12))
+    mask = (np.arange(12) % 3 != 0).astype(float)
+    o, m = mask == 1, mask == 0
+    mean = small.mean(axis=0)
+    xo, xm = small[:, o] - mean[o], small[:, m] - mean[m]
+    lam = 0.3 * np.sum(xo ** 2) / len(small)
+    w = np.linalg.solve(xo.T @ xo + lam * np.eye(o.sum()), xo.T @ xm)
+    filled, _ = abp.ridge_fill(small, x, mask, ridge=0.3)
+    np.testing.assert_allclose(filled[:, m], mean[m] + (x[:, o] - mean[o]) @ w, atol=1e-10)
+    with pytest.raises(ValueError, match="one mask shared"):
+        abp.ridge_fill(small, x, np.stack([mask, 1 - mask, mask]))
+
+
+def test_ridge_fill_chooses_its_ridge_by_the_exact_leave_one_out_error():
+    rng = np.random.default_rng(8)
+    train = rng.normal(size=(15, 2, 5)) + np.linspace(0, 1, 10).reshape(2, 5)
+    mask = np.ones((2, 5))
+    mask[1, 1:4] = 0
+    filled, info = abp.ridge_fill(train, train[:2], mask)
+    o, m = mask.reshape(-1) == 1, mask.reshape(-1) == 0
+    flat = train.reshape(15, -1)
+    xo = flat[:, o] - flat[:, o].mean(axis=0)
+    scale = np.sum(xo ** 2) / len(flat)
+    brute = {}
+    for multiple in abp.RIDGE_MULTIPLES:  # refit the mean and the weights without each example, predict it
+        errors = []
+        for i in range(len(flat)):
+            rest = flat[np.arange(len(flat)) != i]
+            mo, mm = rest[:, o].mean(axis=0), rest[:, m].mean(axis=0)
+            ro, rm = rest[:, o] - mo, rest[:, m] - mm
+            w = np.linalg.solve(ro.T @ ro + multiple * scale * np.eye(o.sum()), ro.T @ rm)
+            errors.append(np.mean((mm + (flat[i, o] - mo) @ w - flat[i, m]) ** 2))
+        brute[multiple] = np.mean(errors)
+    np.testing.assert_allclose([info["leave_one_out"][k] for k in brute], list(brute.values()), rtol=1e-8)
+    assert info["ridge"] == min(brute, key=brute.get)
+    again, _ = abp.ridge_fill(train, train[:2], mask, ridge=info["ridge"])
+    np.testing.assert_allclose(filled, again)
+
+
 def test_pca_learned_from_incomplete_data_finds_the_subspace():
     make = _subspace_data(0, seed=4)
     train, test = make(200, 5), make(10, 6)
