@@ -20,7 +20,7 @@ commands and the scripts in ``experiments/`` call them):
   of missing ones by least squares on the observed ones), and
   :func:`baseline_recoveries`, PCA's completion and the mean fill beside
   every recovery of missing values; :func:`ridge_fill`, the best linear
-  prediction of a fixed mask's missing values from its observed ones.
+  prediction of the missing values from the observed ones.
 """
 
 from __future__ import annotations
@@ -235,59 +235,68 @@ def ridge_fill(train: np.ndarray, x: np.ndarray, mask: np.ndarray, ridge: Option
     by ridge regression learned on the complete ``train`` examples: the best
     linear fill, a stronger baseline than PCA's completion at a fixed d.
 
-    With ``O`` the observed and ``M`` the missing positions (one ``mask``
-    shared by every example, 1 = observed) and ``X_O``, ``X_M`` the centred
-    training values, ``x_M = μ_M + (x_O − μ_O) W`` with
+    For an example whose ``mask`` (1 = observed) has observed positions ``O``
+    and missing ``M``, with ``X_O``, ``X_M`` the centred training values,
+    ``x_M = μ_M + (x_O − μ_O) W`` with
     ``W = argmin_W ||X_M − X_O W||² + λ||W||² = (X_Oᵀ X_O + λI)⁻¹ X_Oᵀ X_M``,
     through the thin SVD of ``X_O`` (so a few hundred examples of thousands
-    of pixels cost little). ``λ = ridge · ||X_O||² / n``; ``ridge=None`` chooses it among
-    :data:`RIDGE_MULTIPLES` by the leave-one-out squared error on ``train``
-    (closed form, exact for ridge regression with an unpenalised mean:
-    example i's residual left out is ``r_i / (1 − H_ii)``, ``H = 11ᵀ/n +
-    X_O (X_Oᵀ X_O + λI)⁻¹ X_Oᵀ``. The mean must be refitted without the
-    example: kept, the other examples' centred values sum to minus its own,
-    and a weak ridge predicts it from them exactly).
+    of pixels cost little); one fit per distinct mask (a centred block: one
+    for all examples). ``λ = ridge · ||X_O||² / n``; ``ridge=None`` chooses
+    it for each mask among :data:`RIDGE_MULTIPLES` by the leave-one-out
+    squared error on ``train`` (closed form, exact for ridge regression with
+    an unpenalised mean: example i's residual left out is
+    ``r_i / (1 − H_ii)``, ``H = 11ᵀ/n + X_O (X_Oᵀ X_O + λI)⁻¹ X_Oᵀ``. The
+    mean must be refitted without the example: kept, the other examples'
+    centred values sum to minus its own, and a weak ridge predicts it from
+    them exactly).
 
     Returns ``(filled, info)``: ``x`` with its missing values predicted
-    (observed values kept, float64), and ``{"ridge": the multiple used,
-    "leave_one_out": {multiple: mean squared error}}`` (empty when given).
+    (observed values kept, float64), and ``info``: ``"ridge"``, the multiple
+    used, and ``"leave_one_out"``, ``{multiple: mean squared error}`` (empty
+    when ``ridge`` is given); with one mask for all examples these are single
+    values, otherwise lists with one entry per example.
     """
     train = np.asarray(train, np.float64)
     x = np.asarray(x, np.float64)
-    observed = _flat_mask(mask, x.shape)
-    if not (observed == observed[:1]).all():
-        raise ValueError("ridge_fill needs one mask shared by every example (a centred block, a fixed pattern); "
-                         "this mask differs between examples.")
-    o = observed[0]
-    if o.all() or not o.any():
-        raise ValueError("ridge_fill: the mask must leave some values observed and some missing.")
     flat = train.reshape(train.shape[0], -1)
-    if flat.shape[1] != o.size:
+    observed = _flat_mask(mask, x.shape)
+    if flat.shape[1] != observed.shape[1]:
         raise ValueError(f"ridge_fill: train examples of shape {train.shape[1:]} do not match x's {x.shape[1:]}.")
-    mean = flat.mean(axis=0)
-    x_o, x_m = flat[:, o] - mean[o], flat[:, ~o] - mean[~o]
-    # Through the thin SVD X_O = U S Vᵀ: W = V S (S² + λ)⁻¹ Uᵀ X_M and H = U S² (S² + λ)⁻¹ Uᵀ,
-    # whichever of examples and observed values is the fewer.
-    u, sv, vt = np.linalg.svd(x_o, full_matrices=False)
-    scale = np.sum(sv ** 2) / len(flat)
-    projected = u.T @ x_m  # Uᵀ X_M
-
-    info: Dict[str, Any] = {"ridge": ridge, "leave_one_out": {}}
-    if ridge is None:
-        for multiple in RIDGE_MULTIPLES:
-            shrink = sv ** 2 / (sv ** 2 + multiple * scale)
-            residual = x_m - u @ (projected * shrink[:, None])
-            leverage = (u ** 2) @ shrink + 1.0 / len(flat)  # + 1/n: the mean is refitted without example i
-            info["leave_one_out"][multiple] = float(np.mean((residual / (1.0 - leverage)[:, None]) ** 2))
-        ridge = min(info["leave_one_out"], key=info["leave_one_out"].get)
-        info["ridge"] = ridge
-    if not ridge > 0:
+    if ridge is not None and not ridge > 0:
         raise ValueError(f"ridge_fill: ridge must be a positive multiple, got {ridge!r}.")
-    weights = vt.T @ (projected * (sv / (sv ** 2 + ridge * scale))[:, None])  # W, (|O|, |M|)
+    patterns, which = np.unique(observed, axis=0, return_inverse=True)
+    which = np.asarray(which).reshape(-1)
     flat_x = x.reshape(x.shape[0], -1)
     out = flat_x.copy()
-    out[:, ~o] = mean[~o] + (flat_x[:, o] - mean[o]) @ weights
-    return out.reshape(x.shape), info
+    chosen, errors = [None] * len(flat_x), [None] * len(flat_x)
+    mean = flat.mean(axis=0)
+    for k, o in enumerate(patterns):
+        rows = np.flatnonzero(which == k)
+        if o.all():
+            chosen_k, loo = ridge, {}  # nothing missing: nothing to fill
+        elif not o.any():
+            raise ValueError("ridge_fill: a mask leaves nothing observed; there is nothing to predict from.")
+        else:
+            x_o, x_m = flat[:, o] - mean[o], flat[:, ~o] - mean[~o]
+            # Through the thin SVD X_O = U S Vᵀ: W = V S (S² + λ)⁻¹ Uᵀ X_M, H = 11ᵀ/n + U S² (S² + λ)⁻¹ Uᵀ.
+            u, sv, vt = np.linalg.svd(x_o, full_matrices=False)
+            scale = np.sum(sv ** 2) / len(flat)
+            projected = u.T @ x_m  # Uᵀ X_M
+            loo = {}
+            if ridge is None:
+                for multiple in RIDGE_MULTIPLES:
+                    shrink = sv ** 2 / (sv ** 2 + multiple * scale)
+                    residual = x_m - u @ (projected * shrink[:, None])
+                    leverage = (u ** 2) @ shrink + 1.0 / len(flat)  # + 1/n: the mean refitted without example i
+                    loo[multiple] = float(np.mean((residual / (1.0 - leverage)[:, None]) ** 2))
+            chosen_k = ridge if ridge is not None else min(loo, key=loo.get)
+            weights = vt.T @ (projected * (sv / (sv ** 2 + chosen_k * scale))[:, None])  # W, (|O|, |M|)
+            out[np.ix_(rows, ~o)] = mean[~o] + (flat_x[np.ix_(rows, o)] - mean[o]) @ weights
+        for i in rows:
+            chosen[i], errors[i] = chosen_k, loo
+    if len(patterns) == 1:
+        return out.reshape(x.shape), {"ridge": chosen[0], "leave_one_out": errors[0]}
+    return out.reshape(x.shape), {"ridge": chosen, "leave_one_out": errors}
 
 
 def observed_mean(x: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:

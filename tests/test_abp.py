@@ -104,8 +104,14 @@ def test_ridge_fill_is_the_conditional_mean_of_a_gaussian_and_the_primal_ridge_r
     w = np.linalg.solve(xo.T @ xo + lam * np.eye(o.sum()), xo.T @ xm)
     filled, _ = abp.ridge_fill(small, x, mask, ridge=0.3)
     np.testing.assert_allclose(filled[:, m], mean[m] + (x[:, o] - mean[o]) @ w, atol=1e-10)
-    with pytest.raises(ValueError, match="one mask shared"):
-        abp.ridge_fill(small, x, np.stack([mask, 1 - mask, mask]))
+    # A mask per example: each example filled by the fit of its own mask.
+    masks = np.stack([mask, 1 - mask, mask])
+    each, info = abp.ridge_fill(small, x, masks, ridge=0.3)
+    np.testing.assert_allclose(each[1], abp.ridge_fill(small, x[1:2], 1 - mask, ridge=0.3)[0][0], atol=1e-12)
+    np.testing.assert_allclose(each[[0, 2]], filled[[0, 2]], atol=1e-12)
+    assert info["ridge"] == [0.3] * 3
+    with pytest.raises(ValueError, match="nothing observed"):
+        abp.ridge_fill(small, x, np.zeros(12))
 
 
 def test_ridge_fill_chooses_its_ridge_by_the_exact_leave_one_out_error():

@@ -14,7 +14,8 @@ def test_report_shows_measured_failed_and_missing_jobs(tmp_path):
     out = tmp_path / "runs"
     (out / "cd").mkdir(parents=True)
     (out / "cd" / "summary.json").write_text(json.dumps(
-        {"autoencoding_error_initial": 1.0, "autoencoding_error_learned": 0.2491, "chain_moved": 0.185}))
+        {"autoencoding_error_initial": 1.0, "autoencoding_error_learned": 0.2491, "chain_moved": 0.185,
+         "autoencoding_error_mirrored": 0.519, "autoencoding_error_unseen": 0.579, "unseen_images": 10}))
     gdata.save_image_grid(out / "cd" / "reconstruction.png", np.zeros((2, 8, 8, 3)))
     cd = next(j for j in reproduce.JOBS if j.name == "cd")
     measured = {"command": "python experiments/contrastive_divergence.py ...", "seconds": 12.0, "returncode": 0,
@@ -25,7 +26,8 @@ def test_report_shows_measured_failed_and_missing_jobs(tmp_path):
               "finished": "2026-01-01 00:00", "rows": [], "error": "ValueError: no images"}
     report = tmp_path / "REPRODUCTION.md"
     text = reproduce.render({"jobs": {"cd": measured, "object": failed}, "machine": "test"}, report, full=False)
-    assert "CD-learned 0.249" in text
+    assert "CD-learned 0.249" in text and "the observed image mirrored 0.519, 10 hummingbird images 0.579" in text
+    assert cd.rows[0].score(out / "cd") == [(0.2491, 0.519)]
     assert "**failed**: ValueError: no images" in text
     assert text.count("**not run yet**") == len(reproduce.JOBS) - 2
     copied = tmp_path / "results" / "reproduction" / "cd_0_0.png"
