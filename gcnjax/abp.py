@@ -55,6 +55,8 @@ __all__ = [
     "pca_reconstruct",
     "observed_mean",
     "baseline_recoveries",
+    "ridge_fill",
+    "RIDGE_MULTIPLES",
     "heldout_comparison",
     "mean_squared_error",
 ]
