@@ -31,10 +31,12 @@ Inpainting fills a mask of the held-out faces (a centred 32×32 block by
 default) with the multi-grid model and, beside it, with PCA (d = 20), ridge
 regression of the missing pixels on the observed ones (the best linear fill,
 its ridge chosen by leave-one-out on the training faces), the training
-faces' mean and the nearest training face, all fitted on the training faces; the errors are mean absolute errors on the missing pixels
-(0..255). Where the error is made: the fill after each grid beside the
-baselines' fills read at that grid (``coarse_errors``), and the finer grids
-started from the truth's and PCA's coarse images (``refined_from_coarse``).
+faces' mean and the nearest training face, all fitted on the training
+faces; the errors are mean absolute errors on the missing pixels (0..255).
+Where the error is made: the fill after each grid beside the baselines'
+fills read at that grid (``coarse_errors``), and the finer grids started
+from the truth's, PCA's and the ridge fill's coarse images
+(``refined_from_coarse``).
 ``--learn-mask`` learns the models for inpainting instead (the conditional
 likelihood of the missing pixels, :class:`gcnjax.multigrid.MultigridConfig`'s
 ``learn_mask``); ``--validation N`` holds the N faces after the training
