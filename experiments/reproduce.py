@@ -127,8 +127,8 @@ def _cd(out):
     return (f"‖x − σ²∇f(x)‖/‖x‖ at the observed image: initial model {s['autoencoding_error_initial']:.3f}, "
             f"CD-learned {s['autoencoding_error_learned']:.3f}; the CD-learned model at images it never saw: "
             f"the observed image mirrored {s['autoencoding_error_mirrored']:.3f}, "
-            f"{s['unseen_images']} hummingbird images {s['autoencoding_error_unseen']:.3f}; the CD chains moved "
-            f"{s['chain_moved']:.3f} of ‖x‖")
+            f"{s['unseen_images']} {Path(s['unseen']).name} images {s['autoencoding_error_unseen']:.3f}; the CD "
+            f"chains moved {s['chain_moved']:.3f} of ‖x‖")
 
 
 def _spread(entry, digits=5):

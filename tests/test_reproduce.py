@@ -15,7 +15,8 @@ def test_report_shows_measured_failed_and_missing_jobs(tmp_path):
     (out / "cd").mkdir(parents=True)
     (out / "cd" / "summary.json").write_text(json.dumps(
         {"autoencoding_error_initial": 1.0, "autoencoding_error_learned": 0.2491, "chain_moved": 0.185,
-         "autoencoding_error_mirrored": 0.519, "autoencoding_error_unseen": 0.579, "unseen_images": 10}))
+         "autoencoding_error_mirrored": 0.519, "autoencoding_error_unseen": 0.579, "unseen_images": 10,
+         "unseen": "data/codebook/hummingbird"}))
     gdata.save_image_grid(out / "cd" / "reconstruction.png", np.zeros((2, 8, 8, 3)))
     cd = next(j for j in reproduce.JOBS if j.name == "cd")
     measured = {"command": "python experiments/contrastive_divergence.py ...", "seconds": 12.0, "returncode": 0,
