@@ -830,7 +830,12 @@ def recover_run(run_dir, observations: np.ndarray, out, mask_specs: Sequence[str
     completion (:func:`pca_complete` with the run's ``pca_mean`` /
     ``pca_components``, fitted on its training examples) and the training
     mean, and a picture per mask (rows: truth, masked, ABP, PCA);
-    ``results.json`` maps each mask to ``{"abp", "pca", "mean"}``. An empty
+    ``results.json`` maps each mask to ``{"abp", "pca", "mean"}`` and the
+    bounds ``"abp_bound"`` / ``"pca_bound"``: the error on the same missing
+    values of ``g(z)`` with z inferred from the whole image (the same
+    inference, no value withheld) and of PCA's projection, what each model
+    can draw at best; a fill near its bound is limited by the model, not by
+    the evidence withheld. An empty
     ``mask_specs`` reconstructs instead (no pixels missing) and reports the
     mean squared error of ABP's posterior mode and of PCA's projection.
     """
@@ -856,16 +861,28 @@ def _recover_into(run: RunDir, run_dir, config: G.GeneratorConfig, scale, net, p
                   "missing values by least squares on the observed ones, and the training mean filling them."]
     else:
         lines += ["(The run holds no PCA of its training examples, `pca_mean.npy`: no baselines.)"]
-    lines += ["", "| mask | ABP | PCA completion | mean fill | picture |", "|---|---|---|---|---|"]
+    lines += ["The bounds: the same fills with the latents (or PCA's coefficients) inferred from the whole image, "
+              "the missing values included, scored on the missing values only. A fill near its bound is limited by "
+              "the model (what g(z) or PCA's subspace can draw), not by the values withheld.",
+              "", "| mask | ABP | ABP's bound | PCA completion | PCA's bound | mean fill | picture |",
+              "|---|---|---|---|---|---|---|"]
     results = {}
     k = min(8, observations.shape[0])
     key = jax.random.key(seed)
     unit = scale.unit
+    bounds = {}
+    if mask_specs:  # one inference from the whole images serves every mask
+        whole, _ = reconstruct_images(key, config, net, params, scale.to_model(observations), rounds=rounds)
+        bounds["abp"] = scale.to_data(whole)
+        if pca is not None:
+            bounds["pca"] = scale.to_data(pca_complete(*pca, scale.to_model(observations)))
     for i, spec in enumerate(mask_specs):
         mask = gmasks.from_spec(spec, observations.shape, seed=seed + i)
         out_i = recover_images(jax.random.fold_in(key, i), config, net, params, scale, observations, mask,
                                rounds=rounds)
         results[spec] = {"abp": float(out_i["errors"].mean())}
+        for name, fill in bounds.items():
+            results[spec][name + "_bound"] = float(recovery_error(observations / unit, fill / unit, mask).mean())
         rows = [observations[:k], _masked_view(observations[:k], mask[:k]), out_i["recovered"][:k]]
         if pca is not None:
             for name, rec in baseline_recoveries(pca, scale.to_model(observations), mask).items():
@@ -876,7 +893,8 @@ def _recover_into(run: RunDir, run_dir, config: G.GeneratorConfig, scale, net, p
         name = "recovery_" + spec.replace(":", "_").replace(".", "p") + ".png"
         _save_grid(run.path / name, np.concatenate(rows), scale, n_cols=k)
         r = results[spec]
-        lines.append(f"| {gmasks.describe(spec)} | {r['abp']:.4f} | {r.get('pca', float('nan')):.4f} | "
+        lines.append(f"| {gmasks.describe(spec)} | {r['abp']:.4f} | {r['abp_bound']:.4f} | "
+                     f"{r.get('pca', float('nan')):.4f} | {r.get('pca_bound', float('nan')):.4f} | "
                      f"{r.get('mean', float('nan')):.4f} | ![{spec}]({name}) |")
     if mask_specs:
         lines += ["", "(Mean absolute error per missing value, values in [0, 1]. Picture rows: truth, masked "

@@ -335,14 +335,25 @@ def test_abp_commands_end_to_end(tmp_path, capsys):
                      "--mask", "block:8", "--rounds", "1", "--out", str(tmp_path / "inpaint")]) == 0
     results = json.loads((tmp_path / "inpaint" / "results.json").read_text())
     assert set(results) == {"pepper:0.5", "block:8"}
-    assert all(set(r) == {"abp", "pca", "mean"} for r in results.values())
+    assert all(set(r) == {"abp", "pca", "mean", "abp_bound", "pca_bound"} for r in results.values())
+    # The bounds: the errors on each mask's missing values of PCA's projection of the whole image (fitted
+    # here independently on the run's 6 training images) and of g(z) with z inferred from the whole image.
+    images = load_data(str(folder), size=(28, 28), channels=1)
+    config, scale, net, params, _ = abp.load_generator_run(run)
+    projected = (abp.pca_reconstruct(images[:6] / 127.5 - 1, images / 127.5 - 1, 3) + 1) * 127.5
+    whole, _ = abp.reconstruct_images(jax.random.key(0), config, net, params, scale.to_model(images), rounds=1)
+    for i, spec in enumerate(["pepper:0.5", "block:8"]):
+        mask = masks.from_spec(spec, images.shape, seed=i)
+        missing = np.broadcast_to(mask, images.shape) == 0
+        for key, fill in (("pca_bound", projected), ("abp_bound", scale.to_data(whole))):
+            direct = np.mean([np.abs(images[j] - fill[j])[missing[j]].mean() for j in range(len(images))]) / 255.0
+            np.testing.assert_allclose(results[spec][key], direct, rtol=1e-4)
     assert (tmp_path / "inpaint" / "recovery_block_8.png").is_file()
     assert cli.main(["abp", "reconstruct", "--run", str(run), "--data", str(folder), "--rounds", "1",
                      "--out", str(tmp_path / "rec")]) == 0
     rec = json.loads((tmp_path / "rec" / "results.json").read_text())
     assert {"reconstruction_mse", "reconstruction_mse_pca"} <= set(rec)
     # PCA's column is PCA's error on these images, fitted on the run's 6 training images.
-    images = load_data(str(folder), size=(28, 28), channels=1)
     pca = (abp.pca_reconstruct(images[:6] / 127.5 - 1, images / 127.5 - 1, 3) + 1) * 127.5
     np.testing.assert_allclose(rec["reconstruction_mse_pca"], abp.mean_squared_error(images, pca).mean(), rtol=1e-4)
     # Bad input: one line, exit status 2.
