@@ -49,7 +49,6 @@ import numpy as np
 
 from gcnjax import abp, cli, metrics
 from gcnjax import data as gdata
-from gcnjax import masks as gmasks
 
 
 def _split(folder: Path, out: Path, sizes):
@@ -124,12 +123,11 @@ def _ridge_recoveries(train, test, specs):
     """The best linear fill of each occlusion of the test faces: ridge
     regression of the missing pixels on the observed ones, fitted on the
     training faces (:func:`gcnjax.abp.ridge_fill`, its ridge by leave-one-out
-    there), on the masks ``gcnjax abp inpaint`` draws (the same specs, the
-    i-th with seed i, as its default seed 0 gives them); mean absolute error
-    per missing value, values in [0, 1]."""
+    there), on the masks ``gcnjax abp inpaint`` draws with its default seed
+    (:func:`gcnjax.abp.recovery_masks`); mean absolute error per missing
+    value, values in [0, 1]."""
     errors = {}
-    for i, spec in enumerate(specs):
-        mask = gmasks.from_spec(spec, test.shape, seed=i)
+    for spec, mask in zip(specs, abp.recovery_masks(specs, test.shape)):
         filled, _ = abp.ridge_fill(train, test, mask)
         errors[spec] = float(metrics.recovery_error(test / 255.0, filled / 255.0, mask).mean())
     return errors

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import flax.serialization
 import jax
@@ -50,6 +50,7 @@ __all__ = [
     "reconstruct_images",
     "recover_images",
     "recover_run",
+    "recovery_masks",
     "pca_fit",
     "pca_complete",
     "pca_reconstruct",
@@ -818,6 +819,13 @@ def load_generator_run(run_dir):
     return config, scale, net, params, payload
 
 
+def recovery_masks(mask_specs: Sequence[str], shape, seed: int = 0) -> List[np.ndarray]:
+    """The masks :func:`recover_run` (``gcnjax abp inpaint --seed``) draws
+    for ``mask_specs`` on images of ``shape``: the i-th spec's with seed
+    ``seed + i``, so a baseline scored elsewhere meets the same pixels."""
+    return [gmasks.from_spec(spec, shape, seed=seed + i) for i, spec in enumerate(mask_specs)]
+
+
 def recover_run(run_dir, observations: np.ndarray, out, mask_specs: Sequence[str], *, rounds: int = RECONSTRUCTION_ROUNDS,
                 seed: int = 0, overwrite: bool = False) -> Dict[str, object]:
     """Recover occluded versions of ``observations`` with a learned generator.
@@ -876,8 +884,7 @@ def _recover_into(run: RunDir, run_dir, config: G.GeneratorConfig, scale, net, p
         bounds["abp"] = scale.to_data(whole)
         if pca is not None:
             bounds["pca"] = scale.to_data(pca_complete(*pca, scale.to_model(observations)))
-    for i, spec in enumerate(mask_specs):
-        mask = gmasks.from_spec(spec, observations.shape, seed=seed + i)
+    for i, (spec, mask) in enumerate(zip(mask_specs, recovery_masks(mask_specs, observations.shape, seed))):
         out_i = recover_images(jax.random.fold_in(key, i), config, net, params, scale, observations, mask,
                                rounds=rounds)
         results[spec] = {"abp": float(out_i["errors"].mean())}
