@@ -138,8 +138,10 @@ def _aggregate(rows):
     out = {"seeds": rows, **{k: _over_seeds(rows, k) for k in (
         "test_mse_abp", "test_mse_abp_fit", "test_mse_pca", "test_abp_better_fraction", "reconstruct_command_mse",
         "reconstruct_command_mse_pca")}}
+    # Methods scored on every seed only: seeds merged from an earlier scoring may lack a newer method.
     out["recovery"] = {m: {method: _over_seeds([{"v": r["recovery"][m][method]} for r in rows], "v")
-                           for method in rows[0]["recovery"][m]} for m in rows[0]["recovery"]}
+                           for method in rows[0]["recovery"][m] if all(method in r["recovery"][m] for r in rows)}
+                       for m in rows[0]["recovery"]}
     return out
 
 
@@ -208,12 +210,13 @@ def main():
                                         *(["block:20", "block:30"] if args.full else ["block:10", "block:15"])]
         summary["test_recovery_ridge"] = _ridge_recoveries(images["train"], images["test"], masks)
         rows = []
+        learned_in = {r["seed"]: r.get("seconds") for r in summary.get("test", {}).get("seeds", [])}
         for seed in args.seeds:
             run = args.out / "test" / f"seed{seed}"
             if args.score_only:
                 if not (run / "params.msgpack").exists():
                     raise SystemExit(f"--score-only: {run} holds no finished run; run the test stage without it.")
-                seconds = None
+                seconds = learned_in.get(seed)  # the training time measured when the run was learned
                 errors = _heldout_errors(run, images["train"], images["test"])
             else:
                 seconds = _cli(["abp", "train", "--data", folders["all"], "--holdout", args.test, "--validation",

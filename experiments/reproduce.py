@@ -148,10 +148,17 @@ def _abp_recovery(out):
     s = _summary(out)
     r, ridge = s["test"]["recovery"], s["test_recovery_ridge"]
     names = {"pepper:0.5": "50%", "pepper:0.7": "70%", "pepper:0.9": "90%"}
-    parts = [f"{names.get(k, k.replace('block:', 'block ') + '²')} {v['abp']['mean']:.4f} (PCA "
+    def bound(v):  # runs scored before the bounds were reported lack them
+        return f" [bound {v['abp_bound']['mean']:.4f}]" if "abp_bound" in v else ""
+
+    parts = [f"{names.get(k, k.replace('block:', 'block ') + '²')} {v['abp']['mean']:.4f}{bound(v)} (PCA "
              f"{v['pca']['mean']:.4f}, ridge {ridge[k]:.4f}, mean {v['mean']['mean']:.4f})" for k, v in r.items()]
-    return ("recovery MAE per missing value, ABP (baselines: PCA at ABP's d, ridge regression of the missing pixels "
+    text = ("recovery MAE per missing value, ABP (baselines: PCA at ABP's d, ridge regression of the missing pixels "
             "on the observed ones, the mean; all fitted on the training faces): " + ", ".join(parts))
+    if any("abp_bound" in v for v in r.values()):
+        text += ("; [bound]: ABP's error on the same missing values with z inferred from the whole face, the best "
+                 "its generator can draw there")
+    return text
 
 
 def _abp_incomplete(out):
