@@ -148,6 +148,7 @@ def _abp_recovery(out):
     s = _summary(out)
     r, ridge = s["test"]["recovery"], s["test_recovery_ridge"]
     names = {"pepper:0.5": "50%", "pepper:0.7": "70%", "pepper:0.9": "90%"}
+
     def bound(v):  # runs scored before the bounds were reported lack them
         return f" [bound {v['abp_bound']['mean']:.4f}]" if "abp_bound" in v else ""
 

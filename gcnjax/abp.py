@@ -878,21 +878,20 @@ def _recover_into(run: RunDir, run_dir, config: G.GeneratorConfig, scale, net, p
     k = min(8, observations.shape[0])
     key = jax.random.key(seed)
     unit = scale.unit
-    bounds = {}
-    if mask_specs:  # one inference from the whole images serves every mask
-        whole, _ = reconstruct_images(key, config, net, params, scale.to_model(observations), rounds=rounds)
-        bounds["abp"] = scale.to_data(whole)
-        if pca is not None:
-            bounds["pca"] = scale.to_data(pca_complete(*pca, scale.to_model(observations)))
+    x_model = scale.to_model(observations)
+    # One inference from the whole images: the reconstruction without masks, every mask's bound with them.
+    whole = {"abp": scale.to_data(reconstruct_images(key, config, net, params, x_model, rounds=rounds)[0])}
+    if pca is not None:
+        whole["pca"] = scale.to_data(pca_complete(*pca, x_model))
     for i, (spec, mask) in enumerate(zip(mask_specs, recovery_masks(mask_specs, observations.shape, seed))):
         out_i = recover_images(jax.random.fold_in(key, i), config, net, params, scale, observations, mask,
                                rounds=rounds)
         results[spec] = {"abp": float(out_i["errors"].mean())}
-        for name, fill in bounds.items():
+        for name, fill in whole.items():
             results[spec][name + "_bound"] = float(recovery_error(observations / unit, fill / unit, mask).mean())
         rows = [observations[:k], _masked_view(observations[:k], mask[:k]), out_i["recovered"][:k]]
         if pca is not None:
-            for name, rec in baseline_recoveries(pca, scale.to_model(observations), mask).items():
+            for name, rec in baseline_recoveries(pca, x_model, mask).items():
                 rec = scale.to_data(rec)
                 results[spec][name] = float(recovery_error(observations / unit, rec / unit, mask).mean())
                 if name == "pca":
@@ -907,13 +906,12 @@ def _recover_into(run: RunDir, run_dir, config: G.GeneratorConfig, scale, net, p
         lines += ["", "(Mean absolute error per missing value, values in [0, 1]. Picture rows: truth, masked "
                   "(missing in black), ABP" + (", PCA" if pca is not None else "") + ".)"]
     if not mask_specs:
-        generated, _ = reconstruct_images(key, config, net, params, scale.to_model(observations), rounds=rounds)
-        generated = scale.to_data(generated)
+        generated = whole["abp"]
         results["reconstruction_mse"] = float(mean_squared_error(observations, generated, unit).mean())
         rows = [observations[:k], generated[:k]]
         pca_line = ""
         if pca is not None and pca[1].shape[0] == config.latent_dim:
-            projected = scale.to_data(pca_complete(*pca, scale.to_model(observations)))
+            projected = whole["pca"]
             results["reconstruction_mse_pca"] = float(mean_squared_error(observations, projected, unit).mean())
             rows.append(projected[:k])
             pca_line = (f"; PCA (d = {config.latent_dim}, fitted on the run's training examples): "
