@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from gcnjax.data import load_data, load_data_spec, load_generator_data
+from gcnjax.data import load_data, load_data_spec, load_generator_data, with_mirror_images
 
 __all__ = ["main", "load_data"]
 
@@ -290,14 +290,15 @@ def cmd_abp_train(args) -> int:
         return dataclasses.replace(presets.abp(), net=args.net or "face", out_channels=1 if args.gray else None)
 
     config, saved = _configure(args, G.GeneratorConfig, new_config, GENERATOR_SHORTCUTS,
-                               ("data", "net", "image_size", "gray", "limit", "holdout", "validation", "mask"),
+                               ("data", "net", "image_size", "gray", "limit", "holdout", "validation", "mask",
+                                "mirror"),
                                {"net": "face"})
     if saved:
         spec = saved["data_spec"]
     else:
         spec = _recorded(dict(spec=args.data, net=config.net, size=args.image_size, channels=1 if args.gray else None,
                               limit=args.limit, holdout=args.holdout, validation=args.validation, mask=args.mask,
-                              seed=config.seed), args)
+                              mirror=args.mirror, seed=config.seed), args)
     data, rate = load_generator_data(spec["spec"], spec["net"], size=spec["size"], channels=spec["channels"],
                                      limit=spec["limit"])
     holdout = spec["holdout"] or 0
@@ -313,6 +314,8 @@ def cmd_abp_train(args) -> int:
         raise ValueError(f"--validation {n_validation} leaves no training examples of the {train.shape[0]} "
                          "left after --holdout; set aside fewer.")
     train, validation = (train[:-n_validation], train[-n_validation:]) if n_validation else (train, None)
+    if spec.get("mirror"):
+        train = with_mirror_images(train, "--mirror")
     mask = None if not spec["mask"] else masks.from_spec(spec["mask"], train.shape, seed=spec["seed"])
     result = abp.learn_generator(config, train, args.out, mask=mask, mask_spec=spec["mask"],
                                  test_observations=test, validation_observations=validation,
@@ -675,6 +678,9 @@ def _add_generator_commands(sub) -> None:
                         "the params that reconstruct new examples best, not those that fill the training "
                         "examples' missing values best)")
     p.add_argument("--mask", help="learn from incomplete data: pepper:FRACTION or block:SIZE missing per image")
+    p.add_argument("--mirror", action="store_true",
+                   help="learn from the training examples and their left-right mirror images (twice the examples; "
+                        "the held-out and validation ones are not mirrored)")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=_positive_int, help="iterations between metric rows (10)")
     p.add_argument("--image-every", type=_positive_int, help="iterations between pictures and early-stopping checks (50)")

@@ -20,6 +20,7 @@ __all__ = [
     "load_data",
     "load_data_spec",
     "load_generator_data",
+    "with_mirror_images",
     "DataError",
     "shuffled_batches",
     "check_batch",
@@ -831,3 +832,15 @@ def load_generator_data(spec: str, net: str, *, size=None, channels=None, limit=
         return clips[:limit], rate
     images = load_data(spec, size=size or shape[:2], channels=channels or shape[-1])
     return images[:limit], None
+
+
+def with_mirror_images(images: np.ndarray, name: str = "images") -> np.ndarray:
+    """The examples followed by their left-right mirror images, ``(2N, H, W,
+    C)``: ``out[N + i] = images[i, :, ::-1]``. Twice the examples of a class
+    that looks the same mirrored (faces, most objects); kept to the training
+    examples, never to those that score a model."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise DataError(f"{name}: mirror images need images (N, H, W, C), got shape {images.shape}; "
+                        "sounds and videos have no left and right to mirror (drop --mirror).")
+    return np.concatenate([images, images[:, :, ::-1]], axis=0)

@@ -105,6 +105,9 @@ class GeneratorConfig:
     Learning:
       optimizer: ``"adam"`` or ``"sgd"``; learning_rate, beta1 (Adam),
         momentum (SGD; 0 for plain SGD).
+      max_grad_norm: ``None``, or the largest global norm ‖∇θ‖ of the
+        gradient handed to the optimizer: a larger one is scaled down to it
+        (``optax.clip_by_global_norm``) before Adam's moments see it.
       batch_size: examples per iteration (all of them if fewer).
       n_epochs: passes over the training set; an epoch is
         :func:`iterations_per_epoch` iterations
@@ -136,6 +139,7 @@ class GeneratorConfig:
     learning_rate: float = 3e-4
     beta1: float = 0.5
     momentum: float = 0.0
+    max_grad_norm: Optional[float] = None
     batch_size: int = 100
     n_epochs: int = 100
     seed: int = 0
@@ -158,6 +162,8 @@ class GeneratorConfig:
         count("latent_dim", self.latent_dim)
         positive("sigma", self.sigma)
         positive("learning_rate", self.learning_rate)
+        if self.max_grad_norm is not None:
+            positive("max_grad_norm", self.max_grad_norm)
         count("batch_size", self.batch_size)
         count("n_epochs", self.n_epochs)
         for name in ("beta1", "momentum"):
@@ -413,10 +419,16 @@ def infer(key: jax.Array, apply_fn: ApplyFn, params: PyTree, x: jax.Array, z0: j
 
 
 def make_optimizer(config: GeneratorConfig) -> optax.GradientTransformation:
-    """Adam (``learning_rate``, ``b1 = beta1``) or SGD (with ``momentum``)."""
+    """Adam (``learning_rate``, ``b1 = beta1``) or SGD (with ``momentum``),
+    after the gradient is scaled to a global norm of at most
+    ``max_grad_norm`` where one is set: g ← g · min(1, c / ‖g‖)."""
     if config.optimizer == "adam":
-        return optax.adam(config.learning_rate, b1=config.beta1)
-    return optax.sgd(config.learning_rate, momentum=config.momentum or None)
+        update = optax.adam(config.learning_rate, b1=config.beta1)
+    else:
+        update = optax.sgd(config.learning_rate, momentum=config.momentum or None)
+    if config.max_grad_norm is None:
+        return update  # the optimizer state of runs written before the clip existed
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), update)
 
 
 def init_state(key: jax.Array, config: GeneratorConfig, net, n_examples: int,

@@ -320,6 +320,23 @@ def _image_folder(path, images):
     return path
 
 
+def test_abp_train_mirror_learns_from_the_training_images_and_their_mirrors(tmp_path):
+    folder = _image_folder(tmp_path / "bars", _digits(10, seed=4))
+    run = tmp_path / "run"
+    assert cli.main(["abp", "train", "--data", str(folder), "--net", "digit", "--latent-dim", "3", "--epochs", "1",
+                     "--batch-size", "4", "--steps", "2", "--holdout", "2", "--validation", "2", "--mirror",
+                     "--max-grad-norm", "1.0", "--out", str(run), "--quiet"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["observed_shape"] == [12, 28, 28, 1] and saved["config"]["max_grad_norm"] == 1.0
+    # The held-out table's PCA is fitted on the 6 training images and their mirrors, not on the
+    # validation or held-out ones (an independent fit here).
+    images = load_data(str(folder), size=(28, 28), channels=1)
+    train = np.concatenate([images[:6], images[:6, :, ::-1]])
+    projected = (abp.pca_reconstruct(train / 127.5 - 1, images[8:] / 127.5 - 1, 3) + 1) * 127.5
+    np.testing.assert_allclose(np.load(run / "heldout_errors.npy")[2],
+                               abp.mean_squared_error(images[8:], projected), rtol=1e-4)
+
+
 def test_abp_commands_end_to_end(tmp_path, capsys):
     folder = _image_folder(tmp_path / "bars", _digits(10, seed=4))
     run = tmp_path / "run"

@@ -125,3 +125,16 @@ def test_image_grid_layout(tmp_path):
     saved = np.asarray(Image.open(path))
     np.testing.assert_array_equal(saved, gdata.image_grid(ims))  # 2 columns, pad 2: 14 x 14
     assert saved.shape == (14, 14)
+
+
+def test_mirror_images_follow_the_images_flipped_left_to_right():
+    images = np.arange(2 * 3 * 4 * 2, dtype=np.float32).reshape(2, 3, 4, 2)
+    both = gdata.with_mirror_images(images)
+    np.testing.assert_array_equal(both[:2], images)
+    for i in range(2):
+        for col in range(4):
+            np.testing.assert_array_equal(both[2 + i, :, col], images[i, :, 3 - col])
+    # The set is symmetric: its mean image is its own mirror.
+    np.testing.assert_allclose(both.mean(0), both.mean(0)[:, ::-1])
+    with pytest.raises(gdata.DataError, match="--mirror"):
+        gdata.with_mirror_images(np.zeros((2, 16, 1)), "--mirror")

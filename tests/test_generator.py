@@ -367,16 +367,26 @@ def test_generator_net_layer_norm_is_per_example():
     ("latent_dim", 0), ("latent_dim", -3), ("sigma", 0.0), ("sigma", -0.3), ("sigma", float("nan")),
     ("learning_rate", float("nan")), ("learning_rate", float("inf")), ("learning_rate", 0.0),
     ("optimizer", "rmsprop"), ("batch_size", 0), ("n_epochs", 0), ("beta1", 1.0), ("latent_init", "uniform"),
-    ("langevin", {"n_steps": 3}),
+    ("langevin", {"n_steps": 3}), ("max_grad_norm", 0.0), ("max_grad_norm", float("inf")),
 ])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         G.GeneratorConfig(**{field: value})
 
 
+def test_max_grad_norm_scales_a_larger_gradient_to_that_norm():
+    # Plain SGD makes the update readable: -lr · g · min(1, c / ||g||), over all leaves together.
+    grads = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[4.0]])}  # global norm 5
+    for clip, scale in ((None, 1.0), (10.0, 1.0), (2.5, 0.5)):
+        optimizer = G.make_optimizer(G.GeneratorConfig(optimizer="sgd", learning_rate=0.1, max_grad_norm=clip))
+        updates, _ = optimizer.update(grads, optimizer.init(grads))
+        for name in grads:
+            np.testing.assert_allclose(updates[name], -0.1 * scale * grads[name], rtol=1e-6)
+
+
 def test_config_round_trips_through_json():
     config = G.GeneratorConfig(latent_dim=7, langevin=LangevinConfig.from_delta(0.2, 12, mala=True),
-                               run=RunConfig(log_every=3))
+                               max_grad_norm=1.5, run=RunConfig(log_every=3))
     assert G.GeneratorConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
