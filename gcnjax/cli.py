@@ -320,7 +320,8 @@ def cmd_abp_train(args) -> int:
     result = abp.learn_generator(config, train, args.out, mask=mask, mask_spec=spec["mask"],
                                  test_observations=test, validation_observations=validation,
                                  title=f"Generator ({spec['net']}): {Path(spec['spec']).name}",
-                                 source=spec["spec"], data_spec=spec, sample_rate=rate, overwrite=args.overwrite,
+                                 source=spec["spec"] + (" and the mirror images of its training examples"
+                                                        if spec.get("mirror") else ""), data_spec=spec, sample_rate=rate, overwrite=args.overwrite,
                                  resume=args.resume, quiet=args.quiet, devices=args.devices)
     print(f"learned in {result['seconds']:.0f} s; training reconstruction MSE {result['train_mse']:.5f}")
     if "test_mse_abp" in result:

@@ -328,6 +328,7 @@ def test_abp_train_mirror_learns_from_the_training_images_and_their_mirrors(tmp_
                      "--max-grad-norm", "1.0", "--out", str(run), "--quiet"]) == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["observed_shape"] == [12, 28, 28, 1] and saved["config"]["max_grad_norm"] == 1.0
+    assert "the mirror images of its training examples; 12 observed" in (run / "report.md").read_text()
     # The held-out table's PCA is fitted on the 6 training images and their mirrors, not on the
     # validation or held-out ones (an independent fit here).
     images = load_data(str(folder), size=(28, 28), channels=1)
