@@ -405,3 +405,15 @@ def test_bad_inputs_name_the_fix():
     with pytest.raises(ValueError, match="sigma"):
         G.infer(jax.random.key(0), net.apply, params, jnp.zeros((3, 6)), jnp.zeros((3, 2)), sigma=0.0,
                 sampler=config.langevin)
+
+
+def test_curvature_ratio_of_a_linear_generator_is_its_top_eigenvalue():
+    # g(z) = W z + b: J = W at every z, so s = a · (λmax(WᵀW)/σ² + 1) (experiments/abp_spikes.py).
+    from experiments.abp_spikes import curvature_ratio
+
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(6, 3)), rng.normal(size=6)
+    expected = 0.01 * (np.linalg.eigvalsh(W.T @ W)[-1] / 0.3 ** 2 + 1)
+    s = curvature_ratio(LinearG(6), linear_params(W, b), jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+                        sigma=0.3, step_size=0.01, iterations=100)
+    np.testing.assert_allclose(np.asarray(s), expected, rtol=1e-4)
