@@ -314,14 +314,17 @@ def cmd_abp_train(args) -> int:
         raise ValueError(f"--validation {n_validation} leaves no training examples of the {train.shape[0]} "
                          "left after --holdout; set aside fewer.")
     train, validation = (train[:-n_validation], train[-n_validation:]) if n_validation else (train, None)
-    if spec.get("mirror"):
-        train = with_mirror_images(train, "--mirror")
     mask = None if not spec["mask"] else masks.from_spec(spec["mask"], train.shape, seed=spec["seed"])
+    source = spec["spec"]
+    if spec.get("mirror"):
+        # A mirror image hides the mirror of its original's missing pixels: nothing withheld is seen.
+        train = with_mirror_images(train, "--mirror")
+        mask = None if mask is None else with_mirror_images(mask, "--mask")
+        source += " and the mirror images of its training examples"
     result = abp.learn_generator(config, train, args.out, mask=mask, mask_spec=spec["mask"],
                                  test_observations=test, validation_observations=validation,
-                                 title=f"Generator ({spec['net']}): {Path(spec['spec']).name}",
-                                 source=spec["spec"] + (" and the mirror images of its training examples"
-                                                        if spec.get("mirror") else ""), data_spec=spec, sample_rate=rate, overwrite=args.overwrite,
+                                 title=f"Generator ({spec['net']}): {Path(spec['spec']).name}", source=source,
+                                 data_spec=spec, sample_rate=rate, overwrite=args.overwrite,
                                  resume=args.resume, quiet=args.quiet, devices=args.devices)
     print(f"learned in {result['seconds']:.0f} s; training reconstruction MSE {result['train_mse']:.5f}")
     if "test_mse_abp" in result:

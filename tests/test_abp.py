@@ -338,6 +338,27 @@ def test_abp_train_mirror_learns_from_the_training_images_and_their_mirrors(tmp_
                                abp.mean_squared_error(images[8:], projected), rtol=1e-4)
 
 
+def test_abp_train_mirror_mirrors_the_mask_with_the_images(tmp_path, monkeypatch):
+    # Learning from incomplete data: a mirror image must hide the mirror of its original's missing pixels,
+    # or the mirrored copies would show what the mask withholds.
+    folder = _image_folder(tmp_path / "bars", _digits(6, seed=5))
+    seen = {}
+
+    def learn(config, train, out, *, mask=None, **kwargs):
+        seen.update(train=train, mask=mask)
+        return {"seconds": 0.0, "train_mse": 0.0, "report": out}
+
+    monkeypatch.setattr(abp, "learn_generator", learn)
+    assert cli.main(["abp", "train", "--data", str(folder), "--net", "digit", "--mask", "pepper:0.5", "--mirror",
+                     "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    images = load_data(str(folder), size=(28, 28), channels=1)
+    mask = masks.from_spec("pepper:0.5", images.shape, seed=G.GeneratorConfig().seed)
+    np.testing.assert_array_equal(seen["train"], np.concatenate([images, images[:, :, ::-1]]))
+    np.testing.assert_array_equal(seen["mask"], np.concatenate([mask, mask[:, :, ::-1]]))
+    observed = seen["train"] * seen["mask"]
+    np.testing.assert_array_equal(observed[6:], observed[:6, :, ::-1])
+
+
 def test_abp_commands_end_to_end(tmp_path, capsys):
     folder = _image_folder(tmp_path / "bars", _digits(10, seed=4))
     run = tmp_path / "run"
