@@ -87,14 +87,22 @@ HELD_KEYS = ("test_mse_abp", "test_mse_abp_fit", "test_mse_pca", "test_abp_bette
              "test_abp_fit_better_fraction", "test_abp_minus_pca", "test_abp_fit_minus_pca")
 
 
+def _run_pca(run_dir: Path, latent_dim: int):
+    """The PCA a run fitted on the very faces it learned from (its mirror
+    images included where it learned from them): the baseline on equal data."""
+    return (np.load(run_dir / "pca_mean.npy"), np.load(run_dir / "pca_components.npy").reshape(latent_dim, -1))
+
+
 def _score(run_dir: Path, train_images, val_images, rounds=(10, 30)):
     """A run's validation table (ABP mode / fit against PCA fitted on the
-    training faces), with inference of each number of ``rounds``."""
+    faces the run learned from), with inference of each number of
+    ``rounds``."""
     config, scale, net, params, _ = abp.load_generator_run(run_dir)
+    pca = _run_pca(run_dir, config.latent_dim)
     scores = {}
     for r in rounds:
         _, held, _, _ = abp.heldout_comparison(config, net, params, scale, scale.to_model(train_images),
-                                               val_images, rounds=r)
+                                               val_images, rounds=r, pca=pca)
         scores[f"rounds{r}"] = held
     validation = json.loads((run_dir / "validation.json").read_text())
     return {**scores, "kept_iteration": validation["best_iteration"],
@@ -106,8 +114,7 @@ def _heldout_errors(run_dir: Path, train_images, test_images):
     least-squares fit, PCA) of a finished run, inferred with the library's
     current default rounds and the run's own PCA."""
     config, scale, net, params, _ = abp.load_generator_run(run_dir)
-    pca = (np.load(run_dir / "pca_mean.npy"),
-           np.load(run_dir / "pca_components.npy").reshape(config.latent_dim, -1))
+    pca = _run_pca(run_dir, config.latent_dim)
     _, _, _, arrays = abp.heldout_comparison(config, net, params, scale, scale.to_model(train_images),
                                              test_images, pca=pca)
     return arrays["heldout_errors"]
