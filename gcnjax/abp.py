@@ -547,7 +547,7 @@ def _trainer(config: G.GeneratorConfig, x: jax.Array, scale: ObservationScale, x
     rounds = inputs.get("validation_rounds", VALIDATION_ROUNDS)
     net = G.make_net(config)
     n = x.shape[0]
-    step = G.make_train_step(config, net.apply, G.make_optimizer(config))
+    step = G.make_train_step(config, net.apply, G.make_optimizer(config, n))
     generate = jax.jit(net.apply)
     sample_z = jax.random.normal(jax.random.key(config.seed + 1), (64, config.latent_dim), jnp.float32)
     pixels = scale.pixels is not None

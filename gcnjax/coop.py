@@ -94,12 +94,13 @@ class CoopConfig:
         if isinstance(self.n_iterations, bool) or not isinstance(self.n_iterations, (int, np.integer)) \
                 or self.n_iterations < 1:
             raise ValueError(f"CoopConfig.n_iterations must be an integer >= 1, got {self.n_iterations!r}.")
-        if self.descriptor.learning_rate_decay != "constant":
-            raise ValueError(
-                "CoopConfig.descriptor.learning_rate_decay must be 'constant': a decay runs over the "
-                "descriptor's own n_iterations, which a cooperative run does not use, got "
-                f"{self.descriptor.learning_rate_decay!r}."
-            )
+        for name, net_config in (("descriptor", self.descriptor), ("generator", self.generator)):
+            if net_config.learning_rate_decay != "constant":
+                raise ValueError(
+                    f"CoopConfig.{name}.learning_rate_decay must be 'constant': a decay runs over the "
+                    f"{name}'s own run length, which a cooperative run does not use, got "
+                    f"{net_config.learning_rate_decay!r}."
+                )
         if self.descriptor.pixel_scale != "unit":
             raise ValueError(
                 "CoopConfig.descriptor.pixel_scale must be 'unit' (images in [-1, 1], the range of the "

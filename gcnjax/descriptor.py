@@ -29,7 +29,8 @@ import optax
 
 from gcnjax import langevin
 from gcnjax.nets import ConvSpec, DescriptorNet, layer_output_sizes
-from gcnjax.train import RunConfig
+from gcnjax.train import LEARNING_RATE_DECAYS, RunConfig, check_learning_rate_decay
+from gcnjax.train import learning_rate_schedule as train_schedule
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -68,7 +69,6 @@ __all__ = [
 ]
 
 CHAIN_INITS = ("zeros", "noise", "uniform", "data")
-LEARNING_RATE_DECAYS = ("constant", "cosine", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,13 +199,7 @@ class DescriptorConfig:
             raise ValueError(
                 f"DescriptorConfig.chain_init must be one of {CHAIN_INITS}, got {self.chain_init!r}."
             )
-        if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
-            raise ValueError(f"DescriptorConfig.learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, "
-                             f"got {self.learning_rate_decay!r}.")
-        if (isinstance(self.learning_rate_decay_to, bool) or not isinstance(self.learning_rate_decay_to, (int, float))
-                or not 0 <= self.learning_rate_decay_to <= 1):
-            raise ValueError("DescriptorConfig.learning_rate_decay_to is the decayed rate's last value as a fraction "
-                             f"of learning_rate, in [0, 1], got {self.learning_rate_decay_to!r}.")
+        check_learning_rate_decay("DescriptorConfig", self.learning_rate_decay, self.learning_rate_decay_to)
         if self.learning_rate_decay != "constant" and self.grow_iterations is not None:
             raise ValueError("DescriptorConfig.learning_rate_decay decays over the whole run, but layer-by-layer "
                              "growth (grow_iterations) starts a fresh optimizer at each stage: set "
@@ -575,14 +569,9 @@ def make_optimizer(config: DescriptorConfig, params: PyTree, image_size=None) ->
 def learning_rate_schedule(config: DescriptorConfig):
     """The learning rate of each iteration (``config.learning_rate_decay``
     over ``T = config.n_iterations`` to ``config.learning_rate_decay_to``
-    of the rate): a float for ``"constant"``, else an Optax schedule
-    ``t -> lr_t``."""
-    rate, total, final = config.learning_rate, config.n_iterations, config.learning_rate_decay_to
-    if config.learning_rate_decay == "cosine":
-        return optax.cosine_decay_schedule(rate, total, alpha=final)
-    if config.learning_rate_decay == "linear":
-        return optax.linear_schedule(rate, final * rate, total)
-    return rate
+    of the rate; :func:`gcnjax.train.learning_rate_schedule`)."""
+    return train_schedule(config.learning_rate, config.learning_rate_decay, config.learning_rate_decay_to,
+                          config.n_iterations)
 
 
 # ---------------------------------------------------------------- training

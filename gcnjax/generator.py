@@ -43,7 +43,7 @@ import numpy as np
 import optax
 
 from gcnjax import langevin, nets
-from gcnjax.train import RunConfig
+from gcnjax.train import RunConfig, check_learning_rate_decay, learning_rate_schedule
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -103,8 +103,16 @@ class GeneratorConfig:
         previous epoch (the papers); ``False`` starts every inference afresh
         from ``latent_init``.
     Learning:
-      optimizer: ``"adam"`` or ``"sgd"``; learning_rate, beta1 (Adam),
-        momentum (SGD; 0 for plain SGD).
+      optimizer: ``"adam"`` or ``"sgd"``; learning_rate, beta1 and beta2
+        (Adam's decay rates of the gradient's first and second moments; a
+        smaller beta2 lets a sudden large gradient raise the second moment,
+        and so shrink its own step, sooner), momentum (SGD; 0 for plain SGD).
+      learning_rate_decay, learning_rate_decay_to: the rate of iteration t
+        of the run's T = :meth:`total_iterations` iterations, ``"constant"``,
+        ``"cosine"`` or ``"linear"`` down to ``learning_rate_decay_to`` of
+        ``learning_rate`` at the last one
+        (:func:`gcnjax.train.learning_rate_schedule`); a resumed run with
+        more epochs follows the schedule of its new T from where it is.
       max_grad_norm: ``None``, or the largest global norm ‖∇θ‖ of the
         gradient handed to the optimizer: a larger one is scaled down to it
         (``optax.clip_by_global_norm``) before Adam's moments see it.
@@ -138,7 +146,10 @@ class GeneratorConfig:
     optimizer: str = "adam"
     learning_rate: float = 3e-4
     beta1: float = 0.5
+    beta2: float = 0.999
     momentum: float = 0.0
+    learning_rate_decay: str = "constant"
+    learning_rate_decay_to: float = 0.0
     max_grad_norm: Optional[float] = None
     batch_size: int = 100
     n_epochs: int = 100
@@ -166,10 +177,11 @@ class GeneratorConfig:
             positive("max_grad_norm", self.max_grad_norm)
         count("batch_size", self.batch_size)
         count("n_epochs", self.n_epochs)
-        for name in ("beta1", "momentum"):
+        for name in ("beta1", "beta2", "momentum"):
             value = getattr(self, name)
             if not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= value < 1:
                 raise ValueError(f"GeneratorConfig.{name} must be in [0, 1), got {value!r}.")
+        check_learning_rate_decay("GeneratorConfig", self.learning_rate_decay, self.learning_rate_decay_to)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"GeneratorConfig.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}.")
         if self.latent_init not in LATENT_INITS:
@@ -418,14 +430,23 @@ def infer(key: jax.Array, apply_fn: ApplyFn, params: PyTree, x: jax.Array, z0: j
 # ---------------------------------------------------------------- learning
 
 
-def make_optimizer(config: GeneratorConfig) -> optax.GradientTransformation:
-    """Adam (``learning_rate``, ``b1 = beta1``) or SGD (with ``momentum``),
-    after the gradient is scaled to a global norm of at most
-    ``max_grad_norm`` where one is set: g ← g · min(1, c / ‖g‖)."""
+def make_optimizer(config: GeneratorConfig, n_examples: Optional[int] = None) -> optax.GradientTransformation:
+    """Adam (``b1 = beta1``, ``b2 = beta2``) or SGD (with ``momentum``) at
+    the rate of ``learning_rate`` and its decay, after the gradient is
+    scaled to a global norm of at most ``max_grad_norm`` where one is set:
+    g ← g · min(1, c / ‖g‖). A decaying rate needs ``n_examples``, the
+    training set's size, for the run's length."""
+    rate = config.learning_rate
+    if config.learning_rate_decay != "constant":
+        if n_examples is None:
+            raise ValueError("GeneratorConfig.learning_rate_decay decays over the run's iterations: pass "
+                             "make_optimizer the number of training examples (n_examples).")
+        rate = learning_rate_schedule(rate, config.learning_rate_decay, config.learning_rate_decay_to,
+                                      config.total_iterations(n_examples))
     if config.optimizer == "adam":
-        update = optax.adam(config.learning_rate, b1=config.beta1)
+        update = optax.adam(rate, b1=config.beta1, b2=config.beta2)
     else:
-        update = optax.sgd(config.learning_rate, momentum=config.momentum or None)
+        update = optax.sgd(rate, momentum=config.momentum or None)
     if config.max_grad_norm is None:
         return update  # the optimizer state of runs written before the clip existed
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), update)
@@ -451,7 +472,7 @@ def init_state(key: jax.Array, config: GeneratorConfig, net, n_examples: int,
             f"the generator makes outputs of shape {tuple(out.shape[1:])} but the data's examples have shape "
             f"{x_shape}; resize the data or choose a generator (start size, channels) that makes {x_shape}."
         )
-    opt_state = make_optimizer(config).init(params)
+    opt_state = make_optimizer(config, n_examples).init(params)
     latents = init_latents(k_latents, config.latent_init, (n_examples, config.latent_dim))
     return GeneratorState(params, opt_state, latents, k_next, jnp.zeros((), jnp.int32))
 

@@ -24,10 +24,40 @@ from typing import Any, Callable, Dict, List, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gcnjax.langevin import ChainDivergedError
 
-__all__ = ["RunConfig", "RunDir", "RunLocked", "Checkpointer", "TrainingDiverged", "TrainingStalled", "TrainingInterrupted", "fit", "write_atomic", "write_npy"]
+__all__ = ["LEARNING_RATE_DECAYS", "learning_rate_schedule", "check_learning_rate_decay", "RunConfig", "RunDir", "RunLocked", "Checkpointer", "TrainingDiverged", "TrainingStalled", "TrainingInterrupted", "fit", "write_atomic", "write_npy"]
+
+
+LEARNING_RATE_DECAYS = ("constant", "cosine", "linear")
+
+
+def learning_rate_schedule(rate: float, decay: str, final_fraction: float, total: int):
+    """The learning rate of iteration t of T = ``total``, a = ``final_fraction``:
+    ``"constant"`` lr (a float); ``"cosine"`` lr·(a + (1 − a)(1 + cos(πt/T))/2);
+    ``"linear"`` lr·(a + (1 − a)(1 − t/T)) (Optax schedules ``t -> lr_t``,
+    at a·lr from the last iteration on). Every family's config with a
+    ``learning_rate_decay`` reads it here."""
+    if decay not in LEARNING_RATE_DECAYS:
+        raise ValueError(f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, got {decay!r}.")
+    if decay == "cosine":
+        return optax.cosine_decay_schedule(rate, total, alpha=final_fraction)
+    if decay == "linear":
+        return optax.linear_schedule(rate, final_fraction * rate, total)
+    return rate
+
+
+def check_learning_rate_decay(owner: str, decay, final_fraction) -> None:
+    """Raise a ValueError naming ``owner``'s field unless ``decay`` is one of
+    :data:`LEARNING_RATE_DECAYS` and ``final_fraction`` is in [0, 1]."""
+    if decay not in LEARNING_RATE_DECAYS:
+        raise ValueError(f"{owner}.learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, got {decay!r}.")
+    if (isinstance(final_fraction, bool) or not isinstance(final_fraction, (int, float, np.integer, np.floating))
+            or not 0 <= final_fraction <= 1):
+        raise ValueError(f"{owner}.learning_rate_decay_to is the decayed rate's last value as a fraction "
+                         f"of learning_rate, in [0, 1], got {final_fraction!r}.")
 
 
 class TrainingDiverged(ChainDivergedError):

@@ -187,6 +187,8 @@ def test_coop_config_is_checked_and_round_trips():
         presets.coop(30)
     with pytest.raises(ValueError, match="learning_rate_decay"):
         dataclasses.replace(config, descriptor=dataclasses.replace(config.descriptor, learning_rate_decay="cosine"))
+    with pytest.raises(ValueError, match="generator.learning_rate_decay"):
+        dataclasses.replace(config, generator=dataclasses.replace(config.generator, learning_rate_decay="linear"))
     authors = presets.coop(32, 3, width=8, nets="authors")
     assert authors.generator_start == (4, 4) and authors.generator_channels == (32, 16, 8, 3)
     assert authors.generator_norm == "batch" and authors.descriptor.top_units == 100

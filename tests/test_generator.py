@@ -368,6 +368,7 @@ def test_generator_net_layer_norm_is_per_example():
     ("learning_rate", float("nan")), ("learning_rate", float("inf")), ("learning_rate", 0.0),
     ("optimizer", "rmsprop"), ("batch_size", 0), ("n_epochs", 0), ("beta1", 1.0), ("latent_init", "uniform"),
     ("langevin", {"n_steps": 3}), ("max_grad_norm", 0.0), ("max_grad_norm", float("inf")),
+    ("learning_rate_decay", "exponential"), ("learning_rate_decay_to", 1.5), ("learning_rate_decay_to", -0.1),
 ])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
@@ -382,6 +383,47 @@ def test_max_grad_norm_scales_a_larger_gradient_to_that_norm():
         updates, _ = optimizer.update(grads, optimizer.init(grads))
         for name in grads:
             np.testing.assert_allclose(updates[name], -0.1 * scale * grads[name], rtol=1e-6)
+
+
+def test_adam_update_follows_its_bias_corrected_moments_with_beta2():
+    # A gradient, then one three times larger (a spike): the second step is
+    # -lr · m̂ / (sqrt(v̂) + eps), m̂ = m / (1 - b1²), v̂ = v / (1 - b2²), from the moments' recursions.
+    g1, g2 = np.array([0.2, -1.0]), np.array([0.6, -3.0])
+    for b2 in (0.999, 0.99):
+        config = G.GeneratorConfig(learning_rate=0.1, beta1=0.5, beta2=b2)
+        optimizer = G.make_optimizer(config)
+        state = optimizer.init(jnp.zeros(2))
+        _, state = optimizer.update(jnp.asarray(g1), state)
+        update, _ = optimizer.update(jnp.asarray(g2), state)
+        m = 0.5 * (0.5 * g1) + 0.5 * g2
+        v = b2 * (1 - b2) * g1 ** 2 + (1 - b2) * g2 ** 2
+        expected = -0.1 * (m / (1 - 0.5 ** 2)) / (np.sqrt(v / (1 - b2 ** 2)) + 1e-8)
+        np.testing.assert_allclose(update, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="beta2"):
+        G.GeneratorConfig(beta2=1.0)
+
+
+@pytest.mark.parametrize("decay, expected", [
+    ("cosine", lambda t, T, a: a + (1 - a) * 0.5 * (1 + np.cos(np.pi * t / T))),
+    ("linear", lambda t, T, a: a + (1 - a) * (1 - t / T)),
+])
+def test_learning_rate_decays_over_the_runs_iterations(decay, expected):
+    # Plain SGD with a gradient of 1 moves by -lr_t; T is the run's length for
+    # its training set: 2 epochs of ceil(12 / 5) = 3 batches.
+    config = G.GeneratorConfig(optimizer="sgd", learning_rate=0.2, learning_rate_decay=decay,
+                               learning_rate_decay_to=0.1, batch_size=5, n_epochs=2)
+    total = config.total_iterations(12)
+    assert total == 6
+    optimizer = G.make_optimizer(config, 12)
+    state = optimizer.init(jnp.zeros(()))
+    moves = []
+    for _ in range(total + 2):
+        update, state = optimizer.update(jnp.ones(()), state)
+        moves.append(-float(update))
+    t = np.minimum(np.arange(total + 2), total)
+    np.testing.assert_allclose(moves, 0.2 * expected(t, total, 0.1), rtol=1e-5)
+    with pytest.raises(ValueError, match="n_examples"):
+        G.make_optimizer(config)
 
 
 def test_config_round_trips_through_json():
