@@ -808,7 +808,7 @@ def cmd_sample(args) -> int:
         changes["mala"] = True
     settings = sampling.SampleSettings(n_chains=args.chains, steps=args.steps, langevin=tuple(sorted(changes.items())),
                                        start=args.start, start_scale=args.start_scale, frames=args.frames,
-                                       trace_points=args.trace_points, given=args.given)
+                                       trace_points=args.trace_points, given=args.given, latents=args.latents)
     result = sampling.sample_run(args.run, args.out, settings, seed=args.seed, block=args.block, devices=args.devices,
                                  resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     rate = result["chains_per_second"]
@@ -838,6 +838,9 @@ def _add_sample_command(sub) -> None:
     p.add_argument("--given", metavar="DATA",
                    help="generator runs: sample the posterior of z given these observations (chain i on the i-th, "
                         "cycling), Langevin on E(z | x); samples.npy then holds z")
+    p.add_argument("--latents", choices=["prior", "fitted"], default="prior",
+                   help="generator runs: draw z from the model's prior N(0, I) (prior) or from the Gaussian fitted "
+                        "to the run's training latents (fitted)")
     p.add_argument("--trace-points", type=int, default=10,
                    help="steps of each chain at which the energy and three projections are recorded (10; 0: none)")
     _add_run_flags(p, resume_help="continue the job in --out from its last finished block (the same settings)")

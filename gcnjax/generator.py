@@ -62,6 +62,7 @@ __all__ = [
     "init_latents",
     "infer",
     "make_optimizer",
+    "fitted_latent_gaussian",
     "init_state",
     "make_train_step",
     "iterations_per_epoch",
@@ -622,9 +623,36 @@ def reconstruct(key: jax.Array, apply_fn: ApplyFn, params: PyTree, x: jax.Array,
     return apply_fn(params, z), z
 
 
-def sample(key: jax.Array, apply_fn: ApplyFn, params: PyTree, n: int, latent_dim: int) -> jax.Array:
+def sample(key: jax.Array, apply_fn: ApplyFn, params: PyTree, n: int, latent_dim: int,
+           latent_gaussian: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> jax.Array:
     """``g(z)`` for ``n`` fresh latents ``z ~ N(0, I_latent_dim)`` (the mean
-    of x given z; add ``σ ξ`` for a draw of x itself)."""
+    of x given z; add ``σ ξ`` for a draw of x itself); with
+    ``latent_gaussian = (μ, L)`` (:func:`fitted_latent_gaussian`),
+    ``z = μ + L ε``, ``ε ~ N(0, I)``: a draw of N(μ, L Lᵀ)."""
     if int(n) < 1 or int(latent_dim) < 1:
         raise ValueError(f"n and latent_dim must be >= 1, got n={n!r}, latent_dim={latent_dim!r}.")
-    return apply_fn(params, jax.random.normal(key, (int(n), int(latent_dim)), jnp.float32))
+    z = jax.random.normal(key, (int(n), int(latent_dim)), jnp.float32)
+    if latent_gaussian is not None:
+        mean, factor = (jnp.asarray(a, jnp.float32) for a in latent_gaussian)
+        if mean.shape != (int(latent_dim),) or factor.shape != (int(latent_dim),) * 2:
+            raise ValueError(f"latent_gaussian must be a mean ({latent_dim},) and a factor ({latent_dim}, "
+                             f"{latent_dim}), got {mean.shape} and {factor.shape}.")
+        z = mean + z @ factor.T
+    return apply_fn(params, z)
+
+
+def fitted_latent_gaussian(latents) -> Tuple[np.ndarray, np.ndarray]:
+    """The Gaussian N(μ̂, Σ̂) fitted to inferred latents ``(N, d)`` (the
+    sample mean and the covariance with 1/(N − 1)), as ``(μ̂, L)`` with
+    L Lᵀ = Σ̂: L = U √Λ from Σ̂'s eigendecomposition (rounding's negative
+    eigenvalues set to 0; Σ̂ is singular when N ≤ d).
+
+    The prior N(0, I) is what the model assumes; the latents a learned
+    generator was fitted at can sit elsewhere (with a small σ the prior's
+    pull ||z||²/2 is weak against ||x − g(z)||²/(2σ²)), and g then draws its
+    best images from this fitted Gaussian, not from N(0, I)."""
+    z = np.asarray(latents, np.float64)
+    if z.ndim != 2 or z.shape[0] < 2 or not np.isfinite(z).all():
+        raise ValueError(f"latents must be a finite (N, d) array with N >= 2 rows, got shape {z.shape}.")
+    values, vectors = np.linalg.eigh(np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1]))
+    return z.mean(axis=0), vectors * np.sqrt(np.clip(values, 0.0, None))

@@ -134,6 +134,9 @@ class Chains(NamedTuple):
         return self.conditions[(first + np.arange(n)) % self.conditions.shape[0]]
 
 
+LATENT_SOURCES = ("prior", "fitted")
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleSettings:
     """What a sampling job draws, besides the run's own chain settings.
@@ -152,6 +155,9 @@ class SampleSettings:
     given: observations (a data path, as ``gcnjax abp train --data`` takes)
       for a generator's posterior: Langevin on z given each of them, chain
       ``i`` on observation ``i % M`` (None: the prior's exact draws).
+    latents: where a generator's exact draws take z: ``"prior"``, the
+      model's N(0, I); ``"fitted"``, the Gaussian fitted to the run's
+      training latents (:func:`gcnjax.generator.fitted_latent_gaussian`).
     """
 
     n_chains: int = 64
@@ -162,6 +168,7 @@ class SampleSettings:
     frames: Optional[int] = None
     trace_points: int = 10
     given: Optional[str] = None
+    latents: str = "prior"
 
     def __post_init__(self):
         if not isinstance(self.n_chains, (int, np.integer)) or self.n_chains < 1:
@@ -172,6 +179,11 @@ class SampleSettings:
             raise ValueError(f"trace_points must be >= 0, got {self.trace_points!r}.")
         if self.frames is not None and self.frames < 1:
             raise ValueError(f"--frames must be >= 1, got {self.frames!r}.")
+        if self.latents not in LATENT_SOURCES:
+            raise ValueError(f"--latents must be one of {LATENT_SOURCES}, got {self.latents!r}.")
+        if self.latents != "prior" and self.given is not None:
+            raise ValueError("--latents fitted draws new latents; --given samples the posterior of z given "
+                             "observations: give one of them.")
 
     def chain(self, sampler: LangevinConfig) -> LangevinConfig:
         """The run's chain with this job's changes."""
@@ -267,6 +279,9 @@ def load_chains(run_dir, settings: SampleSettings = SampleSettings()) -> Chains:
         known = ", ".join(sorted(n for n, f in _families().items() if f.chains is not None))
         raise ValueError(f"{str(run_dir)!r} is a run of {name!r}, which has no sampler; runs of {known} can be "
                          "sampled.")
+    if settings.latents != "prior" and name != "generator":
+        raise ValueError(f"--latents chooses where a generator's z is drawn; {str(run_dir)!r} is a run of {name!r}, "
+                         "which has no latents: leave --latents out.")
     if settings.given is not None and name != "generator":
         raise ValueError(f"--given conditions a generator's latents on observations; {str(run_dir)!r} is a run of "
                          f"{name!r}, whose chains are not conditioned: leave --given out.")

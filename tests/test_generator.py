@@ -426,6 +426,29 @@ def test_learning_rate_decays_over_the_runs_iterations(decay, expected):
         G.make_optimizer(config)
 
 
+def test_draws_from_the_fitted_latent_gaussian_have_its_moments():
+    # Latents of a known Gaussian (rank 2 in d = 3: singular), fitted, then drawn through g(z) = A z + b:
+    # the draws' mean is A μ̂ + b and their covariance A Σ̂ Aᵀ (Σ̂, μ̂ from numpy on the same latents).
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(400, 2)) @ np.array([[3.0, 0.0, 1.0], [0.0, 0.5, -1.0]]) + np.array([5.0, -2.0, 0.0])
+    mean, factor = G.fitted_latent_gaussian(latents)
+    np.testing.assert_allclose(mean, latents.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(factor @ factor.T, np.cov(latents, rowvar=False), atol=1e-9)
+    A, b = rng.normal(size=(4, 3)), rng.normal(size=4)
+    apply_fn = lambda params, z: z @ params["A"].T + params["b"]
+    n = 40000
+    x = np.asarray(G.sample(jax.random.key(1), apply_fn, {"A": jnp.asarray(A, jnp.float32), "b": jnp.asarray(b, jnp.float32)},
+                            n, 3, (mean, factor)), np.float64)
+    target = A @ np.cov(latents, rowvar=False) @ A.T
+    se = np.sqrt(np.diag(target) / n)
+    assert np.all(np.abs(x.mean(axis=0) - (A @ mean + b)) < 4 * se)
+    np.testing.assert_allclose(np.cov(x, rowvar=False), target, atol=0.05 * np.abs(target).max())
+    with pytest.raises(ValueError, match="latents"):
+        G.fitted_latent_gaussian(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="latent_gaussian"):
+        G.sample(jax.random.key(0), apply_fn, {"A": A, "b": b}, 2, 3, (mean[:2], factor))
+
+
 def test_config_round_trips_through_json():
     config = G.GeneratorConfig(latent_dim=7, langevin=LangevinConfig.from_delta(0.2, 12, mala=True),
                                max_grad_norm=1.5, run=RunConfig(log_every=3))

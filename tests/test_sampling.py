@@ -258,6 +258,7 @@ def test_bad_sampling_input_is_one_line(descriptor_run, tmp_path, capsys):
     (other / "params.msgpack").write_bytes(b"")
     cases.append((["--run", str(other)], "'video_recovery', which has no sampler"))
     cases.append((["--run", str(descriptor_run), "--given", str(tmp_path)], "--given conditions a generator's"))
+    cases.append((["--run", str(descriptor_run), "--latents", "fitted"], "which has no latents"))
     for flags, message in cases:
         out = ["--out", str(tmp_path / "job")] if "--out" not in flags else []
         assert cli.main(["sample", *flags, *out, "--quiet"]) == 2
@@ -359,6 +360,16 @@ def test_sample_a_run_of_each_family(kind, shape, tmp_path, image_folder, capsys
         assert z.shape == (6, 4) and np.isfinite(z).all()
         assert np.load(tmp_path / "p" / "energy.npy").shape == (6, 2)
         assert "holds z" in (tmp_path / "p" / "report.md").read_text()
+        # z from the Gaussian fitted to the run's training latents: its draws, described as such.
+        assert cli.main(["sample", "--run", str(run), "--latents", "fitted", "--chains", "6", "--out",
+                         str(tmp_path / "f"), "--quiet"]) == 0
+        fitted = np.load(tmp_path / "f" / "samples.npy")
+        assert fitted.shape == (6, *shape) and np.isfinite(fitted).all() and not np.allclose(fitted, x[:6])
+        assert "fitted to the run's 8 training latents" in (tmp_path / "f" / "report.md").read_text()
+        capsys.readouterr()
+        assert cli.main(["sample", "--run", str(run), "--latents", "fitted", "--given", str(folder), "--out",
+                         str(tmp_path / "g"), "--quiet"]) == 2
+        assert "--latents fitted draws new latents" in capsys.readouterr().err
 
 
 @pytest.mark.slow
