@@ -459,8 +459,13 @@ def _outputs(config: G.GeneratorConfig, net, scale: ObservationScale, x, x_obs: 
                    f"them first ({rounds} × {config.langevin.n_steps} Langevin steps from the last latents).")
     reconstructed = scale.to_data(generate(params, jnp.asarray(latents)))
     pictures, sounds = {}, {}
+    fitted = pixels and n >= 2  # samples from the Gaussian fitted to the training latents
     if pixels:
         pictures.update(samples=Picture(samples), reconstructed=Picture(reconstructed[:64]))
+    if fitted:
+        gaussian = G.fitted_latent_gaussian(latents)
+        z_fitted = jnp.asarray(gaussian[0] + np.asarray(sample_z, np.float64) @ gaussian[1].T, jnp.float32)
+        pictures.update(samples_fitted=Picture(scale.to_data(generate(params, z_fitted))))
     elif sample_rate:
         sounds.update({f"sample_{i}": (samples[i], sample_rate) for i in range(min(8, samples.shape[0]))})
         sounds.update({f"observed_{i}": (x_obs[i], sample_rate) for i in range(min(4, n))})
@@ -475,7 +480,21 @@ def _outputs(config: G.GeneratorConfig, net, scale: ObservationScale, x, x_obs: 
         f"{'observed ' if mask is not None else ''}value, values in [0, 1]): {summary['train_mse']:.5f}.{refined}",
         "",
     ]
-    if pixels:
+    if fitted:
+        lines += [
+            "| observed | reconstructed g(z) | samples g(z), z ~ N(0, I) | samples g(z), z ~ N(μ̂, Σ̂) of the "
+            "training latents |",
+            "|---|---|---|---|",
+            "| ![observed](observed.png) | ![reconstructed](reconstructed.png) | ![samples](samples.png) | "
+            "![samples from the fitted Gaussian](samples_fitted.png) |",
+            "",
+            f"The training latents' norm has median {np.median(np.linalg.norm(latents, axis=1)):.1f}, a draw of "
+            f"the prior N(0, I_{config.latent_dim}) about {np.sqrt(config.latent_dim):.1f}: where they differ, "
+            "g draws its images from the latents it was fitted at, N(μ̂, Σ̂) (`gcnjax sample --latents fitted`), "
+            "not from the prior.",
+            "",
+        ]
+    elif pixels:
         lines += [
             "| observed | reconstructed g(z) | samples g(z), z ~ N(0, I) |",
             "|---|---|---|",
@@ -622,11 +641,23 @@ def _chains(run_dir: Path, payload: Dict[str, Any], settings):
                       f"||z||²/2, σ = {config.sigma}, from z ~ N(0, I_{config.latent_dim}). `samples.npy` holds z; "
                       "the grid shows g(z)."))
 
+    gaussian, source = None, f"z ~ N(0, I_{config.latent_dim})"
+    if settings.latents == "fitted":
+        path = run_dir / "latents.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is missing: --latents fitted needs the run's training latents "
+                                    "(a finished `abp train` run writes them).")
+        latents = np.load(path)
+        gaussian = G.fitted_latent_gaussian(latents)
+        source = (f"z ~ N(μ̂, Σ̂), the Gaussian fitted to the run's {latents.shape[0]} training latents (their "
+                  f"norm's median {np.median(np.linalg.norm(latents, axis=1)):.1f}; N(0, I_{config.latent_dim})'s "
+                  f"is about {np.sqrt(config.latent_dim):.1f})")
+
     def draw(params, key, n):
-        return Draw(G.sample(key, net.apply, params, n, config.latent_dim))
+        return Draw(G.sample(key, net.apply, params, n, config.latent_dim, gaussian))
 
     return Chains(shape=shape, params=params, draw=draw, to_data=scale.to_data, picture=picture,
-                  describe=f"g(z) for z ~ N(0, I_{config.latent_dim}): exact draws of the generator's mean, no chain.")
+                  describe=f"g(z) for {source}: exact draws of the generator's mean, no chain.")
 
 
 def posterior_chains(apply_fn, params, observations: np.ndarray, *, latent_dim: int, sigma: float, sampler,

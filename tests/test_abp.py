@@ -178,6 +178,10 @@ def test_learn_generator_writes_a_run_with_the_pca_table(tmp_path):
     np.testing.assert_allclose(r["test_mse_pca"], errors[2].mean(), rtol=1e-6)
     np.testing.assert_allclose([r["test_mse_abp"], r["test_mse_abp_fit"]], errors[:2].mean(axis=1), rtol=1e-6)
     assert np.load(tmp_path / "run" / "latents.npy").shape == (10, 4)
+    # Samples from the Gaussian fitted to the training latents, beside the prior's, with the latents' scale.
+    assert (tmp_path / "run" / "samples_fitted.png").is_file()
+    norms = np.linalg.norm(np.load(tmp_path / "run" / "latents.npy"), axis=1)
+    assert f"norm has median {np.median(norms):.1f}" in report
 
     # The run loads back, and its params generate what the run saved.
     config, scale, net, params, _ = abp.load_generator_run(tmp_path / "run")
