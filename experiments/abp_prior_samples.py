@@ -12,8 +12,10 @@ random-feature Fréchet distance to the held-out faces
 the pixels' standard deviation (contrast), and the norm of z; beside them
 the same numbers for as many training faces (the reference a perfect
 sampler reaches, up to the sets' sampling noise), the run's reconstructions
-of its training faces g(z_i) (the latents the fitted Gaussian summarises)
-and the training faces' mean image repeated.
+of its training faces g(z_i) (the latents the fitted Gaussian summarises),
+the training faces' mean image repeated, and the linear model of the same
+d: draws of PCA's Gaussian (the run's components, with the Gaussian of the
+training faces' coefficients on them).
 """
 
 import argparse
@@ -24,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gcnjax import abp, metrics, sampling
+from gcnjax import generator as G
 from gcnjax import data as gdata
 
 
@@ -48,6 +51,15 @@ def main():
             "training faces' mean image": np.broadcast_to(train.mean(0), heldout.shape),
             "reconstructions g(z_i) of training faces":
                 np.clip(scale.to_data(np.asarray(net.apply(params, jnp.asarray(latents[chosen])))), 0, 255)}
+    # The linear model of the same d: PCA's Gaussian, the training faces' coefficients on the run's components
+    # (model units) drawn from the Gaussian fitted to them.
+    mean, components = np.load(args.run / "pca_mean.npy"), np.load(args.run / "pca_components.npy")
+    basis = components.reshape(components.shape[0], -1).astype(np.float64)
+    coefficients = (scale.to_model(train).reshape(len(train), -1) - mean.reshape(1, -1)) @ basis.T
+    c_mean, c_factor = G.fitted_latent_gaussian(coefficients)
+    drawn = (c_mean + rng.standard_normal((n, basis.shape[0])) @ c_factor.T) @ basis + mean.reshape(1, -1)
+    rows[f"PCA's Gaussian (d = {basis.shape[0]}, the training faces' coefficients)"] = np.clip(
+        scale.to_data(drawn.reshape(heldout.shape)), 0, 255)
     for source in sampling.LATENT_SOURCES:
         out = args.out / source
         sampling.sample_run(args.run, out, sampling.SampleSettings(n_chains=n, latents=source), seed=args.seed,
