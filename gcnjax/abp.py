@@ -462,10 +462,10 @@ def _outputs(config: G.GeneratorConfig, net, scale: ObservationScale, x, x_obs: 
     fitted = pixels and n >= 2  # samples from the Gaussian fitted to the training latents
     if pixels:
         pictures.update(samples=Picture(samples), reconstructed=Picture(reconstructed[:64]))
-    if fitted:
-        gaussian = G.fitted_latent_gaussian(latents)
-        z_fitted = jnp.asarray(gaussian[0] + np.asarray(sample_z, np.float64) @ gaussian[1].T, jnp.float32)
-        pictures.update(samples_fitted=Picture(scale.to_data(generate(params, z_fitted))))
+        if fitted:
+            gaussian = G.fitted_latent_gaussian(latents)
+            z_fitted = jnp.asarray(gaussian[0] + np.asarray(sample_z, np.float64) @ gaussian[1].T, jnp.float32)
+            pictures.update(samples_fitted=Picture(scale.to_data(generate(params, z_fitted))))
     elif sample_rate:
         sounds.update({f"sample_{i}": (samples[i], sample_rate) for i in range(min(8, samples.shape[0]))})
         sounds.update({f"observed_{i}": (x_obs[i], sample_rate) for i in range(min(4, n))})
