@@ -8,8 +8,9 @@ saw.
 Draws as many samples of each kind as there are held-out faces
 (``gcnjax sample --latents prior|fitted``) and prints, per kind, the
 random-feature Fréchet distance to the held-out faces
-(:func:`gcnjax.metrics.random_feature_frechet`, equal numbers of images),
-the pixels' standard deviation (contrast), and the norm of z; beside them
+(:func:`gcnjax.metrics.random_feature_frechet`, equal numbers of images)
+and the pixels' standard deviation (contrast), with the training latents'
+median norm against the prior's; beside them
 the same numbers for as many training faces (the reference a perfect
 sampler reaches, up to the sets' sampling noise), the run's reconstructions
 of its training faces g(z_i) (the latents the fitted Gaussian summarises),
@@ -56,8 +57,9 @@ def main():
     mean, components = np.load(args.run / "pca_mean.npy"), np.load(args.run / "pca_components.npy")
     basis = components.reshape(components.shape[0], -1).astype(np.float64)
     coefficients = (scale.to_model(train).reshape(len(train), -1) - mean.reshape(1, -1)) @ basis.T
-    c_mean, c_factor = G.fitted_latent_gaussian(coefficients)
-    drawn = (c_mean + rng.standard_normal((n, basis.shape[0])) @ c_factor.T) @ basis + mean.reshape(1, -1)
+    drawn = np.asarray(G.gaussian_latents(G.fitted_latent_gaussian(coefficients),
+                                          rng.standard_normal((n, basis.shape[0]))), np.float64) @ basis
+    drawn += mean.reshape(1, -1)
     rows[f"PCA's Gaussian (d = {basis.shape[0]}, the training faces' coefficients)"] = np.clip(
         scale.to_data(drawn.reshape(heldout.shape)), 0, 255)
     for source in sampling.LATENT_SOURCES:

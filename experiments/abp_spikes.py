@@ -20,8 +20,9 @@ order (a run learned with ``--validation`` holds out the last ones: give
 the training part alone).
 
 Any field of the run's config can be changed for the replay with its flag
-(the flags of ``gcnjax abp train``): ``--learning-rate 1.5e-4`` replays the
-same iterations with half the step, from the same state. A change that
+(the flags of ``gcnjax abp train``): ``--learning-rate 5e-4`` replays the
+same iterations of a run learned at 1e-3 with half the step, from the same
+state. A change that
 gives the optimizer state another structure (``--optimizer``,
 ``--max-grad-norm`` on a run learned without it) cannot start from the
 checkpoint and is refused, and so is another ``--beta2``: Adam divides its

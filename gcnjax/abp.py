@@ -463,8 +463,7 @@ def _outputs(config: G.GeneratorConfig, net, scale: ObservationScale, x, x_obs: 
     if pixels:
         pictures.update(samples=Picture(samples), reconstructed=Picture(reconstructed[:64]))
         if fitted:
-            gaussian = G.fitted_latent_gaussian(latents)
-            z_fitted = jnp.asarray(gaussian[0] + np.asarray(sample_z, np.float64) @ gaussian[1].T, jnp.float32)
+            z_fitted = G.gaussian_latents(G.fitted_latent_gaussian(latents), sample_z)
             pictures.update(samples_fitted=Picture(scale.to_data(generate(params, z_fitted))))
     elif sample_rate:
         sounds.update({f"sample_{i}": (samples[i], sample_rate) for i in range(min(8, samples.shape[0]))})

@@ -63,6 +63,7 @@ __all__ = [
     "infer",
     "make_optimizer",
     "fitted_latent_gaussian",
+    "gaussian_latents",
     "init_state",
     "make_train_step",
     "iterations_per_epoch",
@@ -632,13 +633,19 @@ def sample(key: jax.Array, apply_fn: ApplyFn, params: PyTree, n: int, latent_dim
     if int(n) < 1 or int(latent_dim) < 1:
         raise ValueError(f"n and latent_dim must be >= 1, got n={n!r}, latent_dim={latent_dim!r}.")
     z = jax.random.normal(key, (int(n), int(latent_dim)), jnp.float32)
-    if latent_gaussian is not None:
-        mean, factor = (jnp.asarray(a, jnp.float32) for a in latent_gaussian)
-        if mean.shape != (int(latent_dim),) or factor.shape != (int(latent_dim),) * 2:
-            raise ValueError(f"latent_gaussian must be a mean ({latent_dim},) and a factor ({latent_dim}, "
-                             f"{latent_dim}), got {mean.shape} and {factor.shape}.")
-        z = mean + z @ factor.T
-    return apply_fn(params, z)
+    return apply_fn(params, z if latent_gaussian is None else gaussian_latents(latent_gaussian, z))
+
+
+def gaussian_latents(latent_gaussian: Tuple[np.ndarray, np.ndarray], noise) -> jax.Array:
+    """``z = μ + L ε`` for each row ε of ``noise`` ``(n, d)``, with
+    ``latent_gaussian = (μ, L)`` (:func:`fitted_latent_gaussian`): standard
+    normal rows become draws of N(μ, L Lᵀ)."""
+    mean, factor = (jnp.asarray(a, jnp.float32) for a in latent_gaussian)
+    d = noise.shape[-1]
+    if mean.shape != (d,) or factor.shape != (d, d):
+        raise ValueError(f"latent_gaussian must be a mean ({d},) and a factor ({d}, {d}), got {mean.shape} and "
+                         f"{factor.shape}.")
+    return mean + jnp.asarray(noise, jnp.float32) @ factor.T
 
 
 def fitted_latent_gaussian(latents) -> Tuple[np.ndarray, np.ndarray]:
