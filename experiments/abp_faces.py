@@ -26,6 +26,12 @@ Stages (``--stages``, in this order):
   completion and the mean fill beside ABP) on the test faces, and the best
   linear fill of the same occlusions (ridge regression on the training
   faces).
+* ``samples``: the ``test`` stage's runs sampled, z from the prior N(0, I)
+  (the paper's samples) and from the Gaussian fitted to the run's training
+  latents, as many images as test faces, scored against the test faces by
+  the random-feature Fréchet distance, with the training faces, their mean
+  image, the runs' reconstructions of them and PCA's Gaussian of the same d
+  beside them (:func:`experiments.abp_prior_samples.score_samples`).
 * ``incomplete``: one run per ``--seeds`` seed learned from the training
   faces with pixels missing (``--incomplete-masks``), for the command's
   whole length, as in the paper (no early stopping: a check on new faces
@@ -47,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.abp_prior_samples import SETS, score_samples
 from gcnjax import abp, cli, metrics
 from gcnjax import data as gdata
 
@@ -161,7 +168,8 @@ def main():
     p.add_argument("--train", type=int, default=600)
     p.add_argument("--validation", type=int, default=100)
     p.add_argument("--test", type=int, default=100)
-    p.add_argument("--stages", nargs="*", default=["test", "incomplete"], choices=["select", "test", "incomplete"])
+    p.add_argument("--stages", nargs="*", default=["test", "samples", "incomplete"],
+                   choices=["select", "test", "samples", "incomplete"])
     p.add_argument("--select", nargs="*", default=["defaults="],
                    help="configurations of the select stage: NAME=FLAGS (flags of `gcnjax abp train` on top of "
                         "the defaults), e.g. 'sigma0.1=--sigma 0.1 --delta 0.1'")
@@ -250,6 +258,21 @@ def main():
             print(json.dumps(row), flush=True)
             summary["test"] = _aggregate(rows)
             save()
+
+    if "samples" in args.stages:
+        rows = []
+        for seed in args.seeds:
+            run = args.out / "test" / f"seed{seed}"
+            if not (run / "latents.npy").exists():
+                raise SystemExit(f"the samples stage reads the test stage's runs: {run} holds no finished run; "
+                                 "run the test stage first (--stages test samples).")
+            scores = score_samples(run, images["test"], images["train"], run / "samples_test", seed=seed)
+            rows.append({"seed": seed, **scores})
+            print("samples", json.dumps(rows[-1]), flush=True)
+        summary["samples"] = {"seeds": rows, "frechet": {
+            key: _over_seeds([{"v": r["frechet"][key]} for r in rows], "v") for key in SETS},
+            "latent_norm_median": _over_seeds(rows, "latent_norm_median")}
+        save()
 
     if "incomplete" in args.stages:
         methods = ("abp_pasted", "abp_generated_alone", "pca", "mean")

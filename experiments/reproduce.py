@@ -144,6 +144,18 @@ def _abp_heldout(out):
             f"ABP (mode) lower on {t['test_abp_better_fraction']['mean']:.0%} of the faces")
 
 
+def _abp_samples(out):
+    s = _summary(out)["samples"]
+    n, f = len(s["seeds"]), s["frechet"]
+    d = s["seeds"][0]["latent_dim"]
+    return (f"random-feature Fréchet distance to the test faces, as many images ({n} seed{'s' if n > 1 else ''}, "
+            f"mean ± sd): g(z), z from the prior N(0, I) {_spread(f['prior'], 4)}; from the Gaussian fitted to "
+            f"the training latents {_spread(f['fitted'], 4)}; PCA's Gaussian of the same d "
+            f"{_spread(f['pca_gaussian'], 4)}; the training faces' mean image repeated "
+            f"{_spread(f['mean_image'], 4)}; training faces {_spread(f['training_faces'], 4)}. The training "
+            f"latents' median norm {_spread(s['latent_norm_median'], 1)} (a prior draw's: {d ** 0.5:.1f})")
+
+
 def _abp_recovery(out):
     s = _summary(out)
     r, ridge = s["test"]["recovery"], s["test_recovery_ridge"]
@@ -393,7 +405,8 @@ JOBS: List[Job] = [
         "`gcnjax abp train`'s defaults (σ = 0.05, 10 warm-started Langevin steps of δ = 0.05, Adam 1e-3, batch "
         "50, 40 epochs, early stopping every 50 iterations) and `reconstruct`'s and `inpaint`'s (30 rounds of "
         "inference); faces 1–600 to train, 601–700 for early stopping, 701–800 tested; learning from incomplete "
-        "data: faces 1–600 with half their pixels missing, the whole 40 epochs (no early stopping); CPU: 32², the "
+        "data: faces 1–600 with half their pixels missing, the whole 40 epochs (no early stopping); samples: 100 "
+        "per seed, z from the prior and from the Gaussian fitted to the training latents; CPU: 32², the "
         "`face32` net, d = 20; full: 64², the `face` net, d = 100",
         [Row("ABP: reconstruction of held-out faces against PCA at the same d, Han et al. 2017",
              "ABP's reconstruction error of testing images is below PCA's at the same latent dimension "
@@ -408,7 +421,13 @@ JOBS: List[Job] = [
          Row("ABP: learning from incomplete data, Han et al. 2017",
              "a generator learned from faces with pixels missing recovers them (a table of errors; CelebA)",
              _abp_incomplete, lambda o: _existing(o / "incomplete_pepper_0p5" / "seed0" / "recovered.png"),
-             score=_abp_incomplete_scores)]),
+             score=_abp_incomplete_scores),
+         Row("ABP: samples of the learned generator, Han et al. 2017",
+             "g(z) with z from the prior N(0, I) are faces (pictures, no number)",
+             _abp_samples, lambda o: _existing(o / "test" / "seed0" / "samples_test" / "prior" / "samples.png",
+                                               o / "test" / "seed0" / "samples_test" / "fitted" / "samples.png"),
+             score=lambda o: [(r["frechet"]["prior"], r["frechet"]["pca_gaussian"])
+                              for r in _summary(o)["samples"]["seeds"]])]),
     Job("dynamic-wave", lambda d, full: _py("dynamic_textures", "procedural", "--out", "{out}/dynamic-wave",
                                             "--frames", "24", "--size", "32", "--iterations", "150",
                                             "--synth-frames", "48"),

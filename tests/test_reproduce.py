@@ -242,3 +242,21 @@ def test_a_report_renders_from_its_record_once_the_runs_are_gone(tmp_path):
     assert "![Contrastive divergence reconstructs the observed image (rose), Xie et al. 2016: reconstruction.png]" \
            "(results/reproduction/cd_0_0.png)" in again
     assert "object_0_0" not in again and "Machine: test;" in again and "add up to 0 min" in again
+
+
+def test_the_abp_samples_row_scores_the_prior_samples_against_pcas_gaussian(tmp_path):
+    keys = ("training_faces", "mean_image", "reconstructions", "pca_gaussian", "prior", "fitted")
+    seeds = [{"seed": k, "latent_dim": 20, "latent_norm_median": 26.0 + k,
+              "frechet": dict(zip(keys, (0.002, 0.12, 0.004, 0.011, prior, 0.005)))}
+             for k, prior in enumerate((0.40, 0.42, 0.44))]
+    over = {key: {"mean": float(np.mean([s["frechet"][key] for s in seeds])),
+                  "sd": float(np.std([s["frechet"][key] for s in seeds], ddof=1))} for key in keys}
+    (tmp_path / "summary.json").write_text(json.dumps({"samples": {
+        "seeds": seeds, "frechet": over, "latent_norm_median": {"mean": 27.0, "sd": 1.0}}}))
+    row = next(r for r in next(j for j in reproduce.JOBS if j.name == "abp").rows if r.measure is reproduce._abp_samples)
+    text = row.measure(tmp_path)
+    assert "z from the prior N(0, I) 0.4200 ± 0.0200" in text and "PCA's Gaussian of the same d 0.0110" in text
+    assert "median norm 27.0 ± 1.0 (a prior draw's: 4.5)" in text
+    scores = row.score(tmp_path)
+    assert scores == [(0.40, 0.011), (0.42, 0.011), (0.44, 0.011)]
+    assert reproduce.verdict(scores).startswith("**not**")

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gcnjax import cli, sampling
+from experiments.abp_prior_samples import SETS, score_samples
+from gcnjax import cli, metrics, sampling
+from gcnjax import data as gdata
 from gcnjax.langevin import LangevinConfig
 from gcnjax.run import Picture
 
@@ -148,7 +150,6 @@ def test_sample_a_descriptor_run_from_the_command_line(descriptor_run, tmp_path,
     assert "8 MALA steps of step size 0.01" in (out / "report.md").read_text()
     # The run recorded its data's and its chains' mean energy; the job sets
     # its samples' beside them, each recomputed here from the saved arrays.
-    from gcnjax import data as gdata
     from gcnjax import descriptor as D
     from gcnjax.synthesis import load_run
 
@@ -370,6 +371,19 @@ def test_sample_a_run_of_each_family(kind, shape, tmp_path, image_folder, capsys
         assert cli.main(["sample", "--run", str(run), "--latents", "fitted", "--given", str(folder), "--out",
                          str(tmp_path / "g"), "--quiet"]) == 2
         assert "--latents fitted draws new latents" in capsys.readouterr().err
+        # The samples' scores of experiments/abp_faces.py: against the training faces themselves, the row of
+        # training faces (all of them, reordered) is at Fréchet distance 0, and each source is scored on the
+        # samples it wrote.
+        train = gdata.load_images(folder)
+        scores = score_samples(run, train, train, tmp_path / "scored")
+        assert set(scores["frechet"]) == set(SETS)
+        assert abs(scores["frechet"]["training_faces"]) < 1e-6
+        for source in ("prior", "fitted"):
+            written = np.clip(np.load(tmp_path / "scored" / source / "samples.npy"), 0, 255)
+            assert written.shape == train.shape
+            assert scores["frechet"][source] == pytest.approx(metrics.random_feature_frechet(written, train))
+        assert scores["latent_norm_median"] == pytest.approx(
+            np.median(np.linalg.norm(np.load(run / "latents.npy"), axis=1)))
 
 
 @pytest.mark.slow
@@ -422,8 +436,6 @@ def test_generator_posterior_chains_reach_a_linear_models_posterior(tmp_path):
 
 @pytest.mark.slow
 def test_sample_videos_of_another_length(tmp_path):
-    from gcnjax import data as gdata
-
     frames = np.random.default_rng(0).uniform(0, 255, (6, 16, 16, 3))
     video = gdata.save_video(tmp_path / "v.gif", frames)
     run = tmp_path / "video"
