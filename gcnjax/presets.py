@@ -246,9 +246,10 @@ def abp():
     step on the data term ``δ²/(2σ²)`` stays 0.5) weakens that pull, and
     the generator overfits a few hundred faces within some 300 iterations,
     so the shorter, faster schedule loses nothing. The price is the prior's
-    samples: the training latents sit far outside N(0, I). A larger σ with
-    δ kept at 0.05 keeps them at the prior's scale (RESULTS.md, "σ and the
-    inference step"); it reconstructs as well at 32² and 2% worse at 64²."""
+    samples: the training latents sit far outside N(0, I). σ = 0.3 with δ
+    kept at 0.05 keeps them at the prior's scale (RESULTS.md, "σ and the
+    inference step") and reconstructs validation faces as well at 32², 2%
+    worse at 64²."""
     from gcnjax.generator import GeneratorConfig
 
     return GeneratorConfig(
