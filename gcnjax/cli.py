@@ -822,7 +822,7 @@ def cmd_sample(args) -> int:
 
 def _add_sample_command(sub) -> None:
     from gcnjax.options import add_config_flags
-    from gcnjax.sampling import ChainChanges
+    from gcnjax.sampling import LATENT_SOURCES, ChainChanges
 
     p = sub.add_parser("sample", help="draw many samples of a learned run (any family), in blocks, to disk")
     p.add_argument("--run", type=Path, required=True, help="a finished run directory of any learning command")
@@ -838,7 +838,7 @@ def _add_sample_command(sub) -> None:
     p.add_argument("--given", metavar="DATA",
                    help="generator runs: sample the posterior of z given these observations (chain i on the i-th, "
                         "cycling), Langevin on E(z | x); samples.npy then holds z")
-    p.add_argument("--latents", choices=["prior", "fitted"], default="prior",
+    p.add_argument("--latents", choices=LATENT_SOURCES, default="prior",
                    help="generator runs: draw z from the model's prior N(0, I) (prior) or from the Gaussian fitted "
                         "to the run's training latents (fitted)")
     p.add_argument("--trace-points", type=int, default=10,
