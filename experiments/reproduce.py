@@ -402,7 +402,7 @@ JOBS: List[Job] = [
         seeds=3),
     Job("abp", lambda d, full: _py("abp_faces", "--data", f"{d}/faces64", "--seeds", "0", "1", "2",
                                    *(["--full"] if full else [])),
-        "`gcnjax abp train`'s defaults (σ = 0.05, 10 warm-started Langevin steps of δ = 0.05, Adam 1e-3, batch "
+        "`gcnjax abp train`'s defaults (σ = 0.2, 10 warm-started Langevin steps of δ = 0.05, Adam 1e-3, batch "
         "50, 40 epochs, early stopping every 50 iterations) and `reconstruct`'s and `inpaint`'s (30 rounds of "
         "inference); faces 1–600 to train, 601–700 for early stopping, 701–800 tested; learning from incomplete "
         "data: faces 1–600 with half their pixels missing, the whole 40 epochs (no early stopping); samples: 100 "

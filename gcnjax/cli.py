@@ -665,7 +665,7 @@ def _add_generator_commands(sub) -> None:
     p.add_argument("--net", choices=sorted(GENERATOR_NETS),
                    help="face 64×64×3 (default), face32 32×32×3, digit 28×28×1, sound 1024 samples")
     p.add_argument("--latent-dim", type=_positive_int, help="dimension d of z ~ N(0, I_d) (100)")
-    p.add_argument("--sigma", type=_positive_float, help="observation noise σ (images in [−1, 1]; 0.05)")
+    p.add_argument("--sigma", type=_positive_float, help="observation noise σ (images in [−1, 1]; 0.2)")
     p.add_argument("--epochs", type=_positive_int, help="passes over the training examples (40)")
     p.add_argument("--batch-size", type=_positive_int, help="examples per iteration (50)")
     p.add_argument("--steps", type=_positive_int, help="Langevin steps of inference per iteration (10)")
