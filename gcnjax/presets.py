@@ -239,11 +239,12 @@ def abp():
     PAPERS §4's typical settings are σ = 0.3, δ = 0.3, 30 steps, lr 3e-4
     (:class:`gcnjax.generator.GeneratorConfig`'s defaults). These were
     chosen on validation faces, at 32² (the ``face32`` net, d = 20) and at
-    64² (d = 100) (``experiments/abp_faces.py``, RESULTS.md). With δ moved
-    with σ, the prior ``||z||²/2`` pulls the posterior mode of faces never
-    seen far from their best fit, and the generator reconstructs them worse
-    than PCA at the same d; the rate and schedule above overfit a few hundred
-    faces within some 300 iterations, so a shorter run loses nothing. With
+    64² (d = 100) (``experiments/abp_faces.py``, RESULTS.md). With PAPERS'
+    σ = 0.3 and δ = 0.3 the prior ``||z||²/2`` pulls the posterior mode of
+    faces never seen far from their best fit, and the generator reconstructs
+    them worse than PCA at the same d; the rate and schedule above overfit
+    a few hundred faces within some 300 iterations, so a shorter run loses
+    nothing. With
     δ = 0.05 each training face's inference covers 0.5 units of Langevin
     time over the whole run, a short run from z ~ N(0, I): the training
     latents stay near the prior's scale, and the prior's samples are faces,
