@@ -655,22 +655,26 @@ def _add_descriptor_commands(sub) -> None:
 
 def _add_generator_commands(sub) -> None:
     """abp train / reconstruct / inpaint: the generator's commands."""
+    from gcnjax import presets
     from gcnjax.generator import GENERATOR_NETS, GeneratorConfig
     from gcnjax.options import add_config_flags
 
+    default = presets.abp()  # the help states the preset's values, read from it
     abp_parser = sub.add_parser("abp", help="the generator: learn by alternating back-propagation, reconstruct, inpaint")
     abp_sub = abp_parser.add_subparsers(dest="command_abp", required=True)
     p = abp_sub.add_parser("train", help="learn a generator from a folder of images (or idx files, or WAVs)")
     p.add_argument("--data", help="a folder of images, fashion-mnist, idx:FOLDER, or (--net sound) WAVs")
     p.add_argument("--net", choices=sorted(GENERATOR_NETS),
                    help="face 64×64×3 (default), face32 32×32×3, digit 28×28×1, sound 1024 samples")
-    p.add_argument("--latent-dim", type=_positive_int, help="dimension d of z ~ N(0, I_d) (100)")
-    p.add_argument("--sigma", type=_positive_float, help="observation noise σ (images in [−1, 1]; 0.2)")
-    p.add_argument("--epochs", type=_positive_int, help="passes over the training examples (40)")
-    p.add_argument("--batch-size", type=_positive_int, help="examples per iteration (50)")
-    p.add_argument("--steps", type=_positive_int, help="Langevin steps of inference per iteration (10)")
-    p.add_argument("--delta", type=_positive_float, help="Langevin step δ of inference (0.05)")
-    p.add_argument("--lr", type=_positive_float, help="Adam learning rate (1e-3)")
+    p.add_argument("--latent-dim", type=_positive_int, help=f"dimension d of z ~ N(0, I_d) ({default.latent_dim})")
+    p.add_argument("--sigma", type=_positive_float,
+                   help=f"observation noise σ (images in [−1, 1]; {default.sigma:g})")
+    p.add_argument("--epochs", type=_positive_int, help=f"passes over the training examples ({default.n_epochs})")
+    p.add_argument("--batch-size", type=_positive_int, help=f"examples per iteration ({default.batch_size})")
+    p.add_argument("--steps", type=_positive_int,
+                   help=f"Langevin steps of inference per iteration ({default.langevin.n_steps})")
+    p.add_argument("--delta", type=_positive_float, help=f"Langevin step δ of inference ({default.langevin.delta:g})")
+    p.add_argument("--lr", type=_positive_float, help=f"Adam learning rate ({default.learning_rate:g})")
     p.add_argument("--image-size", type=_image_size, help="resize images to this square size (default: the net's)")
     p.add_argument("--gray", action="store_true", help="learn gray images (one channel)")
     p.add_argument("--limit", type=_positive_int, help="use only the first N examples")
@@ -686,9 +690,11 @@ def _add_generator_commands(sub) -> None:
                    help="learn from the training examples and their left-right mirror images (twice the examples; "
                         "the held-out and validation ones are not mirrored)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--log-every", type=_positive_int, help="iterations between metric rows (10)")
-    p.add_argument("--image-every", type=_positive_int, help="iterations between pictures and early-stopping checks (50)")
-    p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (0: none; 200)")
+    p.add_argument("--log-every", type=_positive_int, help=f"iterations between metric rows ({default.run.log_every})")
+    p.add_argument("--image-every", type=_positive_int,
+                   help=f"iterations between pictures and early-stopping checks ({default.run.image_every})")
+    p.add_argument("--checkpoint-every", type=int,
+                   help=f"iterations between checkpoints (0: none; {default.run.checkpoint_every})")
     p.add_argument("--on-divergence", choices=["stop", "retry"],
                    help="when inference diverges: stop at the last good checkpoint, or retry with a smaller step")
     _add_run_flags(p)
