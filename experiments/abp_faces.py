@@ -147,6 +147,16 @@ def _ridge_recoveries(train, test, specs):
     return errors
 
 
+def _ridge_recoveries_kept(summary, previous_split, train, test, specs):
+    """:func:`_ridge_recoveries`, or the errors an earlier invocation wrote
+    into ``summary`` when they were computed on the same split with the same
+    list of masks (each mask's pixels depend on its place in the list): the
+    fills depend on nothing else, and cost minutes per mask at 64²."""
+    if previous_split == summary["split"] and summary.get("test_recovery_ridge_masks") == list(specs):
+        return summary["test_recovery_ridge"]
+    return _ridge_recoveries(train, test, specs)
+
+
 def _aggregate(rows):
     """The test stage's rows (one per seed) with their mean and spread."""
     out = {"seeds": rows, **{k: _over_seeds(rows, k) for k in (
@@ -157,6 +167,55 @@ def _aggregate(rows):
                            for method in rows[0]["recovery"][m] if all(method in r["recovery"][m] for r in rows)}
                        for m in rows[0]["recovery"]}
     return out
+
+
+def _aggregate_samples(rows):
+    """The samples stage's rows (one per seed) with their mean and spread."""
+    return {"seeds": rows, "frechet": {key: _over_seeds([{"v": r["frechet"][key]} for r in rows], "v")
+                                       for key in SETS},
+            "latent_norm_median": _over_seeds(rows, "latent_norm_median")}
+
+
+INCOMPLETE_METHODS = ("abp_pasted", "abp_generated_alone", "pca", "mean")
+
+
+def _aggregate_incomplete(rows):
+    """An incomplete-data stage's rows (one per seed) with their mean and spread."""
+    return {"seeds": rows, **{measure: {m: _over_seeds([{"v": r[measure][m]} for r in rows], "v")
+                                        for m in INCOMPLETE_METHODS}
+                              for measure in ("missing_values_mae", "whole_image_mae")}}
+
+
+def _aggregator(key):
+    """How the summary's entry ``key`` gathers its seeds' rows, or None for
+    an entry without seeds."""
+    if key == "test":
+        return _aggregate
+    if key == "samples":
+        return _aggregate_samples
+    if key.startswith("incomplete_"):
+        return _aggregate_incomplete
+    return None
+
+
+def merge_summaries(on_disk, new):
+    """``new`` (this invocation's summary) merged into ``on_disk`` (the file
+    as it is now: stages and seeds may run in several invocations, some at
+    once): a stage's rows are gathered by seed, a seed of ``new`` replacing
+    the same seed of ``on_disk``, and its mean and spread recomputed over
+    all of them; other dict entries are updated key by key, the rest
+    replaced."""
+    merged = dict(on_disk)
+    for key, value in new.items():
+        aggregate = _aggregator(key)
+        if aggregate is not None:
+            seeds = {r["seed"]: r for r in on_disk.get(key, {}).get("seeds", []) + value["seeds"]}
+            merged[key] = aggregate([seeds[k] for k in sorted(seeds)])
+        elif isinstance(value, dict) and isinstance(on_disk.get(key), dict):
+            merged[key] = {**on_disk[key], **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def main():
@@ -190,23 +249,15 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    previous_split = summary.get("split")
     folders, ends = _split(args.data, args.out / "split", (args.train, args.validation, args.test))
     summary["split"] = {"data": str(args.data), "train": args.train, "validation": args.validation,
                         "test": args.test, "first_and_last": ends}
     images = {name: gdata.load_images(folders[name], size=size) for name in ("train", "validation", "test")}
 
     def save():
-        # Merged into the file as it is now: stages (and seeds) may run in several processes at once.
-        merged = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        for key, value in summary.items():
-            if key == "test":
-                seeds = {r["seed"]: r for r in merged.get("test", {}).get("seeds", []) + value["seeds"]}
-                merged["test"] = _aggregate([seeds[k] for k in sorted(seeds)])
-            elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-                merged[key] = {**merged[key], **value}
-            else:
-                merged[key] = value
-        summary_path.write_text(json.dumps(merged, indent=1))
+        on_disk = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        summary_path.write_text(json.dumps(merge_summaries(on_disk, summary), indent=1))
 
     if "select" in args.stages:
         chosen = summary.setdefault("select", {})
@@ -223,7 +274,9 @@ def main():
     if "test" in args.stages:
         masks = args.recovery_masks or ["pepper:0.5", "pepper:0.7", "pepper:0.9",
                                         *(["block:20", "block:30"] if args.full else ["block:10", "block:15"])]
-        summary["test_recovery_ridge"] = _ridge_recoveries(images["train"], images["test"], masks)
+        summary["test_recovery_ridge"] = _ridge_recoveries_kept(summary, previous_split, images["train"],
+                                                                images["test"], masks)
+        summary["test_recovery_ridge_masks"] = list(masks)
         rows = []
         learned_in = {r["seed"]: r.get("seconds") for r in summary.get("test", {}).get("seeds", [])}
         for seed in args.seeds:
@@ -269,13 +322,10 @@ def main():
             scores = score_samples(run, images["test"], images["train"], run / "samples_test", seed=seed)
             rows.append({"seed": seed, **scores})
             print("samples", json.dumps(rows[-1]), flush=True)
-        summary["samples"] = {"seeds": rows, "frechet": {
-            key: _over_seeds([{"v": r["frechet"][key]} for r in rows], "v") for key in SETS},
-            "latent_norm_median": _over_seeds(rows, "latent_norm_median")}
+        summary["samples"] = _aggregate_samples(rows)
         save()
 
     if "incomplete" in args.stages:
-        methods = ("abp_pasted", "abp_generated_alone", "pca", "mean")
         for spec in args.incomplete_masks:
             name = "incomplete_" + spec.replace(":", "_").replace(".", "p")
             rows = []
@@ -285,12 +335,10 @@ def main():
                                 "--out", run])
                 missing, whole = np.load(run / "recovery_errors.npy"), np.load(run / "whole_image_errors.npy")
                 rows.append({"seed": seed, "seconds": seconds,
-                             "missing_values_mae": dict(zip(methods, missing.mean(axis=1).tolist())),
-                             "whole_image_mae": dict(zip(methods, whole.mean(axis=1).tolist()))})
+                             "missing_values_mae": dict(zip(INCOMPLETE_METHODS, missing.mean(axis=1).tolist())),
+                             "whole_image_mae": dict(zip(INCOMPLETE_METHODS, whole.mean(axis=1).tolist()))})
                 print(name, json.dumps(rows[-1]), flush=True)
-            summary[name] = {"seeds": rows, **{
-                measure: {m: _over_seeds([{"v": r[measure][m]} for r in rows], "v") for m in methods}
-                for measure in ("missing_values_mae", "whole_image_mae")}}
+            summary[name] = _aggregate_incomplete(rows)
             save()
 
 

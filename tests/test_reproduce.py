@@ -260,3 +260,33 @@ def test_the_abp_samples_row_scores_the_prior_samples_against_pcas_gaussian(tmp_
     scores = row.score(tmp_path)
     assert scores == [(0.40, 0.011), (0.42, 0.011), (0.44, 0.011)]
     assert reproduce.verdict(scores).startswith("**not**")
+
+
+def test_abp_faces_gathers_seeds_of_several_invocations_and_keeps_the_ridge_fills_of_its_split():
+    from experiments import abp_faces
+
+    def samples_row(seed, frechet):
+        return {"seed": seed, "frechet": {key: frechet for key in abp_faces.SETS}, "latent_norm_median": 10.0 + seed}
+
+    first = {"split": {"test": 4}, "samples": abp_faces._aggregate_samples([samples_row(0, 0.1), samples_row(1, 0.5)])}
+    # A later invocation scores seed 1 again and seed 2 for the first time.
+    later = {"split": {"test": 4}, "samples": abp_faces._aggregate_samples([samples_row(1, 0.2), samples_row(2, 0.3)])}
+    merged = abp_faces.merge_summaries(first, later)["samples"]
+    assert [r["seed"] for r in merged["seeds"]] == [0, 1, 2]
+    prior = merged["frechet"]["prior"]
+    assert prior["values"] == [0.1, 0.2, 0.3]
+    assert prior["mean"] == pytest.approx(0.2) and prior["sd"] == pytest.approx(np.std([0.1, 0.2, 0.3], ddof=1))
+    assert merged["latent_norm_median"]["values"] == [10.0, 11.0, 12.0]
+
+    rng = np.random.default_rng(0)
+    train, test = rng.uniform(0, 255, (30, 4, 4, 1)), rng.uniform(0, 255, (3, 4, 4, 1))
+    masks = ["pepper:0.5", "block:2"]
+    computed = abp_faces._ridge_recoveries(train, test, masks)
+    summary = {"split": {"test": 3}, "test_recovery_ridge": {"pepper:0.5": -1.0, "block:2": -2.0},
+               "test_recovery_ridge_masks": masks}
+    assert abp_faces._ridge_recoveries_kept(summary, {"test": 3}, train, test, masks) == {"pepper:0.5": -1.0,
+                                                                                          "block:2": -2.0}
+    # Another split, or the masks in another order (each mask's pixels depend on its place), computes them again.
+    assert abp_faces._ridge_recoveries_kept(summary, {"test": 4}, train, test, masks) == computed
+    assert abp_faces._ridge_recoveries_kept(summary, {"test": 3}, train, test, masks[::-1]) == \
+        abp_faces._ridge_recoveries(train, test, masks[::-1])
