@@ -42,7 +42,11 @@ Stages (``--stages``, in this order):
   the same incomplete faces, and by the mean.
 
 ``summary.json`` gathers the numbers (mean and standard deviation over the
-seeds of the test and incomplete stages).
+seeds of the test, samples and incomplete stages). Seeds may be run in
+several invocations on the same ``--out`` (``--seeds 1``, later
+``--seeds 2``): each stage's rows are gathered there by seed, and the ridge
+fills of an earlier invocation on the same split and masks are read back
+instead of computed again.
 """
 
 import argparse
