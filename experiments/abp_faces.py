@@ -153,12 +153,15 @@ def _ridge_recoveries(train, test, specs):
 
 def _ridge_recoveries_kept(summary, previous_split, train, test, specs):
     """:func:`_ridge_recoveries`, or the errors an earlier invocation wrote
-    into ``summary`` when they were computed on the same split with the same
-    list of masks (each mask's pixels depend on its place in the list): the
-    fills depend on nothing else, and cost minutes per mask at 64²."""
-    if previous_split == summary["split"] and summary.get("test_recovery_ridge_masks") == list(specs):
-        return summary["test_recovery_ridge"]
-    return _ridge_recoveries(train, test, specs)
+    into ``summary`` when they were computed on the same split, at the same
+    image size, with the same list of masks (each mask's pixels depend on
+    its place in the list): the fills depend on nothing else, and cost
+    minutes per mask at 64². Records what they were computed for in
+    ``summary["test_recovery_ridge_of"]``."""
+    computed_for = {"masks": list(specs), "image_size": list(test.shape[1:3])}
+    kept = previous_split == summary["split"] and summary.get("test_recovery_ridge_of") == computed_for
+    summary["test_recovery_ridge_of"] = computed_for
+    return summary["test_recovery_ridge"] if kept else _ridge_recoveries(train, test, specs)
 
 
 def _aggregate(rows):
@@ -280,7 +283,6 @@ def main():
                                         *(["block:20", "block:30"] if args.full else ["block:10", "block:15"])]
         summary["test_recovery_ridge"] = _ridge_recoveries_kept(summary, previous_split, images["train"],
                                                                 images["test"], masks)
-        summary["test_recovery_ridge_masks"] = list(masks)
         rows = []
         learned_in = {r["seed"]: r.get("seconds") for r in summary.get("test", {}).get("seeds", [])}
         for seed in args.seeds:

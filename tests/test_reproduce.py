@@ -282,11 +282,18 @@ def test_abp_faces_gathers_seeds_of_several_invocations_and_keeps_the_ridge_fill
     train, test = rng.uniform(0, 255, (30, 4, 4, 1)), rng.uniform(0, 255, (3, 4, 4, 1))
     masks = ["pepper:0.5", "block:2"]
     computed = abp_faces._ridge_recoveries(train, test, masks)
-    summary = {"split": {"test": 3}, "test_recovery_ridge": {"pepper:0.5": -1.0, "block:2": -2.0},
-               "test_recovery_ridge_masks": masks}
-    assert abp_faces._ridge_recoveries_kept(summary, {"test": 3}, train, test, masks) == {"pepper:0.5": -1.0,
-                                                                                          "block:2": -2.0}
-    # Another split, or the masks in another order (each mask's pixels depend on its place), computes them again.
-    assert abp_faces._ridge_recoveries_kept(summary, {"test": 4}, train, test, masks) == computed
+    kept = {"pepper:0.5": -1.0, "block:2": -2.0}
+
+    def earlier(masks_then, size_then=(4, 4)):  # an earlier invocation's summary, the current split set
+        return {"split": {"test": 3}, "test_recovery_ridge": kept,
+                "test_recovery_ridge_of": {"masks": masks_then, "image_size": list(size_then)}}
+
+    assert abp_faces._ridge_recoveries_kept(earlier(masks), {"test": 3}, train, test, masks) == kept
+    # Another split, another image size, or the masks in another order (each mask's pixels depend on its place)
+    # computes them again, and records what for.
+    assert abp_faces._ridge_recoveries_kept(earlier(masks), {"test": 4}, train, test, masks) == computed
+    assert abp_faces._ridge_recoveries_kept(earlier(masks, (8, 8)), {"test": 3}, train, test, masks) == computed
+    summary = earlier(masks)
     assert abp_faces._ridge_recoveries_kept(summary, {"test": 3}, train, test, masks[::-1]) == \
         abp_faces._ridge_recoveries(train, test, masks[::-1])
+    assert summary["test_recovery_ridge_of"] == {"masks": masks[::-1], "image_size": [4, 4]}
