@@ -151,17 +151,18 @@ def _ridge_recoveries(train, test, specs):
     return errors
 
 
-def _ridge_recoveries_kept(summary, previous_split, train, test, specs):
-    """:func:`_ridge_recoveries`, or the errors an earlier invocation wrote
-    into ``summary`` when they were computed on the same split, at the same
-    image size, with the same list of masks (each mask's pixels depend on
-    its place in the list): the fills depend on nothing else, and cost
-    minutes per mask at 64². Records what they were computed for in
-    ``summary["test_recovery_ridge_of"]``."""
+def _ridge_recoveries_kept(earlier, split, train, test, specs):
+    """``(errors, computed_for)``: :func:`_ridge_recoveries`, or the errors
+    of an earlier invocation's summary ``earlier`` when they were computed
+    on the same ``split``, at the same image size, with the same list of
+    masks (each mask's pixels depend on its place in the list): the fills
+    depend on nothing else, and cost minutes per mask at 64².
+    ``computed_for`` is the record of that, for the summary's
+    ``test_recovery_ridge_of``."""
     computed_for = {"masks": list(specs), "image_size": list(test.shape[1:3])}
-    kept = previous_split == summary["split"] and summary.get("test_recovery_ridge_of") == computed_for
-    summary["test_recovery_ridge_of"] = computed_for
-    return summary["test_recovery_ridge"] if kept else _ridge_recoveries(train, test, specs)
+    if earlier.get("split") == split and earlier.get("test_recovery_ridge_of") == computed_for:
+        return earlier["test_recovery_ridge"], computed_for
+    return _ridge_recoveries(train, test, specs), computed_for
 
 
 def _aggregate(rows):
@@ -206,20 +207,20 @@ def _aggregator(key):
 
 
 def merge_summaries(on_disk, new):
-    """``new`` (this invocation's summary) merged into ``on_disk`` (the file
-    as it is now: stages and seeds may run in several invocations, some at
-    once): a stage's rows are gathered by seed, a seed of ``new`` replacing
-    the same seed of ``on_disk``, and its mean and spread recomputed over
-    all of them; other dict entries are updated key by key, the rest
-    replaced."""
+    """``new`` (what this invocation computed) merged into ``on_disk`` (the
+    file as it is now: stages and seeds may run in several invocations, some
+    at once): a stage's rows are gathered by seed, a seed of ``new``
+    replacing the same seed of ``on_disk``, and its mean and spread
+    recomputed over all of them; the ``select`` stage's configurations are
+    gathered by name; every other entry of ``new`` replaces the file's."""
     merged = dict(on_disk)
     for key, value in new.items():
         aggregate = _aggregator(key)
         if aggregate is not None:
             seeds = {r["seed"]: r for r in on_disk.get(key, {}).get("seeds", []) + value["seeds"]}
             merged[key] = aggregate([seeds[k] for k in sorted(seeds)])
-        elif isinstance(value, dict) and isinstance(on_disk.get(key), dict):
-            merged[key] = {**on_disk[key], **value}
+        elif key == "select":
+            merged[key] = {**on_disk.get(key, {}), **value}
         else:
             merged[key] = value
     return merged
@@ -255,11 +256,11 @@ def main():
               "--overwrite"]
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    previous_split = summary.get("split")
+    # What earlier invocations wrote (read, never written back: only what this one computes is saved).
+    earlier = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     folders, ends = _split(args.data, args.out / "split", (args.train, args.validation, args.test))
-    summary["split"] = {"data": str(args.data), "train": args.train, "validation": args.validation,
-                        "test": args.test, "first_and_last": ends}
+    summary = {"split": {"data": str(args.data), "train": args.train, "validation": args.validation,
+                         "test": args.test, "first_and_last": ends}}
     images = {name: gdata.load_images(folders[name], size=size) for name in ("train", "validation", "test")}
 
     def save():
@@ -281,10 +282,10 @@ def main():
     if "test" in args.stages:
         masks = args.recovery_masks or ["pepper:0.5", "pepper:0.7", "pepper:0.9",
                                         *(["block:20", "block:30"] if args.full else ["block:10", "block:15"])]
-        summary["test_recovery_ridge"] = _ridge_recoveries_kept(summary, previous_split, images["train"],
-                                                                images["test"], masks)
+        summary["test_recovery_ridge"], summary["test_recovery_ridge_of"] = _ridge_recoveries_kept(
+            earlier, summary["split"], images["train"], images["test"], masks)
         rows = []
-        learned_in = {r["seed"]: r.get("seconds") for r in summary.get("test", {}).get("seeds", [])}
+        learned_in = {r["seed"]: r.get("seconds") for r in earlier.get("test", {}).get("seeds", [])}
         for seed in args.seeds:
             run = args.out / "test" / f"seed{seed}"
             if args.score_only:

@@ -284,16 +284,20 @@ def test_abp_faces_gathers_seeds_of_several_invocations_and_keeps_the_ridge_fill
     computed = abp_faces._ridge_recoveries(train, test, masks)
     kept = {"pepper:0.5": -1.0, "block:2": -2.0}
 
-    def earlier(masks_then, size_then=(4, 4)):  # an earlier invocation's summary, the current split set
+    def earlier(masks_then, size_then=(4, 4)):  # an earlier invocation's summary
         return {"split": {"test": 3}, "test_recovery_ridge": kept,
                 "test_recovery_ridge_of": {"masks": masks_then, "image_size": list(size_then)}}
 
-    assert abp_faces._ridge_recoveries_kept(earlier(masks), {"test": 3}, train, test, masks) == kept
+    assert abp_faces._ridge_recoveries_kept(earlier(masks), {"test": 3}, train, test, masks) == (
+        kept, {"masks": masks, "image_size": [4, 4]})
     # Another split, another image size, or the masks in another order (each mask's pixels depend on its place)
-    # computes them again, and records what for.
-    assert abp_faces._ridge_recoveries_kept(earlier(masks), {"test": 4}, train, test, masks) == computed
-    assert abp_faces._ridge_recoveries_kept(earlier(masks, (8, 8)), {"test": 3}, train, test, masks) == computed
-    summary = earlier(masks)
-    assert abp_faces._ridge_recoveries_kept(summary, {"test": 3}, train, test, masks[::-1]) == \
-        abp_faces._ridge_recoveries(train, test, masks[::-1])
-    assert summary["test_recovery_ridge_of"] == {"masks": masks[::-1], "image_size": [4, 4]}
+    # computes them again.
+    assert abp_faces._ridge_recoveries_kept(earlier(masks), {"test": 4}, train, test, masks)[0] == computed
+    assert abp_faces._ridge_recoveries_kept(earlier(masks, (8, 8)), {"test": 3}, train, test, masks)[0] == computed
+    assert abp_faces._ridge_recoveries_kept(earlier(masks), {"test": 3}, train, test, masks[::-1]) == (
+        abp_faces._ridge_recoveries(train, test, masks[::-1]), {"masks": masks[::-1], "image_size": [4, 4]})
+    # Saved, new fills replace the earlier ones whole (no stale mask left); the select stage's configurations
+    # gather by name.
+    saved = abp_faces.merge_summaries({**earlier(masks), "select": {"a": 1}},
+                                      {"test_recovery_ridge": {"block:2": 0.5}, "select": {"b": 2}})
+    assert saved["test_recovery_ridge"] == {"block:2": 0.5} and saved["select"] == {"a": 1, "b": 2}
