@@ -45,8 +45,8 @@ Stages (``--stages``, in this order):
 seeds of the test, samples and incomplete stages). Seeds may be run in
 several invocations on the same ``--out`` (``--seeds 1``, later
 ``--seeds 2``): each stage's rows are gathered there by seed, and the ridge
-fills of an earlier invocation on the same split and masks are read back
-instead of computed again.
+fills of an earlier invocation on the same split, image size and masks are
+read back instead of computed again.
 """
 
 import argparse
