@@ -82,6 +82,22 @@ def _split(folder: Path, out: Path, sizes):
         name: [p.name for p in members][:: max(1, len(members) - 1)] for name, members in parts.items()}
 
 
+def _refuse_another_split(earlier, split, out: Path):
+    """Stop, before anything is written, when ``out`` holds an earlier
+    invocation's runs of another split (``--data``, ``--train``,
+    ``--validation``, ``--test``): their seeds would be gathered with this
+    split's and the split's folders of links would mix both."""
+    before = earlier.get("split")
+    if before is None:
+        return
+    # The data folder by where it is, however it was written (relative to the working directory).
+    same_data = Path(str(before.get("data"))).resolve() == Path(split["data"]).resolve()
+    if not same_data or any(before.get(key) != split[key] for key in split if key != "data"):
+        shown = ", ".join(f"{key} {before.get(key)}" for key in split)
+        raise SystemExit(f"{out} holds runs of another split ({shown}): give another --out, or the same --data, "
+                         "--train, --validation and --test as before.")
+
+
 def _cli(argv):
     print("gcnjax " + " ".join(shlex.quote(str(a)) for a in argv), flush=True)
     t = time.perf_counter()
@@ -258,6 +274,8 @@ def main():
     summary_path = args.out / "summary.json"
     # What earlier invocations wrote (read, never written back: only what this one computes is saved).
     earlier = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    _refuse_another_split(earlier, {"data": str(args.data), "train": args.train, "validation": args.validation,
+                                    "test": args.test}, args.out)
     folders, ends = _split(args.data, args.out / "split", (args.train, args.validation, args.test))
     summary = {"split": {"data": str(args.data), "train": args.train, "validation": args.validation,
                          "test": args.test, "first_and_last": ends}}

@@ -2,6 +2,7 @@
 marked as not run; none is filled in."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,3 +302,17 @@ def test_abp_faces_gathers_seeds_of_several_invocations_and_keeps_the_ridge_fill
     saved = abp_faces.merge_summaries({**earlier(masks), "select": {"a": 1}},
                                       {"test_recovery_ridge": {"block:2": 0.5}, "select": {"b": 2}})
     assert saved["test_recovery_ridge"] == {"block:2": 0.5} and saved["select"] == {"a": 1, "b": 2}
+
+
+def test_abp_faces_refuses_an_out_that_holds_another_split(tmp_path):
+    from experiments import abp_faces
+
+    split = {"data": "faces", "train": 600, "validation": 100, "test": 100}
+    earlier = {"split": {**split, "first_and_last": {}}}
+    abp_faces._refuse_another_split(earlier, split, tmp_path)  # the same split: gathered
+    abp_faces._refuse_another_split({}, split, tmp_path)  # a new --out
+    abp_faces._refuse_another_split(earlier, {**split, "data": str(Path("faces").resolve())}, tmp_path)
+    with pytest.raises(SystemExit, match="another split"):
+        abp_faces._refuse_another_split(earlier, {**split, "data": "other_faces"}, tmp_path)
+    with pytest.raises(SystemExit, match="another split .*train 600.*same --data, --train"):
+        abp_faces._refuse_another_split(earlier, {**split, "train": 500}, tmp_path)
