@@ -147,10 +147,16 @@ def _heldout_errors(run_dir: Path, train_images, test_images):
     return arrays["heldout_errors"]
 
 
-def _over_seeds(rows, key):
-    values = [float(r[key][0] if isinstance(r[key], list) else r[key]) for r in rows]
+def _spread(values):
+    """The seeds' values with their mean and standard deviation."""
+    values = [float(v) for v in values]
     mean, sd = metrics.mean_sd(values)
     return {"mean": mean, "sd": sd, "values": values}
+
+
+def _over_seeds(rows, key):
+    """:func:`_spread` of each row's ``key`` (the first entry of a list: a difference and its standard error)."""
+    return _spread(r[key][0] if isinstance(r[key], list) else r[key] for r in rows)
 
 
 def _ridge_recoveries(train, test, specs):
@@ -181,13 +187,13 @@ def _ridge_recoveries_kept(earlier, split, train, test, specs):
     return _ridge_recoveries(train, test, specs), computed_for
 
 
-def _aggregate(rows):
+def _aggregate_test(rows):
     """The test stage's rows (one per seed) with their mean and spread."""
     out = {"seeds": rows, **{k: _over_seeds(rows, k) for k in (
         "test_mse_abp", "test_mse_abp_fit", "test_mse_pca", "test_abp_better_fraction", "reconstruct_command_mse",
         "reconstruct_command_mse_pca")}}
     # Methods scored on every seed only: seeds merged from an earlier scoring may lack a newer method.
-    out["recovery"] = {m: {method: _over_seeds([{"v": r["recovery"][m][method]} for r in rows], "v")
+    out["recovery"] = {m: {method: _spread(r["recovery"][m][method] for r in rows)
                            for method in rows[0]["recovery"][m] if all(method in r["recovery"][m] for r in rows)}
                        for m in rows[0]["recovery"]}
     return out
@@ -195,7 +201,7 @@ def _aggregate(rows):
 
 def _aggregate_samples(rows):
     """The samples stage's rows (one per seed) with their mean and spread."""
-    return {"seeds": rows, "frechet": {key: _over_seeds([{"v": r["frechet"][key]} for r in rows], "v")
+    return {"seeds": rows, "frechet": {key: _spread(r["frechet"][key] for r in rows)
                                        for key in SETS},
             "latent_norm_median": _over_seeds(rows, "latent_norm_median")}
 
@@ -205,7 +211,7 @@ INCOMPLETE_METHODS = ("abp_pasted", "abp_generated_alone", "pca", "mean")
 
 def _aggregate_incomplete(rows):
     """An incomplete-data stage's rows (one per seed) with their mean and spread."""
-    return {"seeds": rows, **{measure: {m: _over_seeds([{"v": r[measure][m]} for r in rows], "v")
+    return {"seeds": rows, **{measure: {m: _spread(r[measure][m] for r in rows)
                                         for m in INCOMPLETE_METHODS}
                               for measure in ("missing_values_mae", "whole_image_mae")}}
 
@@ -214,7 +220,7 @@ def _aggregator(key):
     """How the summary's entry ``key`` gathers its seeds' rows, or None for
     an entry without seeds."""
     if key == "test":
-        return _aggregate
+        return _aggregate_test
     if key == "samples":
         return _aggregate_samples
     if key.startswith("incomplete_"):
@@ -334,7 +340,7 @@ def main():
             row["recovery"] = json.loads((run / "inpaint_test" / "results.json").read_text())
             rows.append(row)
             print(json.dumps(row), flush=True)
-            summary["test"] = _aggregate(rows)
+            summary["test"] = _aggregate_test(rows)
             save()
 
     if "samples" in args.stages:
