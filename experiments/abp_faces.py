@@ -11,7 +11,10 @@ all: the first ``--train`` (600) are learned from, the next ``--validation``
 by the runs of the ``test`` stage. Every run is a ``gcnjax abp train``
 command with the defaults of the command line (only the size, the net, d,
 the seed and, in the ``select`` stage, the flags of each configuration are
-given), so the numbers are what a user of the defaults gets.
+given), so the numbers are what a user of the defaults gets; ``--flags``
+adds flags of ``gcnjax abp train`` to every run of the test and incomplete
+stages (a configuration chosen in the select stage, scored on the test
+faces: e.g. ``--flags "--sigma 0.5"``), recorded in ``summary.json``.
 
 Stages (``--stages``, in this order):
 
@@ -82,14 +85,18 @@ def _split(folder: Path, out: Path, sizes):
         name: [p.name for p in members][:: max(1, len(members) - 1)] for name, members in parts.items()}
 
 
-def _refuse_another_split(earlier, split, out: Path):
+def _refuse_another_split(earlier, split, out: Path, flags: str = ""):
     """Stop, before anything is written, when ``out`` holds an earlier
     invocation's runs of another split (``--data``, ``--train``,
-    ``--validation``, ``--test``): their seeds would be gathered with this
-    split's and the split's folders of links would mix both."""
+    ``--validation``, ``--test``) or learned with other ``--flags``: their
+    seeds would be gathered with this invocation's, and the split's folders
+    of links would mix both."""
     before = earlier.get("split")
     if before is None:
         return
+    if shlex.split(earlier.get("flags", "")) != shlex.split(flags):
+        raise SystemExit(f"{out} holds runs learned with --flags {earlier.get('flags', '')!r}: give another --out, "
+                         f"or the same --flags as before.")
     # The data folder by where it is, however it was written (relative to the working directory).
     same_data = Path(str(before.get("data"))).resolve() == Path(split["data"]).resolve()
     if not same_data or any(before.get(key) != split[key] for key in split if key != "data"):
@@ -263,6 +270,9 @@ def main():
                    help="configurations of the select stage: NAME=FLAGS (flags of `gcnjax abp train` on top of "
                         "the defaults), e.g. 'sigma0.1=--sigma 0.1 --delta 0.1'")
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--flags", default="",
+                   help="flags of `gcnjax abp train` on top of the defaults for every run of the test and incomplete "
+                        "stages, e.g. '--sigma 0.5' (default: none, the command's defaults)")
     p.add_argument("--score-only", action="store_true",
                    help="test stage: score the existing runs again with the commands' current inference defaults "
                         "(held-out table, reconstruct, inpaint), without training them again")
@@ -281,10 +291,10 @@ def main():
     # What earlier invocations wrote (read, never written back: only what this one computes is saved).
     earlier = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     _refuse_another_split(earlier, {"data": str(args.data), "train": args.train, "validation": args.validation,
-                                    "test": args.test}, args.out)
+                                    "test": args.test}, args.out, args.flags)
     folders, ends = _split(args.data, args.out / "split", (args.train, args.validation, args.test))
     summary = {"split": {"data": str(args.data), "train": args.train, "validation": args.validation,
-                         "test": args.test, "first_and_last": ends}}
+                         "test": args.test, "first_and_last": ends}, "flags": args.flags}
     images = {name: gdata.load_images(folders[name], size=size) for name in ("train", "validation", "test")}
 
     def save():
@@ -319,7 +329,7 @@ def main():
                 errors = _heldout_errors(run, images["train"], images["test"])
             else:
                 seconds = _cli(["abp", "train", "--data", folders["all"], "--holdout", args.test, "--validation",
-                                args.validation, *common, "--seed", seed, "--out", run])
+                                args.validation, *common, *shlex.split(args.flags), "--seed", seed, "--out", run])
                 # The test table of the run's report, recomputed here from its saved errors.
                 errors = np.load(run / "heldout_errors.npy")
             row = {"seed": seed, "seconds": seconds, "rounds": abp.RECONSTRUCTION_ROUNDS,
@@ -362,8 +372,8 @@ def main():
             rows = []
             for seed in args.seeds:
                 run = args.out / name / f"seed{seed}"
-                seconds = _cli(["abp", "train", "--data", folders["train"], "--mask", spec, *common, "--seed", seed,
-                                "--out", run])
+                seconds = _cli(["abp", "train", "--data", folders["train"], "--mask", spec, *common,
+                                *shlex.split(args.flags), "--seed", seed, "--out", run])
                 missing, whole = np.load(run / "recovery_errors.npy"), np.load(run / "whole_image_errors.npy")
                 rows.append({"seed": seed, "seconds": seconds,
                              "missing_values_mae": dict(zip(INCOMPLETE_METHODS, missing.mean(axis=1).tolist())),

@@ -2,6 +2,7 @@
 marked as not run; none is filled in."""
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,14 @@ def test_the_abp_samples_row_scores_the_prior_samples_against_pcas_gaussian(tmp_
     assert reproduce.verdict(scores).startswith("**not**")
 
 
+def test_a_jobs_command_reads_back_as_it_runs(tmp_path):
+    job = next(j for j in reproduce.JOBS if j.name == "abp-samples")
+    argv = reproduce._command(job, "data", tmp_path / "runs", False)
+    assert argv[argv.index("--flags") + 1] == "--sigma 0.5"
+    line = reproduce.command_line(argv)
+    assert "--flags '--sigma 0.5'" in line and shlex.split(line) == ["python", *argv]
+
+
 def test_abp_faces_gathers_seeds_of_several_invocations_and_keeps_the_ridge_fills_of_its_split():
     from experiments import abp_faces
 
@@ -304,7 +313,7 @@ def test_abp_faces_gathers_seeds_of_several_invocations_and_keeps_the_ridge_fill
     assert saved["test_recovery_ridge"] == {"block:2": 0.5} and saved["select"] == {"a": 1, "b": 2}
 
 
-def test_abp_faces_refuses_an_out_that_holds_another_split(tmp_path):
+def test_abp_faces_refuses_an_out_that_holds_another_split_or_other_flags(tmp_path):
     from experiments import abp_faces
 
     split = {"data": "faces", "train": 600, "validation": 100, "test": 100}
@@ -316,3 +325,11 @@ def test_abp_faces_refuses_an_out_that_holds_another_split(tmp_path):
         abp_faces._refuse_another_split(earlier, {**split, "data": "other_faces"}, tmp_path)
     with pytest.raises(SystemExit, match="another split .*train 600.*same --data, --train"):
         abp_faces._refuse_another_split(earlier, {**split, "train": 500}, tmp_path)
+    # Runs learned with other flags of `gcnjax abp train` (a summary without flags: the defaults).
+    tuned = {**earlier, "flags": "--sigma 0.5"}
+    abp_faces._refuse_another_split(tuned, split, tmp_path, "--sigma  0.5")
+    abp_faces._refuse_another_split(earlier, split, tmp_path, "")
+    with pytest.raises(SystemExit, match="learned with --flags '--sigma 0.5'.*same --flags"):
+        abp_faces._refuse_another_split(tuned, split, tmp_path, "")
+    with pytest.raises(SystemExit, match="learned with --flags ''"):
+        abp_faces._refuse_another_split(earlier, split, tmp_path, "--sigma 0.5")
