@@ -85,7 +85,7 @@ def _split(folder: Path, out: Path, sizes):
         name: [p.name for p in members][:: max(1, len(members) - 1)] for name, members in parts.items()}
 
 
-def _refuse_another_split(earlier, split, out: Path, flags: str = ""):
+def _refuse_another_setup(earlier, split, out: Path, flags: str = ""):
     """Stop, before anything is written, when ``out`` holds an earlier
     invocation's runs of another split (``--data``, ``--train``,
     ``--validation``, ``--test``) or learned with other ``--flags``: their
@@ -103,6 +103,17 @@ def _refuse_another_split(earlier, split, out: Path, flags: str = ""):
         shown = ", ".join(f"{key} {before.get(key)}" for key in split)
         raise SystemExit(f"{out} holds runs of another split ({shown}): give another --out, or the same --data, "
                          "--train, --validation and --test as before.")
+
+
+def _check_train_flags(flags: str, what: str):
+    """Stop, before anything is computed, when ``flags`` are not flags of
+    ``gcnjax abp train`` (argparse names the bad one): a typo would
+    otherwise surface only at the first run, after the ridge fills."""
+    try:
+        cli.build_parser().parse_args(["abp", "train", "--data", ".", "--out", ".", *shlex.split(flags)])
+    except SystemExit as err:
+        raise SystemExit(f"{what} {flags!r}: not flags of `gcnjax abp train` (its error above); fix them or "
+                         "leave them out.") from err
 
 
 def _cli(argv):
@@ -290,7 +301,10 @@ def main():
     summary_path = args.out / "summary.json"
     # What earlier invocations wrote (read, never written back: only what this one computes is saved).
     earlier = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    _refuse_another_split(earlier, {"data": str(args.data), "train": args.train, "validation": args.validation,
+    _check_train_flags(args.flags, "--flags")
+    for spec in args.select if "select" in args.stages else []:
+        _check_train_flags(spec.partition("=")[2], f"--select {spec.partition('=')[0]}:")
+    _refuse_another_setup(earlier, {"data": str(args.data), "train": args.train, "validation": args.validation,
                                     "test": args.test}, args.out, args.flags)
     folders, ends = _split(args.data, args.out / "split", (args.train, args.validation, args.test))
     summary = {"split": {"data": str(args.data), "train": args.train, "validation": args.validation,

@@ -318,18 +318,22 @@ def test_abp_faces_refuses_an_out_that_holds_another_split_or_other_flags(tmp_pa
 
     split = {"data": "faces", "train": 600, "validation": 100, "test": 100}
     earlier = {"split": {**split, "first_and_last": {}}}
-    abp_faces._refuse_another_split(earlier, split, tmp_path)  # the same split: gathered
-    abp_faces._refuse_another_split({}, split, tmp_path)  # a new --out
-    abp_faces._refuse_another_split(earlier, {**split, "data": str(Path("faces").resolve())}, tmp_path)
+    abp_faces._refuse_another_setup(earlier, split, tmp_path)  # the same split: gathered
+    abp_faces._refuse_another_setup({}, split, tmp_path)  # a new --out
+    abp_faces._refuse_another_setup(earlier, {**split, "data": str(Path("faces").resolve())}, tmp_path)
     with pytest.raises(SystemExit, match="another split"):
-        abp_faces._refuse_another_split(earlier, {**split, "data": "other_faces"}, tmp_path)
+        abp_faces._refuse_another_setup(earlier, {**split, "data": "other_faces"}, tmp_path)
     with pytest.raises(SystemExit, match="another split .*train 600.*same --data, --train"):
-        abp_faces._refuse_another_split(earlier, {**split, "train": 500}, tmp_path)
+        abp_faces._refuse_another_setup(earlier, {**split, "train": 500}, tmp_path)
     # Runs learned with other flags of `gcnjax abp train` (a summary without flags: the defaults).
     tuned = {**earlier, "flags": "--sigma 0.5"}
-    abp_faces._refuse_another_split(tuned, split, tmp_path, "--sigma  0.5")
-    abp_faces._refuse_another_split(earlier, split, tmp_path, "")
+    abp_faces._refuse_another_setup(tuned, split, tmp_path, "--sigma  0.5")
+    abp_faces._refuse_another_setup(earlier, split, tmp_path, "")
     with pytest.raises(SystemExit, match="learned with --flags '--sigma 0.5'.*same --flags"):
-        abp_faces._refuse_another_split(tuned, split, tmp_path, "")
+        abp_faces._refuse_another_setup(tuned, split, tmp_path, "")
     with pytest.raises(SystemExit, match="learned with --flags ''"):
-        abp_faces._refuse_another_split(earlier, split, tmp_path, "--sigma 0.5")
+        abp_faces._refuse_another_setup(earlier, split, tmp_path, "--sigma 0.5")
+    # Flags that `gcnjax abp train` does not take are refused before anything runs.
+    abp_faces._check_train_flags("--sigma 0.5 --delta 0.1", "--flags")
+    with pytest.raises(SystemExit, match="--flags '--sigmaa 0.5': not flags of `gcnjax abp train`"):
+        abp_faces._check_train_flags("--sigmaa 0.5", "--flags")
