@@ -117,7 +117,7 @@ def _check_train_flags(flags: str, what: str):
 
 
 def _cli(argv):
-    print("gcnjax " + " ".join(shlex.quote(str(a)) for a in argv), flush=True)
+    print("gcnjax " + shlex.join(str(a) for a in argv), flush=True)
     t = time.perf_counter()
     if cli.main([str(a) for a in argv]) != 0:
         raise SystemExit(f"failed: gcnjax {' '.join(map(str, argv))}")
@@ -302,6 +302,7 @@ def main():
     # What earlier invocations wrote (read, never written back: only what this one computes is saved).
     earlier = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     _check_train_flags(args.flags, "--flags")
+    test_flags = shlex.split(args.flags)  # on top of the defaults, for every run of the test and incomplete stages
     for spec in args.select if "select" in args.stages else []:
         _check_train_flags(spec.partition("=")[2], f"--select {spec.partition('=')[0]}:")
     _refuse_another_setup(earlier, {"data": str(args.data), "train": args.train, "validation": args.validation,
@@ -343,7 +344,7 @@ def main():
                 errors = _heldout_errors(run, images["train"], images["test"])
             else:
                 seconds = _cli(["abp", "train", "--data", folders["all"], "--holdout", args.test, "--validation",
-                                args.validation, *common, *shlex.split(args.flags), "--seed", seed, "--out", run])
+                                args.validation, *common, *test_flags, "--seed", seed, "--out", run])
                 # The test table of the run's report, recomputed here from its saved errors.
                 errors = np.load(run / "heldout_errors.npy")
             row = {"seed": seed, "seconds": seconds, "rounds": abp.RECONSTRUCTION_ROUNDS,
@@ -387,7 +388,7 @@ def main():
             for seed in args.seeds:
                 run = args.out / name / f"seed{seed}"
                 seconds = _cli(["abp", "train", "--data", folders["train"], "--mask", spec, *common,
-                                *shlex.split(args.flags), "--seed", seed, "--out", run])
+                                *test_flags, "--seed", seed, "--out", run])
                 missing, whole = np.load(run / "recovery_errors.npy"), np.load(run / "whole_image_errors.npy")
                 rows.append({"seed": seed, "seconds": seconds,
                              "missing_values_mae": dict(zip(INCOMPLETE_METHODS, missing.mean(axis=1).tolist())),
