@@ -844,7 +844,7 @@ def load_generator_run(run_dir):
         raise ValueError(f"{str(run_dir)!r} is not a generator run ({err}).") from None
     scale = ObservationScale.from_dict(payload.get("pixel_scale"))
     net = G.make_net(config)
-    template = net.init(jax.random.key(0), jnp.zeros((1, config.latent_dim), jnp.float32))
+    template = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, config.latent_dim), jnp.float32))
     params = flax.serialization.from_bytes(template, params_path.read_bytes())
     return config, scale, net, params, payload
 

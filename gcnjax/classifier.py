@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gcnjax.nets import init_params
+
 __all__ = [
     "ClassifierConfig",
     "FeatureClassifier",
@@ -180,7 +182,7 @@ def train_classifier(images, labels, config: ClassifierConfig = ClassifierConfig
     n_steps = steps_per_epoch * config.epochs
     net = _net(config)
     key = jax.random.key(config.seed)
-    params = net.init(key, jnp.zeros((1, *images.shape[1:]), jnp.float32))
+    params = init_params(net, key, jnp.zeros((1, *images.shape[1:]), jnp.float32))
     optimizer = optax.adam(config.learning_rate)
 
     @jax.jit

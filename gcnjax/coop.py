@@ -40,7 +40,7 @@ import optax
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax import generator as G
-from gcnjax.nets import DescriptorNet, GeneratorNet
+from gcnjax.nets import DescriptorNet, GeneratorNet, init_params
 from gcnjax.run import Family, Outputs, Picture, Trainer, learn
 from gcnjax.train import RunConfig
 
@@ -169,8 +169,8 @@ def init_state(key, config: CoopConfig, des_net, gen_net) -> CoopState:
     """Fresh params and optimizer states of both nets."""
     k_des, k_gen, k_next = jax.random.split(key, 3)
     size = tuple(config.descriptor.image_size) + (config.descriptor.channels,)
-    des_params = des_net.init(k_des, jnp.zeros((1,) + size, jnp.float32))
-    gen_params = gen_net.init(k_gen, jnp.zeros((1, config.generator.latent_dim), jnp.float32))
+    des_params = init_params(des_net, k_des, jnp.zeros((1,) + size, jnp.float32))
+    gen_params = init_params(gen_net, k_gen, jnp.zeros((1, config.generator.latent_dim), jnp.float32))
     des_opt = D.make_optimizer(config.descriptor, des_params, config.descriptor.image_size).init(des_params)
     gen_opt = G.make_optimizer(config.generator).init(gen_params)
     return CoopState(des_params, des_opt, gen_params, gen_opt, k_next, jnp.zeros((), jnp.int32))

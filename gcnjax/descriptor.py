@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from gcnjax import langevin
-from gcnjax.nets import ConvSpec, DescriptorNet, layer_output_sizes
+from gcnjax.nets import ConvSpec, DescriptorNet, init_params, layer_output_sizes
 from gcnjax.train import LEARNING_RATE_DECAYS, RunConfig, check_learning_rate_decay
 from gcnjax.train import learning_rate_schedule as train_schedule
 
@@ -599,7 +599,7 @@ def init_state(key, config: DescriptorConfig, net: nn.Module, data: jax.Array) -
     every batch, so that the train step sees one state shape."""
     k_params, k_chains, k_next = jax.random.split(key, 3)
     shape = (n_state_chains(config, data.shape[0]),) + tuple(data.shape[1:])
-    params = net.init(k_params, jnp.zeros((1,) + tuple(data.shape[1:]), jnp.float32))
+    params = init_params(net, k_params, jnp.zeros((1,) + tuple(data.shape[1:]), jnp.float32))
     opt_state = make_optimizer(config, params, data.shape[1:-1]).init(params)
     chains = init_chains(k_chains, config.chain_init, shape, scale=config.init_scale, data=data)
     return DescriptorState(params, opt_state, chains, k_next, jnp.zeros((), jnp.int32))
@@ -608,7 +608,7 @@ def init_state(key, config: DescriptorConfig, net: nn.Module, data: jax.Array) -
 def grow(key, state: DescriptorState, config: DescriptorConfig, net: nn.Module, data: jax.Array) -> DescriptorState:
     """Layer-by-layer growth: params of ``net`` (one layer deeper) whose
     existing layers keep their learned values; a fresh optimizer state."""
-    fresh = net.init(key, jnp.zeros((1,) + tuple(data.shape[1:]), jnp.float32))
+    fresh = init_params(net, key, jnp.zeros((1,) + tuple(data.shape[1:]), jnp.float32))
     old = state.params["params"]
     merged = {"params": {name: old.get(name, value) if name.startswith("conv") else value
                          for name, value in fresh["params"].items()}}

@@ -467,7 +467,7 @@ def init_state(key: jax.Array, config: GeneratorConfig, net, n_examples: int,
     x_shape = tuple(int(s) for s in x_shape)
     k_params, k_latents, k_next = jax.random.split(key, 3)
     z = jnp.zeros((1, config.latent_dim), jnp.float32)
-    params = net.init(k_params, z)
+    params = nets.init_params(net, k_params, z)
     out = jax.eval_shape(net.apply, params, z)
     if tuple(out.shape[1:]) != x_shape:
         raise ValueError(

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gcnjax.nets import init_params
+
 __all__ = [
     "power_spectrum", "log_spectrum_distance", "recovery_error",
     "feature_statistics", "frechet_distance", "frechet_distance_from_features", "random_feature_frechet",
@@ -175,7 +177,7 @@ def random_feature_frechet(images_a, images_b, seed: int = 0) -> float:
     if a.ndim != 4 or b.ndim != 4 or a.shape[1:] != b.shape[1:]:
         raise ValueError(f"image sets must be (N, H, W, C) of one image shape, got {a.shape} and {b.shape}.")
     net = _RandomFeatures()
-    params = net.init(jax.random.key(seed), jnp.zeros((1,) + a.shape[1:]))
+    params = init_params(net, jax.random.key(seed), jnp.zeros((1,) + a.shape[1:]))
     apply = jax.jit(net.apply)
     feats = [np.asarray(apply(params, jnp.asarray(x / 127.5 - 1.0)), np.float64) for x in (a, b)]
     return frechet_distance_from_features(feats[0], feats[1])
@@ -695,7 +697,8 @@ def effective_sample_size(traces, split: bool = True) -> float:
         traces = _split_chains(traces)
     if not traces.var() > 0:
         raise ValueError("the traces are constant; their effective sample size is undefined.")
-    return float(blackjax_ess(jnp.asarray(traces, jnp.float32)))
+    # One compiled program per trace shape (run eagerly, each of its ops compiles on its own).
+    return float(jax.jit(blackjax_ess)(jnp.asarray(traces, jnp.float32)))
 
 
 def rhat(traces, split: bool = True) -> float:
@@ -719,7 +722,7 @@ def rhat(traces, split: bool = True) -> float:
         raise ValueError("R-hat needs at least 2 chains (or split=True with one chain).")
     if not traces.var(axis=1, ddof=1).mean() > 0:
         raise ValueError("the traces are constant within chains; R-hat is undefined.")
-    return float(potential_scale_reduction(jnp.asarray(traces, jnp.float32)))
+    return float(jax.jit(potential_scale_reduction)(jnp.asarray(traces, jnp.float32)))
 
 
 # ---------------------------------------------------------------- videos and sounds

@@ -61,7 +61,7 @@ from gcnjax import descriptor as D
 from gcnjax import masks
 from gcnjax.langevin import LangevinConfig
 from gcnjax.metrics import recovery_error
-from gcnjax.nets import MULTIGRID_NORMS, MultigridNet, multigrid_layers
+from gcnjax.nets import MULTIGRID_NORMS, MultigridNet, init_params, multigrid_layers
 from gcnjax.run import Family, Outputs, Picture, Trainer, learn
 from gcnjax.train import RunConfig, RunDir, write_atomic
 
@@ -328,7 +328,7 @@ def init_state(key, config: MultigridConfig, nets: Dict[int, MultigridNet],
     keys = jax.random.split(key, len(config.grids) + 1)
     params, opt_state = {}, {}
     for k, g in zip(keys[1:], config.grids):
-        p = nets[int(g)].init(k, jnp.zeros((2, g, g, config.channels), jnp.float32))
+        p = init_params(nets[int(g)], k, jnp.zeros((2, g, g, config.channels), jnp.float32))
         params[grid_key(g)] = p
         opt_state[grid_key(g)] = optimizer.init(p)
     shape = lambda g: (config.batch_size, g, g, config.channels)

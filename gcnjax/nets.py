@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from gcnjax import ops
 
 __all__ = [
+    "init_params",
     "ConvSpec",
     "DescriptorNet",
     "TEXTURE_LAYERS",
@@ -52,6 +53,20 @@ __all__ = [
 
 IntOrTuple = Union[int, Tuple[int, ...]]
 PADDINGS = ("VALID", "SAME", "CIRCULAR")
+
+
+def init_params(net, key: jax.Array, *example_inputs):
+    """``net.init(key, *example_inputs)`` as one compiled program.
+
+    Run eagerly, a net's init dispatches every initializer and every op of
+    the forward pass that fixes its shapes on its own, and XLA compiles each
+    of them for each shape it meets (dozens of small programs for one net);
+    under ``jax.jit`` it is one. ``net`` is a Flax module or anything with
+    ``init(key, *inputs)``. The params are ``net.init``'s to float rounding:
+    the compiled program may fuse an initializer's scaling into its draw, so
+    a weight can differ from the eager one in its last bit.
+    """
+    return jax.jit(net.init)(key, *example_inputs)
 
 
 @dataclasses.dataclass(frozen=True)

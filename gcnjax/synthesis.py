@@ -324,7 +324,7 @@ def load_run(run_dir: str | Path):
         net = D.make_net(config)
     shape = payload["observed_shape"]
     try:
-        template = net.init(jax.random.key(0), jnp.zeros((1, *shape[1:]), jnp.float32))
+        template = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, *shape[1:]), jnp.float32))
         params = flax.serialization.from_bytes(template, params_path.read_bytes())
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{str(run_dir)!r}: its params are not those of the net its config describes (a net "

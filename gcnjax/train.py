@@ -635,7 +635,10 @@ def _progress(total: int, initial: int, quiet: bool, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True, leave=False)
 
 
+@jax.jit
 def _finite_tree(tree) -> jax.Array:
+    """True when every floating leaf of ``tree`` is finite: one compiled
+    program per tree structure (eagerly, two per leaf shape)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
               if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
