@@ -38,6 +38,12 @@ def _enabled() -> bool:
 # are added only for the jaxlib they were measured on, and a flag the user
 # set keeps the user's value (gcnjax.xla_flags.add_flags).
 _FAST_COMPILE = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
+# The few tests whose cost is running one compiled program long (statistical
+# chains of many thousand chains and hundreds of steps), not compiling it,
+# compile that program with LLVM's optimisation back on, through the
+# ``run_optimised_jit`` fixture: per program, not per process. The same
+# arithmetic either way (no fast-math), so the same numbers.
+_RUN_OPTIMISED = {"xla_backend_optimization_level": 3}
 
 
 def pytest_configure(config):
@@ -67,6 +73,20 @@ def pytest_unconfigure(config):
     if os.environ.get(_OWNER) == str(os.getpid()):
         shutil.rmtree(os.environ.pop("JAX_COMPILATION_CACHE_DIR"), ignore_errors=True)
         del os.environ[_OWNER]
+
+
+@pytest.fixture(scope="session")
+def run_optimised_jit():
+    """``jit(fn, **jit_kwargs)``: ``jax.jit`` with XLA's optimisation level
+    back at its default for this one program, for a test that runs a small
+    program for a long time (where the session's fast-compile flags would
+    cost more in the run than they save in the compile)."""
+    import jax
+
+    def jit(fn, **jit_kwargs):
+        return jax.jit(fn, compiler_options=_RUN_OPTIMISED, **jit_kwargs)
+
+    return jit
 
 
 @pytest.fixture

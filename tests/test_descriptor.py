@@ -59,7 +59,7 @@ def test_mean_energies_over_chunks_of_sets_of_any_size():
     assert means == pytest.approx({"a": direct(a), "b": direct(b)}, rel=1e-5)
 
 
-def test_linear_descriptor_learns_the_closed_form_mean():
+def test_linear_descriptor_learns_the_closed_form_mean(run_optimised_jit):
     """ML learning of f = <w, x> on N(0, σ²I) converges to σ² w = mean(data)."""
     sigma = 0.7
     data = jnp.asarray(np.random.default_rng(0).normal([[1.0, -2.0], [0.5, 3.0]], 0.3, (64, 2, 2)))[..., None]
@@ -72,7 +72,7 @@ def test_linear_descriptor_learns_the_closed_form_mean():
     )
     net = LinearF()
     state = D.init_state(jax.random.key(0), cfg, net, data)
-    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    step = run_optimised_jit(D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params)))
     ws = []
     for i in range(300):
         state, _ = step(state, data)

@@ -99,12 +99,12 @@ def _config(**kw):
     return D.DescriptorConfig(**base)
 
 
-def _learned_weights(cfg, net, data, iterations, average_from, seed=0):
+def _learned_weights(cfg, net, data, iterations, average_from, jit, seed=0):
     """Learn ``net``'s top weights from ``data`` with the descriptor's own ML
-    step; the mean of each weight array over iterations ``average_from``
-    onwards (averaging out the chains' noise): ``{name: mean}``."""
+    step (compiled by ``jit``); the mean of each weight array over iterations
+    ``average_from`` onwards (averaging out the chains' noise): ``{name: mean}``."""
     state = D.init_state(jax.random.key(seed), cfg, net, data)
-    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    step = jit(D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params)))
     history = []
     for i in range(iterations):
         state, _ = step(state, data)
@@ -145,7 +145,7 @@ class Identity(nn.Module):
         return x
 
 
-def test_frame_with_identity_features_learns_the_closed_form_mean():
+def test_frame_with_identity_features_learns_the_closed_form_mean(run_optimised_jit):
     """f = <w, x> (dense top on identity features) on N(0, σ²I): the model is
     N(σ²w, σ²I), so ML learning converges to σ²w = mean of the data."""
     sigma = 0.7
@@ -155,12 +155,12 @@ def test_frame_with_identity_features_learns_the_closed_form_mean():
                   learning_rate=0.5, image_size=(2, 2))
     module = Identity()
     net = F.FrameNet(F.frozen(module, module.init(jax.random.key(0), data[:1])), top="dense")
-    w = _learned_weights(cfg, net, data, 300, 200)["w"]
+    w = _learned_weights(cfg, net, data, 300, 200, run_optimised_jit)["w"]
     tol = 5 * sigma / np.sqrt(n_chains)
     np.testing.assert_allclose(sigma**2 * w, np.asarray(data.mean(axis=0)), atol=tol)
 
 
-def test_stationary_top_with_identity_features_learns_the_pooled_mean():
+def test_stationary_top_with_identity_features_learns_the_pooled_mean(run_optimised_jit):
     """The sum top: f = w Σ_positions x, so the model is N(σ²w·1, σ²I) and
     σ²w = the mean of the data over examples AND positions."""
     sigma = 1.0
@@ -168,7 +168,7 @@ def test_stationary_top_with_identity_features_learns_the_pooled_mean():
     cfg = _config(sigma=sigma, n_chains=1000, langevin=langevin.LangevinConfig(n_steps=4, step_size=0.25),
                   learning_rate=0.1, image_size=(2, 2))
     net = F.FrameNet(lambda x: x, top="sum")
-    w = _learned_weights(cfg, net, data, 300, 200, seed=3)["w"]
+    w = _learned_weights(cfg, net, data, 300, 200, run_optimised_jit, seed=3)["w"]
     tol = 5 * sigma / np.sqrt(1000 * 4)
     np.testing.assert_allclose(sigma**2 * w[0], float(data.mean()), atol=tol)
 
@@ -195,7 +195,7 @@ def test_thresholded_features_are_a_piecewise_linear_potential_per_feature():
         F.response_quantiles(lambda v: v, x, (0.5, 1.5))
 
 
-def test_frame_potential_on_thresholds_recovers_a_known_model():
+def test_frame_potential_on_thresholds_recovers_a_known_model(run_optimised_jit):
     """One pixel, f(x) = Σ_t w_t (x − b_t)₊, p(x) ∝ exp(f(x) − x²/2). Data
     drawn exactly from the model with known w (inverse CDF on a fine grid):
     ML learning recovers w, and the learned model matches the data's
@@ -218,7 +218,7 @@ def test_frame_potential_on_thresholds_recovers_a_known_model():
     # moments by ~0.07, and ML learning would fit the biased chains.
     cfg = _config(sigma=1.0, n_chains=4000, langevin=langevin.LangevinConfig.from_delta(0.25, 10),
                   optimizer="adam", learning_rate=0.02, image_size=(1, 1))
-    w = _learned_weights(cfg, net, jnp.asarray(data_np, jnp.float32), 600, 400, seed=5)["w"]
+    w = _learned_weights(cfg, net, jnp.asarray(data_np, jnp.float32), 600, 400, run_optimised_jit, seed=5)["w"]
     np.testing.assert_allclose(w, w_true, atol=0.3)
     data_moments = np.maximum(data_np.reshape(-1, 1) - knots[None, :], 0.0).mean(axis=0)
     np.testing.assert_allclose(density(w) @ tails, data_moments, atol=0.02)
@@ -241,7 +241,7 @@ def test_pairwise_top_adds_the_features_co_occurrence():
         F.FrameNet(lambda v: v, top="gram").init(jax.random.key(0), x)
 
 
-def test_pairwise_top_learns_the_datas_mean_and_variance():
+def test_pairwise_top_learns_the_datas_mean_and_variance(run_optimised_jit):
     """One pixel, identity feature: f = w x + P x², so p(x) ∝ exp(f − x²/2σ²)
     is N(w/λ, 1/λ) with λ = 1/σ² − 2P. ML learning matches the first two
     moments: on data of mean m and variance s², λ = 1/s² and w = m/s² (here
@@ -253,7 +253,7 @@ def test_pairwise_top_learns_the_datas_mean_and_variance():
     # δ = 0.1: Langevin's stationary variance 1/(λ(1 − δ²λ/4)) is then 0.7% off 1/λ.
     cfg = _config(sigma=sigma, n_chains=4000, langevin=langevin.LangevinConfig.from_delta(0.1, 10),
                   optimizer="adam", learning_rate=0.02, image_size=(1, 1))
-    learned = _learned_weights(cfg, net, jnp.asarray(data_np, jnp.float32), 500, 350, seed=9)
+    learned = _learned_weights(cfg, net, jnp.asarray(data_np, jnp.float32), 500, 350, run_optimised_jit, seed=9)
     precision = 1 / sigma**2 - 2 * float(learned["pair"][0, 0])
     assert precision > 0
     np.testing.assert_allclose(float(learned["w"][0]) / precision, m, atol=0.03)

@@ -122,7 +122,7 @@ def test_reconstruct_from_observed_pixels_is_the_masked_posterior_mode():
 
 
 @pytest.mark.parametrize("mala", [True, False])
-def test_langevin_samples_have_the_posterior_mean_and_covariance(mala):
+def test_langevin_samples_have_the_posterior_mean_and_covariance(mala, run_optimised_jit):
     """Many chains for one x: mean H⁻¹Wᵀ(x − b)/σ², covariance
     H⁻¹ (MALA, exact) or the unadjusted chain's V diag(2/(λ(2 − aλ))) Vᵀ
     (z' = (I − aH)z + … + sqrt(2a)ξ; eigenpairs (λ, V) of H)."""
@@ -138,7 +138,7 @@ def test_langevin_samples_have_the_posterior_mean_and_covariance(mala):
     n_chains = 4000
     n_steps = int(np.ceil(np.log(1e-6) / np.log(1 - a * lam[0])))
     sampler = LangevinConfig.from_delta(np.sqrt(2 * a), n_steps, mala=mala)
-    infer = jax.jit(G.infer, static_argnames=("apply_fn", "sampler"))
+    infer = run_optimised_jit(G.infer, static_argnames=("apply_fn", "sampler"))
     z, info = infer(jax.random.key(7), LinearG(D).apply, linear_params(W, b), np.tile(x, (n_chains, 1)),
                     np.zeros((n_chains, d)), sigma=sigma, sampler=sampler)
     z = np.asarray(z, np.float64)

@@ -41,7 +41,16 @@ Z = 5.0  # tolerance, in standard errors
 
 # One compiled program per (energy, n_steps, mala, shapes); step_size and
 # noise_scale are traced arguments, so sweeping them does not recompile.
-jsample = jax.jit(sample, static_argnames=("energy_fn", "n_steps", "mala", "unroll", "clip"))
+SAMPLE_STATIC = ("energy_fn", "n_steps", "mala", "unroll", "clip")
+jsample = jax.jit(sample, static_argnames=SAMPLE_STATIC)
+
+
+@pytest.fixture(scope="module")
+def long_jsample(run_optimised_jit):
+    """``jsample`` compiled optimised: for the statistical tests, whose
+    thousands of chains over hundreds of steps cost more to run than to
+    compile (the same numbers either way)."""
+    return run_optimised_jit(sample, static_argnames=SAMPLE_STATIC)
 
 
 # ----------------------------------------------------------------------------
@@ -115,7 +124,7 @@ def _ula_stationary_cov_eig(A, a):
 
 
 @pytest.mark.slow
-def test_ula_small_step_matches_correlated_gaussian():
+def test_ula_small_step_matches_correlated_gaussian(long_jsample):
     n_chains, n_steps, a = 10_000, 2500, 0.01
     x0 = np.zeros(2)  # a point mass away from mu: the chains have to mix
     # design: after n_steps at step a, ULA's exact law is within 1 SE of the
@@ -125,7 +134,7 @@ def test_ula_small_step_matches_correlated_gaussian():
     se_m, se_C = _mean_se(SIGMA, n_chains), _cov_se(SIGMA, n_chains)
     assert np.all(np.abs(m_n - MU) < se_m) and np.all(np.abs(C_n - SIGMA) < se_C)
 
-    x, info = jsample(
+    x, info = long_jsample(
         jax.random.key(0), gauss_energy, jnp.zeros((n_chains, 2)), n_steps=n_steps, step_size=a
     )
     x = _f64(x)
@@ -134,7 +143,7 @@ def test_ula_small_step_matches_correlated_gaussian():
     _assert_within(np.cov(x.T), SIGMA, se_C, what="ULA covariance")
 
 
-def test_mala_corrects_ula_bias_at_large_step():
+def test_mala_corrects_ula_bias_at_large_step(long_jsample):
     n_chains, a = 10_000, 0.3  # a * lambda_max(A) ~ 1.1: far from the small-step regime
     # ULA's stationary covariance, by the Lyapunov equation and by the
     # eigenbasis formula 1 / (lam (1 - a lam / 2)).
@@ -147,7 +156,7 @@ def test_mala_corrects_ula_bias_at_large_step():
     x0 = jnp.zeros((n_chains, 2))
     key = jax.random.key(1)
     # ULA memory of x0 decays like (1 - a lambda_min)^n = 0.9^200 ~ 1e-9.
-    x_ula, info_ula = jsample(key, gauss_energy, x0, n_steps=200, step_size=a)
+    x_ula, info_ula = long_jsample(key, gauss_energy, x0, n_steps=200, step_size=a)
     x_ula = _f64(x_ula)
     assert bool(jnp.all(info_ula.is_finite))
     _assert_within(x_ula.mean(0), MU, _mean_se(C_ula, n_chains), what="ULA mean (large step)")
@@ -155,7 +164,7 @@ def test_mala_corrects_ula_bias_at_large_step():
     _assert_within(cov_ula, C_ula, _cov_se(C_ula, n_chains), what="ULA covariance vs closed form")
     assert np.max(np.abs(cov_ula - SIGMA) / se_target) > 10, "ULA should be visibly biased"
 
-    x_mala, info_mala = jsample(key, gauss_energy, x0, n_steps=300, step_size=a, mala=True)
+    x_mala, info_mala = long_jsample(key, gauss_energy, x0, n_steps=300, step_size=a, mala=True)
     x_mala = _f64(x_mala)
     acc = float(info_mala.acceptance_rate.mean())
     assert 0.3 < acc < 0.95  # the correction is active but the chain moves
@@ -247,7 +256,7 @@ mixture_energy = _mixture_energy(MIX_W, MIX_M, MIX_S)
     ],
     ids=["ula_small_step", "mala_large_step"],
 )
-def test_mixture_weights_and_moments(mala, step_size, n_steps):
+def test_mixture_weights_and_moments(mala, step_size, n_steps, long_jsample):
     n_chains, mid = 10_000, 0.0
     truth = _mixture_truth(MIX_W, MIX_M, MIX_S, mid)
     se = _mixture_se(truth, n_chains)
@@ -259,7 +268,7 @@ def test_mixture_weights_and_moments(mala, step_size, n_steps):
         assert np.all(np.abs(ula - np.array(truth[:3])) < se), ula
 
     x0 = jax.random.uniform(jax.random.key(10), (n_chains, 1), minval=-5.0, maxval=5.0)
-    x, info = jsample(
+    x, info = long_jsample(
         jax.random.key(11), mixture_energy, x0, n_steps=n_steps, step_size=step_size, mala=mala
     )
     assert bool(jnp.all(info.is_finite))
@@ -284,7 +293,7 @@ separated_energy = _mixture_energy(SEP_W, SEP_M, SEP_S)
     [(False, 0.01, 200), (True, 0.1, 100)],  # 8 resp. 40 within-mode relaxation times
     ids=["ula_small_step", "mala_large_step"],
 )
-def test_mixture_high_barrier_preserved(mala, step_size, n_steps):
+def test_mixture_high_barrier_preserved(mala, step_size, n_steps, long_jsample):
     n_chains, mid = 10_000, 0.0
     truth = _mixture_truth(SEP_W, SEP_M, SEP_S, mid)
     se = _mixture_se(truth, n_chains)
@@ -297,7 +306,7 @@ def test_mixture_high_barrier_preserved(mala, step_size, n_steps):
     rng = np.random.default_rng(12)
     comp = rng.random(n_chains) < SEP_W[1]
     x0 = np.where(comp, SEP_M[1], SEP_M[0]) + SEP_S * rng.standard_normal(n_chains)
-    x, info = jsample(
+    x, info = long_jsample(
         jax.random.key(13),
         separated_energy,
         jnp.asarray(x0[:, None], jnp.float32),
@@ -429,14 +438,14 @@ def quadratic_energy(x):
         (1.5, 1.0, False),  # oscillating regime 1 - a < 0: variance 4/3, T = 1/3
     ],
 )
-def test_decoupled_stationary_variance(a, b, small_step):
+def test_decoupled_stationary_variance(a, b, small_step, long_jsample):
     n_chains, dim, n_steps = 2000, 10, 800  # (1 - a)^(2 n) < 1e-6 for all a above
     k = n_chains * dim  # E = |x|^2 / 2: every coordinate is an independent sample
     var_exact = b**2 / (1.0 - (1.0 - a) ** 2)
     T = temperature(a, b)
     assert T == pytest.approx(b**2 / (2 * a), rel=1e-12)
     se = var_exact * math.sqrt(2.0 / (k - 1))
-    x, info = jsample(
+    x, info = long_jsample(
         jax.random.key(40), quadratic_energy, jnp.zeros((n_chains, dim)),
         n_steps=n_steps, step_size=a, noise_scale=b,
     )
@@ -451,7 +460,7 @@ def test_decoupled_stationary_variance(a, b, small_step):
         assert abs(x.var(ddof=1) - T) > 10 * se  # T is only the small-step limit
 
 
-def test_coupled_default_noise_variance_high_precision():
+def test_coupled_default_noise_variance_high_precision(long_jsample):
     # noise_scale=None must be exactly sqrt(2a): on E = |x|^2 / 2 the
     # stationary variance is 2a / (1 - (1 - a)^2) = 1 / (1 - a/2). With 1e5
     # samples the SE is 0.45%, so a noise variance off by a few percent
@@ -459,7 +468,7 @@ def test_coupled_default_noise_variance_high_precision():
     n_chains, dim, n_steps, a = 2000, 50, 150, 0.1  # (1 - a)^(2n) ~ 2e-14
     k = n_chains * dim
     var_exact = 1.0 / (1.0 - a / 2.0)
-    x, _ = jsample(jax.random.key(41), quadratic_energy, jnp.zeros((n_chains, dim)), n_steps=n_steps, step_size=a)
+    x, _ = long_jsample(jax.random.key(41), quadratic_energy, jnp.zeros((n_chains, dim)), n_steps=n_steps, step_size=a)
     x = _f64(x).ravel()
     _assert_within(x.var(ddof=1), var_exact, var_exact * math.sqrt(2.0 / (k - 1)), what="variance")
 
@@ -497,10 +506,10 @@ def tree_energy(pos):
 
 
 @pytest.mark.parametrize("mala", [False, True], ids=["ula", "mala"])
-def test_pytree_position_separable_gaussian(mala):
+def test_pytree_position_separable_gaussian(mala, long_jsample):
     n_chains, n_steps, a = 10_000, 300, 0.1
     x0 = {"a": jnp.zeros((n_chains, 2)), "b": jnp.zeros((n_chains, 3))}
-    x, info = jsample(jax.random.key(50), tree_energy, x0, n_steps=n_steps, step_size=a, mala=mala)
+    x, info = long_jsample(jax.random.key(50), tree_energy, x0, n_steps=n_steps, step_size=a, mala=mala)
     assert set(x) == {"a", "b"} and x["a"].shape == (n_chains, 2) and x["b"].shape == (n_chains, 3)
     assert all(field.shape == (n_steps, n_chains) for field in info)
     assert bool(jnp.all(info.is_finite))
@@ -573,14 +582,14 @@ def barrier_energy(x):
     return -jnp.sum(jnp.log1p(-(x**2)))
 
 
-def test_mala_rejects_nonfinite_proposals():
+def test_mala_rejects_nonfinite_proposals(long_jsample):
     n_chains, n_steps, a = 4000, 200, 0.05
     x0 = jnp.zeros((n_chains, 1))
     key = jax.random.key(62)
     # the same move without the correction leaves the domain: proposals do go non-finite
-    _, info_ula = jsample(key, barrier_energy, x0, n_steps=n_steps, step_size=a)
+    _, info_ula = long_jsample(key, barrier_energy, x0, n_steps=n_steps, step_size=a)
     assert not bool(jnp.all(info_ula.is_finite))
-    x, info = jsample(key, barrier_energy, x0, n_steps=n_steps, step_size=a, mala=True)
+    x, info = long_jsample(key, barrier_energy, x0, n_steps=n_steps, step_size=a, mala=True)
     assert bool(jnp.all(info.is_finite))
     rate = _f64(info.acceptance_rate)
     assert np.all((rate >= 0) & (rate <= 1)), "acceptance_rate must be a probability"
@@ -693,12 +702,12 @@ def test_config_from_delta_run_equals_sample(mala):
         np.testing.assert_array_equal(np.asarray(f1), np.asarray(f2))
 
 
-def test_decoupled_mala_targets_exp_minus_energy():
+def test_decoupled_mala_targets_exp_minus_energy(long_jsample):
     """A decoupled move (T = b²/(2a) = 0.25) under MALA is only a proposal:
     the chain targets exp(−E), here N(0, 1), not exp(−E/T)."""
     energy = lambda x: 0.5 * jnp.sum(x**2)
     n = 20000
-    x, info = L.sample(jax.random.key(0), energy, jnp.zeros((n, 1)), n_steps=600,
+    x, info = long_jsample(jax.random.key(0), energy, jnp.zeros((n, 1)), n_steps=600,
                        step_size=0.5, noise_scale=0.5, mala=True)
     var = float(jnp.var(x))
     assert abs(var - 1.0) < 5 * math.sqrt(2.0 / n) * 1.0  # SE of a sample variance

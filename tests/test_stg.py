@@ -123,7 +123,7 @@ class LinearF(nn.Module):
         return jnp.sum(x * w, axis=tuple(range(1, x.ndim)))
 
 
-def test_linear_descriptor_on_videos_learns_the_closed_form_mean():
+def test_linear_descriptor_on_videos_learns_the_closed_form_mean(run_optimised_jit):
     """The descriptor's own learning step on videos (N, T, H, W, C): ML for
     f = <w, x> converges to σ²w = mean(data)."""
     sigma = 0.7
@@ -138,7 +138,7 @@ def test_linear_descriptor_on_videos_learns_the_closed_form_mean():
     net = LinearF()
     state = D.init_state(jax.random.key(0), cfg, net, data)
     assert state.chains.shape == (n_chains, 2, 2, 2, 1)
-    step = D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params))
+    step = run_optimised_jit(D.make_train_step(cfg, net.apply, D.make_optimizer(cfg, state.params)))
     ws = []
     for i in range(250):
         state, _ = step(state, data)
