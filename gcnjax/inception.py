@@ -36,6 +36,7 @@ closely but not to the last digit.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -208,9 +209,12 @@ _TORCH_LEAF = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("
                ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 
 
+@functools.lru_cache(maxsize=None)
 def inception_variables_shapes(fid_variant: bool = True, size: int = MIN_SIZE):
     """The Flax variable tree of :class:`InceptionV3` as shape structs
-    (computed abstractly: nothing is initialised)."""
+    (computed abstractly: nothing is initialised; traced once per arguments,
+    as tracing the net takes seconds). Read it, do not change it: the tree is
+    shared by every caller."""
     model = InceptionV3(fid_variant)
     return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32))
 

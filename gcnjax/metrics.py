@@ -162,6 +162,16 @@ class _RandomFeatures(nn.Module):
         return jnp.mean(x, axis=(1, 2))
 
 
+@functools.lru_cache(maxsize=16)
+def _random_feature_params(seed: int, image_shape: Tuple[int, ...]):
+    """The random net's weights for ``seed`` and one image shape (made once:
+    a scoring loop calls :func:`random_feature_frechet` again and again)."""
+    return init_params(_RandomFeatures(), jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape)))
+
+
+_random_features = jax.jit(_RandomFeatures().apply)
+
+
 def random_feature_frechet(images_a, images_b, seed: int = 0) -> float:
     """Fréchet distance between Gaussians fitted to the features of a FIXED
     RANDOM conv net (seeded, never trained: 3 conv layers 5×5 stride 2 of
@@ -176,10 +186,8 @@ def random_feature_frechet(images_a, images_b, seed: int = 0) -> float:
     a, b = (np.asarray(x, np.float32) for x in (images_a, images_b))
     if a.ndim != 4 or b.ndim != 4 or a.shape[1:] != b.shape[1:]:
         raise ValueError(f"image sets must be (N, H, W, C) of one image shape, got {a.shape} and {b.shape}.")
-    net = _RandomFeatures()
-    params = init_params(net, jax.random.key(seed), jnp.zeros((1,) + a.shape[1:]))
-    apply = jax.jit(net.apply)
-    feats = [np.asarray(apply(params, jnp.asarray(x / 127.5 - 1.0)), np.float64) for x in (a, b)]
+    params = _random_feature_params(int(seed), a.shape[1:])
+    feats = [np.asarray(_random_features(params, jnp.asarray(x / 127.5 - 1.0)), np.float64) for x in (a, b)]
     return frechet_distance_from_features(feats[0], feats[1])
 
 
