@@ -16,6 +16,7 @@ from gcnjax import generator as G
 from gcnjax.data import DataError, load_data
 from gcnjax.langevin import LangevinConfig
 from gcnjax.train import RunConfig
+from gcnjax.nets import init_params
 
 
 def _digits(n, seed=0):
@@ -294,7 +295,7 @@ def test_reconstruction_is_one_call_per_chunk_and_chunking_changes_nothing():
     config = G.GeneratorConfig(net="digit", latent_dim=3, latent_init="zeros",
                                langevin=LangevinConfig.from_delta(0.3, 4, noise=False))
     net = G.make_net(config)
-    params = net.init(jax.random.key(0), np.zeros((1, 3), np.float32))
+    params = init_params(net, jax.random.key(0), np.zeros((1, 3), np.float32))
     x = _digits(7) / 127.5 - 1.0
     whole, z_whole = abp.reconstruct_images(jax.random.key(1), config, net, params, x, rounds=2)
     parts, z_parts = abp.reconstruct_images(jax.random.key(1), config, net, params, x, rounds=2, chunk=3)

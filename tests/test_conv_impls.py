@@ -20,6 +20,7 @@ import pytest
 
 from gcnjax import descriptor as D
 from gcnjax import nets, ops, presets
+from gcnjax.nets import init_params
 
 
 CASES_3D = [
@@ -67,7 +68,7 @@ def test_subpixel_grad_covers_strided_layers_and_stride_one_layers_with_few_chan
     def custom_vjp_calls(channels, stride):
         layer = nets.Conv(4, (3, 3), (stride, stride), "SAME")
         x = jnp.zeros((1, 8, 8, channels))
-        params = layer.init(jax.random.key(0), x)
+        params = init_params(layer, jax.random.key(0), x)
         with ops.conv_impl("subpixel_grad"):
             return str(jax.make_jaxpr(lambda x: layer.apply(params, x))(x)).count("custom_vjp_call")
 
@@ -145,7 +146,7 @@ def _check_against_flax(shape, kernel, stride, padding, impl):
     the function is traced, inside the ``conv_impl`` block)."""
     x = jax.random.normal(jax.random.key(0), shape)
     reference = nn.Conv(5, kernel, strides=stride, padding=padding)
-    params = reference.init(jax.random.key(1), x)
+    params = init_params(reference, jax.random.key(1), x)
     params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape), params)
     ours = nets.Conv(5, kernel, stride, padding)
 
@@ -174,7 +175,7 @@ def test_the_video_nets_are_the_same_function_either_way(variant, impl):
     assert config.langevin.chain_batch is None
     net = D.make_net(config)
     x = jax.random.normal(jax.random.key(0), (2, 8, 16, 16, 3))
-    params = net.init(jax.random.key(1), x)
+    params = init_params(net, jax.random.key(1), x)
     params = jax.tree_util.tree_map(lambda a: a * 50.0, params)  # past the tiny initial weights
     results = []
     for chosen in (impl, "xla"):
@@ -239,7 +240,7 @@ def test_the_kernels_are_chosen_when_traced_from_the_backend(monkeypatch):
     config = presets.texture()
     net = D.make_net(config)
     x = jnp.zeros((24, 24, 3))
-    params = net.init(jax.random.key(0), x[None])
+    params = init_params(net, jax.random.key(0), x[None])
     energy = D.make_energy_fn(net.apply, params, config.sigma)
     traced = {}
     for backend in ("cpu", "gpu"):
@@ -256,7 +257,7 @@ def test_the_kernels_are_chosen_when_traced_from_the_backend(monkeypatch):
 def test_conv_impl_overrides_the_backend_within_its_block_only():
     layer = nets.Conv(4, (4, 4), (2, 2), "SAME")
     x = jnp.zeros((1, 8, 8, 3))
-    params = layer.init(jax.random.key(0), x)
+    params = init_params(layer, jax.random.key(0), x)
     count = lambda: str(jax.make_jaxpr(lambda x: layer.apply(params, x))(x)).count("custom_vjp_call")
     with ops.conv_impl("xla"):
         assert count() == 0

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from gcnjax import nets, ops
+from gcnjax.nets import init_params
 
 
 @pytest.mark.parametrize("kernel,stride,size", [
@@ -58,7 +59,7 @@ def test_generators_agree_with_flax_conv_transpose(make):
     assert ops.UNFOLD_TRANSPOSE_BELOW_CHANNELS == 16
     net = make()
     z = jax.random.normal(jax.random.key(2), (3, 6))
-    params = net.init(jax.random.key(3), z)
+    params = init_params(net, jax.random.key(3), z)
     target = jax.random.normal(jax.random.key(4), (3,) + net.output_shape())
     loss = lambda p, z: jnp.sum((net.apply(p, z) - target) ** 2)
     results = {}
@@ -78,7 +79,7 @@ def test_the_layer_is_flax_conv_transpose(kernel, stride):
     x = jax.random.normal(jax.random.key(0), (2,) + (4,) * len(kernel) + (3,))
     ours = nets.ConvTranspose(5, kernel, stride)
     flax_layer = nn.ConvTranspose(5, kernel, strides=stride, padding="SAME")
-    params, flax_params = ours.init(jax.random.key(1), x), flax_layer.init(jax.random.key(1), x)
+    params, flax_params = init_params(ours, jax.random.key(1), x), init_params(flax_layer, jax.random.key(1), x)
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(flax_params)
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(flax_params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

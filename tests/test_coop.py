@@ -16,6 +16,7 @@ from gcnjax import generator as G
 from gcnjax.langevin import LangevinConfig
 from gcnjax.nets import ConvSpec
 from gcnjax.train import RunConfig
+from gcnjax.nets import init_params
 
 
 def tiny_config(**kw):
@@ -210,7 +211,7 @@ def test_the_authors_nets_are_the_functions_their_code_computes():
     config = presets.coop(8, 1, width=2, nets="authors")
     des_net, gen_net = coop.make_nets(config)
     x = jax.random.normal(jax.random.key(0), (5, 8, 8, 1))
-    params = des_net.init(jax.random.key(1), x)
+    params = init_params(des_net, jax.random.key(1), x)
     top = params["params"]["top"]
     assert top["kernel"].shape[-1] == 100
     one_unit = D.make_net(dataclasses.replace(config.descriptor, top_units=1))
@@ -230,14 +231,14 @@ def test_the_authors_nets_are_the_functions_their_code_computes():
 
     h = 3.0 + 2.0 * jax.random.normal(jax.random.key(4), (6, 4, 4, 5))
     norm = BatchStatNorm()
-    p = norm.init(jax.random.key(5), h)
+    p = init_params(norm, jax.random.key(5), h)
     p = {"params": {"shift": jnp.arange(5.0)}}
     out = np.asarray(norm.apply(p, h), np.float64)
     var = np.asarray(h, np.float64).reshape(-1, 5).var(0)
     np.testing.assert_allclose(out.reshape(-1, 5).mean(0), np.arange(5.0), atol=1e-5)
     np.testing.assert_allclose(out.reshape(-1, 5).var(0), var / (var + 1e-3), rtol=1e-4)
     # g(z) of one example depends on its batch: the same z among other draws maps elsewhere.
-    g_params = gen_net.init(jax.random.key(6), z)
+    g_params = init_params(gen_net, jax.random.key(6), z)
     g_params = jax.tree_util.tree_map(lambda a: a + 0.1, g_params)
     alone, among = gen_net.apply(g_params, z[:3]), gen_net.apply(g_params, z)[:3]
     assert float(jnp.abs(alone - among).max()) > 1e-3

@@ -14,6 +14,7 @@ from gcnjax import descriptor as D
 from gcnjax import langevin
 from gcnjax.nets import ConvSpec, DescriptorNet, layer_output_sizes, receptive_field
 from gcnjax.train import RunConfig, fit
+from gcnjax.nets import init_params
 
 SMALL_LAYERS = (ConvSpec(4, 3, 2), ConvSpec(3, 3, 1))
 
@@ -39,7 +40,7 @@ def small_config(**kw):
 def test_energy_is_reference_minus_f():
     net = DescriptorNet(layers=SMALL_LAYERS)
     x = jax.random.normal(jax.random.key(0), (2, 12, 12, 1)) * 3
-    params = net.init(jax.random.key(1), x)
+    params = init_params(net, jax.random.key(1), x)
     sigma = 2.0
     expected = np.sum(np.asarray(x) ** 2, axis=(1, 2, 3)) / (2 * sigma**2) - np.asarray(net.apply(params, x))
     np.testing.assert_allclose(D.energy(net.apply, params, x, sigma), expected, rtol=1e-5)
@@ -248,7 +249,7 @@ def test_contrastive_divergence_gradient_is_over_the_batch():
 
 def test_spatial_position_scales_and_cap():
     net = DescriptorNet(layers=SMALL_LAYERS)
-    params = net.init(jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
+    params = init_params(net, jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
     scales = D.spatial_position_scales(params, SMALL_LAYERS, (12, 12))
     sizes = layer_output_sizes(SMALL_LAYERS, (12, 12))
     assert sizes == [(5, 5), (3, 3)]
@@ -320,7 +321,7 @@ def test_local_minima_are_auto_encoding_fixed_points():
     """
     K, sigma = 3, np.sqrt(2.0)
     net = DescriptorNet(layers=(ConvSpec(K, 4, 1),))
-    params = net.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+    params = init_params(net, jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
     q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(16, K)))
     w = q.T  # K orthonormal rows
     params = {"params": {"conv1": {"kernel": jnp.asarray(q.reshape(4, 4, 1, K), jnp.float32),
@@ -342,7 +343,7 @@ def test_piecewise_gaussian_within_a_piece():
     """Where the activation pattern is fixed, E is quadratic with Hessian I/σ²:
     E(x + h) − E(x) = <∇E(x), h> + ||h||²/(2σ²) exactly for small h."""
     net = DescriptorNet(layers=SMALL_LAYERS, init_std=0.3)
-    params = net.init(jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
+    params = init_params(net, jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
     sigma = 1.3
     energy_fn = D.make_energy_fn(net.apply, params, sigma)
     x = jax.random.normal(jax.random.key(2), (12, 12, 1)) * 4
@@ -362,7 +363,7 @@ def test_receptive_field_of_paper_net():
     assert layer_output_sizes(OBJECT_LAYERS, (224, 224)) == [(70, 70), (66, 66), (64, 64)]
     assert layer_output_sizes(TEXTURE_LAYERS, (224, 224)) == [(75, 75), (75, 75), (75, 75)]
     net = DescriptorNet(layers=OBJECT_LAYERS, depth=2)
-    params = net.init(jax.random.key(0), jnp.zeros((1, 40, 40, 3)))
+    params = init_params(net, jax.random.key(0), jnp.zeros((1, 40, 40, 3)))
     _, inter = net.apply(params, jnp.ones((1, 40, 40, 3)), mutable=["intermediates"])
     shapes = [v[0].shape[1:3] for v in inter["intermediates"].values()]
     assert shapes == [tuple(s) for s in layer_output_sizes(OBJECT_LAYERS[:2], (40, 40))]

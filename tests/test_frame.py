@@ -14,6 +14,7 @@ from gcnjax import descriptor as D
 from gcnjax import frame as F
 from gcnjax import langevin, presets
 from gcnjax.data import DataError
+from gcnjax.nets import init_params
 
 
 def test_filter_bank_has_zero_mean_and_unit_norm():
@@ -35,7 +36,7 @@ def test_filter_bank_equals_one_convolution_with_the_padded_bank(padding):
     depthwise conv with every filter zero-padded to the largest size."""
     bank = F.FilterBank(sizes=(3, 7), n_orientations=2, padding=padding, nonlinearity="identity")
     x = jax.random.normal(jax.random.key(0), (2, 14, 14, 3))
-    params = bank.init(jax.random.key(1), x)
+    params = init_params(bank, jax.random.key(1), x)
     padded = np.tile(np.asarray(params["params"]["kernel"]), (1, 1, 1, 3))
     ref = jax.lax.conv_general_dilated(x, padded, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                        feature_group_count=3)
@@ -50,7 +51,7 @@ def _grating(side, wavelength, theta):
 def test_gabor_pair_responds_most_to_its_orientation_and_frequency():
     sizes, n_orient = (7, 13), 6
     bank = F.FilterBank(sizes=sizes, n_orientations=n_orient, dog=False, nonlinearity="identity", padding="VALID")
-    params = bank.init(jax.random.key(0), jnp.zeros((1, 40, 40, 1)))
+    params = init_params(bank, jax.random.key(0), jnp.zeros((1, 40, 40, 1)))
     _, names = F.filter_bank_kernels(sizes, n_orient, dog=False)
     for s in sizes:
         wavelength = 2.0 * s / 5.0
@@ -67,7 +68,7 @@ def test_gabor_pair_responds_most_to_its_orientation_and_frequency():
 def test_filter_bank_is_depthwise_on_colour_and_takes_its_nonlinearity():
     bank = F.FilterBank(sizes=(3, 5), n_orientations=2, nonlinearity="identity")
     x = jax.random.normal(jax.random.key(0), (2, 12, 12, 3))
-    params = bank.init(jax.random.key(1), x)
+    params = init_params(bank, jax.random.key(1), x)
     k = params["params"]["kernel"].shape[-1]
     h = bank.apply(params, x)
     assert h.shape == (2, 12, 12, 3 * k)
@@ -116,7 +117,7 @@ def _learned_weights(cfg, net, data, iterations, average_from, jit, seed=0):
 @pytest.mark.parametrize("top", F.TOPS)
 def test_frozen_extractor_params_stay_bit_identical_while_the_top_learns(top):
     module = SmallExtractor()
-    ext_params = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    ext_params = init_params(module, jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
     before = jax.tree_util.tree_map(lambda a: np.array(a, copy=True), ext_params)
     net = F.FrameNet(F.frozen(module, ext_params), top=top)
     data = jax.random.normal(jax.random.key(1), (5, 8, 8, 1)) + 1.0
@@ -154,7 +155,7 @@ def test_frame_with_identity_features_learns_the_closed_form_mean(run_optimised_
     cfg = _config(sigma=sigma, n_chains=n_chains, langevin=langevin.LangevinConfig(n_steps=4, step_size=0.5 * sigma**2),
                   learning_rate=0.5, image_size=(2, 2))
     module = Identity()
-    net = F.FrameNet(F.frozen(module, module.init(jax.random.key(0), data[:1])), top="dense")
+    net = F.FrameNet(F.frozen(module, init_params(module, jax.random.key(0), data[:1])), top="dense")
     w = _learned_weights(cfg, net, data, 300, 200, run_optimised_jit)["w"]
     tol = 5 * sigma / np.sqrt(n_chains)
     np.testing.assert_allclose(sigma**2 * w, np.asarray(data.mean(axis=0)), atol=tol)
@@ -229,7 +230,7 @@ def test_pairwise_top_adds_the_features_co_occurrence():
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.normal(0, 1, (3, 4, 5, 2)), jnp.float32)
     net = F.FrameNet(lambda v: jnp.concatenate([v, jnp.abs(v)], axis=-1), top="pairwise")
-    shapes = jax.tree_util.tree_map(jnp.shape, net.init(jax.random.key(0), x))
+    shapes = jax.tree_util.tree_map(jnp.shape, init_params(net, jax.random.key(0), x))
     assert shapes == {"params": {"w": (4,), "pair": (4, 4)}}
     w, pair = rng.normal(0, 1, 4), rng.normal(0, 1, (4, 4))
     params = {"params": {"w": jnp.asarray(w, jnp.float32), "pair": jnp.asarray(pair, jnp.float32)}}
@@ -265,7 +266,7 @@ def test_opponent_colour_bank_filters_the_rotated_channels():
     x = jax.random.normal(jax.random.key(7), (2, 12, 12, 3))
     rgb = F.FilterBank(sizes=(3, 5), n_orientations=2, nonlinearity="identity")
     opp = F.FilterBank(sizes=(3, 5), n_orientations=2, nonlinearity="identity", colour="opponent")
-    params = rgb.init(jax.random.key(0), x)
+    params = init_params(rgb, jax.random.key(0), x)
     np.testing.assert_allclose(opp.apply(params, x), rgb.apply(params, x @ jnp.asarray(F.OPPONENT.T)), atol=1e-5)
     with pytest.raises(ValueError, match="3 channels"):
         opp.apply(params, x[..., :1])
@@ -306,7 +307,7 @@ def test_vgg16_loader_round_trip_on_a_random_weight_file(tmp_path):
     # Up to conv3_1: two pools, 256 channels; FRAME on it has dense weights per feature.
     net = F.vgg16_net(path, top="sum", pixel_offset=offset)
     assert jax.eval_shape(net.features, jnp.asarray(x)).shape == (2, 3, 3, 256)
-    assert net.init(jax.random.key(0), x)["params"]["w"].shape == (256,)
+    assert init_params(net, jax.random.key(0), x)["params"]["w"].shape == (256,)
 
 
 def test_vgg16_loader_errors_name_the_problem(tmp_path):

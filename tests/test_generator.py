@@ -17,6 +17,7 @@ from gcnjax import generator as G
 from gcnjax import nets
 from gcnjax.langevin import LangevinConfig
 from gcnjax.train import RunConfig, TrainingDiverged, fit
+from gcnjax.nets import init_params
 
 
 class LinearG(nn.Module):
@@ -159,7 +160,7 @@ def test_langevin_samples_have_the_posterior_mean_and_covariance(mala, run_optim
 def test_masked_pixels_are_ignored_exactly():
     """Changing x where m = 0 (even to NaN or inf) leaves z bit-identical."""
     net = nets.GeneratorNet(start=(2, 2), channels=(4, 3, 1), kernel=3, init_std=0.5)
-    params = net.init(jax.random.key(0), jnp.zeros((1, 3)))
+    params = init_params(net, jax.random.key(0), jnp.zeros((1, 3)))
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (3, 8, 8, 1)).astype(np.float32)
     mask = (rng.uniform(size=x.shape) < 0.5).astype(np.float32)
@@ -355,7 +356,7 @@ def test_generator_presets_shapes_and_tanh_range(make, shape):
 def test_generator_net_layer_norm_is_per_example():
     net = nets.digit_generator(norm="layer")
     z = jax.random.normal(jax.random.key(1), (3, 8))
-    params = net.init(jax.random.key(0), z)
+    params = init_params(net, jax.random.key(0), z)
     together = np.asarray(net.apply(params, z))
     alone = np.asarray(net.apply(params, z[1:2]))
     np.testing.assert_allclose(together[1:2], alone, rtol=1e-5, atol=1e-6)
@@ -460,7 +461,7 @@ def test_bad_inputs_name_the_fix():
     config = G.GeneratorConfig(latent_dim=2)
     with pytest.raises(ValueError, match="shape"):
         G.init_state(jax.random.key(0), config, net, 5, (7,))
-    params = net.init(jax.random.key(0), jnp.zeros((1, 2)))
+    params = init_params(net, jax.random.key(0), jnp.zeros((1, 2)))
     with pytest.raises(ValueError, match="mask"):
         G.infer(jax.random.key(0), net.apply, params, jnp.zeros((3, 6)), jnp.zeros((3, 2)), sigma=0.3,
                 sampler=config.langevin, mask=jnp.ones((3, 5)))

@@ -16,6 +16,7 @@ from gcnjax import multigrid as M
 from gcnjax.langevin import LangevinConfig
 from gcnjax.nets import DES4_LAYERS, MultigridNet, multigrid_layers
 from gcnjax.train import RunConfig
+from gcnjax.nets import init_params
 
 
 class LinearF(nn.Module):
@@ -106,7 +107,7 @@ def test_linear_f_learning_step_matches_closed_form(norm):
     apply_fns = {g: lin.apply for g in cfg.grids}
     opt = optax.sgd(lr)
     step, _ = _step_for(cfg, apply_fns, opt)
-    params = {M.grid_key(g): lin.init(jax.random.key(g), jnp.zeros((1, g, g, 3))) for g in cfg.grids}
+    params = {M.grid_key(g): init_params(lin, jax.random.key(g), jnp.zeros((1, g, g, 3))) for g in cfg.grids}
     state = M.MultigridState(params, {k: opt.init(p) for k, p in params.items()},
                              {}, jax.random.key(1), jnp.zeros((), jnp.int32))
     w0 = {g: np.asarray(params[M.grid_key(g)]["params"]["w"], np.float64) for g in cfg.grids}
@@ -146,7 +147,7 @@ def test_learning_for_inpainting_is_the_conditional_likelihood_gradient():
         cfg = tiny_config(grids=(2, 4, 8), norm="none", clip_to_data=False, learn_mask=spec,
                           langevin=LangevinConfig.from_delta(delta, n_steps, noise=False, unroll=1))
         step, opt = _step_for(cfg, {g: lin.apply for g in cfg.grids}, optax.sgd(lr))
-        params = {M.grid_key(g): lin.init(jax.random.key(g), jnp.zeros((1, g, g, 3))) for g in cfg.grids}
+        params = {M.grid_key(g): init_params(lin, jax.random.key(g), jnp.zeros((1, g, g, 3))) for g in cfg.grids}
         state = M.MultigridState(params, {k: opt.init(p) for k, p in params.items()},
                                  {}, jax.random.key(1), jnp.zeros((), jnp.int32))
         w0 = {g: np.asarray(params[M.grid_key(g)]["params"]["w"], np.float64) for g in cfg.grids}
@@ -186,7 +187,7 @@ def test_learning_for_inpainting_draws_a_random_mask_kind_afresh_each_iteration(
     step, opt = _step_for(cfg, {g: lin.apply for g in cfg.grids}, optax.sgd(0.1))
 
     def missing_sets(seed, iterations):
-        params = {M.grid_key(g): lin.init(jax.random.key(g), jnp.zeros((1, g, g, 3))) for g in cfg.grids}
+        params = {M.grid_key(g): init_params(lin, jax.random.key(g), jnp.zeros((1, g, g, 3))) for g in cfg.grids}
         state = M.MultigridState(params, {k: opt.init(p) for k, p in params.items()},
                                  {}, jax.random.key(seed), jnp.zeros((), jnp.int32))
         sets = []
@@ -240,13 +241,13 @@ def test_train_step_traced_once_and_chains_start_at_mean_colour():
 def test_batch_norm_net_normalises_by_its_batch():
     net = MultigridNet(layers=multigrid_layers(4, 0.05), norm="batch")
     x = jax.random.normal(jax.random.key(0), (5, 4, 4, 3))
-    params = net.init(jax.random.key(1), x)
+    params = init_params(net, jax.random.key(1), x)
     # Batch statistics: f of an image depends on its batch mates; without
     # the norm it does not.
     apply = jax.jit(net.apply)
     assert not np.allclose(apply(params, x)[:3], apply(params, x[:3]), rtol=1e-3)
     plain = MultigridNet(layers=multigrid_layers(4, 0.05), norm="none")
-    pp = plain.init(jax.random.key(1), x)
+    pp = init_params(plain, jax.random.key(1), x)
     apply = jax.jit(plain.apply)
     np.testing.assert_allclose(apply(pp, x)[:3], apply(pp, x[:3]), rtol=1e-5)
     assert [s.features for s in multigrid_layers(4)] == [s.features for s in DES4_LAYERS] == [96, 128, 256]

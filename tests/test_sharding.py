@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import pytest
 
 from gcnjax import sharding
+from gcnjax.nets import init_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +37,7 @@ SCRIPT = textwrap.dedent("""
     out = {}
 
     # Langevin chains alone
-    params = net.init(jax.random.key(1), data[:1])
+    params = init_params(net, jax.random.key(1), data[:1])
     energy_fn = D.make_energy_fn(net.apply, params, None)
     kw = dict(n_steps=3, step_size=1.0, noise_scale=0.01)
     one = jax.jit(lambda k, x: langevin.sample(k, energy_fn, x, **kw)[0])(jax.random.key(2), data)
@@ -65,7 +66,7 @@ SCRIPT = textwrap.dedent("""
                              zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s8.params)))
     out["params_moved"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                               zip(jax.tree_util.tree_leaves(s1.params),
-                                  jax.tree_util.tree_leaves(net.init(jax.random.split(jax.random.key(3), 3)[0],
+                                  jax.tree_util.tree_leaves(init_params(net, jax.random.split(jax.random.key(3), 3)[0],
                                                                      data[:1]))))
     diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in
                             zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s8.params))])

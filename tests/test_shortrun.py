@@ -13,6 +13,7 @@ from gcnjax import cli, presets
 from gcnjax import data as gdata
 from gcnjax import descriptor as D
 from gcnjax.nets import ConvSpec, layer_output_sizes
+from gcnjax.nets import init_params
 
 
 def test_shortrun_preset_has_the_authors_settings():
@@ -35,7 +36,7 @@ def test_shortrun_net_is_linear_at_the_top_with_torch_init():
     c = presets.shortrun(n_filters=4)
     net = D.make_net(c)
     x = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3), minval=-1, maxval=1)
-    params = net.init(jax.random.key(1), x)
+    params = init_params(net, jax.random.key(1), x)
     p = params["params"]
     # PyTorch's default Conv2d init: U(±1/sqrt(fan_in)) for kernels and biases.
     for name, fan_in in (("conv1", 3 * 3 * 3), ("conv2", 4 * 4 * 4), ("conv5", 4 * 4 * 32)):
@@ -62,7 +63,7 @@ def test_shortrun_langevin_is_x_plus_grad_f_plus_small_noise():
         presets.shortrun().langevin, n_steps=1))
     net = D.make_net(c)
     x0 = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1, maxval=1)
-    params = net.init(jax.random.key(1), x0)
+    params = init_params(net, jax.random.key(1), x0)
     key = jax.random.key(2)
     x1, _ = D.synthesize(key, net.apply, params, x0, c.langevin, c.sigma)
     grad_f = jax.vmap(jax.grad(lambda xi: net.apply(params, xi[None])[0]))(x0)

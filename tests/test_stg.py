@@ -14,6 +14,7 @@ from gcnjax import descriptor as D
 from gcnjax import langevin, masks, metrics, presets, stg
 from gcnjax.nets import SOUND_LAYERS, ConvSpec, DescriptorNet, layer_output_sizes, receptive_field, stg_layers
 from gcnjax.synthesis import check_images
+from gcnjax.nets import init_params
 
 
 def _slim(layers, features=2):
@@ -61,7 +62,7 @@ def test_receptive_field_is_the_support_of_a_top_unit_gradient():
     assert rf == (1 + 2 + 1 * 2, 1 + 4 + 2 * 1, 1 + 1 + 2 * 2)
     net = DescriptorNet(layers=layers)
     x = jnp.ones((1, 12, 15, 11, 1))
-    params = jax.tree_util.tree_map(jnp.abs, net.init(jax.random.key(0), x))
+    params = jax.tree_util.tree_map(jnp.abs, init_params(net, jax.random.key(0), x))
 
     def first_top_unit(x):
         _, inter = net.apply(params, x, mutable=["intermediates"])
@@ -79,7 +80,7 @@ def test_st_model_is_stationary_in_time():
     layers = (ConvSpec(4, (3, 3, 3), (2, 1, 1), "CIRCULAR"), ConvSpec(3, (3, 3, 3), (1, 1, 1), "CIRCULAR"))
     net = DescriptorNet(layers=layers)
     x = jax.random.normal(jax.random.key(1), (1, 8, 6, 6, 2))
-    params = net.init(jax.random.key(0), x)
+    params = init_params(net, jax.random.key(0), x)
     params = jax.tree_util.tree_map(lambda p: p * 30, params)  # ReLUs partly on, partly off
     f = float(net.apply(params, x)[0])
     for shift in (2, 4, 6):
@@ -96,7 +97,7 @@ def test_st_top_sums_interior_responses_equivariantly():
     layers = _slim(stg_layers("st"), features=3)
     net = DescriptorNet(layers=layers)
     x = jax.random.normal(jax.random.key(2), (1, 84, 8, 8, 1))
-    params = net.init(jax.random.key(0), x)
+    params = init_params(net, jax.random.key(0), x)
     # The same video delayed by 21 frames (new frames in front): the paddings
     # of every layer stay where they were relative to the start.
     shifted = jnp.concatenate([jax.random.normal(jax.random.key(3), (1, 21, 8, 8, 1)), x], axis=1)
