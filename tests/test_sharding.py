@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import pytest
 
 from gcnjax import sharding
-from gcnjax.nets import init_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,6 +27,7 @@ SCRIPT = textwrap.dedent("""
     import dataclasses, json
     import jax, jax.numpy as jnp, numpy as np
     from gcnjax import descriptor as D, langevin, presets, sharding
+    from gcnjax.nets import init_params
 
     assert len(jax.devices()) == 8, jax.devices()
     config = dataclasses.replace(presets.shortrun(2), n_chains=8, batch_size=8,
