@@ -108,7 +108,10 @@ def test_sigint_checkpoints_the_current_iteration_and_says_how_to_resume(tmp_pat
     # iterations, which a loaded machine can reach before the signal is handled.
     argv = [sys.executable, "-m", "gcnjax.cli", "demo", "--image-size", "40", "--iterations", "100000",
             "--checkpoint-every", "1000000", "--steps", "1", "--lr", "1e-5", "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    # The child takes SIGINT's default action even where this process ignores it (started under nohup or
+    # in the background), which it would otherwise inherit.
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = out / "metrics.csv"
     deadline = time.time() + 240
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
