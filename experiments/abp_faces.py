@@ -120,7 +120,7 @@ def _cli(argv):
     print("gcnjax " + shlex.join(str(a) for a in argv), flush=True)
     t = time.perf_counter()
     if cli.main([str(a) for a in argv]) != 0:
-        raise SystemExit(f"failed: gcnjax {' '.join(map(str, argv))}")
+        raise SystemExit(f"failed: gcnjax {shlex.join(str(a) for a in argv)}")
     return time.perf_counter() - t
 
 

@@ -54,6 +54,7 @@ import numpy as np
 
 from gcnjax import descriptor as D
 from gcnjax.data import DataError
+from gcnjax.nets import init_params
 
 PyTree = Any
 
@@ -424,7 +425,7 @@ def filter_bank_net(top: str = "dense", *, sizes=(7, 11, 15), n_orientations: in
     bank = FilterBank(sizes=tuple(sizes), n_orientations=n_orientations, dog=dog, nonlinearity=nonlinearity,
                       padding=padding, stride=stride, colour=colour)
     channels = 3 if colour == "opponent" else 1
-    params = bank.init(jax.random.key(0), jnp.zeros((1, max(sizes), max(sizes), channels), jnp.float32))
+    params = init_params(bank, jax.random.key(0), jnp.zeros((1, max(sizes), max(sizes), channels), jnp.float32))
     extract = frozen(bank, params)
     if threshold_quantiles is not None:
         if images is None:

@@ -684,6 +684,15 @@ def _split_chains(traces: np.ndarray) -> np.ndarray:
     return np.concatenate([traces[:, :half], traces[:, -half:]], axis=0)
 
 
+@functools.lru_cache(maxsize=None)
+def _blackjax_diagnostics():
+    """BlackJAX's ESS and R̂, jitted once: one compiled program per trace
+    shape (run eagerly, each of their ops compiles on its own)."""
+    from blackjax.diagnostics import effective_sample_size, potential_scale_reduction
+
+    return jax.jit(effective_sample_size), jax.jit(potential_scale_reduction)
+
+
 def effective_sample_size(traces, split: bool = True) -> float:
     """Effective sample size of ``(n_chains, n_draws)`` traces of one scalar,
     by BlackJAX (:func:`blackjax.diagnostics.effective_sample_size`, Stan's
@@ -698,15 +707,12 @@ def effective_sample_size(traces, split: bool = True) -> float:
     (tests/test_metrics.py checks both, and the agreement with a direct
     float64 computation of these formulas).
     """
-    from blackjax.diagnostics import effective_sample_size as blackjax_ess
-
     traces = _as_traces(traces)
     if split:
         traces = _split_chains(traces)
     if not traces.var() > 0:
         raise ValueError("the traces are constant; their effective sample size is undefined.")
-    # One compiled program per trace shape (run eagerly, each of its ops compiles on its own).
-    return float(jax.jit(blackjax_ess)(jnp.asarray(traces, jnp.float32)))
+    return float(_blackjax_diagnostics()[0](jnp.asarray(traces, jnp.float32)))
 
 
 def rhat(traces, split: bool = True) -> float:
@@ -721,8 +727,6 @@ def rhat(traces, split: bool = True) -> float:
     means. Near 1 when all chains sample one distribution; above ~1.01 they
     have not mixed.
     """
-    from blackjax.diagnostics import potential_scale_reduction
-
     traces = _as_traces(traces)
     if split:
         traces = _split_chains(traces)
@@ -730,7 +734,7 @@ def rhat(traces, split: bool = True) -> float:
         raise ValueError("R-hat needs at least 2 chains (or split=True with one chain).")
     if not traces.var(axis=1, ddof=1).mean() > 0:
         raise ValueError("the traces are constant within chains; R-hat is undefined.")
-    return float(jax.jit(potential_scale_reduction)(jnp.asarray(traces, jnp.float32)))
+    return float(_blackjax_diagnostics()[1](jnp.asarray(traces, jnp.float32)))
 
 
 # ---------------------------------------------------------------- videos and sounds
